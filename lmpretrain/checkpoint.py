@@ -1,0 +1,209 @@
+"""Atomic ``checkpoint-<step>/`` folders: a complete HF model dir plus the state to resume exactly.
+
+Layout of one checkpoint::
+
+    checkpoint-1000/
+      config.json, model.safetensors      # the model (ELECTRA: the discriminator; generator/ beside it)
+      vocab.txt, tokenizer_config.json …  # the tokenizer files, copied from the tokenizer dir
+      lmpretrain_config.json              # the resolved run configuration
+      training_state.pt                   # optimizer, scheduler, scaler, RNG, step, data position
+      lmpretrain_checkpoint.json          # written last: step + size and sha256 of every file above
+
+A checkpoint is written into a hidden temporary folder and renamed into place only once the
+manifest (the last file) is on disk, so a crash at any moment leaves either the complete folder or
+no folder under that name. Loading checks the manifest against the files, so a truncated or
+tampered checkpoint is reported by name and skipped for the previous one.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+from .log import get_logger
+
+logger = get_logger(__name__)
+
+MANIFEST = "lmpretrain_checkpoint.json"
+STATE_FILE = "training_state.pt"
+CONFIG_FILE = "lmpretrain_config.json"
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used (incomplete, truncated, corrupt); the message names what is wrong."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    for directory in [root, *[p for p in root.rglob("*") if p.is_dir()]]:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def checkpoint_path(model_dir: str | Path, step: int) -> Path:
+    return Path(model_dir) / f"checkpoint-{step}"
+
+
+def list_checkpoints(model_dir: str | Path) -> list[tuple[int, Path]]:
+    """All ``checkpoint-N`` folders (complete or not), oldest first."""
+    root = Path(model_dir)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _NAME.match(p.name))]
+    return sorted(found)
+
+
+def verify_checkpoint(path: str | Path, *, check_hashes: bool = True) -> dict:
+    """Return the manifest of a complete checkpoint, or raise :class:`CheckpointError` saying what is wrong."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise CheckpointError(f"{path} is incomplete (no {MANIFEST}: the write was interrupted)")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        files = manifest["files"]
+    except (ValueError, KeyError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{manifest_path} is corrupt ({error})") from None
+    for rel, meta in files.items():
+        file = path / rel
+        if not file.is_file():
+            raise CheckpointError(f"{file} is missing")
+        size = file.stat().st_size
+        if size != meta["size"]:
+            raise CheckpointError(f"{file} is truncated or changed ({size} bytes, expected {meta['size']})")
+        if check_hashes and _sha256(file) != meta["sha256"]:
+            raise CheckpointError(f"{file} is corrupt (checksum mismatch)")
+    return manifest
+
+
+def save_checkpoint(model_dir: str | Path, step: int, write_contents: Callable[[Path], None], *,
+                    total_limit: int | None = None) -> Path:
+    """Write ``checkpoint-<step>`` atomically; ``write_contents(tmp_dir)`` writes the model, tokenizer and state.
+
+    Removes the oldest complete checkpoints beyond ``total_limit``. A full disk or any other write error removes
+    the partial folder and raises :class:`UserError` naming the folder; existing checkpoints are untouched.
+    """
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    final = checkpoint_path(model_dir, step)
+    tmp = model_dir / f".checkpoint-{step}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        tmp.mkdir()
+        write_contents(tmp)
+        files = {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": _sha256(p)}
+                 for p in sorted(tmp.rglob("*")) if p.is_file()}
+        (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": files}, indent=1), encoding="utf-8")
+        _fsync_tree(tmp)
+        if final.exists():  # re-saving a step (e.g. after a resume): move the old one aside first
+            old = model_dir / f".checkpoint-{step}.old-{os.getpid()}"
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(final)
+        _fsync_tree_dir(model_dir)
+    except OSError as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = "no space left on device" if error.errno == errno.ENOSPC else (error.strerror or str(error))
+        previous = [p.name for _, p in list_checkpoints(model_dir) if (p / MANIFEST).is_file()]
+        kept = f"; the previous checkpoint {previous[-1]} is intact" if previous else ""
+        raise UserError(f"could not write checkpoint {final}: {reason}{kept}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if total_limit is not None and total_limit > 0:
+        rotate_checkpoints(model_dir, total_limit)
+    return final
+
+
+def _fsync_tree_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def rotate_checkpoints(model_dir: str | Path, total_limit: int) -> None:
+    """Delete the oldest complete checkpoints so that at most ``total_limit`` remain."""
+    complete = [p for _, p in list_checkpoints(model_dir) if (p / MANIFEST).is_file()]
+    for path in complete[:-total_limit]:
+        logger.info("removing old checkpoint %s (save-total-limit %d)", path.name, total_limit)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def clean_partial_checkpoints(model_dir: str | Path) -> None:
+    """Remove leftovers of interrupted writes (hidden temp folders); never touches a checkpoint-N folder."""
+    root = Path(model_dir)
+    if root.is_dir():
+        for path in root.glob(".checkpoint-*.*-*"):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def latest_checkpoint(model_dir: str | Path, load: Callable[[Path], object] | None = None):
+    """Return ``(path, loaded)`` for the newest checkpoint that verifies (and loads, if ``load`` is given).
+
+    Newer checkpoints that fail are reported by name and skipped with a warning that says which one is used
+    instead. Raises :class:`UserError` when there is no usable checkpoint at all.
+    """
+    candidates = list_checkpoints(model_dir)
+    if not candidates:
+        raise UserError(f"--do_continue: no checkpoint-<step> folder in {model_dir}")
+    problems = []
+    for _, path in reversed(candidates):
+        try:
+            verify_checkpoint(path)
+            loaded = load(path) if load is not None else None
+        except (CheckpointError, UserError, RuntimeError, OSError, ValueError, KeyError) as error:
+            problems.append(f"{path.name}: {error}")
+            logger.warning("cannot resume from %s: %s", path.name, error)
+            continue
+        if problems:
+            logger.warning("falling back to %s because newer checkpoints are unusable (%s)", path.name,
+                           "; ".join(problems))
+        return path, loaded
+    raise UserError(f"--do_continue: no usable checkpoint in {model_dir}: " + "; ".join(problems))
+
+
+def save_training_state(path: Path, state: dict) -> None:
+    torch.save(state, path / STATE_FILE)
+
+
+def load_training_state(path: Path) -> dict:
+    try:
+        return torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+    except Exception as error:  # a corrupt pickle raises anything from EOFError to UnpicklingError
+        raise CheckpointError(f"{path / STATE_FILE} cannot be loaded ({type(error).__name__}: {error})") from None
+
+
+def copy_tokenizer_files(tokenizer_dir: str | Path, dest: Path) -> None:
+    """Copy the tokenizer's files (not sub-folders or hidden files) so the checkpoint loads with AutoTokenizer."""
+    for file in Path(tokenizer_dir).iterdir():
+        if file.is_file() and not file.name.startswith("."):
+            shutil.copy2(file, dest / file.name)

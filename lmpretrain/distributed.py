@@ -1,0 +1,148 @@
+"""Process layout: plain runs, torchrun and ``python -m torch.distributed.launch``; per-node batch sizes.
+
+A job's global batch at each optimizer step is the sum of the node batch sizes in parameter.json
+(``batch-size``: node rank -> that node's batch; ``"-1"`` is the size for any node not listed, so a
+single-node preset works unchanged on one node). A node's batch is split over its local processes:
+``node_batch // nproc`` each, and the first ``node_batch % nproc`` local ranks take one sample more.
+Samples of a global batch are laid out node by node, local rank by local rank, so every process
+knows its contiguous slice ``[rank_offset, rank_offset + per_device_batch_size)`` of the batch
+without talking to the others.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from .errors import UserError
+from .log import get_logger
+
+logger = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where this process sits in the job and which slice of each global batch it handles."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+    node_rank: int
+    num_nodes: int
+    node_batch_size: int
+    per_device_batch_size: int
+    rank_offset: int  # first sample of this process inside the global batch
+    global_batch_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def node_batch_size(node_batch_sizes: dict[int, int], node_rank: int) -> int:
+    """The batch of one node: its own entry, else the ``-1`` entry; a node with neither is an error."""
+    if node_rank in node_batch_sizes:
+        return node_batch_sizes[node_rank]
+    if -1 in node_batch_sizes:
+        return node_batch_sizes[-1]
+    known = ", ".join(str(k) for k in sorted(node_batch_sizes))
+    raise UserError(f"batch-size has no entry for node rank {node_rank} (entries: {known}); "
+                    f'add "{node_rank}": <batch> or a "-1" default')
+
+
+def split_node_batch(node_batch: int, local_world_size: int) -> list[int]:
+    """Per-process shares of one node's batch: equal parts, the remainder going to the first local ranks."""
+    base, remainder = divmod(node_batch, local_world_size)
+    if base == 0:
+        raise UserError(f"a node batch of {node_batch} cannot be split over {local_world_size} processes "
+                        "(each needs at least one sample)")
+    return [base + (1 if i < remainder else 0) for i in range(local_world_size)]
+
+
+def batch_layout(node_batch_sizes: dict[int, int], *, num_nodes: int, node_rank: int, local_rank: int,
+                 local_world_size: int) -> tuple[int, int, int, int]:
+    """Return (node_batch_size, per_device_batch_size, rank_offset, global_batch_size) for one process."""
+    node_batches = [node_batch_size(node_batch_sizes, n) for n in range(num_nodes)]
+    shares = split_node_batch(node_batches[node_rank], local_world_size)
+    offset = sum(node_batches[:node_rank]) + sum(shares[:local_rank])
+    return node_batches[node_rank], shares[local_rank], offset, sum(node_batches)
+
+
+def _env_int(*names: str) -> int | None:
+    for name in names:
+        value = os.environ.get(name)
+        if value not in (None, ""):
+            return int(value)
+    return None
+
+
+def init_distributed(node_batch_sizes: dict[int, int], *, local_rank: int | None = None,
+                     node_rank: int | None = None, device: str | None = None,
+                     timeout_s: float = 1800.0) -> Layout:
+    """Read the launcher's environment, start the process group (NCCL on GPUs, gloo on CPUs), compute the layout.
+
+    ``local_rank`` is the ``--local_rank`` flag of ``torch.distributed.launch`` (``LOCAL_RANK`` wins when both
+    are set, since torchrun sets only the variable). ``node_rank`` is the ``--node_rank`` flag; without it the
+    launcher's ``GROUP_RANK`` (torchrun) or ``NODE_RANK`` is used.
+    """
+    world_size = _env_int("WORLD_SIZE") or 1
+    rank = _env_int("RANK") or 0
+    env_local_rank = _env_int("LOCAL_RANK")
+    local_rank = env_local_rank if env_local_rank is not None else (local_rank if local_rank is not None else 0)
+    if local_rank < 0:  # the original's default of --local_rank -1 means "not distributed"
+        local_rank = 0
+    local_world_size = _env_int("LOCAL_WORLD_SIZE") or world_size
+    num_nodes = _env_int("GROUP_WORLD_SIZE") or max(1, world_size // local_world_size)
+    env_node_rank = _env_int("GROUP_RANK", "NODE_RANK")
+    if node_rank is None or node_rank < 0:
+        node_rank = env_node_rank if env_node_rank is not None else rank // local_world_size
+    if not 0 <= node_rank < num_nodes:
+        raise UserError(f"--node_rank {node_rank} is outside the job's {num_nodes} node(s)")
+
+    if device is None:
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    torch_device = torch.device(device)
+    if torch_device.type == "cuda":
+        torch.cuda.set_device(torch_device)
+
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if torch_device.type == "cuda" else "gloo"
+        # A bounded timeout: if a peer dies, collectives fail instead of hanging forever.
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s),
+                                **({"device_id": torch_device} if backend == "nccl" else {}))
+        logger.info("process group: backend %s, world size %d, %d node(s)", backend, world_size, num_nodes)
+
+    node_batch, per_device, offset, global_batch = batch_layout(
+        node_batch_sizes, num_nodes=num_nodes, node_rank=node_rank, local_rank=local_rank,
+        local_world_size=local_world_size)
+    return Layout(rank=rank, world_size=world_size, local_rank=local_rank, local_world_size=local_world_size,
+                  node_rank=node_rank, num_nodes=num_nodes, node_batch_size=node_batch,
+                  per_device_batch_size=per_device, rank_offset=offset, global_batch_size=global_batch,
+                  device=torch_device)
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over all processes in place (a no-op in a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
