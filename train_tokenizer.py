@@ -1,0 +1,55 @@
+"""Train a tokenizer (MeCab pre-tokenization + WordPiece / BPE / Unigram) that AutoTokenizer loads.
+
+Example:
+
+    python train_tokenizer.py --input_file samples/ja_sample.txt --model_dir out/tokenizer \
+        --mecab_dic_type ipadic --tokenizer_type wordpiece --vocab_size 3000 --min_frequency 1
+
+AutoTokenizer.from_pretrained("out/tokenizer") then returns a BertJapaneseTokenizer with the same dictionary,
+and lmpretrain.tokenization.FastEncoder gives the same ids, faster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from lmpretrain.errors import run_cli
+from lmpretrain.log import setup_logging
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--input_file", required=True, nargs="+", help="corpus file(s) or directories of .txt files")
+    p.add_argument("--model_dir", required=True, help="output tokenizer dir")
+    p.add_argument("--intermediate_dir", default=None, help="where MeCab-segmented text goes (default: a temp dir)")
+    p.add_argument("--num_files", type=int, default=os.cpu_count() or 1, help="parallel MeCab workers")
+    p.add_argument("--mecab_dic_type", default="ipadic", help="ipadic, unidic_lite, unidic or none")
+    p.add_argument("--mecab_option", default=None)
+    p.add_argument("--tokenizer_type", default="wordpiece", help="wordpiece, bpe (alias: sentencepiece) or unigram")
+    p.add_argument("--vocab_size", type=int, default=32768)
+    p.add_argument("--min_frequency", type=int, default=2)
+    p.add_argument("--limit_alphabet", type=int, default=6129)
+    p.add_argument("--num_unused_tokens", type=int, default=10)
+    args = p.parse_args(argv)
+    setup_logging()
+
+    from lmpretrain.tokenization import TokenizerSpec, train_tokenizer
+
+    spec = TokenizerSpec(mecab_dic_type=args.mecab_dic_type, mecab_option=args.mecab_option,
+                         tokenizer_type=args.tokenizer_type, vocab_size=args.vocab_size,
+                         min_frequency=args.min_frequency, limit_alphabet=args.limit_alphabet,
+                         num_unused_tokens=args.num_unused_tokens)
+    if args.num_files < 1:
+        from lmpretrain.errors import UserError
+
+        raise UserError(f"--num_files must be at least 1 (got {args.num_files})")
+    s = train_tokenizer(args.input_file, args.model_dir, spec, num_workers=args.num_files,
+                        intermediate_dir=args.intermediate_dir)
+    print(f"tokenizer: {s['tokenizer_type']} on MeCab {s['mecab_dic_type']}, {s['vocab_size']} tokens, trained on "
+          f"{s['lines']} lines ({s['characters']} characters) in {s['seconds']} s -> {s['model_dir']}")
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
