@@ -1,0 +1,273 @@
+"""parameter.json: model presets keyed by ``--model_type``, validated once into :class:`ModelParams`.
+
+Keys are the original tool's (``number-of-layers``, ``hidden-size``, ``batch-size``, ...) plus optional
+ones with defaults. Every problem in a preset is collected and reported together, each naming
+``<file>: <model_type>.<key>``; an unknown key suggests the closest valid one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+from .errors import UserError
+
+FAMILIES = ("bert", "roberta", "electra", "gpt")
+REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """One resolved preset. Field names carry units and scope; the JSON key is in each field's metadata."""
+
+    model_type: str
+    family: str
+    number_of_layers: int
+    hidden_size: int
+    sequence_length: int
+    ffn_inner_hidden_size: int
+    attention_heads: int
+    warmup_steps: int
+    learning_rate: float
+    node_batch_sizes: dict[int, int]
+    """``batch-size``: node rank -> that node's batch per optimizer step; -1 is the size for unlisted nodes."""
+    train_steps: int
+    save_steps: int
+    logging_steps: int
+    eval_steps: int | None = None
+    embedding_size: int | None = None
+    """ELECTRA: embedding width (projected to hidden-size when smaller); others: hidden-size."""
+    generator_size: float = 0.25
+    """ELECTRA: generator width as a fraction of the discriminator's (hidden, ffn, heads), e.g. "1/4"."""
+    discriminator_weight: float = 50.0
+    mlm_probability: float = 0.15
+    mask_token_prob: float = 0.8
+    random_token_prob: float = 0.1
+    whole_word_mask: bool = False
+    span_masking: bool = False
+    short_seq_prob: float = 0.1
+    nsp_probability: float = 0.5
+    eval_share: float = 0.02
+    """Share of documents held out for evaluation when no --eval_file is given."""
+    save_total_limit: int | None = 5
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float = 1.0
+    weight_decay: float = 0.01
+    adam_epsilon: float = 1e-6
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    max_position_embeddings: int | None = None
+    pretrained_model_name_or_path: str | None = None
+    frozen_layers: int = 0
+    """Freeze the embeddings and the first N layers (the original's ``flozen-layers``)."""
+    resize_embeddings: bool = False
+    initializer_range: float = 0.02
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["node_batch_sizes"] = {str(k): v for k, v in self.node_batch_sizes.items()}
+        data["adam_betas"] = list(self.adam_betas)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelParams:
+        data = dict(data)
+        data["node_batch_sizes"] = {int(k): int(v) for k, v in data["node_batch_sizes"].items()}
+        data["adam_betas"] = tuple(data["adam_betas"])
+        return cls(**data)
+
+
+# JSON key -> (field name, kind); kinds are checked and converted by _convert
+KEYS = {
+    "model-family": ("family", "family"),
+    "number-of-layers": ("number_of_layers", "pos_int"),
+    "hidden-size": ("hidden_size", "pos_int"),
+    "sequence-length": ("sequence_length", "pos_int"),
+    "ffn-inner-hidden-size": ("ffn_inner_hidden_size", "pos_int"),
+    "attention-heads": ("attention_heads", "pos_int"),
+    "warmup-steps": ("warmup_steps", "nonneg_int"),
+    "learning-rate": ("learning_rate", "pos_float"),
+    "batch-size": ("node_batch_sizes", "batch"),
+    "train-steps": ("train_steps", "pos_int"),
+    "save-steps": ("save_steps", "pos_int"),
+    "logging-steps": ("logging_steps", "pos_int"),
+    "eval-steps": ("eval_steps", "pos_int"),
+    "embedding-size": ("embedding_size", "pos_int"),
+    "generator-size": ("generator_size", "fraction"),
+    "discriminator-weight": ("discriminator_weight", "pos_float"),
+    "mask-percent": ("mlm_probability", "percent"),
+    "mlm-probability": ("mlm_probability", "probability"),
+    "mask-token-prob": ("mask_token_prob", "probability"),
+    "random-token-prob": ("random_token_prob", "probability"),
+    "whole-word-mask": ("whole_word_mask", "bool"),
+    "span-masking": ("span_masking", "bool"),
+    "short-seq-prob": ("short_seq_prob", "probability"),
+    "nsp-probability": ("nsp_probability", "probability"),
+    "eval-share": ("eval_share", "share"),
+    "save-total-limit": ("save_total_limit", "pos_int"),
+    "gradient-accumulation-steps": ("gradient_accumulation_steps", "pos_int"),
+    "max-grad-norm": ("max_grad_norm", "pos_float"),
+    "weight-decay": ("weight_decay", "nonneg_float"),
+    "adam-epsilon": ("adam_epsilon", "pos_float"),
+    "adam-betas": ("adam_betas", "betas"),
+    "dropout": ("dropout", "probability"),
+    "attention-dropout": ("attention_dropout", "probability"),
+    "max-position-embeddings": ("max_position_embeddings", "pos_int"),
+    "pretrained_model_name_or_path": ("pretrained_model_name_or_path", "str"),
+    "flozen-layers": ("frozen_layers", "nonneg_int"),
+    "frozen-layers": ("frozen_layers", "nonneg_int"),
+    "resize-embeddings": ("resize_embeddings", "bool"),
+    "initializer-range": ("initializer_range", "pos_float"),
+}
+REQUIRED_KEYS = ("number-of-layers", "hidden-size", "sequence-length", "ffn-inner-hidden-size", "attention-heads",
+                 "warmup-steps", "learning-rate", "batch-size", "train-steps", "save-steps", "logging-steps")
+ELECTRA_DEFAULTS = {"mask_token_prob": 0.85, "random_token_prob": 0.0}
+
+
+def _convert(kind: str, value):
+    """Return the converted value, or raise ValueError with what was expected."""
+    number = (int, float)
+    if kind in ("pos_int", "nonneg_int"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected an integer, got {value!r}")
+        if value < (1 if kind == "pos_int" else 0):
+            raise ValueError(f"must be {'positive' if kind == 'pos_int' else 'zero or more'}, got {value}")
+        return value
+    if kind in ("pos_float", "nonneg_float", "probability", "share", "percent"):
+        if isinstance(value, bool) or not isinstance(value, number):
+            raise ValueError(f"expected a number, got {value!r}")
+        value = float(value)
+        if kind == "percent":
+            if not 0 < value <= 100:
+                raise ValueError(f"expected a percentage in (0, 100], got {value}")
+            return value / 100
+        if kind == "pos_float" and value <= 0 or kind == "nonneg_float" and value < 0:
+            raise ValueError(f"must be {'positive' if kind == 'pos_float' else 'zero or more'}, got {value}")
+        if kind == "probability" and not 0 <= value <= 1 or kind == "share" and not 0 <= value < 1:
+            raise ValueError(f"expected a value in [0, 1], got {value}")
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"expected true or false, got {value!r}")
+        return value
+    if kind == "str":
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"expected a non-empty string, got {value!r}")
+        return value
+    if kind == "family":
+        if value not in FAMILIES:
+            raise ValueError(f"expected one of {', '.join(FAMILIES)}, got {value!r}")
+        return value
+    if kind == "fraction":
+        try:
+            fraction = float(Fraction(value)) if isinstance(value, str) else float(value)
+        except (ValueError, ZeroDivisionError, TypeError):
+            raise ValueError(f'expected a fraction like "1/4", got {value!r}') from None
+        if not 0 < fraction <= 1:
+            raise ValueError(f"expected a fraction in (0, 1], got {value!r}")
+        return fraction
+    if kind == "betas":
+        if not (isinstance(value, list) and len(value) == 2 and all(isinstance(b, number) and 0 <= b < 1
+                                                                        for b in value)):
+            raise ValueError(f"expected two numbers in [0, 1), got {value!r}")
+        return (float(value[0]), float(value[1]))
+    if kind == "batch":
+        if not isinstance(value, dict) or not value:
+            raise ValueError(f'expected an object mapping node rank to batch size, like {{"-1": 128}}, got {value!r}')
+        sizes = {}
+        for node, size in value.items():
+            try:
+                rank = int(node)
+            except ValueError:
+                raise ValueError(f"node rank {node!r} is not an integer") from None
+            if rank < -1:
+                raise ValueError(f"node rank {node!r} must be -1 or a node rank (0, 1, ...)")
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise ValueError(f"node {node!r}: batch size must be a positive integer, got {size!r}")
+            sizes[rank] = size
+        return sizes
+    raise AssertionError(kind)
+
+
+def family_of(model_type: str, explicit: str | None) -> str | None:
+    if explicit:
+        return explicit
+    prefix = model_type.split("-")[0].lower()
+    return {"gpt2": "gpt"}.get(prefix, prefix) if prefix in FAMILIES + ("gpt2",) else None
+
+
+def parse_preset(model_type: str, preset: dict, where: str) -> ModelParams:
+    """Validate one preset; every problem is collected into one UserError."""
+    problems: list[str] = []
+    values: dict = {}
+    if not isinstance(preset, dict):
+        raise UserError(f"{where}: {model_type}: expected an object of keys, got {type(preset).__name__}")
+    for key, raw in preset.items():
+        if key not in KEYS:
+            close = difflib.get_close_matches(key, KEYS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"{model_type}.{key}: unknown key{hint}")
+            continue
+        name, kind = KEYS[key]
+        try:
+            values[name] = _convert(kind, raw)
+        except ValueError as error:
+            problems.append(f"{model_type}.{key}: {error}")
+    for key in REQUIRED_KEYS:
+        if key not in preset:
+            problems.append(f"{model_type}.{key}: missing")
+    family = family_of(model_type, values.get("family"))
+    if family is None and "family" not in values:
+        problems.append(f"{model_type}.model-family: missing, and the preset name does not start with one of "
+                        f"{', '.join(FAMILIES)}")
+    if not problems:
+        if values["hidden_size"] % values["attention_heads"]:
+            problems.append(f"{model_type}.hidden-size: {values['hidden_size']} is not divisible by "
+                            f"attention-heads {values['attention_heads']}")
+        if family == "electra":
+            generator_hidden = values["hidden_size"] * values.get("generator_size", 0.25)
+            generator_heads = values["attention_heads"] * values.get("generator_size", 0.25)
+            if generator_heads < 1 or generator_hidden % max(1, round(generator_heads)):
+                problems.append(f"{model_type}.generator-size: gives a generator of hidden size {generator_hidden:g} "
+                                f"and {generator_heads:g} heads, which do not divide")
+        if values.get("frozen_layers", 0) > values["number_of_layers"]:
+            problems.append(f"{model_type}.flozen-layers: {values['frozen_layers']} is more than number-of-layers "
+                            f"{values['number_of_layers']}")
+        positions = values.get("max_position_embeddings")
+        if positions is not None and values["sequence_length"] > positions:
+            problems.append(f"{model_type}.sequence-length: {values['sequence_length']} is above "
+                            f"max-position-embeddings {positions}")
+        if values.get("mask_token_prob", 0.8) + values.get("random_token_prob", 0.1) > 1 + 1e-9:
+            problems.append(f"{model_type}.mask-token-prob: mask-token-prob + random-token-prob exceed 1")
+    if problems:
+        raise UserError(f"{where}: " + f"\n{where}: ".join(problems))
+    if family == "electra":
+        for name, value in ELECTRA_DEFAULTS.items():
+            values.setdefault(name, value)
+    values["family"] = family
+    return ModelParams(model_type=model_type, **values)
+
+
+def load_parameters(path: str | Path, model_type: str) -> ModelParams:
+    """Load ``model_type`` from parameter.json; any problem is one UserError naming the file and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--parameter_file {path} does not exist")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path}:{error.lineno}:{error.colno}: invalid JSON ({error.msg})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object of presets")
+    if model_type not in data:
+        close = difflib.get_close_matches(model_type, data, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UserError(f"--model_type {model_type!r} is not in {path}{hint}; available: {', '.join(sorted(data))}")
+    return parse_preset(model_type, data[model_type], str(path))
