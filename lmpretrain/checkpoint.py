@@ -202,8 +202,14 @@ def load_training_state(path: Path) -> dict:
         raise CheckpointError(f"{path / STATE_FILE} cannot be loaded ({type(error).__name__}: {error})") from None
 
 
-def copy_tokenizer_files(tokenizer_dir: str | Path, dest: Path) -> None:
-    """Copy the tokenizer's files (not sub-folders or hidden files) so the checkpoint loads with AutoTokenizer."""
-    for file in Path(tokenizer_dir).iterdir():
-        if file.is_file() and not file.name.startswith("."):
+# files of a model or of our training state: never taken for tokenizer files when copying a tokenizer
+_NOT_TOKENIZER = {"config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
+                  "pytorch_model.bin", "training_args.bin", MANIFEST, STATE_FILE, CONFIG_FILE}
+
+
+def copy_tokenizer_files(source_dir: str | Path, dest: Path) -> None:
+    """Copy a tokenizer's files (no model weights/config, sub-folders or hidden files) so AutoTokenizer loads dest."""
+    for file in Path(source_dir).iterdir():
+        if file.is_file() and not file.name.startswith(".") and file.name not in _NOT_TOKENIZER \
+                and not file.name.endswith(".safetensors"):
             shutil.copy2(file, dest / file.name)

@@ -28,6 +28,13 @@ def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level if rank == 0 else logging.WARNING, format=fmt, stream=sys.stderr, force=True)
     for noisy in ("transformers", "torch.distributed", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:  # transformers' own bars (e.g. "Writing model shards") would interleave with ours
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
 
 
 def get_logger(name: str) -> logging.Logger:
@@ -40,3 +47,56 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
     disable = not is_main_process() or bool(os.environ.get("LMP_NO_PROGRESS"))
     return tqdm(iterable, total=total, desc=desc, unit=unit, initial=initial, disable=disable,
                 dynamic_ncols=True, **kwargs)
+
+
+class MetricsWriter:
+    """TensorBoard scalars under ``<model_dir>/runs/<run_name>/``, written by rank 0 only (a no-op elsewhere)."""
+
+    def __init__(self, log_dir: str | None, *, purge_step: int | None = None):
+        self._writer = None
+        if log_dir is not None and is_main_process():
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=log_dir, purge_step=purge_step)
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        if self._writer is not None:
+            for name, value in values.items():
+                self._writer.add_scalar(name, value, step)
+
+    def flush(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+class JsonlLog:
+    """``train_log.jsonl``: one JSON object per logged step (rank 0). A resume drops lines past its step."""
+
+    def __init__(self, path: str, *, resume_step: int = 0):
+        import json
+        from pathlib import Path
+
+        self._json = json
+        self._path = Path(path) if is_main_process() else None
+        if self._path is None:
+            return
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if resume_step and self._path.is_file():
+            for line in self._path.read_text(encoding="utf-8").splitlines():
+                try:
+                    if json.loads(line).get("step", 0) <= resume_step:
+                        kept.append(line)
+                except ValueError:
+                    break  # a line cut by a crash ends the usable log
+        self._path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        if self._path is not None:
+            with open(self._path, "a", encoding="utf-8") as f:
+                f.write(self._json.dumps(record) + "\n")

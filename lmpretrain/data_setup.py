@@ -1,0 +1,75 @@
+"""From corpus files to this process's batches: dataset cache, eval split, instances, collators."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .data import build_or_load_dataset, make_instances, split_eval
+from .distributed import Layout
+from .errors import UserError
+from .masking import CausalLMCollator, MaskingConfig, MLMCollator
+from .run_config import TrainArgs
+
+EVAL_SEED_OFFSET = 1_000_003  # eval masks are fixed (the same each evaluation), apart from the training stream
+
+
+@dataclass
+class RunData:
+    family: str
+    train_dataset: object
+    eval_dataset: object | None
+    collator: object
+    eval_collator: object
+
+    def describe(self) -> str:
+        evals = len(self.eval_dataset) if self.eval_dataset is not None else 0
+        return f"{len(self.train_dataset)} training and {evals} eval instances per epoch"
+
+
+def positions_for_step(next_position: int, layout: Layout) -> list[int]:
+    """This process's global sample positions for the step whose batch starts at ``next_position``."""
+    start = next_position + layout.rank_offset
+    return list(range(start, start + layout.per_device_batch_size))
+
+
+def make_collator(params, encoder, *, seed: int, whole_word: bool):
+    if params.family == "gpt":
+        return CausalLMCollator(pad_token_id=encoder.pad_token_id)
+    config = MaskingConfig(mlm_probability=params.mlm_probability, mask_token_prob=params.mask_token_prob,
+                           random_token_prob=params.random_token_prob,
+                           whole_word=whole_word or params.whole_word_mask, span=params.span_masking)
+    config.validate()
+    return MLMCollator(config, vocab_size=encoder.vocab_size, pad_token_id=encoder.pad_token_id,
+                       mask_token_id=encoder.mask_token_id, special_token_ids=encoder.all_special_ids, seed=seed)
+
+
+def build_run_data(args: TrainArgs, run, layout: Layout) -> RunData:
+    params, encoder = run.params, run.encoder
+    cache_dir = args.cache_dir or str(Path(args.model_dir) / "cache")
+    build = dict(num_workers=args.num_workers or os.cpu_count() or 1, overwrite=not args.disable_overwrite_cache,
+                 is_builder=layout.rank == 0)
+    shards = build_or_load_dataset(args.input_file, args.tokenizer_dir, cache_dir, **build)
+    instance_options = dict(sequence_length=params.sequence_length, cls_id=encoder.cls_token_id,
+                            sep_id=encoder.sep_token_id, short_seq_prob=params.short_seq_prob,
+                            nsp_probability=params.nsp_probability)
+    if args.eval_file:
+        eval_shards = build_or_load_dataset(args.eval_file, args.tokenizer_dir, cache_dir, **build)
+        train_docs, eval_docs = None, None
+    else:
+        eval_shards = shards
+        train_docs, eval_docs = split_eval(shards, params.eval_share, args.seed)
+    train_dataset = make_instances(shards, params.family, seed=args.seed, doc_ids=train_docs, **instance_options)
+    eval_dataset = None
+    if eval_docs is None or len(eval_docs):
+        eval_dataset = make_instances(eval_shards, params.family, seed=args.seed + EVAL_SEED_OFFSET,
+                                      doc_ids=eval_docs, **instance_options)
+    if len(train_dataset) < layout.global_batch_size:
+        raise UserError(f"the corpus {', '.join(args.input_file)} yields {len(train_dataset)} training instances, "
+                        f"fewer than one global batch ({layout.global_batch_size}); add text or lower batch-size")
+    whole_word = args.do_whole_word_mask
+    return RunData(family=params.family, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                   collator=make_collator(params, encoder, seed=args.seed, whole_word=whole_word),
+                   eval_collator=make_collator(params, encoder, seed=args.seed + EVAL_SEED_OFFSET,
+                                               whole_word=whole_word))

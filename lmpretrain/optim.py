@@ -1,0 +1,32 @@
+"""AdamW with the BERT weight-decay exclusions and a linear warmup / linear decay schedule."""
+
+from __future__ import annotations
+
+import torch
+
+
+def build_optimizer(model: torch.nn.Module, *, learning_rate: float, weight_decay: float, adam_epsilon: float,
+                    adam_betas: tuple[float, float], device: torch.device) -> torch.optim.AdamW:
+    """AdamW; no weight decay for biases and LayerNorm weights (as BERT); fused kernels on CUDA."""
+    decay, no_decay, seen = [], [], set()
+    for name, param in model.named_parameters():
+        if not param.requires_grad or id(param) in seen:  # tied embeddings appear twice
+            continue
+        seen.add(id(param))
+        lowered = name.lower()
+        (no_decay if name.endswith("bias") or "layernorm" in lowered or "layer_norm" in lowered else decay).append(
+            param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=learning_rate, eps=adam_epsilon, betas=adam_betas,
+                             fused=device.type == "cuda")
+
+
+def linear_schedule(optimizer: torch.optim.Optimizer, *, warmup_steps: int, train_steps: int):
+    """Learning rate rises linearly over ``warmup_steps`` then falls linearly to zero at ``train_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        return max(0.0, (train_steps - step) / max(1, train_steps - warmup_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -1,0 +1,55 @@
+"""Numeric precision: ``--fp16_type`` 0–3 (the levels of NVIDIA Apex AMP) and bf16, through ``torch.amp``.
+
+| level | Apex meaning                         | what we do                                                        |
+|-------|--------------------------------------|-------------------------------------------------------------------|
+| 0     | O0, fp32                             | fp32                                                              |
+| 1     | O1, mixed precision                  | fp16 autocast + dynamic loss scaling (``torch.amp.GradScaler``)   |
+| 2     | O2, "almost fp16" (fp32 master copy) | the same as 1: torch.amp keeps fp32 master weights and runs the   |
+|       |                                      | matmuls in fp16, which is what O2 buys, without its fp16 params   |
+| 3     | O3, pure fp16 (loss scale 1)         | the model cast to fp16, no autocast, no loss scaling              |
+
+bf16 (``--bf16``) uses bf16 autocast with fp32 weights and no loss scaling. fp16 needs a CUDA device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from .errors import UserError
+
+
+@dataclass
+class Precision:
+    name: str
+    autocast_dtype: torch.dtype | None
+    model_dtype: torch.dtype
+    scaler: torch.amp.GradScaler | None
+    device_type: str
+
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.autocast_dtype)
+
+
+def make_precision(fp16_type: int, bf16: bool, device: torch.device) -> Precision:
+    if fp16_type not in (0, 1, 2, 3):
+        raise UserError(f"--fp16_type must be 0, 1, 2 or 3 (got {fp16_type})")
+    if fp16_type and bf16:
+        raise UserError("--fp16_type and --bf16 exclude each other; pick one")
+    if fp16_type and device.type != "cuda":
+        raise UserError(f"--fp16_type {fp16_type} needs a CUDA GPU (this run is on {device}); "
+                        "use --fp16_type 0, or --bf16 on a CPU that supports it")
+    if bf16:
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise UserError("--bf16: this GPU does not support bfloat16; use --fp16_type 1")
+        return Precision("bf16", torch.bfloat16, torch.float32, None, device.type)
+    if fp16_type in (1, 2):
+        return Precision(f"fp16 (level {fp16_type})", torch.float16, torch.float32,
+                         torch.amp.GradScaler(device.type), device.type)
+    if fp16_type == 3:
+        return Precision("pure fp16 (level 3)", None, torch.float16, None, device.type)
+    return Precision("fp32", None, torch.float32, None, device.type)

@@ -1,0 +1,139 @@
+"""Everything a run checks and loads before long work starts, and how its model goes to and from disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from . import checkpoint as ckpt
+from .config import ModelParams, load_parameters
+from .errors import UserError
+from .log import get_logger
+from .models import build_model
+from .run_config import TrainArgs
+from .tokenization import FastEncoder
+
+logger = get_logger(__name__)
+
+TOKENIZER_META = "lmpretrain_tokenizer.json"
+# keys of the resolved config that change the model's shape: a checkpoint must agree on them to be resumed
+SHAPE_KEYS = ("family", "number_of_layers", "hidden_size", "ffn_inner_hidden_size", "attention_heads",
+              "embedding_size", "generator_size")
+
+
+@dataclass
+class PreparedRun:
+    args: TrainArgs
+    params: ModelParams
+    encoder: FastEncoder
+    tokenizer_meta: dict
+
+    @property
+    def family(self) -> str:
+        return self.params.family
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        return {"discriminator_loss": float(getattr(self.params, "discriminator_weight", 50.0))}
+
+    def build_model(self):
+        pretrained = self.args.pretrained_model_name_or_path or self.params.pretrained_model_name_or_path
+        if self.args.do_continue:
+            pretrained = None  # weights come from the checkpoint
+        return build_model(self.params, vocab_size=self.encoder.vocab_size, pad_token_id=self.encoder.pad_token_id,
+                           seed=self.args.seed, pretrained_dir=pretrained,
+                           resize_embeddings=self.args.resize_embeddings or self.params.resize_embeddings,
+                           eos_token_id=self.encoder.sep_token_id)
+
+    def resolved_config(self) -> dict:
+        args = {k: v for k, v in asdict(self.args).items() if k != "extra"}
+        return {"params": self.params.to_dict(), "args": args, "tokenizer_fingerprint": self.encoder.fingerprint}
+
+    def write_checkpoint(self, directory: Path, model, training_state: dict) -> None:
+        model.save_pretrained(directory)
+        ckpt.copy_tokenizer_files(self.args.tokenizer_dir, directory)
+        for name in model.hf_models():
+            if name == "generator":
+                ckpt.copy_tokenizer_files(self.args.tokenizer_dir, directory / "generator")
+        (directory / ckpt.CONFIG_FILE).write_text(json.dumps(self.resolved_config(), indent=1, default=str),
+                                                  encoding="utf-8")
+        ckpt.save_training_state(directory, training_state)
+
+    def load_checkpoint(self, path: Path, model) -> dict:
+        """Check that a checkpoint fits this run, load its weights into ``model`` and return its training state."""
+        saved = json.loads((path / ckpt.CONFIG_FILE).read_text(encoding="utf-8"))
+        if saved.get("tokenizer_fingerprint") != self.encoder.fingerprint:
+            raise UserError(f"{path} was trained with a different tokenizer than {self.args.tokenizer_dir}")
+        now = self.params.to_dict()
+        for key in SHAPE_KEYS:
+            if saved["params"].get(key) != now.get(key):
+                raise UserError(f"{path}: {key} is {saved['params'].get(key)!r} in the checkpoint but "
+                                f"{now.get(key)!r} in {self.args.parameter_file} ({self.args.model_type})")
+        load_weights(model, path)
+        return ckpt.load_training_state(path)
+
+    def export_final(self, checkpoint_dir: Path, model_dir: str, summary: dict) -> None:
+        """Copy the final checkpoint's model and tokenizer files to the top of ``model_dir`` (each file atomically),
+        with ``train_summary.json``."""
+        skip = {ckpt.MANIFEST, ckpt.STATE_FILE}
+        for src in checkpoint_dir.rglob("*"):
+            if src.is_dir() or src.name in skip:
+                continue
+            dest = Path(model_dir) / src.relative_to(checkpoint_dir)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+            shutil.copy2(src, tmp)
+            os.replace(tmp, dest)
+        tmp = Path(model_dir) / f".train_summary.json.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps(summary, indent=1), encoding="utf-8")
+        os.replace(tmp, Path(model_dir) / "train_summary.json")
+
+
+def load_weights(model, path: Path) -> None:
+    """Load each transformers sub-model of ``model`` from its HF dir in a checkpoint (``generator/`` for ELECTRA's)."""
+    for name, hf_model in model.hf_models().items():
+        directory = path / "generator" if name == "generator" else path
+        loaded = type(hf_model).from_pretrained(directory, dtype=torch.float32)
+        missing, unexpected = hf_model.load_state_dict(loaded.state_dict(), strict=False)
+        if missing or unexpected:
+            raise ckpt.CheckpointError(f"{directory}: weights do not fit the model (missing {missing[:3]}, "
+                                       f"unexpected {unexpected[:3]})")
+
+
+def _check_tokenizer_flags(args: TrainArgs, meta: dict) -> None:
+    """--mecab_dic_type / --tokenizer_type are the original's flags; here they must agree with the tokenizer dir."""
+    checks = {"mecab_dic_type": args.mecab_dic_type, "tokenizer_type": args.tokenizer_type}
+    aliases = {"sentencepiece": "bpe"}
+    for key, given in checks.items():
+        if given is None or key not in meta:
+            continue
+        if aliases.get(given, given) != aliases.get(meta[key], meta[key]):
+            raise UserError(f"--{key} {given} does not match the tokenizer in {args.tokenizer_dir} "
+                            f"({key} {meta[key]} recorded in {TOKENIZER_META})")
+
+
+def prepare_run(args: TrainArgs) -> PreparedRun:
+    """Validate flags, parameter.json and the tokenizer dir; open the encoder. Raises UserError on bad input."""
+    params = load_parameters(args.parameter_file, args.model_type)
+    for name in args.input_file + (args.eval_file or []):
+        if not Path(name).exists():
+            raise UserError(f"--input_file/--eval_file: {name} does not exist")
+    tokenizer_dir = Path(args.tokenizer_dir)
+    if not tokenizer_dir.is_dir():
+        raise UserError(f"--tokenizer_dir {tokenizer_dir} is not a directory")
+    meta_path = tokenizer_dir / TOKENIZER_META
+    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    _check_tokenizer_flags(args, meta)
+    if args.do_whole_word_mask and params.family == "gpt":
+        raise UserError("--do_whole_word_mask applies to masked LMs, not to the causal LM family")
+    if args.train_steps is not None and args.train_steps <= 0:
+        raise UserError(f"--train_steps must be positive (got {args.train_steps})")
+    if args.do_continue and not ckpt.list_checkpoints(args.model_dir):
+        raise UserError(f"--do_continue: no checkpoint-<step> folder in {args.model_dir}")
+    encoder = FastEncoder.from_pretrained(args.tokenizer_dir, num_workers=args.num_workers or os.cpu_count() or 1)
+    return PreparedRun(args=args, params=params, encoder=encoder, tokenizer_meta=meta)

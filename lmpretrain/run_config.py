@@ -1,0 +1,96 @@
+"""Command-line options of run_pretraining.py: the original tool's flags verbatim, plus ours."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field, fields
+
+
+@dataclass
+class TrainArgs:
+    """One run of run_pretraining.py. Model sizes and step counts come from parameter.json, not from here."""
+
+    input_file: list[str]
+    """Corpus: .txt (one sentence per line, blank line between documents), a directory of them, .jsonl, .gz."""
+    tokenizer_dir: str
+    """A tokenizer dir written by train_tokenizer.py (or any dir AutoTokenizer loads that FastEncoder supports)."""
+    model_dir: str
+    """Output: checkpoint-<step>/ folders, the final model, runs/<run_name>/ TensorBoard logs."""
+    model_type: str
+    """A preset name in parameter.json (bert-tiny, bert-base, electra-small, roberta-base, gpt-tiny, ...)."""
+    parameter_file: str = "parameter.json"
+    fp16_type: int = 0
+    """0 fp32, 1 mixed precision, 2 'almost fp16', 3 pure fp16 (the Apex levels, served by torch.amp)."""
+    bf16: bool = False
+    tokenizer_type: str | None = None
+    """Accepted for the original's command lines; checked against what the tokenizer dir records."""
+    mecab_dic_type: str | None = None
+    """Accepted for the original's command lines; checked against what the tokenizer dir records."""
+    do_whole_word_mask: bool = False
+    do_continue: bool = False
+    """Resume from the newest complete checkpoint-<step>/ in --model_dir."""
+    disable_overwrite_cache: bool = False
+    """Reuse the existing dataset cache as it is, without checking it against the corpus (the original's flag)."""
+    node_rank: int = -1
+    local_rank: int = -1
+    run_name: str | None = None
+    eval_file: list[str] | None = None
+    cache_dir: str | None = None
+    """Where the tokenized dataset cache lives (default: <model_dir>/cache)."""
+    seed: int = 42
+    build_dataset_only: bool = False
+    pretrained_model_name_or_path: str | None = None
+    """Continue pretraining from this HF model dir (overrides the preset's key)."""
+    resize_embeddings: bool = False
+    compile: bool = False
+    """Opt in to torch.compile."""
+    num_workers: int | None = None
+    """Tokenization processes for the dataset build (default: the machine's cores)."""
+    dataloader_workers: int = 0
+    max_eval_samples: int = 1000
+    train_steps: int | None = None
+    """Override the preset's train-steps (handy for smoke runs)."""
+    device: str | None = None
+    """cpu, cuda, cuda:1 ... (default: cuda:<local_rank> when a GPU is present, else cpu)."""
+    max_nonfinite_steps: int = 20
+    """Stop with an error after this many consecutive steps whose loss is NaN/inf."""
+    extra: dict = field(default_factory=dict)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Pretrain BERT / RoBERTa / ELECTRA / GPT models.")
+    p.add_argument("--input_file", nargs="+", required=True)
+    p.add_argument("--tokenizer_dir", required=True)
+    p.add_argument("--model_dir", required=True)
+    p.add_argument("--model_type", required=True)
+    p.add_argument("--parameter_file", default="parameter.json")
+    p.add_argument("--fp16_type", type=int, default=0, choices=[0, 1, 2, 3])
+    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--tokenizer_type", default=None)
+    p.add_argument("--mecab_dic_type", default=None)
+    p.add_argument("--do_whole_word_mask", action="store_true")
+    p.add_argument("--do_continue", action="store_true")
+    p.add_argument("--disable_overwrite_cache", action="store_true")
+    p.add_argument("--node_rank", type=int, default=-1)
+    p.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=-1)
+    p.add_argument("--run_name", default=None)
+    p.add_argument("--eval_file", nargs="+", default=None)
+    p.add_argument("--cache_dir", default=None)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--build_dataset_only", action="store_true")
+    p.add_argument("--pretrained_model_name_or_path", default=None)
+    p.add_argument("--resize_embeddings", action="store_true")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--num_workers", type=int, default=None)
+    p.add_argument("--dataloader_workers", type=int, default=0)
+    p.add_argument("--max_eval_samples", type=int, default=1000)
+    p.add_argument("--train_steps", type=int, default=None)
+    p.add_argument("--device", default=None)
+    p.add_argument("--max_nonfinite_steps", type=int, default=20)
+    return p
+
+
+def parse_args(argv=None) -> TrainArgs:
+    namespace = build_parser().parse_args(argv)
+    names = {f.name for f in fields(TrainArgs)}
+    return TrainArgs(**{k: v for k, v in vars(namespace).items() if k in names})

@@ -1,0 +1,29 @@
+"""Pretrain a BERT, RoBERTa, ELECTRA or GPT-style model on a corpus with a tokenizer from train_tokenizer.py.
+
+Example (the README's quick start; bert-tiny trains on a laptop CPU in minutes):
+
+    python run_pretraining.py --input_file samples/ja_sample.txt --tokenizer_dir out/tokenizer \
+        --model_dir out/bert-tiny --parameter_file parameter.json --model_type bert-tiny
+
+Multi-process / multi-node: launch the same command with torchrun (or python -m torch.distributed.launch);
+see the README. Resume an interrupted run by adding --do_continue.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from lmpretrain.errors import run_cli
+from lmpretrain.log import setup_logging
+from lmpretrain.run_config import parse_args
+
+
+def main(argv=None) -> None:
+    setup_logging()
+    from lmpretrain.trainer import train  # heavy imports after argument parsing, so --help is instant
+
+    train(parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
