@@ -37,3 +37,30 @@ def shared_corpus():
         return path
 
     return get
+
+
+@pytest.fixture(scope="session")
+def tokenizer_factory(tmp_path_factory):
+    """Return a function (dic, algorithm, corpus=sample) -> a trained tokenizer dir, cached for the session."""
+    from lmpretrain.tokenization import TokenizerSpec, train_tokenizer
+
+    made: dict = {}
+
+    def make(dic: str = "ipadic", algorithm: str = "wordpiece", corpus: Path | None = None) -> Path:
+        corpus = corpus or SAMPLE_CORPUS
+        key = (dic, algorithm, str(corpus))
+        if key not in made:
+            out = tmp_path_factory.mktemp(f"tok-{dic}-{algorithm}") / "tokenizer"
+            spec = TokenizerSpec(mecab_dic_type=dic, tokenizer_type=algorithm, vocab_size=2000, min_frequency=1,
+                                 limit_alphabet=1000, num_unused_tokens=5)
+            train_tokenizer([str(corpus)], out, spec, num_workers=1)
+            made[key] = out
+        return made[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tokenizer_factory) -> Path:
+    """MeCab (ipadic) + WordPiece on the bundled sample corpus."""
+    return tokenizer_factory("ipadic", "wordpiece")

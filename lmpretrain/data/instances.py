@@ -1,0 +1,315 @@
+"""Training instances, built lazily from token shards, one builder per model family.
+
+Every dataset has ``len()`` instances per epoch and ``dataset[position]`` builds the instance drawn at a *global*
+sample position (see :mod:`.sampler`), so the data order and every random choice inside an instance are a pure
+function of ``(seed, position)``. The index saying which tokens form instance ``i`` is computed once, in numpy,
+with memory proportional to the number of instances.
+
+- ``bert``: ``[CLS] A [SEP] B [SEP]`` for next-sentence prediction, as in Google's create_pretraining_data.py.
+- ``roberta``: FULL-SENTENCES: ``[CLS] s1 s2 ... [SEP]`` packed across documents, a ``[SEP]`` between documents.
+- ``electra``: as many whole lines of one document as fit, ``[CLS] l1 l2 ... [SEP]`` (the original's line-by-line).
+- ``gpt``: contiguous blocks of the token stream, ``[SEP]`` as the end-of-document token, no ``[CLS]``.
+
+Sentences longer than an instance are split into instance-sized pieces rather than dropped.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import UserError
+from ..log import get_logger
+from .sampler import EpochOrder
+from .shards import TokenShards
+
+logger = get_logger(__name__)
+
+FAMILY_ALIASES = {"bert": "bert", "roberta": "roberta", "electra": "electra", "gpt": "gpt", "gpt2": "gpt",
+                  "causal": "gpt", "clm": "gpt"}
+NSP_STREAM = 0x4E5350  # rng stream for the random choices inside a BERT instance
+
+
+def split_eval(shards: TokenShards, eval_share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out ``eval_share`` of the documents (chosen by ``seed``): ``(train_doc_ids, eval_doc_ids)``, sorted.
+
+    The two never overlap; at least one document stays for training. With one document there is no eval split.
+    """
+    if not 0.0 <= eval_share < 1.0:
+        raise UserError(f"eval share must be in [0, 1) (got {eval_share})")
+    num_documents = shards.num_documents
+    num_eval = min(int(round(eval_share * num_documents)), num_documents - 1)
+    if eval_share > 0 and num_eval == 0:
+        num_eval = 1 if num_documents > 1 else 0
+        if num_eval == 0:
+            logger.warning("the corpus has a single document: no documents held out for evaluation")
+    order = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0xE7A1]).permutation(num_documents)
+    eval_docs = np.sort(order[:num_eval])
+    train_docs = np.sort(order[num_eval:])
+    return train_docs, eval_docs
+
+
+def make_instances(shards: TokenShards, family: str, *, sequence_length: int, cls_id: int, sep_id: int, seed: int,
+                   doc_ids=None, short_seq_prob: float = 0.1, nsp_probability: float = 0.5,
+                   shuffle: bool = True) -> InstanceDataset:
+    """The instance dataset of ``family`` over the documents ``doc_ids`` (all when None) of ``shards``."""
+    kind = FAMILY_ALIASES.get(str(family).lower())
+    if kind is None:
+        raise UserError(f"unknown model family {family!r} (expected one of {sorted(set(FAMILY_ALIASES.values()))})")
+    minimum = {"bert": 5, "gpt": 2}.get(kind, 3)
+    if sequence_length < minimum:
+        raise UserError(f"sequence-length {sequence_length} is too short for {kind} instances (at least {minimum})")
+    docs = np.arange(shards.num_documents, dtype=np.int64) if doc_ids is None else np.asarray(doc_ids, np.int64)
+    if len(docs) == 0:
+        raise UserError("no documents to build instances from")
+    if docs.min() < 0 or docs.max() >= shards.num_documents:
+        raise UserError(f"document ids outside the corpus's {shards.num_documents} documents")
+    common = dict(sequence_length=sequence_length, cls_id=cls_id, sep_id=sep_id, seed=seed, shuffle=shuffle)
+    if kind == "bert":
+        return NextSentenceDataset(shards, docs, short_seq_prob=short_seq_prob, nsp_probability=nsp_probability,
+                                   **common)
+    if kind == "gpt":
+        return CausalBlockDataset(shards, docs, **common)
+    return PackedSentenceDataset(shards, docs, cross_documents=kind == "roberta", family=kind, **common)
+
+
+def _document_sentences(shards: TokenShards, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sentence indices of ``docs`` in order, the position in ``docs`` of each one's document)."""
+    offsets = np.asarray(shards.document_offsets)
+    counts = offsets[docs + 1] - offsets[docs]
+    owner = np.repeat(np.arange(len(docs), dtype=np.int64), counts)
+    first = np.repeat(offsets[docs] - (np.cumsum(counts) - counts), counts)
+    return first + np.arange(counts.sum(), dtype=np.int64), owner
+
+
+class InstanceDataset:
+    """Base class: position -> (epoch, index) -> instance dict (see module docstring)."""
+
+    family = ""
+
+    def __init__(self, shards: TokenShards, docs: np.ndarray, *, sequence_length: int, cls_id: int, sep_id: int,
+                 seed: int, shuffle: bool = True):
+        self.shards = shards
+        self.doc_ids = docs
+        self.sequence_length = sequence_length
+        self.cls_id = int(cls_id)
+        self.sep_id = int(sep_id)
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self._order: EpochOrder | None = None
+
+    def _finish_index(self, size: int) -> None:
+        if size == 0:
+            raise UserError(f"the corpus yields no {self.family} instances")
+        self._order = EpochOrder(size, self.seed, self.shuffle)
+
+    def __len__(self) -> int:
+        return self._order.size
+
+    def locate(self, position: int) -> tuple[int, int]:
+        return self._order.locate(position)
+
+    def __getitem__(self, position: int) -> dict:
+        epoch, index = self._order.locate(int(position))
+        instance = self.build(index, int(position))
+        instance["position"] = int(position)
+        return instance
+
+    def build(self, index: int, position: int) -> dict:
+        raise NotImplementedError
+
+    def _tokens(self, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
+        return (np.asarray(self.shards.ids[start:end], dtype=np.int64), self.shards.token_word_starts(start, end))
+
+
+class PackedSentenceDataset(InstanceDataset):
+    """RoBERTa FULL-SENTENCES (``cross_documents``) or ELECTRA's whole lines of one document."""
+
+    def __init__(self, shards: TokenShards, docs: np.ndarray, *, cross_documents: bool, family: str, **common):
+        super().__init__(shards, docs, **common)
+        self.family = family
+        self.cross_documents = cross_documents
+        capacity = self.sequence_length - 2
+        sentences, owner = _document_sentences(shards, docs)
+        offsets = np.asarray(shards.sentence_offsets)
+        lo, hi = offsets[sentences], offsets[sentences + 1]
+        pieces = (hi - lo + capacity - 1) // capacity  # a sentence longer than an instance is split
+        piece_no = np.arange(pieces.sum(), dtype=np.int64) - np.repeat(np.cumsum(pieces) - pieces, pieces)
+        self.segment_start = np.repeat(lo, pieces) + piece_no * capacity
+        self.segment_end = np.minimum(self.segment_start + capacity, np.repeat(hi, pieces))
+        self.segment_doc = np.repeat(owner, pieces)
+        self.instance_first = self._pack(capacity)
+        self._finish_index(len(self.instance_first) - 1)
+
+    def _pack(self, capacity: int) -> np.ndarray:
+        """Greedy packing: the first segment of each instance, plus the end."""
+        firsts = [0]
+        used, previous = 0, -1
+        for i, (length, doc) in enumerate(zip((self.segment_end - self.segment_start).tolist(),
+                                              self.segment_doc.tolist())):
+            new_doc = doc != previous and used > 0
+            extra = 1 if new_doc and self.cross_documents else 0
+            if used > 0 and (used + extra + length > capacity or (new_doc and not self.cross_documents)):
+                firsts.append(i)
+                used = length
+            else:
+                used += extra + length
+            previous = doc
+        firsts.append(len(self.segment_start))
+        return np.asarray(firsts, dtype=np.int64)
+
+    def build(self, index: int, position: int) -> dict:
+        ids, starts = [np.array([self.cls_id])], [np.ones(1, bool)]
+        lo, hi = int(self.instance_first[index]), int(self.instance_first[index + 1])
+        for k in range(lo, hi):
+            if k > lo and self.segment_doc[k] != self.segment_doc[k - 1]:
+                ids.append(np.array([self.sep_id]))
+                starts.append(np.ones(1, bool))
+            segment_ids, segment_starts = self._tokens(int(self.segment_start[k]), int(self.segment_end[k]))
+            ids.append(segment_ids)
+            starts.append(segment_starts)
+        ids.append(np.array([self.sep_id]))
+        starts.append(np.ones(1, bool))
+        return {"input_ids": np.concatenate(ids).astype(np.int64), "word_starts": np.concatenate(starts)}
+
+
+class CausalBlockDataset(InstanceDataset):
+    """Contiguous blocks of ``sequence_length`` tokens of the documents' stream, each document followed by [SEP]."""
+
+    family = "gpt"
+
+    def __init__(self, shards: TokenShards, docs: np.ndarray, **common):
+        super().__init__(shards, docs, **common)
+        offsets = np.asarray(shards.sentence_offsets)
+        doc_offsets = np.asarray(shards.document_offsets)
+        self.doc_token_start = offsets[doc_offsets[docs]]
+        lengths = offsets[doc_offsets[docs + 1]] - self.doc_token_start + 1  # + end-of-document token
+        self.stream_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        total = int(self.stream_offsets[-1])
+        blocks = -(-total // self.sequence_length)
+        if blocks > 1 and total - (blocks - 1) * self.sequence_length < 2:
+            blocks -= 1  # a last block of one token has nothing to predict
+        self.total_tokens = total
+        self._finish_index(blocks)
+
+    def build(self, index: int, position: int) -> dict:
+        start = index * self.sequence_length
+        end = min(start + self.sequence_length, self.total_tokens)
+        j = int(np.searchsorted(self.stream_offsets, start, side="right")) - 1
+        ids, starts = [], []
+        while start < end:
+            doc_begin, doc_end = int(self.stream_offsets[j]), int(self.stream_offsets[j + 1])
+            stop = min(end, doc_end)
+            text_end = min(stop, doc_end - 1)  # stream position of the end-of-document token is doc_end - 1
+            if start < text_end:
+                base = int(self.doc_token_start[j]) - doc_begin
+                piece_ids, piece_starts = self._tokens(base + start, base + text_end)
+                ids.append(piece_ids)
+                starts.append(piece_starts)
+            if stop == doc_end:
+                ids.append(np.array([self.sep_id]))
+                starts.append(np.ones(1, bool))
+            start = stop
+            j += 1
+        return {"input_ids": np.concatenate(ids).astype(np.int64), "word_starts": np.concatenate(starts)}
+
+
+class NextSentenceDataset(InstanceDataset):
+    """BERT's sentence pairs with next-sentence labels (0: B follows A, 1: B is random) and token types.
+
+    The chunks of consecutive sentences (each with its target length, shorter with ``short_seq_prob``) are fixed
+    once from the seed and cover every sentence of the documents exactly once per epoch. Where A ends, whether B is
+    random, the random document and truncation are drawn per position, so each epoch pairs differently.
+    """
+
+    family = "bert"
+
+    def __init__(self, shards: TokenShards, docs: np.ndarray, *, short_seq_prob: float, nsp_probability: float,
+                 **common):
+        super().__init__(shards, docs, **common)
+        self.nsp_probability = float(nsp_probability)
+        self.max_num_tokens = self.sequence_length - 3
+        sentences, owner = _document_sentences(shards, docs)
+        offsets = np.asarray(shards.sentence_offsets)
+        lengths = (offsets[sentences + 1] - offsets[sentences]).tolist()
+        generator = np.random.default_rng([self.seed & 0xFFFFFFFF, 0xB127])
+        count = max(len(lengths), 1)
+        short = (generator.random(count) < short_seq_prob).tolist()
+        short_target = generator.integers(2, max(self.max_num_tokens, 2) + 1, count).tolist()
+        first, target = [], []
+        used, chunk, owners = 0, 0, owner.tolist()
+        for i, length in enumerate(lengths):
+            if used == 0:
+                first.append(i)
+                target.append(short_target[chunk] if short[chunk] else self.max_num_tokens)
+            used += length
+            if i + 1 == len(lengths) or owners[i + 1] != owners[i] or used >= target[-1]:
+                used = 0
+                chunk += 1
+        self.sentences = sentences  # global sentence ids, in document order
+        self.sentence_doc = owner
+        self.chunk_first = np.asarray(first + [len(lengths)], dtype=np.int64)
+        self.chunk_target = np.asarray(target, dtype=np.int64)
+        doc_offsets = np.asarray(shards.document_offsets)
+        counts = doc_offsets[docs + 1] - doc_offsets[docs]
+        self.doc_first = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)  # into self.sentences
+        self._finish_index(len(target))
+
+    def _collect(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """Tokens of sentences ``self.sentences[lo:hi]`` (consecutive in one document, hence contiguous)."""
+        offsets = self.shards.sentence_offsets
+        return self._tokens(int(offsets[self.sentences[lo]]), int(offsets[self.sentences[hi - 1] + 1]))
+
+    def build(self, index: int, position: int) -> dict:
+        # a pure function of (seed, position): the same pair whichever process builds it, resumed or not
+        u = np.random.default_rng([self.seed & 0xFFFFFFFF, position, NSP_STREAM]).random(6).tolist()
+        lo, hi = int(self.chunk_first[index]), int(self.chunk_first[index + 1])
+        target = int(self.chunk_target[index])
+        a_end = lo + 1 + int(u[0] * (hi - lo - 1)) if hi - lo >= 2 else hi
+        is_random = hi - lo == 1 or u[1] < self.nsp_probability
+        a_ids, a_starts = self._collect(lo, a_end)
+        if is_random:
+            b_ids, b_starts = self._random_segment(int(self.sentence_doc[lo]), max(target - len(a_ids), 1), u[2], u[3])
+        else:
+            b_ids, b_starts = self._collect(a_end, hi)
+        a_ids, a_starts, b_ids, b_starts = self._truncate(a_ids, a_starts, b_ids, b_starts, u[4], u[5])
+        one = np.ones(1, bool)
+        ids = np.concatenate([[self.cls_id], a_ids, [self.sep_id], b_ids, [self.sep_id]]).astype(np.int64)
+        starts = np.concatenate([one, a_starts, one, b_starts, one])
+        token_types = np.zeros(len(ids), dtype=np.int64)
+        token_types[len(a_ids) + 2:] = 1
+        return {"input_ids": ids, "word_starts": starts, "token_type_ids": token_types,
+                "next_sentence_label": int(is_random)}
+
+    def _random_segment(self, own: int, target: int, u_doc: float, u_start: float):
+        """Sentences from a random other document (of this split), from a random sentence, about ``target`` long."""
+        count = len(self.doc_ids)
+        if count > 1:
+            pick = int(u_doc * (count - 1))
+            doc = pick + 1 if pick >= own else pick
+        else:
+            doc = own
+        first, last = int(self.doc_first[doc]), int(self.doc_first[doc + 1])
+        lo = first + int(u_start * (last - first))
+        offsets = self.shards.sentence_offsets
+        start = int(offsets[self.sentences[lo]])
+        hi = lo + 1
+        while hi < last and int(offsets[self.sentences[hi - 1] + 1]) - start < target:
+            hi += 1
+        return self._collect(lo, hi)
+
+    def _truncate(self, a_ids, a_starts, b_ids, b_starts, u_a: float, u_b: float):
+        """Trim the longer side until the pair fits (as truncate_seq_pair), from the front or back by chance."""
+        la, lb = len(a_ids), len(b_ids)
+        excess = la + lb - self.max_num_tokens
+        if excess > 0:
+            first = min(excess, abs(la - lb))
+            if la > lb:
+                la -= first
+            else:
+                lb -= first
+            rest = excess - first
+            lb -= (rest + 1) // 2
+            la -= rest // 2
+        a_cut = slice(len(a_ids) - la, None) if u_a < 0.5 else slice(0, la)
+        b_cut = slice(len(b_ids) - lb, None) if u_b < 0.5 else slice(0, lb)
+        return a_ids[a_cut], a_starts[a_cut], b_ids[b_cut], b_starts[b_cut]

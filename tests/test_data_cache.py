@@ -1,0 +1,291 @@
+"""Token shards and their cache: exact contents, reuse, invalidation on each input, damage, disk full, waiting."""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from lmpretrain.data import TokenShards, build_or_load_dataset, cache_location
+from lmpretrain.data import shards as shards_module
+from lmpretrain.data.corpus import resolve_corpus_files
+from lmpretrain.errors import UserError
+from tests.test_data_fakes import FakeEncoder, fake_tokenizer_dir, make_documents, write_txt
+
+FACTORY = FakeEncoder.from_pretrained
+
+
+def build(corpus, tok, cache, **kw):
+    kw.setdefault("num_workers", 1)
+    return build_or_load_dataset([str(corpus)], str(tok), str(cache), encoder_factory=FACTORY, **kw)
+
+
+@pytest.fixture()
+def setup(tmp_path):
+    docs = make_documents(30, seed=1)
+    corpus = write_txt(tmp_path / "corpus.txt", docs)
+    tok = fake_tokenizer_dir(tmp_path / "tok")
+    return docs, corpus, tok, tmp_path / "cache"
+
+
+def expected_sentences(docs, vocab_size=32000, salt=0):
+    encoder = FakeEncoder(vocab_size, salt)
+    return [[encoder._encode(s) for s in doc] for doc in docs]
+
+
+def test_shards_hold_exactly_the_encoded_corpus(setup):
+    docs, corpus, tok, cache = setup
+    shards = build(corpus, tok, cache, chunk_chars=50)  # many small chunks: documents span chunks
+    expected = expected_sentences(docs)
+    assert shards.num_documents == len(docs)
+    assert shards.num_sentences == sum(len(d) for d in docs)
+    assert shards.ids.dtype == np.uint16
+    i = 0
+    for d, doc in enumerate(expected):
+        assert shards.document_sentence_range(d) == (i, i + len(doc))
+        for ids, starts in doc:
+            assert shards.sentence(i).tolist() == ids
+            assert shards.word_starts(i).tolist() == starts
+            i += 1
+    assert shards.num_tokens == sum(len(ids) for doc in expected for ids, _ in doc)
+
+
+def test_large_vocabulary_uses_uint32_and_two_workers_match_one(setup, tmp_path):
+    docs, corpus, _, _ = setup
+    tok = fake_tokenizer_dir(tmp_path / "tok_big", vocab_size=70000)
+    one = build(corpus, tok, tmp_path / "c1", chunk_chars=200)
+    two = build(corpus, tok, tmp_path / "c2", chunk_chars=200, num_workers=2)
+    assert one.ids.dtype == np.uint32
+    assert np.array_equal(one.ids, two.ids)
+    assert np.array_equal(one.sentence_offsets, two.sentence_offsets)
+    assert np.array_equal(one.document_offsets, two.document_offsets)
+    assert np.array_equal(one.token_word_starts(0, one.num_tokens), two.token_word_starts(0, two.num_tokens))
+
+
+def test_matching_cache_is_reused_without_rebuilding(setup, caplog):
+    _, corpus, tok, cache = setup
+    first = build(corpus, tok, cache)
+    manifest_mtime = (first.directory / "manifest.json").stat().st_mtime_ns
+    caplog.set_level(logging.INFO, logger="lmpretrain")
+    started = time.perf_counter()
+    again = build(corpus, tok, cache)
+    assert time.perf_counter() - started < 2.0
+    assert (again.directory / "manifest.json").stat().st_mtime_ns == manifest_mtime
+    assert "reusing the dataset cache" in caplog.text and "building" not in caplog.text
+
+
+@pytest.mark.parametrize("change", ["corpus", "tokenizer", "option"])
+def test_changed_input_rebuilds_and_says_what_changed(setup, caplog, change):
+    docs, corpus, tok, cache = setup
+    extra = {"lowercase": False}
+    build(corpus, tok, cache, extra_fingerprint=extra)
+    if change == "corpus":
+        write_txt(corpus, docs[:-1])
+    elif change == "tokenizer":
+        fake_tokenizer_dir(tok, salt=7)
+    else:
+        extra = {"lowercase": True}
+    caplog.set_level(logging.INFO, logger="lmpretrain")
+    shards = build(corpus, tok, cache, extra_fingerprint=extra)
+    message = {"corpus": "content of corpus file", "tokenizer": "the tokenizer changed",
+               "option": "option lowercase changed"}[change]
+    assert message in caplog.text
+    if change == "corpus":
+        assert shards.num_documents == len(docs) - 1
+    if change == "tokenizer":
+        assert shards.sentence(0).tolist() == FakeEncoder(salt=7)._encode(docs[0][0])[0]
+
+
+def test_disable_overwrite_reuses_a_stale_cache(setup):
+    docs, corpus, tok, cache = setup
+    build(corpus, tok, cache)
+    write_txt(corpus, docs[:5])
+    shards = build(corpus, tok, cache, overwrite=False)
+    assert shards.num_documents == len(docs)  # the old cache, as asked
+
+
+def test_disable_overwrite_builds_when_there_is_no_cache(setup):
+    docs, corpus, tok, cache = setup
+    assert build(corpus, tok, cache, overwrite=False).num_documents == len(docs)
+
+
+def test_truncated_cache_is_rebuilt_or_refused(setup, caplog):
+    docs, corpus, tok, cache = setup
+    shards = build(corpus, tok, cache)
+    ids_path = shards.directory / "ids.bin"
+    with open(ids_path, "r+b") as handle:
+        handle.truncate(ids_path.stat().st_size - 4)
+    del shards
+    with pytest.raises(UserError, match="ids.bin has .* bytes"):
+        build(corpus, tok, cache, overwrite=False)
+    caplog.set_level(logging.INFO, logger="lmpretrain")
+    rebuilt = build(corpus, tok, cache)
+    assert "truncated" in caplog.text
+    assert rebuilt.num_documents == len(docs)
+
+
+def test_garbage_manifest_is_rebuilt(setup):
+    docs, corpus, tok, cache = setup
+    shards = build(corpus, tok, cache)
+    (shards.directory / "manifest.json").write_text("{not json")
+    assert build(corpus, tok, cache).num_documents == len(docs)
+
+
+def test_interrupted_build_leaves_no_complete_cache(setup, monkeypatch):
+    _, corpus, tok, cache = setup
+    calls = {"n": 0}
+    original = shards_module.ShardWriter.append
+
+    def crash_on_third(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, *args)
+
+    monkeypatch.setattr(shards_module.ShardWriter, "append", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        build(corpus, tok, cache, chunk_chars=50)
+    location = cache_location(cache, resolve_corpus_files([str(corpus)]), tok)
+    assert not location.exists()
+    assert [p.name for p in cache.iterdir() if not p.name.endswith((".lock", ".failed"))] == []
+    monkeypatch.undo()
+    assert build(corpus, tok, cache).num_documents == 30
+
+
+def test_full_disk_is_one_clear_error_and_cleans_up(setup, monkeypatch):
+    _, corpus, tok, cache = setup
+
+    def no_space(self, *args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shards_module.ShardWriter, "append", no_space)
+    with pytest.raises(UserError, match=f"no space left .*{cache}"):
+        build(corpus, tok, cache)
+    assert [p.name for p in cache.iterdir() if not p.name.endswith(".failed")] == []
+
+
+def test_empty_corpus_is_an_error(tmp_path):
+    corpus = tmp_path / "empty.txt"
+    corpus.write_text("\n\n  \n")
+    tok = fake_tokenizer_dir(tmp_path / "tok")
+    with pytest.raises(UserError, match="has no text"):
+        build(corpus, tok, tmp_path / "cache")
+
+
+def test_waiting_process_times_out_with_a_clear_message(setup):
+    _, corpus, tok, cache = setup
+    with pytest.raises(UserError, match=r"not complete after 0.3 s; did the building process .* die"):
+        build(corpus, tok, cache, is_builder=False, wait_timeout_s=0.3, poll_interval_s=0.05)
+
+
+def test_waiting_process_ignores_a_stale_cache_and_takes_the_new_one(setup):
+    docs, corpus, tok, cache = setup
+    build(corpus, tok, cache)
+    write_txt(corpus, docs[:10])  # the old cache is stale now; a waiter must not take it
+    result = {}
+
+    def wait():
+        result["shards"] = build(corpus, tok, cache, is_builder=False, wait_timeout_s=20, poll_interval_s=0.02)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.3)
+    assert "shards" not in result
+    build(corpus, tok, cache)
+    waiter.join(20)
+    assert result["shards"].num_documents == 10
+
+
+def test_lock_of_a_dead_builder_is_taken_over(setup):
+    docs, corpus, tok, cache = setup
+    location = cache_location(cache, resolve_corpus_files([str(corpus)]), tok)
+    cache.mkdir()
+    import socket
+
+    (cache / f".{location.name}.lock").write_text(f"{socket.gethostname()} 999999999")
+    (cache / f".{location.name}.tmp-deadhost-1").mkdir()
+    assert build(corpus, tok, cache, wait_timeout_s=5).num_documents == len(docs)
+    assert sorted(p.name for p in cache.iterdir()) == [location.name]
+
+
+def test_shards_pickle_as_their_path(setup):
+    import pickle
+
+    _, corpus, tok, cache = setup
+    shards = build(corpus, tok, cache)
+    clone = pickle.loads(pickle.dumps(shards))
+    assert len(pickle.dumps(shards)) < 10_000
+    assert np.array_equal(clone.ids, shards.ids)
+
+
+def test_manifest_records_counts_and_sizes(setup):
+    _, corpus, tok, cache = setup
+    shards = build(corpus, tok, cache)
+    manifest = json.loads((shards.directory / "manifest.json").read_text())
+    assert manifest["num_tokens"] == shards.num_tokens == len(TokenShards(shards.directory).ids)
+    assert manifest["file_sizes"]["ids.bin"] == shards.num_tokens * 2
+    assert manifest["components"]["corpus"][0]["sha256"]
+
+
+def test_corrupt_offsets_of_the_right_size_are_rebuilt(setup):
+    docs, corpus, tok, cache = setup
+    shards = build(corpus, tok, cache)
+    path = shards.directory / "sentence_offsets.bin"
+    offsets = np.fromfile(path, dtype=np.int64)
+    offsets[3] = offsets[1]
+    offsets.tofile(path)
+    del shards
+    with pytest.raises(UserError, match="not increasing"):
+        build(corpus, tok, cache, overwrite=False)
+    assert build(corpus, tok, cache).num_documents == len(docs)
+
+
+CONCURRENT = """
+import logging, sys
+from lmpretrain.data import build_or_load_dataset
+from tests.test_data_fakes import FakeEncoder
+logging.basicConfig(level=logging.INFO)
+corpus, tok, cache, builder = sys.argv[1:5]
+shards = build_or_load_dataset([corpus], tok, cache, num_workers=1, chunk_chars=100, is_builder=builder == "1",
+                               encoder_factory=FakeEncoder.from_pretrained, poll_interval_s=0.05, wait_timeout_s=60)
+print("DOCS", shards.num_documents)
+"""
+
+
+def test_concurrent_processes_build_once_and_the_others_wait(setup):
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    docs, corpus, _, cache = setup
+    tok = fake_tokenizer_dir(corpus.parent / "slow_tok", delay=0.02)  # ~60 chunks: a build of about a second
+    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT, str(corpus), str(tok), str(cache), builder],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={"LMP_NO_PROGRESS": "1", "PATH": ""})
+             for builder in ("1", "1", "0", "0")]
+    outputs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], [err[-2000:] for _, err in outputs]
+    assert all(f"DOCS {len(docs)}" in out for out, _ in outputs)
+    logs = "".join(err for _, err in outputs)
+    assert logs.count("building the dataset cache") == 1
+    assert logs.count("reusing the dataset cache") == 1  # the second builder found the first one's cache
+    assert [p.name for p in cache.iterdir() if p.name.startswith(".")] == []
+
+
+def test_waiters_stop_at_once_when_the_builder_fails(tmp_path):
+    corpus = tmp_path / "bad.txt"
+    corpus.write_bytes(b"ok\n\xff\n")
+    tok = fake_tokenizer_dir(tmp_path / "tok")
+    cache = tmp_path / "cache"
+    with pytest.raises(UserError, match="invalid UTF-8"):
+        build(corpus, tok, cache)
+    started = time.perf_counter()
+    with pytest.raises(UserError, match=r"building the dataset cache .* failed: .*bad\.txt:2: invalid UTF-8"):
+        build(corpus, tok, cache, is_builder=False, wait_timeout_s=30, poll_interval_s=0.05)
+    assert time.perf_counter() - started < 5

@@ -1,0 +1,164 @@
+"""Instance builders: length, specials, NSP balance, coverage per epoch, eval/train disjointness, determinism."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from lmpretrain.data import build_or_load_dataset, make_instances, split_eval
+from lmpretrain.errors import UserError
+from tests.test_data_fakes import FakeEncoder, doc_of_token, fake_tokenizer_dir, make_documents, write_txt
+
+CLS, SEP = FakeEncoder.cls_token_id, FakeEncoder.sep_token_id
+SPECIALS = set(FakeEncoder.all_special_ids)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("inst")
+    # some documents have a sentence longer than the sequence length (max_words=40 words of up to 3 chars)
+    docs = make_documents(60, seed=3, min_sentences=1, max_sentences=15, max_words=40)
+    corpus = write_txt(root / "corpus.txt", docs)
+    tok = fake_tokenizer_dir(root / "tok")
+    return build_or_load_dataset([str(corpus)], str(tok), str(root / "cache"), num_workers=1,
+                                 encoder_factory=FakeEncoder.from_pretrained)
+
+
+def make(shards, family, length=32, seed=0, **kw):
+    return make_instances(shards, family, sequence_length=length, cls_id=CLS, sep_id=SEP, seed=seed, **kw)
+
+
+def docs_tokens(shards, docs):
+    return [shards.document(int(d)).tolist() for d in docs]
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "electra", "gpt"])
+def test_instances_fit_and_keep_their_specials(shards, family):
+    dataset = make(shards, family)
+    for position in range(len(dataset)):
+        instance = dataset[position]
+        ids = instance["input_ids"]
+        assert ids.dtype == np.int64 and 1 <= len(ids) <= 32
+        assert instance["word_starts"].dtype == bool and len(instance["word_starts"]) == len(ids)
+        assert instance["position"] == position
+        assert instance["word_starts"][np.isin(ids, list(SPECIALS))].all()
+        if family == "gpt":
+            assert CLS not in ids
+            continue
+        assert ids[0] == CLS and ids[-1] == SEP and (ids == CLS).sum() == 1
+        if family == "bert":
+            assert (ids == SEP).sum() == 2
+            types = instance["token_type_ids"]
+            first_sep = int(np.flatnonzero(ids == SEP)[0])
+            assert first_sep >= 2 and len(ids) - first_sep >= 3  # A and B are both non-empty
+            assert (types[:first_sep + 1] == 0).all() and (types[first_sep + 1:] == 1).all()
+            assert instance["next_sentence_label"] in (0, 1)
+
+
+@pytest.mark.parametrize("family", ["roberta", "electra", "gpt"])
+def test_every_token_is_covered_once_per_epoch(shards, family):
+    train_docs, _ = split_eval(shards, 0.2, seed=5)
+    dataset = make(shards, family, doc_ids=train_docs)
+    instances = [dataset[p] for p in range(len(dataset))]  # epoch 0, shuffled order
+    by_index = {dataset.locate(i["position"])[1]: i["input_ids"] for i in instances}
+    assert sorted(by_index) == list(range(len(dataset)))
+    stream = np.concatenate([by_index[i] for i in range(len(dataset))]).tolist()
+    content = [t for t in stream if t not in SPECIALS]
+    expected = [t for doc in docs_tokens(shards, train_docs) for t in doc]
+    assert content == expected
+    if family == "gpt":  # one end-of-document token after each document
+        assert stream.count(SEP) == len(train_docs)
+        assert max(len(i["input_ids"]) for i in instances) == 32
+    if family == "electra":  # lines of one document per instance
+        for ids in by_index.values():
+            assert len({doc_of_token(t) for t in ids if t not in SPECIALS}) == 1
+    if family == "roberta":  # packed across documents, a [SEP] where the document changes
+        crossing = 0
+        for ids in by_index.values():
+            body = ids[1:-1].tolist()
+            for a, b in zip(body, body[1:]):
+                if a not in SPECIALS and b not in SPECIALS:
+                    assert doc_of_token(a) == doc_of_token(b)
+            crossing += body.count(SEP)
+        assert crossing > 0
+
+
+def test_bert_chunks_cover_each_sentence_once_and_nsp_is_balanced(shards):
+    dataset = make(shards, "bert", length=64)
+    first = dataset.chunk_first
+    assert first[0] == 0 and first[-1] == len(dataset.sentences) and (np.diff(first) > 0).all()
+    for c in range(len(dataset)):  # a chunk never spans two documents
+        assert len(set(dataset.sentence_doc[first[c]:first[c + 1]].tolist())) == 1
+    labels = [dataset[p]["next_sentence_label"] for p in range(4 * len(dataset))]
+    share_random = np.mean(labels)
+    single = np.mean(np.diff(first) == 1)  # single-sentence chunks are always random (as in BERT)
+    assert abs(share_random - (0.5 + 0.5 * single)) < 0.06
+    short = np.mean(dataset.chunk_target < 64 - 3)
+    assert 0.03 < short < 0.2
+
+
+def test_bert_not_next_pairs_are_consecutive_and_random_ones_come_from_another_document(shards):
+    dataset = make(shards, "bert", length=64)
+    for p in range(len(dataset)):
+        instance = dataset[p]
+        ids = instance["input_ids"]
+        sep = int(np.flatnonzero(ids == SEP)[0])
+        a_docs = {doc_of_token(t) for t in ids[1:sep]}
+        b_docs = {doc_of_token(t) for t in ids[sep + 1:-1]}
+        assert len(a_docs) == 1 and len(b_docs) == 1
+        assert (a_docs == b_docs) == (instance["next_sentence_label"] == 0)
+
+
+def test_eval_and_train_documents_are_disjoint_and_random_b_stays_in_its_split(shards):
+    train_docs, eval_docs = split_eval(shards, 0.25, seed=11)
+    assert len(eval_docs) == 15 and len(train_docs) == 45
+    assert not set(train_docs.tolist()) & set(eval_docs.tolist())
+    assert sorted(train_docs.tolist() + eval_docs.tolist()) == list(range(shards.num_documents))
+    assert np.array_equal(split_eval(shards, 0.25, seed=11)[1], eval_docs)
+    for docs, family in [(train_docs, "bert"), (eval_docs, "bert"), (eval_docs, "roberta"), (eval_docs, "gpt")]:
+        dataset = make(shards, family, doc_ids=docs)
+        seen = {doc_of_token(int(t)) for p in range(len(dataset)) for t in dataset[p]["input_ids"]
+                if t not in SPECIALS}
+        assert seen <= set(docs.tolist())
+
+
+def test_order_is_a_pure_function_of_seed_and_position(shards):
+    a, b = make(shards, "bert", seed=9), make(shards, "bert", seed=9)
+    n = len(a)
+    for p in [0, 1, n - 1, n, 3 * n + 5]:
+        x, y = a[p], b[p]
+        assert np.array_equal(x["input_ids"], y["input_ids"]) and x["next_sentence_label"] == y["next_sentence_label"]
+    other = make(shards, "bert", seed=10)
+    assert any(not np.array_equal(a[p]["input_ids"], other[p]["input_ids"]) for p in range(10))
+
+
+def test_each_epoch_is_a_fresh_permutation_of_all_instances(shards):
+    dataset = make(shards, "roberta")
+    n = len(dataset)
+    epoch0 = [dataset.locate(p)[1] for p in range(n)]
+    epoch1 = [dataset.locate(p)[1] for p in range(n, 2 * n)]
+    assert sorted(epoch0) == sorted(epoch1) == list(range(n))
+    assert epoch0 != epoch1
+    assert dataset.locate(n + 3) == (1, epoch1[3])
+
+
+def test_bert_pairs_differ_between_epochs_but_positions_repeat(shards):
+    dataset = make(shards, "bert")
+    n = len(dataset)
+    labels = Counter()
+    for p in range(n):
+        index = dataset.locate(p)[1]
+        q = n + [dataset.locate(n + k)[1] for k in range(n)].index(index)
+        labels[(dataset[p]["next_sentence_label"], dataset[q]["next_sentence_label"])] += 1
+    assert labels[(0, 1)] + labels[(1, 0)] > 0  # the NSP choice is redrawn each epoch
+
+
+def test_bad_family_and_tiny_length_are_user_errors(shards):
+    with pytest.raises(UserError, match="unknown model family"):
+        make(shards, "t5")
+    with pytest.raises(UserError, match="too short"):
+        make(shards, "bert", length=4)
+    with pytest.raises(UserError, match="no documents"):
+        make(shards, "gpt", doc_ids=[])
