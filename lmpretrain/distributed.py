@@ -146,3 +146,62 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+class PeerWatchdog:
+    """Stop this process when a peer dies, instead of hanging in a collective until its timeout.
+
+    Each process bumps a counter in the job's key-value store every ``interval_s`` from a background thread
+    (which keeps running through long checkpoint writes) and watches the others' counters. A counter that
+    has not moved for ``timeout_s`` — or a store that no longer answers — means a peer is gone: the
+    watchdog logs which one and ends this process with exit code 1, so the launcher reports a failure.
+    """
+
+    def __init__(self, rank: int, world_size: int, timeout_s: float, interval_s: float | None = None):
+        import threading
+
+        self.rank, self.world_size, self.timeout_s = rank, world_size, timeout_s
+        self.interval_s = interval_s or max(0.5, min(5.0, timeout_s / 6))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lmpretrain-peer-watchdog", daemon=True)
+
+    def start(self) -> PeerWatchdog:
+        if self.world_size > 1 and dist.is_initialized():
+            self._store = dist.distributed_c10d._get_default_store()
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        import time
+
+        beats = 0
+        seen = {r: (-1, time.monotonic()) for r in range(self.world_size) if r != self.rank}
+        while not self._stop.wait(self.interval_s):
+            try:
+                beats += 1
+                self._store.set(f"lmpretrain/heartbeat/{self.rank}", str(beats))
+                now = time.monotonic()
+                for peer, (last, since) in seen.items():
+                    key = f"lmpretrain/heartbeat/{peer}"
+                    value = int(self._store.get(key)) if self._store.check([key]) else -1
+                    if value != last:
+                        seen[peer] = (value, now)
+                    elif now - since > self.timeout_s:
+                        self._die(f"rank {peer} sent no heartbeat for {now - since:.0f} s (--peer_timeout "
+                                  f"{self.timeout_s:g}): it died or hangs; stopping this rank too")
+            except Exception as error:  # the store went away with the process that hosted it
+                if self._stop.is_set():
+                    return
+                self._die(f"lost contact with the job's store ({type(error).__name__}: {error}); a peer died")
+
+    def _die(self, message: str) -> None:
+        logger.error(message)
+        import logging
+        import sys
+
+        logging.shutdown()
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        os._exit(1)

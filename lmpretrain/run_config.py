@@ -52,6 +52,8 @@ class TrainArgs:
     """Override the preset's train-steps (handy for smoke runs)."""
     device: str | None = None
     """cpu, cuda, cuda:1 ... (default: cuda:<local_rank> when a GPU is present, else cpu)."""
+    peer_timeout: float = 120.0
+    """Seconds without a heartbeat from another process before this one stops (multi-process runs)."""
     max_nonfinite_steps: int = 20
     """Stop with an error after this many consecutive steps whose loss is NaN/inf."""
     extra: dict = field(default_factory=dict)
@@ -86,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_eval_samples", type=int, default=1000)
     p.add_argument("--train_steps", type=int, default=None)
     p.add_argument("--device", default=None)
+    p.add_argument("--peer_timeout", type=float, default=120.0)
     p.add_argument("--max_nonfinite_steps", type=int, default=20)
     return p
 

@@ -19,7 +19,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .data_setup import RunData, build_run_data, positions_for_step
-from .distributed import Layout, all_reduce_sum, barrier, init_distributed, shutdown
+from .distributed import Layout, PeerWatchdog, all_reduce_sum, barrier, init_distributed, shutdown
 from .errors import UserError
 from .log import JsonlLog, MetricsWriter, get_logger, progress
 from .optim import build_optimizer, linear_schedule
@@ -161,6 +161,7 @@ def train(args: TrainArgs) -> dict[str, float]:
     params = run.params
     layout = init_distributed(params.node_batch_sizes, local_rank=args.local_rank, node_rank=args.node_rank,
                               device=args.device)
+    watchdog = PeerWatchdog(layout.rank, layout.world_size, args.peer_timeout).start()
     try:
         precision = make_precision(args.fp16_type, args.bf16, layout.device)
         data = build_run_data(args, run, layout)
@@ -169,6 +170,7 @@ def train(args: TrainArgs) -> dict[str, float]:
             return {}
         return _train_loop(args, run, layout, precision, data)
     finally:
+        watchdog.stop()
         run.encoder.close()
         shutdown()
 

@@ -1,0 +1,168 @@
+"""Multi-process training on the CPU with gloo on loopback: the same updates as one process over the same
+global batch, whatever the layout; resume across layouts; a killed rank stops the job in bounded time."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.helpers import REPO
+
+PRESET = {"number-of-layers": 2, "hidden-size": 32, "sequence-length": 64, "ffn-inner-hidden-size": 64,
+          "attention-heads": 2, "warmup-steps": 1, "learning-rate": 2e-3, "train-steps": 4, "save-steps": 1,
+          "logging-steps": 1, "eval-steps": 100, "dropout": 0.0, "attention-dropout": 0.0, "eval-share": 0.1,
+          "save-total-limit": 10}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, sample_corpus, tiny_tokenizer_dir):
+    root = tmp_path_factory.mktemp("dist")
+    params = root / "parameter.json"
+    params.write_text(json.dumps({
+        "bert-single": {**PRESET, "batch-size": {"-1": 8}},
+        "bert-nodes": {**PRESET, "batch-size": {"0": 3, "1": 5}},
+        "bert-long": {**PRESET, "batch-size": {"-1": 4}, "train-steps": 100000, "save-steps": 100000},
+    }))
+    return {"root": root, "params": params, "corpus": sample_corpus, "tokenizer": tiny_tokenizer_dir,
+            "cache": root / "cache"}
+
+
+def script_args(setup, model_dir, model_type, *extra):
+    return [str(REPO / "run_pretraining.py"), "--input_file", str(setup["corpus"]), "--tokenizer_dir",
+            str(setup["tokenizer"]), "--model_dir", str(model_dir), "--parameter_file", str(setup["params"]),
+            "--model_type", model_type, "--cache_dir", str(setup["cache"]), "--num_workers", "1",
+            "--max_eval_samples", "16", *extra]
+
+
+def env():
+    e = dict(os.environ, PYTHONPATH=str(REPO), GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1",
+             LMP_NO_PROGRESS="1", HF_HUB_OFFLINE="1")
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        e.pop(name, None)
+    return e
+
+
+def torchrun(*args):
+    return [sys.executable, "-m", "torch.distributed.run", *args]
+
+
+def losses(model_dir):
+    lines = [json.loads(x) for x in (model_dir / "train_log.jsonl").read_text().splitlines()]
+    return {r["step"]: r["train/loss"] for r in lines if "train/loss" in r}
+
+
+def check(proc):
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+@pytest.fixture(scope="module")
+def single(setup):
+    out = setup["root"] / "single"
+    check(subprocess.run([sys.executable, *script_args(setup, out, "bert-single")], env=env(), capture_output=True,
+                         text=True, timeout=600))
+    return out
+
+
+def assert_same_run(reference, other, steps=(1, 2, 3, 4)):
+    a, b = losses(reference), losses(other)
+    for step in steps:
+        assert b[step] == pytest.approx(a[step], rel=1e-5, abs=1e-6), (step, a, b)
+    # weights after the first step (the gradients of step 1 through the same optimizer) and at the end
+    for step in (1, 4):
+        wa = load_file(reference / f"checkpoint-{step}" / "model.safetensors")
+        wb = load_file(other / f"checkpoint-{step}" / "model.safetensors")
+        for name in wa:
+            torch.testing.assert_close(wb[name], wa[name], rtol=1e-4, atol=1e-6)
+
+
+def test_two_processes_on_one_node_match_single_process(setup, single):
+    out = setup["root"] / "two_procs"
+    proc = subprocess.run(torchrun("--nproc_per_node", "2", "--master_port", str(free_port()),
+                                   *script_args(setup, out, "bert-single")),
+                          env=env(), capture_output=True, text=True, timeout=600)
+    check(proc)
+    assert_same_run(single, out)
+
+
+def test_two_nodes_with_different_batch_sizes_match_single_process(setup, single):
+    out = setup["root"] / "two_nodes"
+    port = str(free_port())
+    procs = [subprocess.Popen(torchrun("--nnodes", "2", "--node_rank", str(node), "--nproc_per_node", "1",
+                                       "--master_addr", "127.0.0.1", "--master_port", port,
+                                       *script_args(setup, out, "bert-nodes")),
+                              env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for node in (0, 1)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-4000:]
+    assert_same_run(single, out)
+
+
+def test_legacy_launcher_with_local_rank_flag(setup, single):
+    out = setup["root"] / "legacy"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.launch", "--nproc_per_node", "2",
+                           "--master_port", str(free_port()), *script_args(setup, out, "bert-single")],
+                          env=env(), capture_output=True, text=True, timeout=600)
+    check(proc)
+    assert_same_run(single, out, steps=(1, 2))
+
+
+def test_resume_two_process_checkpoint_in_one_process(setup, single):
+    import shutil
+
+    two = setup["root"] / "two_procs"
+    if not (two / "checkpoint-2").is_dir():
+        pytest.skip("needs the two-process run")
+    out = setup["root"] / "resumed_single"
+    out.mkdir()
+    shutil.copytree(two / "checkpoint-2", out / "checkpoint-2")
+    check(subprocess.run([sys.executable, *script_args(setup, out, "bert-single", "--do_continue")], env=env(),
+                         capture_output=True, text=True, timeout=600))
+    a, b = losses(single), losses(out)
+    assert sorted(b) == [3, 4]
+    for step in (3, 4):
+        assert b[step] == pytest.approx(a[step], rel=1e-5, abs=1e-6)
+
+
+def test_killed_rank_stops_the_other_in_bounded_time(setup):
+    out = setup["root"] / "killed"
+    port = str(free_port())
+    procs = [subprocess.Popen(torchrun("--nnodes", "2", "--node_rank", str(node), "--nproc_per_node", "1",
+                                       "--master_addr", "127.0.0.1", "--master_port", port,
+                                       *script_args(setup, out, "bert-long", "--peer_timeout", "10")),
+                              env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
+             for node in (0, 1)]
+    deadline = time.time() + 300
+    while not (out / "train_log.jsonl").is_file() or not (out / "train_log.jsonl").read_text().strip():
+        assert time.time() < deadline, "training never started"
+        assert all(p.poll() is None for p in procs), procs[0].stderr.read()[-3000:]
+        time.sleep(0.5)
+    # node 1 dies as a lost machine would: its worker and its launcher, at once
+    workers = subprocess.run(["pgrep", "-P", str(procs[1].pid)], capture_output=True, text=True).stdout.split()
+    for pid in [*workers, str(procs[1].pid)]:
+        os.kill(int(pid), signal.SIGKILL)
+    started = time.time()
+    try:
+        procs[0].wait(timeout=120)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+    stderr = procs[0].stderr.read()
+    assert procs[0].returncode != 0, stderr[-3000:]
+    assert "error" in stderr.lower(), stderr[-3000:]
+    assert time.time() - started < 120
