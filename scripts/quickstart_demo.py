@@ -1,0 +1,28 @@
+"""Show what the quick start produced, through transformers alone: tokenizer ids, perplexity, fill-mask."""
+
+import json
+import sys
+from pathlib import Path
+
+from transformers import AutoTokenizer, pipeline
+
+from lmpretrain.tokenization import FastEncoder
+
+tokenizer_dir, model_dir = Path(sys.argv[1]), Path(sys.argv[2])
+text = "吾輩は猫である。東京で2024年にPythonを学んだ。"
+tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+ids = tokenizer(text)["input_ids"]
+with FastEncoder.from_pretrained(tokenizer_dir) as encoder:
+    same = encoder.encode_batch([text], add_special_tokens=True)[0] == ids
+print(f"AutoTokenizer class: {type(tokenizer).__name__}; ids equal to FastEncoder's: {same}")
+print("tokens:", " ".join(tokenizer.convert_ids_to_tokens(ids)))
+
+summary = json.loads((model_dir / "train_summary.json").read_text(encoding="utf-8"))
+print(f"eval perplexity: {summary['eval/perplexity_at_start']:.1f} before training -> "
+      f"{summary['eval/perplexity']:.1f} after {summary['step']} steps")
+
+fill = pipeline("fill-mask", model=str(model_dir), tokenizer=str(model_dir), device="cpu")
+masked = f"今日は{fill.tokenizer.mask_token}がとても良い。"
+print(f"fill-mask on {masked!r}:")
+for guess in fill(masked, top_k=5):
+    print(f"  {guess['token_str']!r:12} score {guess['score']:.3f}")
