@@ -3,12 +3,18 @@
 Keys are the original tool's (``number-of-layers``, ``hidden-size``, ``batch-size``, ...) plus optional
 ones with defaults. Every problem in a preset is collected and reported together, each naming
 ``<file>: <model_type>.<key>``; an unknown key suggests the closest valid one.
+
+A preset that continues pretraining (``pretrained_model_name_or_path``, or for ELECTRA
+``pretrained_discriminator_model_name_or_path`` / ``pretrained_generator_model_name_or_path``) may leave out
+the architecture keys, as the original's ``bert-small-further`` does: :func:`resolve_pretrained_shape` takes
+them from the model's config, and any that are given must agree with it.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -25,18 +31,21 @@ class ModelParams:
 
     model_type: str
     family: str
-    number_of_layers: int
-    hidden_size: int
-    sequence_length: int
-    ffn_inner_hidden_size: int
-    attention_heads: int
     warmup_steps: int
     learning_rate: float
     node_batch_sizes: dict[int, int]
     """``batch-size``: node rank -> that node's batch per optimizer step; -1 is the size for unlisted nodes."""
     train_steps: int
-    save_steps: int
-    logging_steps: int
+    number_of_layers: int | None = None
+    """None only before :func:`resolve_pretrained_shape` fills it from a pretrained model."""
+    hidden_size: int | None = None
+    sequence_length: int | None = None
+    ffn_inner_hidden_size: int | None = None
+    attention_heads: int | None = None
+    save_steps: int = 50000
+    """The original's default when a preset has no ``save-steps``."""
+    logging_steps: int = 5000
+    """The original's default when a preset has no ``logging-steps``."""
     eval_steps: int | None = None
     embedding_size: int | None = None
     """ELECTRA: embedding width (projected to hidden-size when smaller); others: hidden-size."""
@@ -62,8 +71,13 @@ class ModelParams:
     attention_dropout: float = 0.1
     max_position_embeddings: int | None = None
     pretrained_model_name_or_path: str | None = None
-    frozen_layers: int = 0
-    """Freeze the embeddings and the first N layers (the original's ``flozen-layers``)."""
+    """Continue pretraining from this model (a local HF dir, or a hub name where the hub is reachable); for
+    ELECTRA the discriminator, with the generator in its ``generator/`` folder unless given separately."""
+    pretrained_generator: str | None = None
+    """ELECTRA: the generator to continue from (the original's ``pretrained_generator_model_name_or_path``)."""
+    frozen_layers: int = -1
+    """The original's ``flozen-layers``: -1 trains everything; N >= 0 freezes the embeddings and the first N
+    layers of the pretrained model (0: the embeddings only)."""
     resize_embeddings: bool = False
     initializer_range: float = 0.02
     extra: dict = field(default_factory=dict)
@@ -111,6 +125,7 @@ KEYS = {
     "eval-share": ("eval_share", "share"),
     "save-total-limit": ("save_total_limit", "pos_int"),
     "gradient-accumulation-steps": ("gradient_accumulation_steps", "pos_int"),
+    "accumulation-steps": ("gradient_accumulation_steps", "pos_int"),  # the original's spelling
     "max-grad-norm": ("max_grad_norm", "pos_float"),
     "weight-decay": ("weight_decay", "nonneg_float"),
     "adam-epsilon": ("adam_epsilon", "pos_float"),
@@ -119,19 +134,26 @@ KEYS = {
     "attention-dropout": ("attention_dropout", "probability"),
     "max-position-embeddings": ("max_position_embeddings", "pos_int"),
     "pretrained_model_name_or_path": ("pretrained_model_name_or_path", "str"),
-    "flozen-layers": ("frozen_layers", "nonneg_int"),
-    "frozen-layers": ("frozen_layers", "nonneg_int"),
+    "pretrained_discriminator_model_name_or_path": ("pretrained_model_name_or_path", "str"),
+    "pretrained_generator_model_name_or_path": ("pretrained_generator", "str"),
+    "flozen-layers": ("frozen_layers", "layers"),
+    "frozen-layers": ("frozen_layers", "layers"),
     "resize-embeddings": ("resize_embeddings", "bool"),
     "initializer-range": ("initializer_range", "pos_float"),
 }
-REQUIRED_KEYS = ("number-of-layers", "hidden-size", "sequence-length", "ffn-inner-hidden-size", "attention-heads",
-                 "warmup-steps", "learning-rate", "batch-size", "train-steps", "save-steps", "logging-steps")
+REQUIRED_KEYS = ("warmup-steps", "learning-rate", "batch-size", "train-steps")
+SHAPE_KEYS = ("number-of-layers", "hidden-size", "sequence-length", "ffn-inner-hidden-size", "attention-heads")
+"""Required unless the preset continues from a pretrained model, whose config then supplies them."""
 ELECTRA_DEFAULTS = {"mask_token_prob": 0.85, "random_token_prob": 0.0}
 
 
 def _convert(kind: str, value):
     """Return the converted value, or raise ValueError with what was expected."""
     number = (int, float)
+    if kind == "layers":
+        if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+            raise ValueError(f"expected -1 (train every layer) or a number of layers to freeze, got {value!r}")
+        return value
     if kind in ("pos_int", "nonneg_int"):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"expected an integer, got {value!r}")
@@ -195,10 +217,15 @@ def _convert(kind: str, value):
 
 
 def family_of(model_type: str, explicit: str | None) -> str | None:
+    """The explicit ``model-family``, else the first word of the preset name that names a family
+    (``bert-base``, ``my-electra-small``, ``gpt2-small``); None when there is none."""
     if explicit:
         return explicit
-    prefix = model_type.split("-")[0].lower()
-    return {"gpt2": "gpt"}.get(prefix, prefix) if prefix in FAMILIES + ("gpt2",) else None
+    for word in re.split(r"[-_.]", model_type.lower()):
+        word = {"gpt2": "gpt"}.get(word, word)
+        if word in FAMILIES:
+            return word
+    return None
 
 
 def parse_preset(model_type: str, preset: dict, where: str) -> ModelParams:
@@ -218,32 +245,25 @@ def parse_preset(model_type: str, preset: dict, where: str) -> ModelParams:
             values[name] = _convert(kind, raw)
         except ValueError as error:
             problems.append(f"{model_type}.{key}: {error}")
-    for key in REQUIRED_KEYS:
+    continued = "pretrained_model_name_or_path" in values
+    for key in REQUIRED_KEYS + (() if continued else SHAPE_KEYS):
         if key not in preset:
             problems.append(f"{model_type}.{key}: missing")
+    for key, (name, _) in KEYS.items():
+        if key in preset and any(other != key and KEYS[other][0] == name and other in preset for other in KEYS):
+            problems.append(f"{model_type}.{key}: given together with another spelling of the same setting")
+            break
+    if "pretrained_generator" in values and not continued:
+        problems.append(f"{model_type}.pretrained_generator_model_name_or_path: needs "
+                        "pretrained_discriminator_model_name_or_path as well")
     family = family_of(model_type, values.get("family"))
     if family is None and "family" not in values:
         problems.append(f"{model_type}.model-family: missing, and the preset name does not start with one of "
                         f"{', '.join(FAMILIES)}")
-    if not problems:
-        if values["hidden_size"] % values["attention_heads"]:
-            problems.append(f"{model_type}.hidden-size: {values['hidden_size']} is not divisible by "
-                            f"attention-heads {values['attention_heads']}")
-        if family == "electra":
-            generator_hidden = values["hidden_size"] * values.get("generator_size", 0.25)
-            generator_heads = values["attention_heads"] * values.get("generator_size", 0.25)
-            if generator_heads < 1 or generator_hidden % max(1, round(generator_heads)):
-                problems.append(f"{model_type}.generator-size: gives a generator of hidden size {generator_hidden:g} "
-                                f"and {generator_heads:g} heads, which do not divide")
-        if values.get("frozen_layers", 0) > values["number_of_layers"]:
-            problems.append(f"{model_type}.flozen-layers: {values['frozen_layers']} is more than number-of-layers "
-                            f"{values['number_of_layers']}")
-        positions = values.get("max_position_embeddings")
-        if positions is not None and values["sequence_length"] > positions:
-            problems.append(f"{model_type}.sequence-length: {values['sequence_length']} is above "
-                            f"max-position-embeddings {positions}")
-        if values.get("mask_token_prob", 0.8) + values.get("random_token_prob", 0.1) > 1 + 1e-9:
-            problems.append(f"{model_type}.mask-token-prob: mask-token-prob + random-token-prob exceed 1")
+    if values.get("mask_token_prob", 0.8) + values.get("random_token_prob", 0.1) > 1 + 1e-9:
+        problems.append(f"{model_type}.mask-token-prob: mask-token-prob + random-token-prob exceed 1")
+    if not problems and all(KEYS[key][0] in values for key in SHAPE_KEYS):
+        problems.extend(_shape_problems(model_type, family, values))
     if problems:
         raise UserError(f"{where}: " + f"\n{where}: ".join(problems))
     if family == "electra":
@@ -251,6 +271,28 @@ def parse_preset(model_type: str, preset: dict, where: str) -> ModelParams:
             values.setdefault(name, value)
     values["family"] = family
     return ModelParams(model_type=model_type, **values)
+
+
+def _shape_problems(model_type: str, family: str | None, values: dict) -> list[str]:
+    """Checks that need the architecture keys (from the preset, or resolved from a pretrained model)."""
+    problems = []
+    if values["hidden_size"] % values["attention_heads"]:
+        problems.append(f"{model_type}.hidden-size: {values['hidden_size']} is not divisible by "
+                        f"attention-heads {values['attention_heads']}")
+    if family == "electra":
+        generator_hidden = values["hidden_size"] * values.get("generator_size", 0.25)
+        generator_heads = values["attention_heads"] * values.get("generator_size", 0.25)
+        if generator_heads < 1 or generator_hidden % max(1, round(generator_heads)):
+            problems.append(f"{model_type}.generator-size: gives a generator of hidden size {generator_hidden:g} "
+                            f"and {generator_heads:g} heads, which do not divide")
+    if values.get("frozen_layers", -1) > values["number_of_layers"]:
+        problems.append(f"{model_type}.flozen-layers: {values['frozen_layers']} is more than number-of-layers "
+                        f"{values['number_of_layers']}")
+    positions = values.get("max_position_embeddings")
+    if positions is not None and values["sequence_length"] > positions:
+        problems.append(f"{model_type}.sequence-length: {values['sequence_length']} is above "
+                        f"max-position-embeddings {positions}")
+    return problems
 
 
 def load_parameters(path: str | Path, model_type: str) -> ModelParams:
@@ -271,3 +313,65 @@ def load_parameters(path: str | Path, model_type: str) -> ModelParams:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UserError(f"--model_type {model_type!r} is not in {path}{hint}; available: {', '.join(sorted(data))}")
     return parse_preset(model_type, data[model_type], str(path))
+
+
+# (HF config attribute, or a function of the config) for each shape field, per family
+def _gpt_inner(config) -> int:
+    return config.n_inner or 4 * config.n_embd
+
+
+_HF_SHAPE = {
+    "encoder": {"number_of_layers": "num_hidden_layers", "hidden_size": "hidden_size",
+                "ffn_inner_hidden_size": "intermediate_size", "attention_heads": "num_attention_heads"},
+    "gpt": {"number_of_layers": "n_layer", "hidden_size": "n_embd", "ffn_inner_hidden_size": _gpt_inner,
+            "attention_heads": "n_head"},
+}
+_HF_MODEL_TYPES = {"bert": ("bert",), "roberta": ("roberta", "xlm-roberta"), "electra": ("electra",),
+                   "gpt": ("gpt2",)}
+_FIELD_KEYS = {name: key for key, (name, _) in KEYS.items() if key in SHAPE_KEYS}
+
+
+def resolve_pretrained_shape(params: ModelParams, pretrained: str | None) -> ModelParams:
+    """Fill the architecture fields a continued-pretraining preset left out from the pretrained model's config,
+    and check the ones it gave against it. Without a pretrained model, only checks ``flozen-layers``."""
+    from dataclasses import replace
+
+    where = params.model_type
+    if pretrained is None:
+        if params.frozen_layers >= 0:
+            raise UserError(f"{where}.flozen-layers: freezing layers needs a pretrained model to continue from "
+                            "(pretrained_model_name_or_path in the preset, or --pretrained_model_name_or_path)")
+        return params
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(pretrained)
+    except (OSError, ValueError) as error:
+        raise UserError(f"pretrained_model_name_or_path {pretrained}: cannot read its config.json ({error})") from None
+    if config.model_type not in _HF_MODEL_TYPES[params.family]:
+        raise UserError(f"pretrained_model_name_or_path {pretrained} is a {config.model_type!r} model, but "
+                        f"--model_type {where} trains the {params.family} family")
+    offset = 2 if params.family == "roberta" else 0  # RoBERTa numbers positions from padding_idx + 1
+    positions = (config.n_positions if params.family == "gpt" else config.max_position_embeddings) - offset
+    shape = _HF_SHAPE["gpt" if params.family == "gpt" else "encoder"]
+    from_model = {name: attr(config) if callable(attr) else getattr(config, attr) for name, attr in shape.items()}
+    problems, values = [], {}
+    for name, model_value in from_model.items():
+        given = getattr(params, name)
+        if given is None:
+            values[name] = model_value
+        elif given != model_value:
+            problems.append(f"{where}.{_FIELD_KEYS[name]}: {given} in the preset but {model_value} in {pretrained}")
+    if params.sequence_length is None:
+        values["sequence_length"] = min(positions, 512)
+    elif params.sequence_length > positions:
+        problems.append(f"{where}.sequence-length: {params.sequence_length} is above the {positions} positions of "
+                        f"{pretrained}")
+    if params.family == "electra" and params.embedding_size is None:
+        values["embedding_size"] = config.embedding_size
+    merged = {**asdict(params), **values}
+    if not problems:
+        problems = _shape_problems(where, params.family, merged)
+    if problems:
+        raise UserError("; ".join(problems))
+    return replace(params, **values)

@@ -11,10 +11,11 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from .config import ModelParams, load_parameters
+from .config import ModelParams, load_parameters, resolve_pretrained_shape
 from .errors import UserError
 from .log import get_logger
 from .models import build_model
+from .models.base import check_tokenizer_matches
 from .run_config import TrainArgs
 from .tokenization import FastEncoder
 
@@ -120,6 +121,8 @@ def _check_tokenizer_flags(args: TrainArgs, meta: dict) -> None:
 def prepare_run(args: TrainArgs) -> PreparedRun:
     """Validate flags, parameter.json and the tokenizer dir; open the encoder. Raises UserError on bad input."""
     params = load_parameters(args.parameter_file, args.model_type)
+    pretrained = args.pretrained_model_name_or_path or params.pretrained_model_name_or_path
+    params = resolve_pretrained_shape(params, pretrained)
     for name in args.input_file + (args.eval_file or []):
         if not Path(name).exists():
             raise UserError(f"--input_file/--eval_file: {name} does not exist")
@@ -135,5 +138,8 @@ def prepare_run(args: TrainArgs) -> PreparedRun:
         raise UserError(f"--train_steps must be positive (got {args.train_steps})")
     if args.do_continue and not ckpt.list_checkpoints(args.model_dir):
         raise UserError(f"--do_continue: no checkpoint-<step> folder in {args.model_dir}")
+    if pretrained is not None and not args.do_continue:
+        check_tokenizer_matches(pretrained, args.tokenizer_dir,
+                                allow_different=args.resize_embeddings or params.resize_embeddings)
     encoder = FastEncoder.from_pretrained(args.tokenizer_dir, num_workers=args.num_workers or os.cpu_count() or 1)
     return PreparedRun(args=args, params=params, encoder=encoder, tokenizer_meta=meta)

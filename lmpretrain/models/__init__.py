@@ -25,9 +25,10 @@ def build_model(params: ModelParams, *, vocab_size: int, pad_token_id: int, seed
 
     cls = {"bert": BertPretraining, "roberta": RobertaPretraining, "electra": ElectraPretraining,
            "gpt": GptPretraining}[params.family]
-    if pretrained_dir is not None and not (Path(pretrained_dir) / "config.json").is_file():
-        raise UserError(f"pretrained_model_name_or_path {pretrained_dir} is not a model directory (no config.json); "
-                        "models are loaded from local directories only")
+    for path in (pretrained_dir, params.pretrained_generator if pretrained_dir else None):
+        # a local path must be a model dir; anything else is a hub name, which transformers resolves (or fails)
+        if path is not None and Path(path).exists() and not (Path(path) / "config.json").is_file():
+            raise UserError(f"pretrained model {path} is not a model directory (no config.json)")
     torch.manual_seed(seed)
     extra = {"eos_token_id": eos_token_id} if params.family == "gpt" else {}
     model = cls(params, vocab_size=vocab_size, pad_token_id=pad_token_id, seed=seed, pretrained_dir=pretrained_dir,

@@ -49,8 +49,8 @@ class ElectraPretraining(PretrainingModel):
         if pretrained_dir:
             options = dict(vocab_size=vocab_size, resize=resize_embeddings, sequence_length=params.sequence_length)
             self.discriminator = load_pretrained(ElectraForPreTraining, pretrained_dir, **options)
-            generator_dir = Path(pretrained_dir) / "generator"
-            if (generator_dir / "config.json").is_file():
+            generator_dir = params.pretrained_generator or Path(pretrained_dir) / "generator"
+            if params.pretrained_generator or (Path(generator_dir) / "config.json").is_file():
                 self.generator = load_pretrained(ElectraForMaskedLM, str(generator_dir), **options)
             else:
                 generator_config.embedding_size = self.discriminator.config.embedding_size
