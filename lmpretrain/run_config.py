@@ -46,7 +46,6 @@ class TrainArgs:
     """Opt in to torch.compile."""
     num_workers: int | None = None
     """Tokenization processes for the dataset build (default: the machine's cores)."""
-    dataloader_workers: int = 0
     max_eval_samples: int = 1000
     train_steps: int | None = None
     """Override the preset's train-steps (handy for smoke runs)."""
@@ -84,7 +83,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resize_embeddings", action="store_true")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--num_workers", type=int, default=None)
-    p.add_argument("--dataloader_workers", type=int, default=0)
     p.add_argument("--max_eval_samples", type=int, default=1000)
     p.add_argument("--train_steps", type=int, default=None)
     p.add_argument("--device", default=None)
