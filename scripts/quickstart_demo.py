@@ -18,8 +18,10 @@ print(f"AutoTokenizer class: {type(tokenizer).__name__}; ids equal to FastEncode
 print("tokens:", " ".join(tokenizer.convert_ids_to_tokens(ids)))
 
 summary = json.loads((model_dir / "train_summary.json").read_text(encoding="utf-8"))
-print(f"eval perplexity: {summary['eval/perplexity_at_start']:.1f} before training -> "
-      f"{summary['eval/perplexity']:.1f} after {summary['step']} steps")
+before, after = summary["eval/perplexity_at_start"], summary["eval/perplexity"]
+print(f"eval perplexity: {before:.1f} before training -> {after:.1f} after {summary['step']} steps")
+if not same or not after < before:
+    sys.exit("quick start: FAILED (ids differ from AutoTokenizer's, or the eval perplexity did not fall)")
 
 fill = pipeline("fill-mask", model=str(model_dir), tokenizer=str(model_dir), device="cpu")
 masked = f"今日は{fill.tokenizer.mask_token}がとても良い。"
