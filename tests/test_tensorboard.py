@@ -1,0 +1,25 @@
+"""TensorBoard: every loss term, learning rate, grad norm, throughput, MLM accuracy, eval loss and perplexity."""
+
+from lmpretrain.trainer import train
+from tests.test_run_pretraining import make_args, parameter_file  # noqa: F401  (module fixture)
+
+
+def scalar_tags(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return {tag: [e.step for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_every_metric_is_written(sample_corpus, tiny_tokenizer_dir, parameter_file, tmp_path):  # noqa: F811
+    out = tmp_path / "out"
+    train(make_args(sample_corpus, tiny_tokenizer_dir, out, parameter_file, "electra-test", run_name="tb"))
+    tags = scalar_tags(out / "runs" / "tb")
+    for tag in ("train/loss", "train/learning_rate", "train/grad_norm", "train/tokens_per_second",
+                "train/generator_loss", "train/discriminator_loss", "train/mlm_accuracy",
+                "train/discriminator_accuracy", "train/skipped_steps", "eval/generator_loss",
+                "eval/discriminator_loss", "eval/perplexity", "eval/mlm_accuracy"):
+        assert tag in tags, (tag, sorted(tags))
+    assert tags["train/loss"] == list(range(1, 9))  # logging-steps 1
+    assert tags["eval/perplexity"] == [0, 4, 8]  # before training, then every eval-steps
