@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lmpretrain.errors import run_cli
+from lmpretrain.errors import UserError, run_cli
 from lmpretrain.log import setup_logging
 
 
@@ -32,14 +32,15 @@ def main(argv=None) -> None:
 
     from lmpretrain.export import extract_electra
 
-    expected = None
-    if args.parameter_file and args.model_type:
+    params = None
+    if bool(args.parameter_file) != bool(args.model_type):
+        raise UserError("--parameter_file and --model_type go together (to check the checkpoint against a preset)")
+    if args.parameter_file:
         from lmpretrain.config import load_parameters
 
         params = load_parameters(args.parameter_file, args.model_type)
-        expected = {"hidden_size": params.hidden_size, "num_hidden_layers": params.number_of_layers}
     written = extract_electra(args.input_dir, args.output_dir, generator=args.generator,
-                              discriminator=args.discriminator, expected_sizes=expected)
+                              discriminator=args.discriminator, params=params)
     print("extracted and verified: " + ", ".join(f"{name} -> {path}" for name, path in written.items()))
 
 

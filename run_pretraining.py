@@ -6,7 +6,9 @@ Example (the README's quick start; bert-tiny trains on a laptop CPU in minutes):
         --model_dir out/bert-tiny --parameter_file parameter.json --model_type bert-tiny
 
 Multi-process / multi-node: launch the same command with torchrun (or python -m torch.distributed.launch);
-see the README. Resume an interrupted run by adding --do_continue.
+see the README. Resume an interrupted run by adding --do_continue. SIGTERM or SIGUSR1 (a cluster's preemption
+notice) saves a checkpoint at the end of the current step and exits 0; train_summary.json is written only when the
+run has finished. Bad input and failed writes end with one "error: ..." line and exit code 2.
 """
 
 from __future__ import annotations

@@ -43,6 +43,19 @@ class CheckpointError(Exception):
     """A checkpoint that cannot be used (incomplete, truncated, corrupt); the message names what is wrong."""
 
 
+def _safetensors_error() -> type[Exception]:
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # older safetensors
+        return ValueError
+    return SafetensorError
+
+
+# what loading a bad checkpoint raises (safetensors' own error derives from Exception only)
+LOAD_ERRORS = (CheckpointError, UserError, RuntimeError, OSError, ValueError, KeyError, EOFError,
+               _safetensors_error())
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -128,9 +141,11 @@ def save_checkpoint(model_dir: str | Path, step: int, write_contents: Callable[[
         else:
             tmp.rename(final)
         _fsync_tree_dir(model_dir)
-    except OSError as error:
+    except Exception as error:
+        reason = describe_write_failure(error, model_dir)
         shutil.rmtree(tmp, ignore_errors=True)
-        reason = "no space left on device" if error.errno == errno.ENOSPC else (error.strerror or str(error))
+        if reason is None:
+            raise
         previous = [p.name for _, p in list_checkpoints(model_dir) if (p / MANIFEST).is_file()]
         kept = f"; the previous checkpoint {previous[-1]} is intact" if previous else ""
         raise UserError(f"could not write checkpoint {final}: {reason}{kept}") from None
@@ -140,6 +155,31 @@ def save_checkpoint(model_dir: str | Path, step: int, write_contents: Callable[[
     if total_limit is not None and total_limit > 0:
         rotate_checkpoints(model_dir, total_limit)
     return final
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_LOW_SPACE_BYTES = 1 << 20
+
+
+def describe_write_failure(error: Exception, directory: Path) -> str | None:
+    """Why a write failed, in words, when the disk or filesystem is at fault (None: a bug, to re-raise as it is).
+
+    A full disk does not always surface as ``OSError(ENOSPC)``: safetensors raises ``SafetensorError("... No space
+    left on device (os error 28)")`` and ``torch.save`` a bare ``RuntimeError("... unexpected pos ...")``, so the
+    free space is looked at too (before the partial folder is removed).
+    """
+    if isinstance(error, OSError) and error.errno in _NO_SPACE or "No space left" in str(error) \
+            or "os error 28" in str(error):
+        return "no space left on device"
+    try:
+        low = shutil.disk_usage(directory).free < _LOW_SPACE_BYTES
+    except OSError:
+        low = False
+    if low:
+        return f"no space left on device ({type(error).__name__}: {error})"
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    return None
 
 
 def _fsync_tree_dir(directory: Path) -> None:
@@ -155,15 +195,37 @@ def rotate_checkpoints(model_dir: str | Path, total_limit: int) -> None:
     complete = [p for _, p in list_checkpoints(model_dir) if (p / MANIFEST).is_file()]
     for path in complete[:-total_limit]:
         logger.info("removing old checkpoint %s (save-total-limit %d)", path.name, total_limit)
-        shutil.rmtree(path, ignore_errors=True)
+        # renamed first, so that a crash mid-delete never leaves a half-deleted folder under a checkpoint-N name
+        doomed = path.with_name(f".{path.name}.deleting-{os.getpid()}")
+        try:
+            path.rename(doomed)
+        except OSError:
+            continue
+        shutil.rmtree(doomed, ignore_errors=True)
+
+
+_LEFTOVER = re.compile(r"^\.(checkpoint-\d+)\.(tmp|old|deleting)-\d+$")
 
 
 def clean_partial_checkpoints(model_dir: str | Path) -> None:
-    """Remove leftovers of interrupted writes (hidden temp folders); never touches a checkpoint-N folder."""
+    """Remove leftovers of interrupted writes (hidden temp folders); never touches a checkpoint-N folder.
+
+    A crash while re-saving a step can leave the previous complete copy moved aside (``.checkpoint-N.old-PID``)
+    with no ``checkpoint-N``: that copy is put back rather than deleted.
+    """
     root = Path(model_dir)
-    if root.is_dir():
-        for path in root.glob(".checkpoint-*.*-*"):
-            shutil.rmtree(path, ignore_errors=True)
+    if not root.is_dir():
+        return
+    for path in sorted(root.iterdir()):
+        match = _LEFTOVER.match(path.name)
+        if not match:
+            continue
+        final = root / match.group(1)
+        if match.group(2) == "old" and not final.exists() and (path / MANIFEST).is_file():
+            logger.warning("restoring %s from %s (a crash interrupted its replacement)", final.name, path.name)
+            path.rename(final)
+            continue
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def latest_checkpoint(model_dir: str | Path, load: Callable[[Path], object] | None = None):
@@ -180,7 +242,7 @@ def latest_checkpoint(model_dir: str | Path, load: Callable[[Path], object] | No
         try:
             verify_checkpoint(path)
             loaded = load(path) if load is not None else None
-        except (CheckpointError, UserError, RuntimeError, OSError, ValueError, KeyError) as error:
+        except LOAD_ERRORS as error:
             problems.append(f"{path.name}: {error}")
             logger.warning("cannot resume from %s: %s", path.name, error)
             continue

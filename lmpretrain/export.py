@@ -54,19 +54,21 @@ def _logits(model, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
 
 def compare_models(reference, export_dir: Path, role: str, texts: list[str] = PROBE_TEXTS) -> float:
     """Max |logit difference| between ``reference`` (a transformers model) and ``export_dir`` loaded by Auto class."""
-    exported = _auto_class(role).from_pretrained(str(export_dir), dtype=torch.float32)
+    device = next(reference.parameters()).device
+    # on the reference's device, so that the two run the same kernels (CPU vs GPU logits differ beyond ATOL)
+    exported = _auto_class(role).from_pretrained(str(export_dir), dtype=torch.float32).to(device)
     if type(exported).__name__ != type(reference).__name__:
         raise UserError(f"{export_dir} loads as {type(exported).__name__} through {_auto_class(role).__name__}, "
                         f"expected {type(reference).__name__}")
     batch = _probe_batch(export_dir, texts, reference.config.max_position_embeddings)
     if "token_type_ids" in batch and getattr(reference.config, "type_vocab_size", 2) < 2:
         batch.pop("token_type_ids")
-    device = next(reference.parameters()).device
-    ref = _logits(reference.float(), {k: v.to(device) for k, v in batch.items()})
+    batch = {k: v.to(device) for k, v in batch.items()}
+    ref = _logits(reference.float(), batch)
     got = _logits(exported, batch)
     if len(ref) != len(got):
         raise UserError(f"{export_dir}: the exported model has different heads from the trained one")
-    worst = max(float((a.cpu() - b).abs().max()) for a, b in zip(ref, got))
+    worst = max(float((a - b).abs().max()) for a, b in zip(ref, got))
     if worst > ATOL:
         raise UserError(f"{export_dir}: exported logits differ from the trained model's by {worst:.3g}")
     return worst
@@ -101,13 +103,20 @@ def verify_export(model, export_dir: str | Path, family: str, encoder=None) -> d
     return result
 
 
+TOKENIZER_MARKERS = ("tokenizer_config.json", "vocab.txt", "tokenizer.json", "spiece.model")
+TOKENIZER_META = "lmpretrain_tokenizer.json"  # a tokenizer of this toolkit: its FastEncoder checks AutoTokenizer
+
+
 def _require_electra_checkpoint(input_dir: Path) -> None:
     if not input_dir.is_dir():
         raise UserError(f"--input_dir {input_dir} is not a directory")
     config_path = input_dir / "config.json"
     if not config_path.is_file():
         raise UserError(f"--input_dir {input_dir} holds no config.json: not a checkpoint-<step> folder")
-    model_type = json.loads(config_path.read_text(encoding="utf-8")).get("model_type")
+    try:
+        model_type = json.loads(config_path.read_text(encoding="utf-8")).get("model_type")
+    except (ValueError, UnicodeDecodeError, AttributeError) as error:
+        raise UserError(f"{config_path} is not a model config ({error})") from None
     if model_type != "electra" or not (input_dir / "generator" / "config.json").is_file():
         raise UserError(f"{input_dir} is not an ELECTRA checkpoint (model_type {model_type!r}, "
                         f"generator/ {'present' if (input_dir / 'generator').is_dir() else 'missing'})")
@@ -117,50 +126,134 @@ def _require_electra_checkpoint(input_dir: Path) -> None:
         except ckpt.CheckpointError as error:
             raise UserError(str(error)) from None
     for weights in (input_dir / "model.safetensors", input_dir / "generator" / "model.safetensors"):
-        if not weights.is_file():
+        if not weights.is_file() and not weights.with_name("pytorch_model.bin").is_file():
             raise UserError(f"{weights} is missing")
+    if not any((input_dir / name).is_file() for name in TOKENIZER_MARKERS):
+        raise UserError(f"{input_dir} holds no tokenizer files ({', '.join(TOKENIZER_MARKERS)}); the exports would "
+                        f"not be usable on their own")
+
+
+def _check_output_dir(output_dir: Path, names) -> None:
+    """The output dir may be new or hold other things, but no model where ours would go."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UserError(f"--output_dir {output_dir} exists and is not a directory")
+    for marker in ("config.json", "model.safetensors", "pytorch_model.bin"):
+        if (output_dir / marker).exists():
+            raise UserError(f"--output_dir {output_dir} already holds a model ({marker}); choose another "
+                            f"--output_dir (nothing was written)")
+    for name in names:
+        target = output_dir / name
+        if target.exists() and (not target.is_dir() or any(target.iterdir())):
+            raise UserError(f"{target} already exists and is not empty; choose another --output_dir "
+                            f"(nothing was written)")
+
+
+def _make_output_dir(output_dir: Path, names) -> None:
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"--output_dir {output_dir} cannot be created ({error.strerror})") from None
+    if not os.access(output_dir, os.W_OK | os.X_OK):
+        raise UserError(f"--output_dir {output_dir} is not writable")
+    for stale in output_dir.glob(".*.tmp-*"):  # left by an extraction that was killed
+        pid = stale.name.rsplit("-", 1)[-1]
+        if stale.name.split(".tmp-")[0][1:] in names and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _load_part(name: str, cls, source: Path, params):
+    try:
+        model = cls.from_pretrained(str(source), dtype=torch.float32)
+    except ckpt.LOAD_ERRORS as error:
+        raise UserError(f"cannot load the {name} from {source} ({type(error).__name__}: {error})") from None
+    if params is not None:
+        hidden = params.hidden_size if name == "discriminator" else round(params.hidden_size * params.generator_size)
+        expected = {"hidden_size": hidden, "num_hidden_layers": params.number_of_layers,
+                    "embedding_size": params.embedding_size or params.hidden_size}
+        for key, value in expected.items():
+            if getattr(model.config, key, value) != value:
+                raise UserError(f"{source}: {key} is {getattr(model.config, key)} but --model_type "
+                                f"{params.model_type} gives {value}")
+    return model
 
 
 def extract_electra(input_dir: str | Path, output_dir: str | Path, *, generator: bool, discriminator: bool,
-                    expected_sizes: dict | None = None) -> dict[str, Path]:
-    """Write ``output_dir/generator`` and/or ``output_dir/discriminator`` from an ELECTRA checkpoint, verified."""
+                    params=None) -> dict[str, Path]:
+    """Write ``output_dir/generator`` and/or ``output_dir/discriminator`` from an ELECTRA checkpoint, verified.
+
+    Everything is checked before anything is written: the checkpoint (ELECTRA, complete, loadable), the output dir
+    (nothing there is replaced), the preset sizes when ``params`` (a parameter.json preset) is given. Each part is
+    written to a hidden folder, checked (logits through the Auto classes; AutoTokenizer ids against the training
+    pipeline's encoder) and only then renamed into place.
+    """
     from transformers import ElectraForMaskedLM, ElectraForPreTraining
 
     if not (generator or discriminator):
         raise UserError("nothing to extract: pass --generator, --discriminator or both")
     input_dir, output_dir = Path(input_dir), Path(output_dir)
+    if params is not None and params.family != "electra":
+        raise UserError(f"--model_type {params.model_type} is a {params.family} preset, not an ELECTRA one")
     _require_electra_checkpoint(input_dir)
-    parts = {"discriminator": (ElectraForPreTraining, input_dir, "pretraining")} if discriminator else {}
+    parts = {}
+    if discriminator:
+        parts["discriminator"] = (ElectraForPreTraining, input_dir, "pretraining")
     if generator:
         parts["generator"] = (ElectraForMaskedLM, input_dir / "generator", "masked_lm")
-    for name in parts:
-        target = output_dir / name
-        if target.exists() and any(target.iterdir()):
-            raise UserError(f"{target} already exists and is not empty; choose another --output_dir")
-    written = {}
-    for name, (cls, source, role) in parts.items():
-        try:
-            model = cls.from_pretrained(str(source), dtype=torch.float32)
-        except (OSError, ValueError, RuntimeError) as error:
-            raise UserError(f"cannot load the {name} from {source}: {error}") from None
-        if expected_sizes and name == "discriminator":
-            for key, value in expected_sizes.items():
-                if getattr(model.config, key, value) != value:
-                    raise UserError(f"{source}: {key} is {getattr(model.config, key)} but the preset says {value}")
-        target = output_dir / name
-        tmp = output_dir / f".{name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            model.save_pretrained(str(tmp))
-            ckpt.copy_tokenizer_files(input_dir, tmp)
-            compare_models(model, tmp, role)
+    _check_output_dir(output_dir, list(parts))
+    models = {name: _load_part(name, cls, source, params) for name, (cls, source, _) in parts.items()}
+    _make_output_dir(output_dir, list(parts))
+    encoder = None
+    if (input_dir / TOKENIZER_META).is_file():
+        from .tokenization import FastEncoder
+
+        encoder = FastEncoder.from_pretrained(input_dir)
+    staged: dict[str, Path] = {}
+    try:
+        for name, model in models.items():
+            tmp = output_dir / f".{name}.tmp-{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            staged[name] = tmp
+            _write_part(model, tmp, input_dir, output_dir)
+            worst = compare_models(model, tmp, parts[name][2])
+            if encoder is not None:
+                compare_tokenizer(tmp, encoder)
+            logger.info("checked %s: logits match the checkpoint's (max difference %.2g)%s", name, worst,
+                        ", AutoTokenizer ids match the training pipeline's" if encoder is not None else "")
+        written = {}
+        for name, tmp in staged.items():
+            target = output_dir / name
             if target.exists():
                 target.rmdir()  # empty (checked above)
             tmp.rename(target)
-        except BaseException:
+            written[name] = target
+            logger.info("wrote %s (%s, %.1fM parameters)", target, type(models[name]).__name__,
+                        models[name].num_parameters() / 1e6)
+    finally:
+        for tmp in staged.values():
             shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        logger.info("wrote %s (%s, %.1fM parameters)", target, cls.__name__, model.num_parameters() / 1e6)
-        written[name] = target
+        if encoder is not None:
+            encoder.close()
     return written
+
+
+def _write_part(model, tmp: Path, input_dir: Path, output_dir: Path) -> None:
+    try:
+        model.save_pretrained(str(tmp))
+        ckpt.copy_tokenizer_files(input_dir, tmp)
+    except Exception as error:
+        reason = ckpt.describe_write_failure(error, output_dir)
+        if reason is None:
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"could not write {tmp.name.split('.tmp-')[0][1:]} into {output_dir}: {reason} "
+                        f"(nothing was left there)") from None

@@ -78,18 +78,33 @@ class PreparedRun:
         load_weights(model, path)
         return ckpt.load_training_state(path)
 
-    def export_final(self, checkpoint_dir: Path, model_dir: str, summary: dict) -> None:
+    def export_final(self, checkpoint_dir: Path, model_dir: str, summary: dict, model=None) -> None:
         """Copy the final checkpoint's model and tokenizer files to the top of ``model_dir`` (each file atomically),
-        with ``train_summary.json``."""
+        check the copy against ``model`` (logits through transformers' Auto classes, ids through AutoTokenizer), and
+        write ``train_summary.json`` last, so that its presence means a finished, verified model."""
         skip = {ckpt.MANIFEST, ckpt.STATE_FILE}
+        (Path(model_dir) / "train_summary.json").unlink(missing_ok=True)  # an older run's must not vouch for this one
         for src in checkpoint_dir.rglob("*"):
             if src.is_dir() or src.name in skip:
                 continue
             dest = Path(model_dir) / src.relative_to(checkpoint_dir)
-            dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-            shutil.copy2(src, tmp)
-            os.replace(tmp, dest)
+            try:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, tmp)
+                os.replace(tmp, dest)
+            except OSError as error:
+                tmp.unlink(missing_ok=True)
+                reason = ckpt.describe_write_failure(error, Path(model_dir))
+                raise UserError(f"could not copy the final model to {dest}: {reason}; {checkpoint_dir} is complete "
+                                f"and holds the same model") from None
+        if model is not None:
+            from .export import verify_export
+
+            worst = verify_export(model, model_dir, self.family, self.encoder)
+            logger.info("verified the export in %s: logits match the trained model (max difference %s), "
+                        "AutoTokenizer ids match the training pipeline's", model_dir,
+                        ", ".join(f"{k} {v:.2g}" for k, v in worst.items()))
         tmp = Path(model_dir) / f".train_summary.json.tmp-{os.getpid()}"
         tmp.write_text(json.dumps(summary, indent=1), encoding="utf-8")
         os.replace(tmp, Path(model_dir) / "train_summary.json")
@@ -99,7 +114,11 @@ def load_weights(model, path: Path) -> None:
     """Load each transformers sub-model of ``model`` from its HF dir in a checkpoint (``generator/`` for ELECTRA's)."""
     for name, hf_model in model.hf_models().items():
         directory = path / "generator" if name == "generator" else path
-        loaded = type(hf_model).from_pretrained(directory, dtype=torch.float32)
+        try:
+            loaded = type(hf_model).from_pretrained(directory, dtype=torch.float32)
+        except ckpt.LOAD_ERRORS as error:
+            raise ckpt.CheckpointError(f"{directory}: the {name} weights cannot be loaded "
+                                       f"({type(error).__name__}: {error})") from None
         missing, unexpected = hf_model.load_state_dict(loaded.state_dict(), strict=False)
         if missing or unexpected:
             raise ckpt.CheckpointError(f"{directory}: weights do not fit the model (missing {missing[:3]}, "
@@ -116,6 +135,23 @@ def _check_tokenizer_flags(args: TrainArgs, meta: dict) -> None:
         if aliases.get(given, given) != aliases.get(meta[key], meta[key]):
             raise UserError(f"--{key} {given} does not match the tokenizer in {args.tokenizer_dir} "
                             f"({key} {meta[key]} recorded in {TOKENIZER_META})")
+
+
+def _check_output_dir(path: Path, flag: str) -> None:
+    """Fail now, not after the dataset build, when an output dir cannot be written (nothing is created here)."""
+    if path.exists():
+        if not path.is_dir():
+            raise UserError(f"{flag} {path} exists and is not a directory")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise UserError(f"{flag} {path} is not writable")
+        return
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{flag} {path} cannot be created: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path} cannot be created: {parent} is not writable")
 
 
 def prepare_run(args: TrainArgs) -> PreparedRun:
@@ -136,6 +172,9 @@ def prepare_run(args: TrainArgs) -> PreparedRun:
         raise UserError("--do_whole_word_mask applies to masked LMs, not to the causal LM family")
     if args.train_steps is not None and args.train_steps <= 0:
         raise UserError(f"--train_steps must be positive (got {args.train_steps})")
+    _check_output_dir(Path(args.model_dir), "--model_dir")
+    if args.cache_dir:
+        _check_output_dir(Path(args.cache_dir), "--cache_dir")
     if args.do_continue and not ckpt.list_checkpoints(args.model_dir):
         raise UserError(f"--do_continue: no checkpoint-<step> folder in {args.model_dir}")
     if pretrained is not None and not args.do_continue:

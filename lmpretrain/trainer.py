@@ -10,7 +10,9 @@ batch sizes or accumulation steps.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import signal
 import time
 from dataclasses import asdict, dataclass
@@ -189,6 +191,9 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
     state = TrainState()
 
     # --- resume --------------------------------------------------------------------------------------------------
+    if layout.is_main:
+        ckpt.clean_partial_checkpoints(args.model_dir)  # before choosing: it may put back a checkpoint moved aside
+    barrier()
     if args.do_continue:
         path, saved = ckpt.latest_checkpoint(args.model_dir, load=lambda p: run.load_checkpoint(p, model))
         optimizer.load_state_dict(saved["optimizer"])
@@ -198,8 +203,6 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
         state = TrainState(**saved["train_state"])
         _set_rng_state(saved["rng"])
         logger.info("resumed from %s at step %d (sample position %d)", path, state.step, state.next_position)
-    if layout.is_main:
-        ckpt.clean_partial_checkpoints(args.model_dir)
 
     train_model = model
     if layout.distributed:
@@ -215,6 +218,7 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
     weights = run.loss_weights
     accumulation = params.gradient_accumulation_steps
     eval_steps = params.eval_steps or params.logging_steps
+    inject_nan_at = _test_nan_step()
 
     def save(step: int) -> None:
         if not _params_finite(model):
@@ -237,7 +241,7 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
     bar = progress(total=train_steps, initial=state.step, desc="train", unit="step")
     window = {"loss": 0.0, "tokens": 0.0, "time": time.perf_counter(), "steps": 0}
     last_eval, last_loss, started = first_eval, float("nan"), time.perf_counter()
-    with _Preemption() as preemption:
+    with _Preemption() as preemption, contextlib.closing(writer):  # closed on errors too: the last scalars kept
         while state.step < train_steps:
             # --- batch: this process's share of the global batch, as micro-batches ----------------------------
             positions = positions_for_step(state.next_position, layout)
@@ -246,10 +250,7 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
             local = [count_units(b) for b in micro]
             unit_names = sorted(local[0])
             counts = torch.tensor([[u[n] for n in unit_names] for u in local], dtype=torch.float64).sum(0)
-            flags = torch.tensor([float(preemption.requested)], dtype=torch.float64)
-            reduced = all_reduce_sum(torch.cat([counts, flags]))
-            global_units = dict(zip(unit_names, reduced[:-1].tolist()))
-            preempt_now = bool(reduced[-1] > 0)
+            global_units = dict(zip(unit_names, all_reduce_sum(counts).tolist()))
 
             # --- forward / backward with accumulation ------------------------------------------------------------
             step_loss, metrics = 0.0, {}
@@ -260,6 +261,8 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
                     with precision.autocast():
                         out = train_model(_to_device(batch, layout.device))
                         loss = weighted_loss(out, terms, weights, local[i], global_units, layout.world_size)
+                        if inject_nan_at is not None and state.step + 1 >= inject_nan_at:
+                            loss = loss * float("nan")
                     scaled = precision.scaler.scale(loss) if precision.scaler else loss
                     scaled.backward()
                 step_loss += float(loss.detach()) / layout.world_size
@@ -268,8 +271,9 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
                         metrics[key] = metrics.get(key, 0.0) + float(value.detach()) / len(micro)
 
             # --- clip and step (skipping non-finite steps) ---------------------------------------------------------
-            loss_tensor = all_reduce_sum(torch.tensor([step_loss], dtype=torch.float64))
-            global_loss = float(loss_tensor[0])
+            # the preemption flag rides on this all-reduce, so that every process sees a signal at the same step
+            reduced = all_reduce_sum(torch.tensor([step_loss, float(preemption.requested)], dtype=torch.float64))
+            global_loss, preempt_now = float(reduced[0]), bool(reduced[1] > 0)
             if precision.scaler is not None:
                 precision.scaler.unscale_(optimizer)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), params.max_grad_norm))
@@ -292,10 +296,10 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
             if not stepped:
                 state.skipped_steps += 1
             state.nonfinite_streak = 0 if math.isfinite(global_loss) else state.nonfinite_streak + 1
-            if state.nonfinite_streak >= args.max_nonfinite_steps:
-                raise UserError(f"the loss was NaN/inf for {state.nonfinite_streak} consecutive steps (up to step "
-                                f"{state.step}); stopping. Lower the learning rate or use bf16/fp32; the last "
-                                f"checkpoint in {args.model_dir} is intact")
+            if not finite and precision.scaler is None:
+                logger.warning("step %d: loss %s, gradient norm %s: update skipped (%d skipped in all, %d non-finite "
+                               "in a row; stopping at %d)", state.step, global_loss, grad_norm, state.skipped_steps,
+                               state.nonfinite_streak, args.max_nonfinite_steps)
 
             # --- log ---------------------------------------------------------------------------------------------
             last_loss = global_loss
@@ -314,6 +318,10 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
                 writer.scalars(scalars, state.step)
                 step_log.write({"step": state.step, **scalars})
                 window = {"loss": 0.0, "tokens": 0.0, "time": time.perf_counter(), "steps": 0}
+            if state.nonfinite_streak >= args.max_nonfinite_steps:
+                raise UserError(f"the loss was NaN/inf for {state.nonfinite_streak} consecutive steps (up to step "
+                                f"{state.step}); stopping. Lower the learning rate or use bf16/fp32; the last "
+                                f"checkpoint in {args.model_dir} is intact")
 
             # --- eval and save -------------------------------------------------------------------------------
             if state.step % eval_steps == 0 or state.step == train_steps:
@@ -341,10 +349,19 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
     if first_eval.get("eval/perplexity") is not None:
         summary["eval/perplexity_at_start"] = first_eval["eval/perplexity"]
     if layout.is_main:
-        run.export_final(ckpt.checkpoint_path(args.model_dir, state.step), args.model_dir, summary)
+        run.export_final(ckpt.checkpoint_path(args.model_dir, state.step), args.model_dir, summary, model=model)
     barrier()
     logger.info("done: %s; model saved to %s", _fmt(summary), args.model_dir)
     return summary
+
+
+def _test_nan_step() -> int | None:
+    """Test hook: ``LMP_TEST_INJECT_NAN_AT_STEP=N`` makes the loss NaN from step N on (tests of the NaN guard)."""
+    value = os.environ.get("LMP_TEST_INJECT_NAN_AT_STEP")
+    if not value:
+        return None
+    logger.warning("LMP_TEST_INJECT_NAN_AT_STEP=%s: the loss is made NaN from step %s on (a test hook)", value, value)
+    return int(value)
 
 
 def _chunks(items: list[int], parts: int) -> list[list[int]]:
