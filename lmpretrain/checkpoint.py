@@ -269,9 +269,18 @@ _NOT_TOKENIZER = {"config.json", "generation_config.json", "model.safetensors", 
                   "pytorch_model.bin", "training_args.bin", MANIFEST, STATE_FILE, CONFIG_FILE}
 
 
-def copy_tokenizer_files(source_dir: str | Path, dest: Path) -> None:
-    """Copy a tokenizer's files (no model weights/config, sub-folders or hidden files) so AutoTokenizer loads dest."""
+def copy_tokenizer_files(source_dir: str | Path, dest: Path, model_max_length: int | None = None) -> None:
+    """Copy a tokenizer's files (no model weights/config, sub-folders or hidden files) so AutoTokenizer loads dest.
+
+    ``model_max_length`` (the model's usable positions) replaces the tokenizer's own in the copy, so that
+    ``truncation=True`` when fine-tuning cuts at what the model can take, not at the tokenizer's generic 512."""
     for file in Path(source_dir).iterdir():
         if file.is_file() and not file.name.startswith(".") and file.name not in _NOT_TOKENIZER \
                 and not file.name.endswith(".safetensors"):
             shutil.copy2(file, dest / file.name)
+    config_path = dest / "tokenizer_config.json"
+    if model_max_length is not None and config_path.is_file():
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        if config.get("model_max_length") != model_max_length:
+            config["model_max_length"] = model_max_length
+            config_path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

@@ -298,6 +298,8 @@ def _shape_problems(model_type: str, family: str | None, values: dict) -> list[s
 def load_parameters(path: str | Path, model_type: str) -> ModelParams:
     """Load ``model_type`` from parameter.json; any problem is one UserError naming the file and key."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"--parameter_file {path} is a directory, not a JSON file")
     if not path.is_file():
         raise UserError(f"--parameter_file {path} does not exist")
     try:

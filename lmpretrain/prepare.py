@@ -57,10 +57,11 @@ class PreparedRun:
 
     def write_checkpoint(self, directory: Path, model, training_state: dict) -> None:
         model.save_pretrained(directory)
-        ckpt.copy_tokenizer_files(self.args.tokenizer_dir, directory)
+        positions = usable_positions(next(iter(model.hf_models().values())).config)
+        ckpt.copy_tokenizer_files(self.args.tokenizer_dir, directory, positions)
         for name in model.hf_models():
             if name == "generator":
-                ckpt.copy_tokenizer_files(self.args.tokenizer_dir, directory / "generator")
+                ckpt.copy_tokenizer_files(self.args.tokenizer_dir, directory / "generator", positions)
         (directory / ckpt.CONFIG_FILE).write_text(json.dumps(self.resolved_config(), indent=1, default=str),
                                                   encoding="utf-8")
         ckpt.save_training_state(directory, training_state)
@@ -108,6 +109,12 @@ class PreparedRun:
         tmp = Path(model_dir) / f".train_summary.json.tmp-{os.getpid()}"
         tmp.write_text(json.dumps(summary, indent=1), encoding="utf-8")
         os.replace(tmp, Path(model_dir) / "train_summary.json")
+
+
+def usable_positions(config) -> int:
+    """How many tokens a model takes (RoBERTa numbers positions from padding_idx + 1, so 2 fewer)."""
+    positions = getattr(config, "n_positions", None) or config.max_position_embeddings
+    return positions - 2 if config.model_type in ("roberta", "xlm-roberta") else positions
 
 
 def load_weights(model, path: Path) -> None:

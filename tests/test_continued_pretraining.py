@@ -42,6 +42,11 @@ def test_frozen_layers_stay_unchanged_and_the_rest_trains(pretrained, sample_cor
     # the preset named no sizes: they came from the model
     config = json.loads((out / "config.json").read_text())
     assert (config["hidden_size"], config["num_hidden_layers"]) == (32, 2)
+    # the saved tokenizer truncates at what the model takes, not at a generic 512
+    assert json.loads((out / "tokenizer_config.json").read_text())["model_max_length"] == 64
+    from transformers import AutoTokenizer
+
+    assert len(AutoTokenizer.from_pretrained(out)("猫" * 500, truncation=True)["input_ids"]) == 64
 
 
 def test_continuing_starts_from_the_pretrained_weights(pretrained, sample_corpus, tiny_tokenizer_dir):
@@ -50,9 +55,9 @@ def test_continuing_starts_from_the_pretrained_weights(pretrained, sample_corpus
     base_summary = json.loads((pretrained["base"] / "train_summary.json").read_text())
     # the eval loss before the first step of the continued run is the base model's final eval loss
     assert summary["eval/perplexity_at_start"] == pytest.approx(base_summary["eval/perplexity"], rel=1e-4)
-    after = load_file(out / "model.safetensors")
-    assert not torch.equal(after["bert.embeddings.word_embeddings.weight"],
-                           load_file(pretrained["base"] / "model.safetensors")["bert.embeddings.word_embeddings.weight"])
+    name = "bert.embeddings.word_embeddings.weight"
+    assert not torch.equal(load_file(out / "model.safetensors")[name],
+                           load_file(pretrained["base"] / "model.safetensors")[name])
 
 
 def test_a_tokenizer_of_another_size_needs_resize(pretrained, sample_corpus, tokenizer_factory):
@@ -69,3 +74,16 @@ def test_a_tokenizer_of_another_size_needs_resize(pretrained, sample_corpus, tok
         vocab_size = encoder.vocab_size
     config = json.loads((pretrained["root"] / "resized" / "config.json").read_text())
     assert config["vocab_size"] == vocab_size
+
+
+def test_truncated_pretrained_weights_are_one_clear_error(pretrained, sample_corpus, tiny_tokenizer_dir, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(pretrained["base"], broken, ignore=shutil.ignore_patterns("checkpoint-*", "cache", "runs"))
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    args = make_args(sample_corpus, tiny_tokenizer_dir, tmp_path / "out", pretrained["params"], "bert-further-all",
+                     pretrained_model_name_or_path=str(broken))
+    with pytest.raises(UserError, match=f"cannot load a BertForPreTraining from {broken}"):
+        train(args)

@@ -58,9 +58,11 @@ class PretrainingModel(torch.nn.Module):
 def load_pretrained(cls, directory: str, *, vocab_size: int, resize: bool, sequence_length: int,
                     position_offset: int = 0):
     """Load an HF model dir for continued pretraining, checking vocabulary and positions."""
+    from ..checkpoint import LOAD_ERRORS
+
     try:
         model = cls.from_pretrained(directory, dtype=torch.float32)
-    except (OSError, ValueError, RuntimeError) as error:
+    except LOAD_ERRORS as error:  # a missing, truncated or foreign weights file
         raise UserError(f"cannot load a {cls.__name__} from {directory}: {error}") from None
     model_vocab = model.config.vocab_size
     if model_vocab != vocab_size:
