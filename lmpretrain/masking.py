@@ -8,10 +8,10 @@ The budget is always counted in *tokens*, so the share of predicted tokens is ``
 * **token masking** takes the ``budget`` maskable tokens with the smallest random keys (exactly ``budget``);
 * **whole-word masking** orders the words by random keys and takes them in that order while the tokens
   taken before a word plus *half* of the word stay within the budget, always at least one word. A word
-  (a token whose ``word_starts`` flag is set, plus the tokens up to the next start; words never cross a
-  special token) is never split, and rounding at the last word goes up or down to the nearer side, so
-  the token rate matches ``rate`` on average instead of drifting below it (as "stop before exceeding"
-  would on long Japanese words);
+  (a token whose ``word_starts`` flag is set, plus the tokens up to the next start; words never cross the
+  [CLS]/[SEP] of an instance or padding; an [UNK] inside a word is left as it is) is never split, and
+  rounding at the last word goes up or down to the nearer side, so the token rate matches ``rate`` on
+  average instead of drifting below it (as "stop before exceeding" would on long Japanese words);
 * **span masking** (SpanBERT) draws span lengths in words from a Geometric(p) truncated at
   ``span_max_words`` (p=0.2, 10 words: mean 3.8 words, as in the paper) and a uniform start word per
   span; the words are taken span by span, left to right inside a span, under the same half-word rule,
@@ -267,11 +267,13 @@ class MLMCollator:
 def _words(maskable: torch.Tensor, word_starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per token its word slot in the row; per slot its number of maskable tokens (0: not a word).
 
-    A non-maskable token (special, padding) is a slot of its own (count 0), and the token after it starts a
-    new word even without a ``word_starts`` flag (a segment cut mid-word), so words never cross it.
+    A non-maskable token flagged as a word start (the [CLS] and [SEP] the dataset inserts, padding) is a slot of
+    its own (count 0), and the token after it starts a new word even without a ``word_starts`` flag (a segment
+    cut mid-word), so words never cross it. A non-maskable token inside a word (an [UNK] for an unknown
+    character of a MeCab word, flag not set) stays in its word, which is then masked around it, never split.
     """
-    starts = word_starts | ~maskable
-    starts |= torch.roll(~maskable, 1, dims=1)  # the token after a special starts a word
+    boundary = ~maskable & word_starts
+    starts = word_starts | torch.roll(boundary, 1, dims=1)  # the token after a boundary starts a word
     starts[:, 0] = True
     word_id = starts.long().cumsum(dim=1) - 1
     word_count = torch.zeros_like(word_id).scatter_add(1, word_id, maskable.long())

@@ -22,6 +22,7 @@ FACTORY = FakeEncoder.from_pretrained
 
 def build(corpus, tok, cache, **kw):
     kw.setdefault("num_workers", 1)
+    kw.setdefault("min_bytes_per_worker", 0)  # these small corpora get the workers asked for
     return build_or_load_dataset([str(corpus)], str(tok), str(cache), encoder_factory=FACTORY, **kw)
 
 
@@ -289,3 +290,99 @@ def test_waiters_stop_at_once_when_the_builder_fails(tmp_path):
     with pytest.raises(UserError, match=r"building the dataset cache .* failed: .*bad\.txt:2: invalid UTF-8"):
         build(corpus, tok, cache, is_builder=False, wait_timeout_s=30, poll_interval_s=0.05)
     assert time.perf_counter() - started < 5
+
+
+def test_unreadable_cache_file_is_refused_or_rebuilt(setup, monkeypatch, caplog):
+    docs, corpus, tok, cache = setup
+    build(corpus, tok, cache)
+    real_memmap = np.memmap
+    failures = {"left": 2}
+
+    def unreadable(path, *args, **kw):  # as a file left with mode 000 by another user (we may run as root)
+        if str(path).endswith("ids.bin") and failures["left"]:
+            failures["left"] -= 1
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_memmap(path, *args, **kw)
+
+    monkeypatch.setattr(shards_module.np, "memmap", unreadable)
+    with pytest.raises(UserError, match="dataset cache .* is unusable .*Permission denied"):
+        build(corpus, tok, cache, overwrite=False)
+    caplog.set_level(logging.INFO, logger="lmpretrain")
+    assert build(corpus, tok, cache).num_documents == len(docs)
+    assert "Permission denied" in caplog.text and "building the dataset cache" in caplog.text
+
+
+def test_zero_byte_corpus_is_an_error_and_leaves_no_cache(tmp_path):
+    corpus = tmp_path / "empty.txt"
+    corpus.write_bytes(b"")
+    tok = fake_tokenizer_dir(tmp_path / "tok")
+    with pytest.raises(UserError, match="empty.txt has no text"):
+        build(corpus, tok, tmp_path / "cache")
+    assert [p.name for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".failed")] == []
+
+
+def test_file_added_to_or_removed_from_a_corpus_directory_rebuilds_the_same_cache(tmp_path, caplog):
+    corpus_dir = tmp_path / "corpus"
+    corpus_dir.mkdir()
+    docs = make_documents(6, seed=2)
+    write_txt(corpus_dir / "a.txt", docs[:3])
+    tok = fake_tokenizer_dir(tmp_path / "tok")
+    cache = tmp_path / "cache"
+    first = build(corpus_dir, tok, cache)
+    caplog.set_level(logging.INFO, logger="lmpretrain")
+    write_txt(corpus_dir / "b.txt", docs[3:])
+    second = build(corpus_dir, tok, cache)
+    assert second.directory == first.directory and second.num_documents == 6
+    assert f"corpus file {(corpus_dir / 'b.txt').resolve()} was added" in caplog.text
+    (corpus_dir / "a.txt").unlink()
+    assert build(corpus_dir, tok, cache).num_documents == 3
+    assert f"corpus file {(corpus_dir / 'a.txt').resolve()} was removed" in caplog.text
+    assert [p.name for p in cache.iterdir()] == [first.directory.name]  # no stale cache left behind
+
+
+def test_a_tokenizing_worker_that_dies_is_one_clear_error_not_a_hang(setup, tmp_path):
+    docs, corpus, _, cache = setup
+    tok = fake_tokenizer_dir(tmp_path / "dying_tok", exit_on=docs[20][0])  # the parent must not die: only workers
+    started = time.perf_counter()
+    with pytest.raises(UserError, match=r"process tokenizing the corpus died unexpectedly .*--num_workers"):
+        build(corpus, tok, cache, num_workers=2, chunk_chars=200)
+    assert time.perf_counter() - started < 30
+    assert [p.name for p in cache.iterdir() if not p.name.endswith(".failed")] == []
+
+
+def test_a_cache_of_another_format_version_is_rebuilt(setup, caplog):
+    docs, corpus, tok, cache = setup
+    shards = build(corpus, tok, cache)
+    manifest = json.loads((shards.directory / "manifest.json").read_text())
+    manifest["format_version"] = 0
+    (shards.directory / "manifest.json").write_text(json.dumps(manifest))
+    caplog.set_level(logging.INFO, logger="lmpretrain")
+    assert build(corpus, tok, cache).num_documents == len(docs)
+    assert "written in another cache format (version 0" in caplog.text
+
+
+def test_a_small_corpus_is_tokenized_in_process_whatever_the_workers_asked(setup, monkeypatch):
+    docs, corpus, tok, cache = setup
+
+    def no_pool(*args, **kw):
+        raise AssertionError("a pool of workers was started for a small corpus")
+
+    monkeypatch.setattr(shards_module, "ProcessPoolExecutor", no_pool)
+    assert build(corpus, tok, cache, num_workers=8, min_bytes_per_worker=4 << 20).num_documents == len(docs)
+
+
+def test_sentences_without_tokens_are_dropped_and_their_document_starts_kept(tmp_path):
+    writer = shards_module.ShardWriter(tmp_path, np.dtype(np.uint16))
+    chunks = [([2, 0, 3], [True, False, True]),  # a tokenless sentence inside document 0
+              ([0], [True]),  # document 2 starts with a tokenless sentence, at the end of a chunk...
+              ([0, 1], [False, False]),  # ...so it begins at the next sentence with tokens, a chunk later
+              ([1, 0], [True, True])]  # a last document with no tokens at all: no document
+    for lengths, starts in chunks:
+        lengths = np.array(lengths)
+        writer.append(np.arange(lengths.sum()) + 10, np.ones(lengths.sum(), bool), lengths, np.array(starts))
+    writer.close()
+    sentence_offsets = np.fromfile(tmp_path / "sentence_offsets.bin", dtype=np.int64).tolist()
+    document_offsets = np.fromfile(tmp_path / "document_offsets.bin", dtype=np.int64).tolist()
+    assert sentence_offsets == [0, 2, 5, 6, 7]
+    assert document_offsets == [0, 1, 2, 3, 4]
+    assert (writer.num_documents, writer.num_sentences, writer.num_tokens) == (4, 4, 7)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -23,18 +24,20 @@ class FakeEncoder:
     pad_token_id, unk_token_id, cls_token_id, sep_token_id, mask_token_id = 0, 1, 2, 3, 4
     all_special_ids = [0, 1, 2, 3, 4]
 
-    def __init__(self, vocab_size: int = 32000, salt: int = 0, fingerprint: str = "", delay: float = 0.0):
+    def __init__(self, vocab_size: int = 32000, salt: int = 0, fingerprint: str = "", delay: float = 0.0,
+                 exit_on: str = ""):
         self.vocab_size = vocab_size
         self.salt = salt
         self.fingerprint = fingerprint
         self.delay = delay  # seconds per batch, to make builds slow enough to overlap in tests
+        self.exit_on = exit_on  # the process dies (as if killed for memory) on a text containing this
 
     @classmethod
     def from_pretrained(cls, tokenizer_dir, num_workers: int = 1) -> FakeEncoder:
         raw = (Path(tokenizer_dir) / SETTINGS).read_bytes()
         settings = json.loads(raw)
         return cls(settings["vocab_size"], settings.get("salt", 0), hashlib.sha256(raw).hexdigest(),
-                   settings.get("delay", 0.0))
+                   settings.get("delay", 0.0), settings.get("exit_on", ""))
 
     def _encode(self, text: str) -> tuple[list[int], list[bool]]:
         codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
@@ -51,15 +54,19 @@ class FakeEncoder:
 
     def encode_batch_with_word_starts(self, texts) -> list[tuple[list[int], list[bool]]]:
         time.sleep(self.delay)
+        if self.exit_on and any(self.exit_on in t for t in texts):
+            os._exit(9)
         return [self._encode(t) for t in texts]
 
     def close(self) -> None:
         pass
 
 
-def fake_tokenizer_dir(path: Path, vocab_size: int = 32000, salt: int = 0, delay: float = 0.0) -> Path:
+def fake_tokenizer_dir(path: Path, vocab_size: int = 32000, salt: int = 0, delay: float = 0.0,
+                       exit_on: str = "") -> Path:
     path.mkdir(parents=True, exist_ok=True)
-    (path / SETTINGS).write_text(json.dumps({"vocab_size": vocab_size, "salt": salt, "delay": delay}))
+    (path / SETTINGS).write_text(json.dumps({"vocab_size": vocab_size, "salt": salt, "delay": delay,
+                                             "exit_on": exit_on}))
     return path
 
 

@@ -162,3 +162,54 @@ def test_bad_family_and_tiny_length_are_user_errors(shards):
         make(shards, "bert", length=4)
     with pytest.raises(UserError, match="no documents"):
         make(shards, "gpt", doc_ids=[])
+
+
+def test_a_resumed_run_on_another_layout_sees_the_same_masked_batches(shards):
+    """(seed, step) -> batch: data order, instance contents and masks, whatever the number of processes."""
+    import torch
+
+    from lmpretrain.data import GlobalBatchSampler
+    from lmpretrain.masking import MaskingConfig, MLMCollator
+
+    def run(start_step, steps, rank_offset=0, rank_count=None):
+        dataset = make(shards, "bert", length=64, seed=3)
+        collator = MLMCollator(MaskingConfig(whole_word=True), vocab_size=FakeEncoder().vocab_size, pad_token_id=0,
+                               mask_token_id=FakeEncoder.mask_token_id, special_token_ids=sorted(SPECIALS), seed=3)
+        sampler = GlobalBatchSampler(8, start_step, rank_offset, rank_count, num_steps=steps)
+        return [collator([dataset[p] for p in positions]) for positions in sampler]
+
+    uninterrupted = run(0, 32)
+    assert 29 * 8 < len(make(shards, "bert", length=64, seed=3)) < 32 * 8  # steps 29-31 cross into epoch 1
+    resumed = run(29, 3)
+    halves = [run(29, 3, 0, 5), run(29, 3, 5, 3)]  # the same steps on two processes
+    for step in range(3):
+        expected = uninterrupted[29 + step]
+        for key in ("input_ids", "labels", "token_type_ids", "next_sentence_label", "positions"):
+            assert torch.equal(resumed[step][key], expected[key])
+        ours = [h[step] for h in halves]
+        length = max(b["input_ids"].shape[1] for b in ours)
+        for key in ("input_ids", "labels"):
+            joined = torch.cat([torch.nn.functional.pad(b[key], (0, length - b[key].shape[1]),
+                                                        value=0 if key == "input_ids" else -100) for b in ours])
+            width = min(length, expected[key].shape[1])
+            assert torch.equal(joined[:, :width], expected[key][:, :width])
+
+
+def test_a_corpus_smaller_than_one_batch_is_one_clear_error(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from lmpretrain import data_setup
+    from lmpretrain.data import cache as cache_module
+
+    monkeypatch.setattr(cache_module, "default_encoder_factory", FakeEncoder.from_pretrained)
+    corpus = write_txt(tmp_path / "tiny.txt", make_documents(3, seed=0, max_sentences=2))
+    tok = fake_tokenizer_dir(tmp_path / "tok")
+    args = SimpleNamespace(cache_dir=str(tmp_path / "cache"), model_dir=str(tmp_path / "model"), num_workers=1,
+                           disable_overwrite_cache=False, input_file=[str(corpus)], tokenizer_dir=str(tok),
+                           eval_file=None, seed=0, do_whole_word_mask=False)
+    params = SimpleNamespace(family="bert", sequence_length=128, short_seq_prob=0.1, nsp_probability=0.5,
+                             eval_share=0.0, mlm_probability=0.15, mask_token_prob=0.8, random_token_prob=0.1,
+                             whole_word_mask=False, span_masking=False)
+    run = SimpleNamespace(params=params, encoder=FakeEncoder())
+    with pytest.raises(UserError, match=r"tiny\.txt yields 3 training instances, fewer than one global batch \(64\)"):
+        data_setup.build_run_data(args, run, SimpleNamespace(rank=0, global_batch_size=64))

@@ -17,7 +17,10 @@ BUILD = textwrap.dedent("""
     corpus, tok, cache = sys.argv[1:4]
     shards = build_or_load_dataset([corpus], tok, cache, num_workers=1, chunk_chars=1 << 16,
                                    encoder_factory=FakeEncoder.from_pretrained)
-    print(json.dumps({"tokens": shards.num_tokens, "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+    # VmHWM, not ru_maxrss: after fork + exec, ru_maxrss reports at least the parent's (pytest's) RSS
+    peak = [int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")]
+    print(json.dumps({"tokens": shards.num_tokens,
+                      "rss_kb": peak[0] if peak else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """)
 
 

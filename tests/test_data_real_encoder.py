@@ -38,7 +38,7 @@ def test_shards_match_the_encoder_and_workers_agree(real_tokenizer_dir, small_co
     one = build_or_load_dataset([str(small_corpus)], str(real_tokenizer_dir), str(tmp_path / "c1"), num_workers=1,
                                 chunk_chars=5000)
     two = build_or_load_dataset([str(small_corpus)], str(real_tokenizer_dir), str(tmp_path / "c2"), num_workers=2,
-                                chunk_chars=5000)
+                                chunk_chars=5000, min_bytes_per_worker=0)
     assert np.array_equal(one.ids, two.ids) and np.array_equal(one.sentence_offsets, two.sentence_offsets)
     encoder = FastEncoder.from_pretrained(real_tokenizer_dir)
     try:

@@ -79,6 +79,31 @@ def test_words_are_never_split(kw):
             assert members.all() or not members.any(), f"row {row} word {word} split"
 
 
+@pytest.mark.parametrize("kw", [{"whole_word": True}, {"span": True}])
+def test_an_unk_inside_a_word_and_a_cut_after_cls_keep_words_whole(kw):
+    """[UNK] for an unknown character inside a MeCab word is never masked and does not split its word."""
+    rng = np.random.default_rng(7)
+    instances = make_instances(400, seed=7)
+    for instance in instances:
+        ids, starts = instance["input_ids"], instance["word_starts"]
+        inside = np.flatnonzero(~starts[1:-1]) + 1  # continuation tokens
+        ids[rng.choice(inside, size=min(3, len(inside)), replace=False)] = UNK
+        starts[1] = False  # the instance begins mid-word (a segment cut), right after [CLS]
+    chosen = (collator(**kw)(instances)["labels"] != -100).numpy()
+    whole_with_unk = 0
+    for row, instance in enumerate(instances):
+        ids = instance["input_ids"]
+        groups = word_groups(instance)
+        row_chosen = chosen[row, :len(ids)]
+        assert not row_chosen[ids == UNK].any()
+        for word in np.unique(groups):
+            in_word = groups == word
+            members = row_chosen[in_word & ~np.isin(ids, SPECIALS)]
+            assert members.all() or not members.any(), f"row {row} word {word} split"
+            whole_with_unk += int(members.any() and (ids[in_word] == UNK).any())
+    assert whole_with_unk > 20
+
+
 def test_span_lengths_follow_geometric_in_words():
     config = MaskingConfig(span=True, mlm_probability=0.15)
     col = MLMCollator(config, vocab_size=VOCAB, pad_token_id=PAD, mask_token_id=MASK, special_token_ids=SPECIALS,
@@ -141,3 +166,66 @@ def test_causal_collator_labels():
 def test_bad_config_names_every_field():
     with pytest.raises(UserError, match="mlm_probability.*mask_token_prob \\+ random_token_prob"):
         MaskingConfig(mlm_probability=1.5, mask_token_prob=0.9, random_token_prob=0.2).validate()
+
+
+@pytest.mark.parametrize("kw", [{}, {"whole_word": True}, {"span": True},
+                                {"mask_token_prob": 0.85, "random_token_prob": 0.0}])
+def test_a_fresh_collator_with_the_same_seed_repeats_the_masks_and_another_seed_does_not(kw):
+    instances = make_instances(16)
+    first, again = collator(**kw)(instances), collator(**kw)(instances)  # e.g. a resumed run's new collator
+    assert torch.equal(first["input_ids"], again["input_ids"]) and torch.equal(first["labels"], again["labels"])
+    other = MLMCollator(MaskingConfig(**kw), vocab_size=VOCAB, pad_token_id=PAD, mask_token_id=MASK,
+                        special_token_ids=SPECIALS, seed=124)(instances)
+    assert not torch.equal(other["labels"], first["labels"])
+
+
+@pytest.mark.parametrize("algorithm", ["wordpiece", "bpe", "unigram"])
+def test_whole_word_masking_keeps_mecab_words_whole_with_every_subword_algorithm(algorithm, tokenizer_factory,
+                                                                                  sample_corpus, tmp_path):
+    """Word starts come from the dataset (MeCab words), so no ``##`` or offset mapping is needed, for any vocabulary."""
+    from transformers import AutoTokenizer
+
+    from lmpretrain.data import build_or_load_dataset
+    from lmpretrain.data import make_instances as make_dataset
+    from lmpretrain.pretokenize import WordSegmenter
+    from lmpretrain.tokenization import FastEncoder
+
+    tok = tokenizer_factory("ipadic", algorithm)
+    shards = build_or_load_dataset([str(sample_corpus)], str(tok), str(tmp_path / "cache"), num_workers=1)
+    # the dataset's word starts: one per MeCab word, exactly where a subword begins a word (## / ▁ conventions)
+    lines = [line for line in sample_corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert shards.num_sentences == len(lines)
+    pieces_of = AutoTokenizer.from_pretrained(tok).convert_ids_to_tokens
+    segmenter = WordSegmenter("ipadic")
+    continuation = 0
+    for i in range(0, len(lines), 5):
+        starts = shards.word_starts(i)
+        assert starts.sum() == len(segmenter.words(lines[i]))
+        pieces = pieces_of(shards.sentence(i).tolist())
+        expected = ([not p.startswith("##") for p in pieces] if algorithm == "wordpiece"
+                    else [p.startswith("\u2581") for p in pieces])
+        assert starts.tolist() == expected
+        continuation += int((~starts).sum())
+    assert continuation > 100  # multi-token words are common: the check below is not vacuous
+
+    with FastEncoder.from_pretrained(tok) as encoder:
+        dataset = make_dataset(shards, "roberta", sequence_length=128, cls_id=encoder.cls_token_id,
+                               sep_id=encoder.sep_token_id, seed=0)
+        collate = MLMCollator(MaskingConfig(whole_word=True), vocab_size=encoder.vocab_size,
+                              pad_token_id=encoder.pad_token_id, mask_token_id=encoder.mask_token_id,
+                              special_token_ids=encoder.all_special_ids, seed=1)
+        specials = encoder.all_special_ids
+    instances = [dataset[p] for p in range(300)]
+    chosen = (collate(instances)["labels"] != -100).numpy()
+    whole_multi_token_words = 0
+    for row, instance in enumerate(instances):
+        ids = instance["input_ids"]
+        groups = np.cumsum(instance["word_starts"]) - 1
+        row_chosen = chosen[row, :len(ids)]
+        for word in np.unique(groups):
+            members = row_chosen[(groups == word) & ~np.isin(ids, specials)]
+            assert members.all() or not members.any(), f"instance {row}: word {word} split"
+            whole_multi_token_words += int(len(members) > 1 and members.all())
+    maskable = sum(int((~np.isin(i["input_ids"], specials)).sum()) for i in instances)
+    assert 0.135 < chosen.sum() / maskable < 0.165
+    assert whole_multi_token_words > 50

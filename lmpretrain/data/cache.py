@@ -1,11 +1,11 @@
 """The dataset cache: tokenize once, reuse while the inputs are the same, rebuild (saying why) when they change.
 
-A cache lives in ``<cache_dir>/<corpus name>-<key>/`` where the key hashes the corpus and tokenizer *paths*, so the
-same inputs always find the same place. Inside, the manifest records the fingerprint of what the shards were built
-from: the sha256 of every corpus file's bytes (always hashed; no size/mtime shortcut), the tokenizer's fingerprint,
-the cache format version and every caller option that changes the tokens. A cache whose fingerprint differs is
-rebuilt with a message naming what changed; ``overwrite=False`` (``--disable_overwrite_cache``) reuses whatever
-complete cache is there.
+A cache lives in ``<cache_dir>/<corpus name>-<key>/`` where the key hashes the corpus and tokenizer *paths* (as
+given: a corpus directory, not the files found in it), so the same inputs always find the same place. Inside, the
+manifest records the fingerprint of what the shards were built from: the sha256 of every corpus file's bytes (always
+hashed; no size/mtime shortcut), the tokenizer's fingerprint, the cache format version and every caller option that
+changes the tokens. A cache whose fingerprint differs is rebuilt with a message naming what changed;
+``overwrite=False`` (``--disable_overwrite_cache``) reuses whatever complete cache is there.
 
 Builds go to a temporary directory renamed into place once the manifest is written, so an interrupted build never
 looks complete. In a multi-process job one process builds (holding a lock file) and the others poll the shared
@@ -40,8 +40,13 @@ def default_encoder_factory(tokenizer_dir: str, num_workers: int = 1):
     return FastEncoder.from_pretrained(tokenizer_dir, num_workers=num_workers)
 
 
-def cache_location(cache_dir: str | os.PathLike, files: Sequence[Path], tokenizer_dir: str | os.PathLike) -> Path:
-    """Where the cache for these corpus files and this tokenizer lives (a function of their paths only)."""
+def cache_location(cache_dir: str | os.PathLike, files: Sequence[str | os.PathLike],
+                   tokenizer_dir: str | os.PathLike) -> Path:
+    """Where the cache for these corpus paths (files or directories, as given) and this tokenizer lives.
+
+    A function of the paths only: a file added to a corpus directory finds the same cache, which is then rebuilt
+    with a message naming the new file (rather than leaving the old cache behind under another name).
+    """
     key = json.dumps({"corpus": [str(Path(f).resolve()) for f in files],
                       "tokenizer": str(Path(tokenizer_dir).resolve())})
     stem = Path(files[0]).name.split(".")[0] or "corpus"
@@ -100,17 +105,19 @@ def build_or_load_dataset(corpus_paths: Sequence[str] | str, tokenizer_dir: str 
                           extra_fingerprint: dict | None = None, wait_timeout_s: float = 3600,
                           is_builder: bool = True, encoder_factory: Callable | None = None,
                           text_field: str = "text", chunk_chars: int = 1 << 18,
-                          poll_interval_s: float = 1.0) -> TokenShards:
+                          poll_interval_s: float = 1.0, min_bytes_per_worker: int = 4 << 20) -> TokenShards:
     """Return the token shards of ``corpus_paths`` tokenized with ``tokenizer_dir``, building the cache if needed.
 
     ``overwrite=False`` is ``--disable_overwrite_cache``: reuse a complete cache as it is, without checking its
     inputs. ``is_builder=False`` waits (up to ``wait_timeout_s``) for another process to finish the cache.
     ``encoder_factory(tokenizer_dir, num_workers=1)`` makes an encoder with FastEncoder's API (the default
-    constructs ``FastEncoder``); it must be picklable when ``num_workers > 1``.
+    constructs ``FastEncoder``); it must be picklable when ``num_workers > 1``. A corpus of fewer than
+    ``min_bytes_per_worker`` bytes per worker gets fewer workers: starting one costs about a second.
     """
     files = resolve_corpus_files(corpus_paths)
     factory = encoder_factory or default_encoder_factory
-    location = cache_location(cache_dir, files, tokenizer_dir)
+    given = [corpus_paths] if isinstance(corpus_paths, (str, os.PathLike)) else list(corpus_paths)
+    location = cache_location(cache_dir, given, tokenizer_dir)
     extra = dict(extra_fingerprint or {})
     extra.setdefault("text_field", text_field)
 
@@ -148,13 +155,21 @@ def build_or_load_dataset(corpus_paths: Sequence[str] | str, tokenizer_dir: str 
                 log = logger.info if not location.exists() else logger.warning
                 log("building the dataset cache %s: %s", location, why)
             _build(files, location, components, fingerprint, encoder=encoder, factory=factory,
-                   tokenizer_dir=str(tokenizer_dir), num_workers=num_workers, chunk_chars=chunk_chars,
+                   tokenizer_dir=str(tokenizer_dir), chunk_chars=chunk_chars,
+                   num_workers=_useful_workers(files, num_workers, min_bytes_per_worker),
                    text_field=text_field)
     finally:
         close = getattr(encoder, "close", None)
         if close is not None:
             close()
     return _open_cache(location)
+
+
+def _useful_workers(files: Sequence[Path], num_workers: int, min_bytes_per_worker: int) -> int:
+    if num_workers <= 1 or min_bytes_per_worker <= 0:
+        return max(1, num_workers)
+    total = sum(Path(f).stat().st_size * (3 if Path(f).name.endswith(".gz") else 1) for f in files)
+    return int(max(1, min(num_workers, total // min_bytes_per_worker)))
 
 
 def _build(files, location: Path, components: dict, fingerprint: str, *, encoder, factory, tokenizer_dir: str,
@@ -188,9 +203,10 @@ def _build(files, location: Path, components: dict, fingerprint: str, *, encoder
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
-    logger.info("built the dataset cache %s: %d documents, %d sentences, %d tokens (%s) from %d characters in %.1f s",
-                location, counts["num_documents"], counts["num_sentences"], counts["num_tokens"], counts["dtype"],
-                counts["num_characters"], time.perf_counter() - started)
+    logger.info("built the dataset cache %s: %d documents, %d sentences, %d tokens (%s) from %d characters in %.1f s "
+                "(%d tokenizing process%s)", location, counts["num_documents"], counts["num_sentences"],
+                counts["num_tokens"], counts["dtype"], counts["num_characters"], time.perf_counter() - started,
+                num_workers, "es" if num_workers > 1 else "")
 
 
 def _replace_dir(new: Path, location: Path) -> None:

@@ -18,6 +18,8 @@ import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from itertools import chain
 from pathlib import Path
 
@@ -264,15 +266,15 @@ def _encode_in_worker(chunk):
     return encode_chunk(_WORKER_ENCODER, chunk)
 
 
-def _ordered_bounded_map(pool, function, items: Iterable, max_in_flight: int):
-    """Like ``pool.imap`` (results in order) but reads ahead at most ``max_in_flight`` items: bounded memory."""
+def _ordered_bounded_map(pool: ProcessPoolExecutor, function, items: Iterable, max_in_flight: int):
+    """Like ``pool.map`` (results in order) but reads ahead at most ``max_in_flight`` items: bounded memory."""
     pending: deque = deque()
     for item in items:
-        pending.append(pool.apply_async(function, (item,)))
+        pending.append(pool.submit(function, item))
         if len(pending) >= max_in_flight:
-            yield pending.popleft().get()
+            yield pending.popleft().result()
     while pending:
-        yield pending.popleft().get()
+        yield pending.popleft().result()
 
 
 def write_shards(chunks: Iterable[tuple[list[str], list[bool]]], directory: Path, *, encoder, encoder_factory,
@@ -284,8 +286,9 @@ def write_shards(chunks: Iterable[tuple[list[str], list[bool]]], directory: Path
     pool = None
     try:
         if num_workers > 1:
-            context = multiprocessing.get_context("spawn")
-            pool = context.Pool(num_workers, initializer=_init_worker, initargs=(encoder_factory, str(tokenizer_dir)))
+            # an executor, not multiprocessing.Pool: a worker that dies (killed for memory) is an error, not a hang
+            pool = ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_init_worker, initargs=(encoder_factory, str(tokenizer_dir)))
             results = _ordered_bounded_map(pool, _encode_in_worker, chunks, max_in_flight=2 * num_workers)
         else:
             results = (encode_chunk(encoder, chunk) for chunk in chunks)
@@ -297,14 +300,18 @@ def write_shards(chunks: Iterable[tuple[list[str], list[bool]]], directory: Path
             writer.num_characters += chars
             bar.update(chars)
         sizes = writer.close()
+    except BrokenProcessPool as error:
+        writer.abort()
+        raise UserError(f"a process tokenizing the corpus died unexpectedly (killed for lack of memory?) or could not "
+                        f"start ({error}); {num_workers} tokenizing processes were running: retry with fewer "
+                        f"(--num_workers)") from None
     except BaseException:
         writer.abort()
         raise
     finally:
         bar.close()
         if pool is not None:
-            pool.terminate()
-            pool.join()
+            pool.shutdown(wait=True, cancel_futures=True)
     return {"num_tokens": writer.num_tokens, "num_sentences": writer.num_sentences,
             "num_documents": writer.num_documents, "num_characters": writer.num_characters,
             "dtype": writer.dtype.name, "vocab_size": vocab_size, "file_sizes": sizes}
