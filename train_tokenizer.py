@@ -24,20 +24,21 @@ def main(argv=None) -> None:
     p.add_argument("--input_file", required=True, nargs="+", help="corpus file(s) or directories of .txt files")
     p.add_argument("--model_dir", required=True, help="output tokenizer dir")
     p.add_argument("--intermediate_dir", default=None, help="where MeCab-segmented text goes (default: a temp dir)")
-    p.add_argument("--num_files", type=int, default=os.cpu_count() or 1, help="parallel MeCab workers")
+    p.add_argument("--num_files", type=int, default=os.cpu_count() or 1,
+                   help="parallel MeCab workers (the result does not depend on it)")
     p.add_argument("--mecab_dic_type", default="ipadic", help="ipadic, unidic_lite, unidic or none")
-    p.add_argument("--mecab_option", default=None)
+    p.add_argument("--mecab_option", default=None, help="extra MeCab arguments, recorded for AutoTokenizer")
     p.add_argument("--tokenizer_type", default="wordpiece", help="wordpiece, bpe (alias: sentencepiece) or unigram")
     p.add_argument("--vocab_size", type=int, default=32768)
-    p.add_argument("--min_frequency", type=int, default=2)
-    p.add_argument("--limit_alphabet", type=int, default=6129)
-    p.add_argument("--num_unused_tokens", type=int, default=10)
+    p.add_argument("--min_frequency", type=int, default=2, help="wordpiece and bpe only")
+    p.add_argument("--limit_alphabet", type=int, default=6129, help="wordpiece and bpe only")
+    p.add_argument("--num_unused_tokens", type=int, default=10, help="[unused0].. tokens kept in the vocabulary")
     args = p.parse_args(argv)
     setup_logging()
 
     from lmpretrain.tokenization import TokenizerSpec, train_tokenizer
 
-    spec = TokenizerSpec(mecab_dic_type=args.mecab_dic_type, mecab_option=args.mecab_option,
+    spec = TokenizerSpec(mecab_dic_type=args.mecab_dic_type, mecab_option=args.mecab_option or None,
                          tokenizer_type=args.tokenizer_type, vocab_size=args.vocab_size,
                          min_frequency=args.min_frequency, limit_alphabet=args.limit_alphabet,
                          num_unused_tokens=args.num_unused_tokens)

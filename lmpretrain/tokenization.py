@@ -2,42 +2,54 @@
 
 What a tokenizer dir holds, by (dictionary, algorithm):
 
-| MeCab | subword      | AutoTokenizer class                           | FastEncoder runs                      |
-|-------|--------------|-----------------------------------------------|---------------------------------------|
-| a dic | wordpiece    | BertJapaneseTokenizer (mecab + wordpiece)     | fugashi + Rust WordPiece on the words |
-| a dic | bpe, unigram | BertJapaneseTokenizer (mecab + sentencepiece) | fugashi + sentencepiece on the words  |
-| none  | any          | PreTrainedTokenizerFast (tokenizer.json)      | the same tokenizer.json               |
+| MeCab | subword      | files                      | AutoTokenizer class                           |
+|-------|--------------|----------------------------|-----------------------------------------------|
+| a dic | wordpiece    | vocab.txt                  | BertJapaneseTokenizer (mecab + wordpiece)     |
+| a dic | bpe, unigram | spiece.model (+ vocab.txt) | BertJapaneseTokenizer (mecab + sentencepiece) |
+| none  | any          | tokenizer.json             | PreTrainedTokenizerFast (tokenizer.json)      |
+
+All three algorithms are trained with the `tokenizers` library, made deterministic here (its trainers break
+ties in hash order): the same corpus and settings give byte-identical files, whatever ``num_workers``.
 
 For MeCab + BPE/Unigram the subword model is trained with the `tokenizers` library and written as a
 sentencepiece model (``spiece.model``), which is the subword format transformers' BertJapaneseTokenizer
-reads; FastEncoder runs that same file through the sentencepiece library, so the ids are identical.
-``lmpretrain_tokenizer.json`` records the dictionary (name, package and dictionary versions), MeCab
+reads. ``lmpretrain_tokenizer.json`` records the dictionary (name, package and dictionary versions), MeCab
 options, normalization (NFKC) and the training settings.
+
+``FastEncoder`` gives the ids AutoTokenizer gives. Without MeCab it runs the same tokenizer.json. With MeCab
+it runs the same fugashi tagger once per line (``pretokenize.WordSegmenter``) and looks each word's subword
+ids up in a cache filled by transformers' own per-word algorithm: greedy longest match over vocab.txt, or
+spiece.model through the sentencepiece library with transformers' digit-comma rule.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
+import re
 import shutil
+import sys
 import tempfile
 import time
+from collections import Counter, deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import __version__
 from .errors import UserError
 from .log import get_logger, progress
-from .pretokenize import DICTIONARIES, NORMALIZATION, ParallelSegmenter, dictionary_info
+from .pretokenize import DICTIONARIES, NORMALIZATION, ParallelSegmenter, WordSegmenter, dictionary_info, pool_context
 
 logger = get_logger(__name__)
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 META_FILE = "lmpretrain_tokenizer.json"
-SUBWORD_FILE = "lmpretrain_wordpiece.json"  # the Rust WordPiece FastEncoder runs on MeCab words
+SUBWORD_FILE = "lmpretrain_wordpiece.json"  # written by earlier versions; still part of their fingerprint
 ALGORITHMS = {"wordpiece": "wordpiece", "bpe": "bpe", "sentencepiece": "bpe", "unigram": "unigram"}
 MAX_INPUT_CHARS_PER_WORD = 100  # as transformers' WordpieceTokenizer
+SPIECE_UNDERLINE = "\u2581"  # Metaspace's word marker
 TOKENIZER_FILES = ("vocab.txt", "spiece.model", "tokenizer.json", "tokenizer_config.json",
                    "special_tokens_map.json", SUBWORD_FILE, META_FILE)
 
@@ -116,6 +128,10 @@ def _check_model_dir(model_dir: Path, spec: TokenizerSpec) -> None:
     if not meta_path.is_file():
         raise UserError(f"--model_dir {model_dir} already holds files that are not a tokenizer of this toolkit; "
                         "choose an empty or new directory")
+    others = sorted(p.name for p in entries if p.name not in TOKENIZER_FILES and p.name != "special_tokens_map.json")
+    if others:  # e.g. a pretraining output dir, which carries a copy of its tokenizer: never replace it
+        raise UserError(f"--model_dir {model_dir} holds more than a tokenizer ({', '.join(others[:3])}"
+                        f"{', ...' if len(others) > 3 else ''}); choose an empty or new directory")
     try:
         recorded = json.loads(meta_path.read_text(encoding="utf-8"))["spec"]
     except (ValueError, KeyError):
@@ -126,51 +142,125 @@ def _check_model_dir(model_dir: Path, spec: TokenizerSpec) -> None:
                         "choose another --model_dir or remove it")
 
 
-def _pretokenize(files, spec: TokenizerSpec, out_path: Path, num_workers: int) -> tuple[int, int]:
-    """MeCab-segment the corpus into ``out_path`` (words separated by spaces, one sentence per line)."""
+class _CharacterStats:
+    """Character counts of the pre-tokenized text: how often each character occurs, and how often as a word's first.
+
+    `tokenizers`' trainers break ties in hash-map order, which differs from run to run (huggingface/tokenizers#1794):
+    which characters ``limit_alphabet`` keeps, the ids of WordPiece's ``##c`` tokens (and through them the merges),
+    Unigram's scores for rare characters. These counts let ``_train`` fix all three.
+    """
+
+    _WORD_START = re.compile(r"(?<!\S)\S")  # a character at the start of a whitespace-separated word
+
+    def __init__(self, bert_words: bool):
+        self.counts: Counter = Counter()
+        self.initial: Counter = Counter()
+        self._bert = None
+        if bert_words:  # without MeCab, WordPiece's words are BertPreTokenizer's (punctuation splits too)
+            from tokenizers import pre_tokenizers
+
+            self._bert = pre_tokenizers.BertPreTokenizer()
+
+    def add(self, lines: list[str]) -> None:
+        text = "\n".join(lines)
+        self.counts.update(text)
+        if self._bert is None:
+            self.initial.update(self._WORD_START.findall(text))
+        else:
+            for line in lines:
+                self.initial.update(word[0] for word, _ in self._bert.pre_tokenize_str(line))
+
+    def characters(self) -> Counter:
+        """Occurrences of each character inside words (what the trainers count)."""
+        return Counter({c: n for c, n in self.counts.items() if not c.isspace()})
+
+
+def _pretokenize(files, spec: TokenizerSpec, out_path: Path, num_workers: int) -> tuple[int, int, _CharacterStats]:
+    """MeCab-segment the corpus into ``out_path`` (words separated by spaces, one line per input line).
+
+    Chunks of lines go to ``num_workers`` processes and come back in order, so the file (and the tokenizer
+    trained on it) is the same for any number of workers. Returns (non-blank lines, their characters, statistics).
+    """
     from .data.corpus import iter_chunks
 
-    total_bytes = sum(f.stat().st_size for f in files)
-    segmenter = ParallelSegmenter(spec.mecab_dic_type, spec.mecab_option, num_workers)
+    compressed = any(f.name.endswith(".gz") for f in files)
+    total_bytes = None if compressed else sum(f.stat().st_size for f in files)
+    chunk_bytes: deque = deque()  # input size of each chunk in flight, for the progress bar
+    stats = _CharacterStats(bert_words=spec.mecab_dic_type == "none" and spec.algorithm == "wordpiece")
     lines = chars = 0
+
+    def chunks():
+        nonlocal chars
+        for sentences, _ in iter_chunks(files, chunk_chars=1 << 18):
+            chars += sum(map(len, sentences))
+            chunk_bytes.append(sum(len(s.encode("utf-8")) + 1 for s in sentences))
+            yield sentences
+
+    segmenter = ParallelSegmenter(spec.mecab_dic_type, spec.mecab_option, num_workers)
     try:
-        chunks = (sentences for sentences, _ in iter_chunks(files, chunk_chars=1 << 18))
         with open(out_path, "w", encoding="utf-8") as out, \
                 progress(total=total_bytes, desc="pre-tokenize (MeCab)", unit="B", unit_scale=True) as bar:
-            for words_list in segmenter.map(chunks):
-                for words in words_list:
-                    if words:
-                        line = " ".join(words)
-                        out.write(line + "\n")
-                        lines += 1
-                        chars += len(line)
-                        bar.update(len(line.encode("utf-8")))
+            for segmented in segmenter.map_lines(chunks()):
+                kept = [line for line in segmented if line]
+                out.write("".join(line + "\n" for line in kept))
+                stats.add(kept)  # while the workers segment the next chunks
+                lines += len(kept)
+                bar.update(chunk_bytes.popleft())
+            if total_bytes is not None:
+                bar.update(max(0, total_bytes - bar.n))  # blank lines and line ends not counted above
     finally:
         segmenter.close()
-    return lines, chars
+    return lines, chars, stats
 
 
-def _build_rust_tokenizer(spec: TokenizerSpec):
+def _training_lines(path: Path, batch_lines: int = 1024):
+    """The pre-tokenized lines without their line ends (``Tokenizer.train`` on the file would keep the "\n", which
+    Metaspace leaves inside words, giving pieces like "。\n" that break vocab.txt)."""
+    with open(path, encoding="utf-8") as f:
+        batch = []
+        for line in f:
+            batch.append(line.rstrip("\n"))
+            if len(batch) == batch_lines:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+
+def _alphabet(spec: TokenizerSpec, stats: _CharacterStats) -> list[str]:
+    """The ``limit_alphabet`` most frequent characters, ties broken by code point (not by hash order)."""
+    counts = stats.characters()
+    if spec.algorithm != "wordpiece":
+        counts[SPIECE_UNDERLINE] += sum(stats.initial.values())  # Metaspace puts one before every word
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:spec.limit_alphabet]
+    return sorted(c for c, _ in ranked)
+
+
+def _build_rust_tokenizer(spec: TokenizerSpec, stats: _CharacterStats):
     """The untrained `tokenizers` pipeline and its trainer for the spec."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     specials = spec.special_tokens()
-    show = not os.environ.get("LMP_NO_PROGRESS")
+    show = not os.environ.get("LMP_NO_PROGRESS") and sys.stdout.isatty()  # its bars print blank lines otherwise
     mecab = spec.mecab_dic_type != "none"
+    alphabet = _alphabet(spec, stats)
     if spec.algorithm == "wordpiece":
+        # ##c for each kept character found inside a word, created up front in a fixed order: the trainer would
+        # number them in hash order, and its merges break count ties by those numbers
+        seeds = ["##" + c for c in alphabet if stats.counts[c] > stats.initial[c]]
         tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD))
         tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit() if mecab else pre_tokenizers.BertPreTokenizer()
         tokenizer.decoder = decoders.WordPiece()
         trainer = trainers.WordPieceTrainer(vocab_size=spec.vocab_size, min_frequency=spec.min_frequency,
-                                            limit_alphabet=spec.limit_alphabet, special_tokens=specials,
-                                            show_progress=show)
+                                            limit_alphabet=len(alphabet), initial_alphabet=alphabet,
+                                            special_tokens=specials + seeds, show_progress=show)
     elif spec.algorithm == "bpe":
         tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
         tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
         tokenizer.decoder = decoders.Metaspace()
         trainer = trainers.BpeTrainer(vocab_size=spec.vocab_size, min_frequency=spec.min_frequency,
-                                      limit_alphabet=spec.limit_alphabet, special_tokens=specials,
-                                      show_progress=show)
+                                      limit_alphabet=len(alphabet), initial_alphabet=alphabet,
+                                      special_tokens=specials, show_progress=show)
     else:
         tokenizer = Tokenizer(models.Unigram())
         tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
@@ -182,6 +272,79 @@ def _build_rust_tokenizer(spec: TokenizerSpec):
     return tokenizer, trainer
 
 
+def _canonical_wordpiece(tokenizer, spec: TokenizerSpec):
+    """The trained WordPiece with its ##c seeds as ordinary tokens: specials, characters, ##characters, the rest."""
+    from tokenizers import Tokenizer, models
+
+    specials = spec.special_tokens()
+    tokens = [t for t, _ in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])]
+    rest = tokens[len(specials):]  # the trainer numbers the special tokens first
+    order = (specials + [t for t in rest if len(t) == 1] + [t for t in rest if len(t) == 3 and t.startswith("##")]
+             + [t for t in rest if len(t) > 1 and not (len(t) == 3 and t.startswith("##"))])
+    rebuilt = Tokenizer(models.WordPiece({t: i for i, t in enumerate(order)}, unk_token="[UNK]",
+                                         max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD))
+    rebuilt.normalizer, rebuilt.pre_tokenizer, rebuilt.decoder = (tokenizer.normalizer, tokenizer.pre_tokenizer,
+                                                                  tokenizer.decoder)
+    rebuilt.add_special_tokens(specials)
+    return rebuilt
+
+
+def _canonical_unigram(tokenizer, spec: TokenizerSpec, stats: _CharacterStats) -> None:
+    """Give the trainer's penalized characters their scores by frequency, and order pieces by (score, piece).
+
+    The Unigram trainer adds every character the pruned model lacks with score ``min + k * 1e-4``, k in hash order;
+    sentencepiece gives the smaller penalties to the more frequent characters, and so do we. Scores are rounded to
+    1e-6 (their noise is ~1e-15; a log-probability difference of 1e-6 changes no practical segmentation).
+    """
+    from tokenizers import models
+
+    model = json.loads(tokenizer.to_str())["model"]
+    n_specials = len(spec.special_tokens())
+    specials, pieces = model["vocab"][:n_specials], model["vocab"][n_specials:]
+    if pieces:
+        characters_by_score: dict[float, list[str]] = {}
+        for piece, score in pieces:
+            if len(piece) == 1:
+                characters_by_score.setdefault(score, []).append(piece)
+        lowest = min(score for _, score in pieces)
+        penalized, scores, penalty = [], [], 0.0
+        while lowest + penalty in characters_by_score:  # the trainer's sequence, computed as it does
+            found = characters_by_score[lowest + penalty]
+            penalized.extend(found)
+            scores.extend([lowest + penalty] * len(found))
+            penalty += 0.0001
+        fixed = dict(zip(sorted(penalized, key=lambda c: (-stats.counts[c], c)), scores))
+        # EM sums in hash order, so scores also differ from run to run in their last bits: round those away
+        pieces = sorted(([p, round(fixed.get(p, score), 6)] for p, score in pieces), key=lambda ps: (-ps[1], ps[0]))
+    tokenizer.model = models.Unigram([tuple(v) for v in specials + pieces], unk_id=spec.special_tokens().index("[UNK]"),
+                                     byte_fallback=False)
+
+
+def _train(spec: TokenizerSpec, segmented: Path, lines: int, stats: _CharacterStats):
+    """Train the subword model on the pre-tokenized file; the same input always gives the same tokenizer."""
+    tokenizer, trainer = _build_rust_tokenizer(spec, stats)
+    if spec.mecab_dic_type == "none" and spec.algorithm != "wordpiece":
+        tokenizer.normalizer = None  # the segmented file is already NFKC; restored below for saving
+    try:
+        tokenizer.train_from_iterator(_training_lines(segmented), trainer, length=lines)
+    except Exception as error:
+        if "not large enough" not in str(error):
+            raise
+        needed = len(stats.characters()) + len(spec.special_tokens())
+        raise UserError(f"--vocab_size {spec.vocab_size} is too small: {spec.tokenizer_type} keeps every character "
+                        f"of the corpus, and its characters and {len(spec.special_tokens())} special tokens "
+                        f"already need about {needed}") from None
+    if spec.mecab_dic_type == "none":
+        from tokenizers import normalizers
+
+        tokenizer.normalizer = normalizers.NFKC()
+    if spec.algorithm == "wordpiece":
+        tokenizer = _canonical_wordpiece(tokenizer, spec)
+    elif spec.algorithm == "unigram":
+        _canonical_unigram(tokenizer, spec, stats)
+    return tokenizer
+
+
 def _special_tokens_config() -> dict:
     return {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
             "mask_token": "[MASK]"}
@@ -191,6 +354,17 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
+def _write_vocab_txt(tokenizer, path: Path) -> None:
+    """One token per line in id order, as transformers' load_vocab reads it back."""
+    tokens = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    if [i for _, i in tokens] != list(range(len(tokens))):
+        raise ValueError("the trained vocabulary's ids are not 0..n-1")
+    broken = [t for t, _ in tokens if "\n" in t or "\r" in t]
+    if broken:  # would shift every later id in vocab.txt
+        raise ValueError(f"vocabulary tokens contain line breaks: {broken[:3]!r}")
+    path.write_text("".join(token + "\n" for token, _ in tokens), encoding="utf-8")
+
+
 def _save(tokenizer, spec: TokenizerSpec, out: Path, stats: dict) -> None:
     """Write the tokenizer files of ``spec``'s combination into ``out``."""
     from tokenizers import processors
@@ -198,23 +372,17 @@ def _save(tokenizer, spec: TokenizerSpec, out: Path, stats: dict) -> None:
     mecab = spec.mecab_dic_type != "none"
     specials = _special_tokens_config()
     config = {**specials, "model_max_length": 512, "do_lower_case": False}
-    if mecab and spec.algorithm == "wordpiece":
-        vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
-        (out / "vocab.txt").write_text("".join(token + "\n" for token, _ in vocab), encoding="utf-8")
-        tokenizer.pre_tokenizer = None  # FastEncoder feeds MeCab words directly
-        tokenizer.save(str(out / SUBWORD_FILE))
+    if mecab:
         config.update(tokenizer_class="BertJapaneseTokenizer", word_tokenizer_type="mecab",
-                      subword_tokenizer_type="wordpiece",
                       mecab_kwargs={"mecab_dic": spec.mecab_dic_type, "mecab_option": spec.mecab_option})
-    elif mecab:
-        from .spm_export import write_sentencepiece_model
+        if spec.algorithm == "wordpiece":
+            config.update(subword_tokenizer_type="wordpiece")
+        else:
+            from .spm_export import write_sentencepiece_model
 
-        write_sentencepiece_model(tokenizer, spec.algorithm, out / "spiece.model")
-        (out / "vocab.txt").write_text("".join(t + "\n" for t, _ in sorted(tokenizer.get_vocab().items(),
-                                                                           key=lambda kv: kv[1])), encoding="utf-8")
-        config.update(tokenizer_class="BertJapaneseTokenizer", word_tokenizer_type="mecab",
-                      subword_tokenizer_type="sentencepiece", spm_file="spiece.model",
-                      mecab_kwargs={"mecab_dic": spec.mecab_dic_type, "mecab_option": spec.mecab_option})
+            write_sentencepiece_model(tokenizer, spec.algorithm, out / "spiece.model")
+            config.update(subword_tokenizer_type="sentencepiece", spm_file="spiece.model")
+        _write_vocab_txt(tokenizer, out / "vocab.txt")  # for sentencepiece only a readable list of the pieces
     else:
         cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
         tokenizer.post_processor = processors.TemplateProcessing(
@@ -223,8 +391,7 @@ def _save(tokenizer, spec: TokenizerSpec, out: Path, stats: dict) -> None:
         tokenizer.save(str(out / "tokenizer.json"))
         config.update(tokenizer_class="PreTrainedTokenizerFast")
         if spec.algorithm == "wordpiece":
-            vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
-            (out / "vocab.txt").write_text("".join(token + "\n" for token, _ in vocab), encoding="utf-8")
+            _write_vocab_txt(tokenizer, out / "vocab.txt")
     _write_json(out / "tokenizer_config.json", config)
     _write_json(out / "special_tokens_map.json", specials)
     meta = {"lmpretrain_version": __version__, "spec": asdict(spec), "mecab_dic_type": spec.mecab_dic_type,
@@ -265,34 +432,29 @@ def train_tokenizer(input_file: str | list[str], model_dir: str | Path, spec: To
 
     model_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.tmp-", dir=model_dir.parent))
-    work = Path(tempfile.mkdtemp(prefix="pretokenized-", dir=intermediate_dir)) if intermediate_dir else tmp / "work"
-    work.mkdir(parents=True, exist_ok=True)
+    work = tmp / "work"
     try:
+        if intermediate_dir:
+            Path(intermediate_dir).mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix="pretokenized-", dir=intermediate_dir))
+        else:
+            work.mkdir()
         segmented = work / "segmented.txt"
-        lines, chars = _pretokenize(files, spec, segmented, num_workers)
+        lines, chars, stats = _pretokenize(files, spec, segmented, num_workers)
         if lines == 0:
             raise UserError(f"--input_file {', '.join(map(str, files))} has no text")
-        tokenizer, trainer = _build_rust_tokenizer(spec)
-        if spec.mecab_dic_type == "none" and spec.algorithm != "wordpiece":
-            tokenizer.normalizer = None  # the segmented file is already NFKC; restored below for saving
-        tokenizer.train([str(segmented)], trainer)
-        if spec.mecab_dic_type == "none":
-            from tokenizers import normalizers
-
-            tokenizer.normalizer = normalizers.NFKC()
+        tokenizer = _train(spec, segmented, lines, stats)
         trained_size = tokenizer.get_vocab_size()
         if trained_size > spec.vocab_size:
             raise UserError(f"--vocab_size {spec.vocab_size} is too small: the alphabet (up to --limit_alphabet "
                             f"{spec.limit_alphabet} characters) and {len(spec.special_tokens())} special tokens "
                             f"already need {trained_size}")
         shutil.rmtree(work, ignore_errors=True)
-        stats = {"lines": lines, "characters": chars, "files": [str(f) for f in files]}
-        _save(tokenizer, spec, tmp, stats)
+        _save(tokenizer, spec, tmp, {"lines": lines, "characters": chars, "files": [str(f) for f in files]})
         _replace_dir(tmp, model_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        if intermediate_dir:
-            shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
         raise
     seconds = time.perf_counter() - started
     return {"model_dir": str(model_dir), "vocab_size": trained_size, "lines": lines, "characters": chars,
@@ -303,6 +465,27 @@ def train_tokenizer(input_file: str | list[str], model_dir: str | Path, spec: To
 # encoding
 # ----------------------------------------------------------------------------------------------------------------
 
+MAX_CACHED_WORDS = 1 << 17  # learned words per process (~20 MB); word frequencies are Zipfian: > 95% hits
+_PARALLEL_MIN_TEXTS = 256
+_STARTS = [(True,) + (False,) * (n - 1) if n else () for n in range(64)]  # word starts of an n-token word
+_worker_encoder: FastEncoder | None = None
+
+
+def _init_encoder_worker(encoder: FastEncoder) -> None:
+    """A forked worker starts from the parent's encoder (its tagger, its warm word cache); a spawned one unpickles
+    it, which loads it from its dir."""
+    global _worker_encoder
+    gc.freeze()  # the collector would touch every object inherited from the parent, copying its memory pages
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one process per core already
+    encoder.num_workers, encoder._pool = 1, None
+    _worker_encoder = encoder
+
+
+def _encode_in_worker(task: tuple[list[str], bool]):
+    texts, with_starts = task
+    return _worker_encoder._encode(texts, with_starts)
+
+
 def _word_starts(word_ids: list[int | None]) -> list[bool]:
     starts, previous = [], None
     for word in word_ids:
@@ -312,34 +495,56 @@ def _word_starts(word_ids: list[int | None]) -> list[bool]:
 
 
 class FastEncoder:
-    """Encode text to ids exactly as ``AutoTokenizer.from_pretrained(tokenizer_dir)`` does, but fast, in batches."""
+    """Encode text to ids exactly as ``AutoTokenizer.from_pretrained(tokenizer_dir)`` does, but fast, in batches.
+
+    With MeCab, a line is NFKC + MeCab words (one fugashi call), and each word's subword ids come from a
+    per-process cache, filled by transformers' own per-word algorithms (greedy longest match over ``vocab.txt``,
+    or sentencepiece over ``spiece.model`` with the digit-comma rule). Special tokens written in the text
+    (``[MASK]``) are split off first, as transformers does. ``num_workers > 1`` encodes large batches in a pool
+    of processes, started on first use and stopped by ``close()``.
+    """
 
     def __init__(self, tokenizer_dir: Path, meta: dict, vocab: dict[str, int], num_workers: int):
         self.tokenizer_dir = Path(tokenizer_dir)
         self.meta = meta
-        self.num_workers = num_workers
+        self.num_workers = max(1, num_workers)
         self.mecab_dic_type = meta["mecab_dic_type"]
         self.algorithm = meta["tokenizer_type"]
         self.vocab_size = len(vocab)
         self.pad_token_id, self.unk_token_id, self.cls_token_id, self.sep_token_id, self.mask_token_id = (
             vocab[t] for t in SPECIAL_TOKENS)
         self.all_special_ids = sorted(vocab[t] for t in SPECIAL_TOKENS)
+        self.unused_token_ids = sorted(i for t, i in vocab.items() if re.fullmatch(r"\[unused\d+\]", t))
+        """``[unused0]``... : reserved for users, never masked nor drawn as random replacements."""
         self.fingerprint = tokenizer_fingerprint(self.tokenizer_dir)
+        self._pool = None
+        self._rust = None  # the whole tokenizer.json pipeline (no MeCab)
         self._segmenter = None
-        self._rust = None
-        self._spm = None
+        self._ids: dict[str, tuple[int, ...]] = {}  # MeCab word -> subword ids
+        self._known: dict[str, tuple[int, ...]] = {}  # words the cache always holds
+        self._starts: dict[str, tuple[bool, ...]] = {}  # MeCab word -> (True, False, ...)
         from tokenizers import Tokenizer
 
         if self.mecab_dic_type == "none":
             self._rust = Tokenizer.from_file(str(self.tokenizer_dir / "tokenizer.json"))
             return
-        self._segmenter = ParallelSegmenter(self.mecab_dic_type, meta.get("mecab_option"), num_workers)
+        self._segmenter = WordSegmenter(self.mecab_dic_type, meta.get("mecab_option"))
+        longest_first = sorted(SPECIAL_TOKENS, key=len, reverse=True)
+        self._special = re.compile("(" + "|".join(map(re.escape, longest_first)) + ")")
+        self._special_ids = {t: vocab[t] for t in SPECIAL_TOKENS}
         if self.algorithm == "wordpiece":
-            self._rust = Tokenizer.from_file(str(self.tokenizer_dir / SUBWORD_FILE))
+            self._vocab = vocab
+            # a word that is a vocabulary token is that token (greedy longest match takes it whole): the cache
+            # starts with them, which spares learning about half the distinct words of a corpus
+            self._known = {t: (i,) for t, i in vocab.items() if len(t) <= MAX_INPUT_CHARS_PER_WORD}
+            self._ids.update(self._known)
+            self._starts.update(dict.fromkeys(self._known, (True,)))
+            self._subword_ids = self._wordpiece_ids
         else:
             import sentencepiece
 
             self._spm = sentencepiece.SentencePieceProcessor(model_file=str(self.tokenizer_dir / "spiece.model"))
+            self._subword_ids = self._spm_ids
 
     @classmethod
     def from_pretrained(cls, tokenizer_dir: str | Path, num_workers: int = 1) -> FastEncoder:
@@ -352,13 +557,17 @@ class FastEncoder:
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
             if meta["mecab_dic_type"] == "none":
-                vocab = json.loads((directory / "tokenizer.json").read_text(encoding="utf-8"))
                 from tokenizers import Tokenizer
 
                 vocab = Tokenizer.from_file(str(directory / "tokenizer.json")).get_vocab()
+            elif meta["tokenizer_type"] != "wordpiece":  # the pieces transformers reads: spiece.model's
+                import sentencepiece
+
+                spm = sentencepiece.SentencePieceProcessor(model_file=str(directory / "spiece.model"))
+                vocab = {spm.id_to_piece(i): i for i in range(spm.get_piece_size())}
             else:
-                tokens = (directory / "vocab.txt").read_text(encoding="utf-8").splitlines()
-                vocab = {t: i for i, t in enumerate(tokens)}
+                with open(directory / "vocab.txt", encoding="utf-8") as f:  # as transformers' load_vocab
+                    vocab = {line.rstrip("\n"): i for i, line in enumerate(f)}
             missing = [t for t in SPECIAL_TOKENS if t not in vocab]
             if missing:
                 raise UserError(f"{directory}: the vocabulary lacks the special tokens {missing}")
@@ -376,47 +585,148 @@ class FastEncoder:
         self.close()
 
     def close(self) -> None:
-        if self._segmenter is not None:
-            self._segmenter.close()
+        if self._pool is not None:
+            self._pool.close()
+            self._pool.join()
+            self._pool = None
 
-    def _encode(self, texts: list[str]) -> list[tuple[list[int], list[bool]]]:
-        if self.mecab_dic_type == "none":
-            encodings = self._rust.encode_batch(texts, add_special_tokens=False)
-            return [(e.ids, _word_starts(e.word_ids)) for e in encodings]
-        words_batch = self._segmenter.words_batch(texts)
+    # -- subword ids of one MeCab word, as transformers' subword tokenizers compute them ----------------------
+
+    def _wordpiece_ids(self, word: str) -> tuple[int, ...]:
+        """transformers' WordpieceTokenizer on one word (greedy longest match over vocab.txt), as ids."""
+        vocab = self._vocab
+        if len(word) > MAX_INPUT_CHARS_PER_WORD:
+            return (self.unk_token_id,)
+        ids = []
+        start = 0
+        while start < len(word):
+            end = len(word)
+            while start < end:
+                piece = word[start:end] if start == 0 else "##" + word[start:end]
+                if piece in vocab:
+                    ids.append(vocab[piece])
+                    break
+                end -= 1
+            else:  # no piece of the vocabulary starts here
+                return (self.unk_token_id,)
+            start = end
+        return tuple(ids)
+
+    def _spm_ids(self, word: str) -> tuple[int, ...]:
+        """transformers' SentencepieceTokenizer.tokenize(word), with its `` '' and digit-comma rules, as ids."""
+        word = word.replace("``", '"').replace("''", '"')
+        pieces = []
+        for piece in self._spm.encode(word, out_type=str):
+            if len(piece) > 1 and piece[-1] == "," and piece[-2].isdigit():
+                sub = self._spm.encode(piece[:-1].replace(SPIECE_UNDERLINE, ""), out_type=str)
+                if piece[0] != SPIECE_UNDERLINE and sub[0][0] == SPIECE_UNDERLINE:
+                    sub = sub[1:] if len(sub[0]) == 1 else [sub[0][1:], *sub[1:]]
+                pieces.extend([*sub, piece[-1]])
+            else:
+                pieces.append(piece)
+        return tuple(self._spm.piece_to_id(pieces))
+
+    def _learn(self, word: str) -> tuple[int, ...]:
+        """Subword ids of a word missing from the cache, now cached (the cache is emptied first when full)."""
+        if len(self._ids) >= MAX_CACHED_WORDS + len(self._known):
+            self._ids.clear()
+            self._starts.clear()
+            if self.algorithm == "wordpiece":
+                self._ids.update(self._known)
+                self._starts.update(dict.fromkeys(self._known, (True,)))
+        ids = self._subword_ids(word)
+        self._ids[word] = ids
+        self._starts[word] = _STARTS[len(ids)] if len(ids) < len(_STARTS) else (True,) + (False,) * (len(ids) - 1)
+        return ids
+
+    # -- lines --------------------------------------------------------------------------------------------------
+
+    def _encode_mecab(self, texts: list[str], with_starts: bool) -> tuple[list[list[int]], list[list[bool]] | None]:
+        """Ids (and word starts) per text: MeCab words, then cached subword ids; no special tokens here."""
+        ids_of, starts_of, learn = self._ids, self._starts, self._learn
+        all_ids: list[list[int]] = []
+        if not with_starts:  # the hot loop of dataset builds and benchmarks: keep it minimal
+            for line in self._segmenter.wakati_batch(texts):
+                ids: list[int] = []
+                for word in line.split():
+                    try:
+                        ids += ids_of[word]
+                    except KeyError:
+                        ids += learn(word)
+                all_ids.append(ids)
+            return all_ids, None
+        all_starts: list[list[bool]] = []
+        for line in self._segmenter.wakati_batch(texts):
+            ids, starts = [], []
+            for word in line.split():
+                try:
+                    ids += ids_of[word]
+                except KeyError:
+                    ids += learn(word)
+                starts += starts_of[word]
+            all_ids.append(ids)
+            all_starts.append(starts)
+        return all_ids, all_starts
+
+    def _encode(self, texts: list[str], with_starts: bool) -> tuple[list[list[int]], list[list[bool]] | None]:
         if self._rust is not None:
-            encodings = self._rust.encode_batch(words_batch, is_pretokenized=True, add_special_tokens=False)
-            return [(e.ids, _word_starts(e.word_ids)) for e in encodings]
-        return [self._spm_encode(words) for words in words_batch]
-
-    def _spm_encode(self, words: list[str]) -> tuple[list[int], list[bool]]:
-        """sentencepiece per MeCab word, as transformers' SentencepieceTokenizer does (with its digit-comma rule)."""
-        ids: list[int] = []
-        starts: list[bool] = []
-        words = [w.replace("``", '"').replace("''", '"') for w in words]
-        for pieces in self._spm.encode(words, out_type=str):
-            fixed = []
-            for piece in pieces:
-                if len(piece) > 1 and piece[-1] == "," and piece[-2].isdigit():
-                    sub = self._spm.encode(piece[:-1].replace("\u2581", ""), out_type=str)
-                    if piece[0] != "\u2581" and sub[0][0] == "\u2581":
-                        sub = sub[1:] if len(sub[0]) == 1 else [sub[0][1:], *sub[1:]]
-                    fixed.extend([*sub, piece[-1]])
+            encodings = self._rust.encode_batch(texts, add_special_tokens=False)
+            return [e.ids for e in encodings], [_word_starts(e.word_ids) for e in encodings] if with_starts else None
+        special = self._special
+        if not any("[" in text and special.search(text) for text in texts):
+            return self._encode_mecab(texts, with_starts)
+        # transformers cuts the raw text at special tokens and tokenizes each piece between them on its own
+        pieces, layout = [], []
+        for text in texts:
+            items = []
+            for k, part in enumerate(special.split(text) if "[" in text else [text]):
+                if k % 2:
+                    items.append(self._special_ids[part])
+                elif part:
+                    items.append(-1 - len(pieces))
+                    pieces.append(part)
+            layout.append(items)
+        piece_ids, piece_starts = self._encode_mecab(pieces, True)
+        all_ids, all_starts = [], []
+        for items in layout:
+            ids: list[int] = []
+            starts: list[bool] = []
+            for item in items:
+                if item >= 0:
+                    ids.append(item)
+                    starts.append(True)
                 else:
-                    fixed.append(piece)
-            piece_ids = [self._spm.piece_to_id(p) for p in fixed]
-            ids.extend(piece_ids)
-            starts.extend([True] + [False] * (len(piece_ids) - 1))
-        return ids, starts
+                    ids += piece_ids[-1 - item]
+                    starts += piece_starts[-1 - item]
+            all_ids.append(ids)
+            all_starts.append(starts)
+        return all_ids, all_starts if with_starts else None
+
+    def _encode_parallel(self, texts: list[str], with_starts: bool):
+        if self.num_workers == 1 or len(texts) < _PARALLEL_MIN_TEXTS:
+            return self._encode(texts, with_starts)
+        if self._pool is None:
+            self._pool = pool_context().Pool(self.num_workers, initializer=_init_encoder_worker, initargs=(self,))
+        size = -(-len(texts) // (self.num_workers * 4))
+        tasks = [(texts[i:i + size], with_starts) for i in range(0, len(texts), size)]
+        all_ids: list[list[int]] = []
+        all_starts: list[list[bool]] | None = [] if with_starts else None
+        for ids, starts in self._pool.imap(_encode_in_worker, tasks):
+            all_ids += ids
+            if with_starts:
+                all_starts += starts
+        return all_ids, all_starts
 
     def encode_batch(self, texts: list[str], add_special_tokens: bool = False) -> list[list[int]]:
-        encoded = [ids for ids, _ in self._encode(texts)]
+        """Token ids of each text; with ``add_special_tokens``, ``[CLS] ... [SEP]`` as ``tokenizer(text)``."""
+        encoded, _ = self._encode_parallel(texts, False)
         if add_special_tokens:
             return [[self.cls_token_id, *ids, self.sep_token_id] for ids in encoded]
         return encoded
 
     def encode_batch_with_word_starts(self, texts: list[str]) -> list[tuple[list[int], list[bool]]]:
-        return self._encode(texts)
+        """(ids, starts) per text: ``starts[i]`` is True where token i begins a MeCab word (whole-word masking)."""
+        return list(zip(*self._encode_parallel(texts, True)))
 
     def word_starts_batch(self, texts: list[str]) -> list[list[bool]]:
-        return [starts for _, starts in self._encode(texts)]
+        return self._encode_parallel(texts, True)[1]
