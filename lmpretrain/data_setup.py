@@ -42,7 +42,9 @@ def make_collator(params, encoder, *, seed: int, whole_word: bool):
                            whole_word=whole_word or params.whole_word_mask, span=params.span_masking)
     config.validate()
     return MLMCollator(config, vocab_size=encoder.vocab_size, pad_token_id=encoder.pad_token_id,
-                       mask_token_id=encoder.mask_token_id, special_token_ids=encoder.all_special_ids, seed=seed)
+                       mask_token_id=encoder.mask_token_id,
+                       special_token_ids=encoder.all_special_ids + list(getattr(encoder, "unused_token_ids", [])),
+                       seed=seed)
 
 
 def build_run_data(args: TrainArgs, run, layout: Layout) -> RunData:

@@ -238,10 +238,6 @@ def test_bad_input_in_a_real_process(name, f):
     assert result.returncode == 2
 
 
-@pytest.mark.xfail(reason="reported: train_tokenizer.py --model_dir <a pretraining output dir> replaces the whole dir "
-                          "(checkpoints included) when its copied tokenizer files have the same settings; "
-                          "tokenization._check_model_dir should refuse a dir that holds anything but tokenizer files",
-                   strict=False)
 def test_tokenizer_training_never_replaces_a_model_dir(f, tmp_path, capsys):
     model_dir = tmp_path / "model"
     shutil.copytree(f["run"], model_dir, ignore=shutil.ignore_patterns("cache"))
