@@ -94,13 +94,19 @@ def test_num_files_does_not_change_the_tokenizer(tmp_path, sample_corpus, dic, a
 def test_same_settings_replace_the_dir_atomically(tmp_path, sample_corpus):
     args = ["--input_file", str(sample_corpus), "--model_dir", str(tmp_path / "tok"), "--num_files", "1", *SMALL]
     assert train(*args).returncode == 0
-    (tmp_path / "tok" / "stale.txt").write_text("from an earlier run", encoding="utf-8")
+    # a tokenizer file of an earlier version (wordpiece dirs no longer have one): the dir is replaced, not merged
+    (tmp_path / "tok" / "lmpretrain_wordpiece.json").write_text("{}", encoding="utf-8")
     before = (tmp_path / "tok" / "vocab.txt").read_bytes()
     result = train(*args)
     assert result.returncode == 0, result.stderr
-    assert not (tmp_path / "tok" / "stale.txt").exists()  # replaced, not merged
+    assert not (tmp_path / "tok" / "lmpretrain_wordpiece.json").exists()
     assert (tmp_path / "tok" / "vocab.txt").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tok"]
+    # anything that is not a tokenizer file (a user's notes, a model trained with it) makes the dir off limits
+    (tmp_path / "tok" / "notes.txt").write_text("mine", encoding="utf-8")
+    result = train(*args)
+    assert result.returncode == 2 and "holds more than a tokenizer (notes.txt)" in result.stderr
+    assert (tmp_path / "tok" / "notes.txt").read_text(encoding="utf-8") == "mine"
 
 
 # ---- bad input: exit code 2, one "error:" line, no traceback, nothing half-written ------------------------------
