@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import shutil
 import subprocess
@@ -28,8 +27,9 @@ import sys
 import tempfile
 import textwrap
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+from benchlib import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -132,25 +132,6 @@ def train_tokenizer(corpus: Path, model_dir: Path) -> None:
     print(f"trained a tokenizer in {time.perf_counter() - started:.0f} s -> {model_dir}", flush=True)
 
 
-def machine() -> str:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = []
-    for package in ("transformers", "tokenizers", "fugashi", "ipadic", "numpy"):
-        try:
-            versions.append(f"{package} {version(package)}")
-        except PackageNotFoundError:
-            pass
-    return (f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}){', ' + cpu if cpu else ''}; "
-            f"{platform.platform()}; Python {platform.python_version()}; {', '.join(versions)}")
-
-
 def row(name: str, size_mb: float, r: dict) -> str:
     worker = f"{r['rss_worker_mb']:.0f}" if r.get("rss_worker_mb") else "–"
     return (f"| {name} | {size_mb:.0f} | {r['chars'] / 1e6:.2f} | {r['tokens'] / 1e6:.2f} | {r['seconds']:.1f} | "
@@ -161,7 +142,7 @@ def row(name: str, size_mb: float, r: dict) -> str:
 def markdown(args, command: str, corpora: dict[str, Path], results: dict) -> str:
     workers = args.workers
     lines = ["### Dataset build (issue 3)", "", "```", command, "```", "",
-             f"Machine: {machine()}.",
+             f"Machine: {machine(('transformers', 'tokenizers', 'fugashi', 'ipadic', 'numpy'))}.",
              "The machine was shared with other work while this ran: compare the figures of one invocation with "
              "each other (ratios), not with other runs; M chars/CPU-s is the figure least affected by that load. "
              f"Each build ran in a fresh process with an empty cache, the fastest of {args.repeats} shown (peak RSS: "

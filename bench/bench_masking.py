@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import sys
 import tempfile
 import time
 import warnings
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 import torch
+from benchlib import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -95,23 +94,6 @@ def predicted_share(out: dict, special_ids: torch.Tensor) -> tuple[float, float]
     original = torch.where(chosen, labels, out["input_ids"])
     maskable = (out["attention_mask"] == 1) & ~torch.isin(original, special_ids)
     return float(chosen.sum() / maskable.sum()), float(chosen.sum())
-
-
-def machine() -> str:
-    cpu = ""
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    versions = []
-    for package in ("torch", "transformers", "numpy"):
-        try:
-            versions.append(f"{package} {version(package)}")
-        except PackageNotFoundError:
-            pass
-    return (f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}){', ' + cpu if cpu else ''}; "
-            f"{platform.platform()}; Python {platform.python_version()}; {', '.join(versions)}")
 
 
 def main(argv=None) -> None:
@@ -201,7 +183,7 @@ def main(argv=None) -> None:
         offsets_note = "silently returns no `offset_mapping` for `return_offsets_mapping=True`"
 
     lines = ["### Masking collators (issue 4)", "", "```", command, "```", "",
-             f"Machine: {machine()}. Torch on 1 thread (as in a DataLoader worker).",
+             f"Machine: {machine(('torch', 'transformers', 'numpy'))}. Torch on 1 thread (as in a DataLoader worker).",
              "The machine was shared with other work while this ran: compare the figures of one invocation with each "
              "other (ratios), not with other runs.",
              f"Batches: real instances of `{Path(args.corpus).parent.name}/{Path(args.corpus).name}` built through "

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import shlex
 import subprocess
@@ -29,6 +28,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from benchlib import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -180,17 +181,6 @@ def first_chars(lines: list[str], limit: int) -> list[str]:
         out.append(line)
         chars += len(line)
     return out
-
-
-def machine() -> str:
-    cores = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip() or str(os.cpu_count())
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{platform.platform()}, {cpu}, {cores} cores (nproc), Python {platform.python_version()}"
 
 
 def markdown(command: str, corpus: Path, training: dict, enc: dict, subset: list[str], whole: list[str],

@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchlib import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -155,8 +156,7 @@ def main() -> None:
     command = "python bench/bench_training.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     lines = ["### Training throughput vs transformers' Trainer (CPU, fp32)", "",
              f"Command: `{command}`  ",
-             f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
-             f"Python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} threads  ",
+             f"Machine: {machine()}; torch on {torch.get_num_threads()} threads  ",
              f"Corpus: `{args.corpus}`; steps {args.steps}, the first {args.warmup} untimed; same batches, same "
              "initial weights, AdamW, fp32, for both.", "",
              "| preset | layers × hidden, seq | batch | ours tokens/s | Trainer tokens/s | ours / Trainer |",
