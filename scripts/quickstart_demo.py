@@ -5,9 +5,12 @@ import sys
 from pathlib import Path
 
 from transformers import AutoTokenizer, pipeline
+from transformers.utils import logging as hf_logging
 
 from lmpretrain.tokenization import FastEncoder
 
+hf_logging.set_verbosity_error()  # fill-mask drops the NSP head and pooler of BertForPreTraining: expected
+hf_logging.disable_progress_bar()
 tokenizer_dir, model_dir = Path(sys.argv[1]), Path(sys.argv[2])
 text = "吾輩は猫である。東京で2024年にPythonを学んだ。"
 tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
