@@ -54,3 +54,33 @@ def test_fp16_levels_train_on_a_gpu(level, sample_corpus, tiny_tokenizer_dir, pa
                               device="cuda"))
     curve = losses(out)
     assert all(v == v for v in curve.values()) and summary["step"] == 8
+
+
+def test_fp16_loss_scaler_skips_overflow_steps_and_counts_them(sample_corpus, tiny_tokenizer_dir, tmp_path,
+                                                             monkeypatch):
+    """The --fp16_type 1/2 path (autocast + GradScaler), run on the CPU's fp16 autocast in place of a GPU: steps
+    whose gradients overflow are skipped by the scaler, counted, and leave the weights as they were."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from lmpretrain import trainer
+    from lmpretrain.precision import Precision
+    from tests.test_run_pretraining import BASE
+
+    params = tmp_path / "parameter.json"
+    params.write_text(json.dumps({"bert-test": {**BASE, "save-steps": 1, "save-total-limit": 20}}))
+    monkeypatch.setattr(trainer, "make_precision", lambda *a: Precision(
+        "fp16 (level 1)", torch.float16, torch.float32, torch.amp.GradScaler("cpu"), "cpu"))
+    monkeypatch.setenv("LMP_TEST_INJECT_NAN_AT_STEP", "6")
+    out = tmp_path / "out"
+    summary = train(make_args(sample_corpus, tiny_tokenizer_dir, out, params, "bert-test", max_nonfinite_steps=10))
+    assert summary["skipped_steps"] == 3  # steps 6, 7, 8
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["train/skipped_steps"] for r in log if "train/skipped_steps" in r] == [0, 0, 0, 0, 0, 1, 2, 3]
+    scale = {s: torch.load(out / f"checkpoint-{s}" / "training_state.pt", weights_only=False)["scaler"]["scale"]
+             for s in (5, 8)}
+    assert scale[8] == scale[5] / 8  # halved at each overflow
+    before, after = load_file(out / "checkpoint-5" / "model.safetensors"), load_file(out / "model.safetensors")
+    for name in before:
+        torch.testing.assert_close(after[name], before[name], rtol=0, atol=0)
