@@ -110,7 +110,9 @@ def init_distributed(node_batch_sizes: dict[int, int], *, local_rank: int | None
         raise UserError(f"--node_rank {node_rank} is outside the job's {num_nodes} node(s)")
 
     if device is None:
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":  # each local process on its own GPU
+        device = f"cuda:{local_rank}"
     torch_device = torch.device(device)
     if torch_device.type == "cuda":
         torch.cuda.set_device(torch_device)
@@ -137,9 +139,17 @@ def barrier() -> None:
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum a tensor over all processes in place (a no-op in a single process)."""
+    """Sum a tensor over all processes in place (a no-op in a single process).
+
+    The loop's bookkeeping tensors (unit counts, loss, the preemption flag) live on the CPU; NCCL reduces only
+    CUDA tensors, so under NCCL they make a round trip through this process's GPU."""
     if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        if tensor.device.type != "cuda" and dist.get_backend() == "nccl":
+            on_device = tensor.to(torch.device("cuda", torch.cuda.current_device()))
+            dist.all_reduce(on_device, op=dist.ReduceOp.SUM)
+            tensor.copy_(on_device)
+        else:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 
 

@@ -97,6 +97,22 @@ def test_two_processes_on_one_node_match_single_process(setup, single):
     assert_same_run(single, out)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices (NCCL)")
+def test_two_gpus_with_nccl_match_single_process(setup, tmp_path):
+    """NCCL reduces only CUDA tensors: the loop's CPU bookkeeping must still be summed (fp32, tolerance of GPU math)."""
+    def run(out, *launcher):  # the default device is cuda:<local rank>
+        command = [*(launcher or [sys.executable]), *script_args(setup, out, "bert-single")]
+        check(subprocess.run(command, env=env(), capture_output=True, text=True, timeout=600))
+
+    one, two = tmp_path / "one_gpu", tmp_path / "two_gpus"
+    run(one)
+    run(two, *torchrun("--nproc_per_node", "2", "--master_port", str(free_port())))
+    a, b = losses(one), losses(two)
+    for step in (1, 2, 3, 4):
+        assert b[step] == pytest.approx(a[step], rel=1e-4), (step, a, b)
+
+
 def test_two_nodes_with_different_batch_sizes_match_single_process(setup, single):
     out = setup["root"] / "two_nodes"
     port = str(free_port())
