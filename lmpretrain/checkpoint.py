@@ -81,6 +81,14 @@ def checkpoint_path(model_dir: str | Path, step: int) -> Path:
     return Path(model_dir) / f"checkpoint-{step}"
 
 
+def step_of(path: str | Path) -> int:
+    """The step of a ``checkpoint-<step>`` folder."""
+    match = _NAME.match(Path(path).name)
+    if match is None:
+        raise ValueError(f"{path} is not a checkpoint-<step> folder")
+    return int(match.group(1))
+
+
 def list_checkpoints(model_dir: str | Path) -> list[tuple[int, Path]]:
     """All ``checkpoint-N`` folders (complete or not), oldest first."""
     root = Path(model_dir)

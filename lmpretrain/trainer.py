@@ -195,7 +195,7 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
         ckpt.clean_partial_checkpoints(args.model_dir)  # before choosing: it may put back a checkpoint moved aside
     barrier()
     if args.do_continue:
-        path, saved = ckpt.latest_checkpoint(args.model_dir, load=lambda p: run.load_checkpoint(p, model))
+        path, saved = _resume_checkpoint(args.model_dir, lambda p: run.load_checkpoint(p, model), layout)
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         if precision.scaler is not None and saved.get("scaler"):
@@ -353,6 +353,33 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
     barrier()
     logger.info("done: %s; model saved to %s", _fmt(summary), args.model_dir)
     return summary
+
+
+def _resume_checkpoint(model_dir: str, load, layout: Layout) -> tuple:
+    """The newest usable checkpoint and its training state. Rank 0 alone checks the checksums (reading every byte
+    of every candidate once, not once per process) and falls back past unusable checkpoints; the other processes
+    load the checkpoint it chose, so all of them resume from the same one."""
+    if not layout.distributed:
+        return ckpt.latest_checkpoint(model_dir, load=load)
+    chosen = torch.zeros(1, dtype=torch.float64)  # step + 1 from rank 0; 0: rank 0 found none
+    failure = None
+    if layout.is_main:
+        try:
+            path, saved = ckpt.latest_checkpoint(model_dir, load=load)
+            chosen[0] = ckpt.step_of(path) + 1
+        except UserError as error:
+            failure = error
+    all_reduce_sum(chosen)
+    if chosen[0] == 0:
+        raise failure or UserError(f"--do_continue: rank 0 found no usable checkpoint in {model_dir}")
+    if layout.is_main:
+        return path, saved
+    path = ckpt.checkpoint_path(model_dir, int(chosen[0]) - 1)
+    try:
+        ckpt.verify_checkpoint(path, check_hashes=False)
+        return path, load(path)
+    except ckpt.LOAD_ERRORS as error:
+        raise UserError(f"rank {layout.rank}: cannot load {path}, which rank 0 resumes from: {error}") from None
 
 
 def _test_nan_step() -> int | None:

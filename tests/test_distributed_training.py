@@ -153,6 +153,30 @@ def test_resume_two_process_checkpoint_in_one_process(setup, single):
         assert b[step] == pytest.approx(a[step], rel=1e-5, abs=1e-6)
 
 
+def test_two_processes_resume_together_past_a_corrupt_checkpoint(setup, single):
+    """Rank 0 checks the checksums and chooses; rank 1 loads its choice (it could not tell a same-size corruption)."""
+    import shutil
+
+    out = setup["root"] / "resumed_two"
+    out.mkdir()
+    for step in (2, 3):
+        shutil.copytree(single / f"checkpoint-{step}", out / f"checkpoint-{step}")
+    weights = out / "checkpoint-3" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-100:] = bytes(100)  # same size, other bytes: only a checksum sees it
+    weights.write_bytes(bytes(data))
+    proc = subprocess.run(torchrun("--nproc_per_node", "2", "--master_port", str(free_port()),
+                                   *script_args(setup, out, "bert-single", "--do_continue")),
+                          env=env(), capture_output=True, text=True, timeout=600)
+    check(proc)
+    fallbacks = [line for line in proc.stderr.splitlines() if "falling back to checkpoint-2" in line]
+    assert fallbacks and not any("[rank 1]" in line for line in fallbacks)  # rank 1 hashed nothing
+    a, b = losses(single), losses(out)
+    assert sorted(b) == [3, 4]
+    for step in (3, 4):
+        assert b[step] == pytest.approx(a[step], rel=1e-5, abs=1e-6)
+
+
 def test_killed_rank_stops_the_other_in_bounded_time(setup):
     out = setup["root"] / "killed"
     port = str(free_port())
