@@ -22,6 +22,7 @@ from pathlib import Path
 from .errors import UserError
 
 FAMILIES = ("bert", "roberta", "electra", "gpt")
+ROBERTA_POSITION_OFFSET = 2  # RoBERTa numbers positions from padding_idx + 1
 REQUIRED = object()
 
 
@@ -333,6 +334,12 @@ _HF_MODEL_TYPES = {"bert": ("bert",), "roberta": ("roberta", "xlm-roberta"), "el
 _FIELD_KEYS = {name: key for key, (name, _) in KEYS.items() if key in SHAPE_KEYS}
 
 
+def usable_positions(config) -> int:
+    """How many tokens a transformers model config takes (RoBERTa's first positions belong to padding)."""
+    positions = getattr(config, "n_positions", None) or config.max_position_embeddings
+    return positions - ROBERTA_POSITION_OFFSET if config.model_type in ("roberta", "xlm-roberta") else positions
+
+
 def resolve_pretrained_shape(params: ModelParams, pretrained: str | None) -> ModelParams:
     """Fill the architecture fields a continued-pretraining preset left out from the pretrained model's config,
     and check the ones it gave against it. Without a pretrained model, only checks ``flozen-layers``."""
@@ -353,8 +360,7 @@ def resolve_pretrained_shape(params: ModelParams, pretrained: str | None) -> Mod
     if config.model_type not in _HF_MODEL_TYPES[params.family]:
         raise UserError(f"pretrained_model_name_or_path {pretrained} is a {config.model_type!r} model, but "
                         f"--model_type {where} trains the {params.family} family")
-    offset = 2 if params.family == "roberta" else 0  # RoBERTa numbers positions from padding_idx + 1
-    positions = (config.n_positions if params.family == "gpt" else config.max_position_embeddings) - offset
+    positions = usable_positions(config)
     shape = _HF_SHAPE["gpt" if params.family == "gpt" else "encoder"]
     from_model = {name: attr(config) if callable(attr) else getattr(config, attr) for name, attr in shape.items()}
     problems, values = [], {}

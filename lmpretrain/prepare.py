@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from .config import ModelParams, load_parameters, resolve_pretrained_shape
+from .config import ModelParams, load_parameters, resolve_pretrained_shape, usable_positions
 from .errors import UserError
 from .log import get_logger
 from .models import build_model
@@ -109,12 +109,6 @@ class PreparedRun:
         tmp = Path(model_dir) / f".train_summary.json.tmp-{os.getpid()}"
         tmp.write_text(json.dumps(summary, indent=1), encoding="utf-8")
         os.replace(tmp, Path(model_dir) / "train_summary.json")
-
-
-def usable_positions(config) -> int:
-    """How many tokens a model takes (RoBERTa numbers positions from padding_idx + 1, so 2 fewer)."""
-    positions = getattr(config, "n_positions", None) or config.max_position_embeddings
-    return positions - 2 if config.model_type in ("roberta", "xlm-roberta") else positions
 
 
 def load_weights(model, path: Path) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..config import ModelParams
+from ..config import ModelParams, usable_positions
 from ..errors import UserError
 
 
@@ -55,8 +55,7 @@ class PretrainingModel(torch.nn.Module):
                 param.requires_grad = False
 
 
-def load_pretrained(cls, directory: str, *, vocab_size: int, resize: bool, sequence_length: int,
-                    position_offset: int = 0):
+def load_pretrained(cls, directory: str, *, vocab_size: int, resize: bool, sequence_length: int):
     """Load an HF model dir for continued pretraining, checking vocabulary and positions."""
     from ..checkpoint import LOAD_ERRORS
 
@@ -71,10 +70,10 @@ def load_pretrained(cls, directory: str, *, vocab_size: int, resize: bool, seque
                             "use the model's own tokenizer, or pass --resize_embeddings (resize-embeddings: true) to "
                             "resize its embeddings")
         model.resize_token_embeddings(vocab_size)
-    positions = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
-    if positions is not None and sequence_length + position_offset > positions:
+    positions = usable_positions(model.config)
+    if sequence_length > positions:
         raise UserError(f"sequence-length {sequence_length} is above what the model at {directory} supports "
-                        f"({positions - position_offset} positions)")
+                        f"({positions} positions)")
     return model
 
 

@@ -6,10 +6,8 @@ import torch
 import torch.nn.functional as F
 from transformers import BertConfig, BertForPreTraining, RobertaConfig, RobertaForMaskedLM
 
-from ..config import ModelParams
+from ..config import ROBERTA_POSITION_OFFSET, ModelParams
 from .base import PretrainingModel, load_pretrained, masked_lm_loss
-
-ROBERTA_POSITION_OFFSET = 2  # RoBERTa numbers positions from padding_idx + 1
 
 
 def _encoder_kwargs(params: ModelParams, vocab_size: int, pad_token_id: int) -> dict:
@@ -60,8 +58,7 @@ class RobertaPretraining(PretrainingModel):
         super().__init__(params)
         if pretrained_dir:
             self.model = load_pretrained(RobertaForMaskedLM, pretrained_dir, vocab_size=vocab_size,
-                                         resize=resize_embeddings, sequence_length=params.sequence_length,
-                                         position_offset=ROBERTA_POSITION_OFFSET)
+                                         resize=resize_embeddings, sequence_length=params.sequence_length)
         else:
             positions = (params.max_position_embeddings or params.sequence_length) + ROBERTA_POSITION_OFFSET
             config = RobertaConfig(**_encoder_kwargs(params, vocab_size, pad_token_id), type_vocab_size=1,
