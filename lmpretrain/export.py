@@ -17,6 +17,7 @@ import torch
 from . import checkpoint as ckpt
 from .errors import UserError
 from .log import get_logger
+from .tokenization import META_FILE, FastEncoder
 
 logger = get_logger(__name__)
 
@@ -104,7 +105,6 @@ def verify_export(model, export_dir: str | Path, family: str, encoder=None) -> d
 
 
 TOKENIZER_MARKERS = ("tokenizer_config.json", "vocab.txt", "tokenizer.json", "spiece.model")
-TOKENIZER_META = "lmpretrain_tokenizer.json"  # a tokenizer of this toolkit: its FastEncoder checks AutoTokenizer
 
 
 def _require_electra_checkpoint(input_dir: Path) -> None:
@@ -213,9 +213,7 @@ def extract_electra(input_dir: str | Path, output_dir: str | Path, *, generator:
     models = {name: _load_part(name, cls, source, params) for name, (cls, source, _) in parts.items()}
     _make_output_dir(output_dir, list(parts))
     encoder = None
-    if (input_dir / TOKENIZER_META).is_file():
-        from .tokenization import FastEncoder
-
+    if (input_dir / META_FILE).is_file():  # a tokenizer of ours: its FastEncoder checks AutoTokenizer's ids
         encoder = FastEncoder.from_pretrained(input_dir)
     staged: dict[str, Path] = {}
     try:

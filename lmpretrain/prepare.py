@@ -15,13 +15,11 @@ from .config import ModelParams, load_parameters, resolve_pretrained_shape, usab
 from .errors import UserError
 from .log import get_logger
 from .models import build_model
-from .models.base import check_tokenizer_matches
 from .run_config import TrainArgs
-from .tokenization import FastEncoder
+from .tokenization import META_FILE, FastEncoder, check_tokenizer_matches
 
 logger = get_logger(__name__)
 
-TOKENIZER_META = "lmpretrain_tokenizer.json"
 # keys of the resolved config that change the model's shape: a checkpoint must agree on them to be resumed
 SHAPE_KEYS = ("family", "number_of_layers", "hidden_size", "ffn_inner_hidden_size", "attention_heads",
               "embedding_size", "generator_size")
@@ -135,7 +133,7 @@ def _check_tokenizer_flags(args: TrainArgs, meta: dict) -> None:
             continue
         if aliases.get(given, given) != aliases.get(meta[key], meta[key]):
             raise UserError(f"--{key} {given} does not match the tokenizer in {args.tokenizer_dir} "
-                            f"({key} {meta[key]} recorded in {TOKENIZER_META})")
+                            f"({key} {meta[key]} recorded in {META_FILE})")
 
 
 def _check_output_dir(path: Path, flag: str) -> None:
@@ -166,7 +164,7 @@ def prepare_run(args: TrainArgs) -> PreparedRun:
     tokenizer_dir = Path(args.tokenizer_dir)
     if not tokenizer_dir.is_dir():
         raise UserError(f"--tokenizer_dir {tokenizer_dir} is not a directory")
-    meta_path = tokenizer_dir / TOKENIZER_META
+    meta_path = tokenizer_dir / META_FILE
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
     _check_tokenizer_flags(args, meta)
     if args.do_whole_word_mask and params.family == "gpt":

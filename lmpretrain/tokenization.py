@@ -138,6 +138,49 @@ def _word_starts(word_ids: list[int | None]) -> list[bool]:
     return starts
 
 
+def read_vocabulary(directory: Path, meta: dict | None) -> dict[str, int] | None:
+    """token -> id as AutoTokenizer reads a tokenizer dir. With our ``meta``: tokenizer.json without MeCab,
+    spiece.model's pieces for MeCab + BPE/Unigram, vocab.txt for MeCab + WordPiece. Without (a model from
+    elsewhere): its vocab.txt, else its tokenizer.json, else None."""
+    if meta is not None:
+        kind = "tokenizer.json" if meta["mecab_dic_type"] == "none" else \
+            "vocab.txt" if meta["tokenizer_type"] == "wordpiece" else "spiece.model"
+    else:
+        kind = next((name for name in ("vocab.txt", "tokenizer.json") if (directory / name).is_file()), None)
+        if kind is None:
+            return None
+    if kind == "tokenizer.json":
+        from tokenizers import Tokenizer
+
+        return Tokenizer.from_file(str(directory / kind)).get_vocab()
+    if kind == "spiece.model":
+        import sentencepiece
+
+        spm = sentencepiece.SentencePieceProcessor(model_file=str(directory / kind))
+        return {spm.id_to_piece(i): i for i in range(spm.get_piece_size())}
+    with open(directory / kind, encoding="utf-8") as f:  # split on "\n" only, as transformers' load_vocab
+        return {line.rstrip("\n"): i for i, line in enumerate(f)}
+
+
+def check_tokenizer_matches(pretrained: str, tokenizer_dir: str, *, allow_different: bool) -> None:
+    """A model continued with a tokenizer other than its own sees wrong embeddings for every id that moved; that
+    is an error unless the user asked to resize (new rows are learnt, rows are kept by id)."""
+
+    def tokens(directory: Path) -> list[str] | None:
+        meta_path = directory / META_FILE
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else None
+        vocab = read_vocabulary(directory, meta)
+        return None if vocab is None else [token for token, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+
+    ours, theirs = tokens(Path(tokenizer_dir)), tokens(Path(pretrained))
+    if ours is None or theirs is None or ours == theirs or allow_different:
+        return
+    moved = sum(a != b for a, b in zip(ours, theirs)) + abs(len(ours) - len(theirs))
+    raise UserError(f"the tokenizer in {tokenizer_dir} ({len(ours)} tokens) is not the one the model at {pretrained} "
+                    f"was trained with ({len(theirs)} tokens, {moved} ids differ); use the model's own tokenizer, or "
+                    "pass --resize_embeddings (resize-embeddings: true) to continue with this one")
+
+
 class FastEncoder:
     """Encode text to ids exactly as ``AutoTokenizer.from_pretrained(tokenizer_dir)`` does, but fast, in batches.
 
@@ -200,18 +243,7 @@ class FastEncoder:
             raise UserError(f"{directory} is not a tokenizer dir written by train_tokenizer.py (no {META_FILE})")
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            if meta["mecab_dic_type"] == "none":
-                from tokenizers import Tokenizer
-
-                vocab = Tokenizer.from_file(str(directory / "tokenizer.json")).get_vocab()
-            elif meta["tokenizer_type"] != "wordpiece":  # the pieces transformers reads: spiece.model's
-                import sentencepiece
-
-                spm = sentencepiece.SentencePieceProcessor(model_file=str(directory / "spiece.model"))
-                vocab = {spm.id_to_piece(i): i for i in range(spm.get_piece_size())}
-            else:
-                with open(directory / "vocab.txt", encoding="utf-8") as f:  # as transformers' load_vocab
-                    vocab = {line.rstrip("\n"): i for i, line in enumerate(f)}
+            vocab = read_vocabulary(directory, meta)
             missing = [t for t in SPECIAL_TOKENS if t not in vocab]
             if missing:
                 raise UserError(f"{directory}: the vocabulary lacks the special tokens {missing}")

@@ -75,27 +75,3 @@ def load_pretrained(cls, directory: str, *, vocab_size: int, resize: bool, seque
         raise UserError(f"sequence-length {sequence_length} is above what the model at {directory} supports "
                         f"({positions} positions)")
     return model
-
-
-def _vocabulary(directory: Path) -> list[str] | None:
-    """A tokenizer dir's tokens in id order (vocab.txt or tokenizer.json), or None if it holds neither."""
-    if (directory / "vocab.txt").is_file():
-        return (directory / "vocab.txt").read_text(encoding="utf-8").splitlines()
-    if (directory / "tokenizer.json").is_file():
-        from tokenizers import Tokenizer
-
-        vocab = Tokenizer.from_file(str(directory / "tokenizer.json")).get_vocab()
-        return [token for token, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
-    return None
-
-
-def check_tokenizer_matches(pretrained: str, tokenizer_dir: str, *, allow_different: bool) -> None:
-    """A model continued with a tokenizer other than its own sees wrong embeddings for every id that moved; that
-    is an error unless the user asked to resize (new rows are learnt, rows are kept by id)."""
-    ours, theirs = _vocabulary(Path(tokenizer_dir)), _vocabulary(Path(pretrained))
-    if ours is None or theirs is None or ours == theirs or allow_different:
-        return
-    moved = sum(a != b for a, b in zip(ours, theirs)) + abs(len(ours) - len(theirs))
-    raise UserError(f"the tokenizer in {tokenizer_dir} ({len(ours)} tokens) is not the one the model at {pretrained} "
-                    f"was trained with ({len(theirs)} tokens, {moved} ids differ); use the model's own tokenizer, or "
-                    "pass --resize_embeddings (resize-embeddings: true) to continue with this one")
