@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
+from .data.cache import process_is_running
 from .errors import UserError
 from .log import get_logger
 from .tokenization import META_FILE, FastEncoder
@@ -157,18 +158,8 @@ def _make_output_dir(output_dir: Path, names) -> None:
         raise UserError(f"--output_dir {output_dir} is not writable")
     for stale in output_dir.glob(".*.tmp-*"):  # left by an extraction that was killed
         pid = stale.name.rsplit("-", 1)[-1]
-        if stale.name.split(".tmp-")[0][1:] in names and pid.isdigit() and not _alive(int(pid)):
+        if stale.name.split(".tmp-")[0][1:] in names and pid.isdigit() and not process_is_running(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 def _load_part(name: str, cls, source: Path, params):
@@ -176,11 +167,14 @@ def _load_part(name: str, cls, source: Path, params):
         model = cls.from_pretrained(str(source), dtype=torch.float32)
     except ckpt.LOAD_ERRORS as error:
         raise UserError(f"cannot load the {name} from {source} ({type(error).__name__}: {error})") from None
-    if params is not None:
-        hidden = params.hidden_size if name == "discriminator" else round(params.hidden_size * params.generator_size)
-        expected = {"hidden_size": hidden, "num_hidden_layers": params.number_of_layers,
-                    "embedding_size": params.embedding_size or params.hidden_size}
-        for key, value in expected.items():
+    if params is not None:  # the sizes the preset gives this part, as training builds them
+        from .models.electra import electra_configs
+
+        generator_config, discriminator_config = electra_configs(params, model.config.vocab_size,
+                                                                 model.config.pad_token_id)
+        expected = discriminator_config if name == "discriminator" else generator_config
+        for key in ("hidden_size", "num_hidden_layers", "embedding_size"):
+            value = getattr(expected, key)
             if getattr(model.config, key, value) != value:
                 raise UserError(f"{source}: {key} is {getattr(model.config, key)} but --model_type "
                                 f"{params.model_type} gives {value}")

@@ -325,15 +325,9 @@ class _BuildLock:
             host, pid = self.path.read_text().split()
         except (OSError, ValueError):
             return False
-        if host != socket.gethostname():
+        if host != socket.gethostname() or not pid.isdigit():
             return False
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return True
-        except (PermissionError, ValueError):
-            return False
-        return False
+        return not process_is_running(int(pid))
 
     def _remove_dead_builds(self) -> None:
         # with the lock held, any temporary build of this cache is from a process that died mid-build
@@ -344,3 +338,14 @@ class _BuildLock:
 
     def __exit__(self, *exc) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def process_is_running(pid: int) -> bool:
+    """Whether a process of this host exists (one we may not signal counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
