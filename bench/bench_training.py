@@ -39,13 +39,12 @@ def make_tokenizer(corpus: Path, out: Path) -> Path:
     return out
 
 
-def ours(args, preset: dict, model_type: str, tokenizer: Path, work: Path) -> tuple[list[float], list[int]]:
-    """Per-step seconds of our loop (from its per-step tokens/s log) and the tokens of each step."""
+def ours(args, model_type: str, tokenizer: Path, work: Path) -> list[dict]:
+    """The per-step rows (with tokens/s) that our loop logs, trained with ``work/parameter.json``."""
     from lmpretrain.run_config import TrainArgs
     from lmpretrain.trainer import train
 
     params = work / "parameter.json"
-    params.write_text(json.dumps({model_type: preset}))
     out = work / f"ours-{model_type}"
     train(TrainArgs(input_file=[args.corpus], tokenizer_dir=str(tokenizer), model_dir=str(out), model_type=model_type,
                     parameter_file=str(params), num_workers=1, max_eval_samples=8, train_steps=args.steps,
@@ -55,7 +54,7 @@ def ours(args, preset: dict, model_type: str, tokenizer: Path, work: Path) -> tu
     return rows
 
 
-def batches_and_model(args, preset: dict, model_type: str, tokenizer: Path, work: Path):
+def batches_and_model(args, model_type: str, tokenizer: Path, work: Path):
     """The exact batches our loop trained on (same seed, same positions) and our freshly initialised model."""
     from lmpretrain.data_setup import build_run_data, positions_for_step
     from lmpretrain.distributed import init_distributed
@@ -142,9 +141,9 @@ def main() -> None:
             if args.batch:
                 preset["batch-size"] = {"-1": args.batch}
             (work / "parameter.json").write_text(json.dumps({model_type: preset}))
-            batches, hf_model, params = batches_and_model(args, preset, model_type, tokenizer, work)
+            batches, hf_model, params = batches_and_model(args, model_type, tokenizer, work)
             tokens = [int(b["attention_mask"].sum()) for b in batches]
-            log = ours(args, preset, model_type, tokenizer, work)
+            log = ours(args, model_type, tokenizer, work)
             ours_seconds = [tokens[r["step"] - 1] / r["train/tokens_per_second"] for r in log]
             hf_seconds = hf_trainer(args, batches, hf_model, params, work)
             timed = slice(args.warmup, args.steps)

@@ -250,10 +250,14 @@ def parse_preset(model_type: str, preset: dict, where: str) -> ModelParams:
     for key in REQUIRED_KEYS + (() if continued else SHAPE_KEYS):
         if key not in preset:
             problems.append(f"{model_type}.{key}: missing")
-    for key, (name, _) in KEYS.items():
-        if key in preset and any(other != key and KEYS[other][0] == name and other in preset for other in KEYS):
-            problems.append(f"{model_type}.{key}: given together with another spelling of the same setting")
-            break
+    spellings: dict[str, list[str]] = {}
+    for key in preset:
+        if key in KEYS:
+            spellings.setdefault(KEYS[key][0], []).append(key)
+    for keys in spellings.values():
+        if len(keys) > 1:
+            problems.append(f"{model_type}.{keys[0]}: given together with another spelling of the same setting "
+                            f"({', '.join(keys[1:])})")
     if "pretrained_generator" in values and not continued:
         problems.append(f"{model_type}.pretrained_generator_model_name_or_path: needs "
                         "pretrained_discriminator_model_name_or_path as well")
