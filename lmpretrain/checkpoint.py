@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
+from .fsutil import replace_dir
 from .log import get_logger
 
 logger = get_logger(__name__)
@@ -141,13 +142,7 @@ def save_checkpoint(model_dir: str | Path, step: int, write_contents: Callable[[
                  for p in sorted(tmp.rglob("*")) if p.is_file()}
         (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": files}, indent=1), encoding="utf-8")
         _fsync_tree(tmp)
-        if final.exists():  # re-saving a step (e.g. after a resume): move the old one aside first
-            old = model_dir / f".checkpoint-{step}.old-{os.getpid()}"
-            final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(final)
+        replace_dir(tmp, final)  # re-saving a step (e.g. after a resume) moves the old one aside first
         _fsync_tree_dir(model_dir)
     except Exception as error:
         reason = describe_write_failure(error, model_dir)

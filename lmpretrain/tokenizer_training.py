@@ -22,6 +22,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import UserError
+from .fsutil import replace_dir
 from .log import progress
 from .pretokenize import NORMALIZATION, ParallelSegmenter, dictionary_info
 from .tokenization import (
@@ -319,17 +320,6 @@ def _save(tokenizer, spec: TokenizerSpec, out: Path, stats: dict) -> None:
     _write_json(out / META_FILE, meta)
 
 
-def _replace_dir(tmp: Path, model_dir: Path) -> None:
-    """Move a finished tmp dir into place; an existing (same-settings or empty) dir is swapped out, not merged."""
-    if model_dir.exists():
-        old = model_dir.with_name(f".{model_dir.name}.old-{os.getpid()}")
-        model_dir.rename(old)
-        tmp.rename(model_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(model_dir)
-
-
 def train_tokenizer(input_file: str | list[str], model_dir: str | Path, spec: TokenizerSpec, *, num_workers: int,
                     intermediate_dir: str | None = None) -> dict:
     """Train and save a tokenizer; returns a summary. Nothing is written to ``model_dir`` until it is complete."""
@@ -369,7 +359,7 @@ def train_tokenizer(input_file: str | list[str], model_dir: str | Path, spec: To
                             f"already need {trained_size}")
         shutil.rmtree(work, ignore_errors=True)
         _save(tokenizer, spec, tmp, {"lines": lines, "characters": chars, "files": [str(f) for f in files]})
-        _replace_dir(tmp, model_dir)
+        replace_dir(tmp, model_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)

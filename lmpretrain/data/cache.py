@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import UserError
+from ..fsutil import replace_dir
 from ..log import get_logger
 from .corpus import corpus_fingerprint, iter_chunks, resolve_corpus_files
 from .shards import FORMAT_VERSION, MANIFEST, CacheInvalid, TokenShards, write_shards
@@ -190,7 +191,7 @@ def _build(files, location: Path, components: dict, fingerprint: str, *, encoder
         manifest_tmp = temporary / f"{MANIFEST}.tmp"
         manifest_tmp.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         os.replace(manifest_tmp, temporary / MANIFEST)
-        _replace_dir(temporary, location)
+        replace_dir(temporary, location)
     except OSError as error:
         shutil.rmtree(temporary, ignore_errors=True)
         if error.errno in _NO_SPACE:
@@ -207,18 +208,6 @@ def _build(files, location: Path, components: dict, fingerprint: str, *, encoder
                 "(%d tokenizing process%s)", location, counts["num_documents"], counts["num_sentences"],
                 counts["num_tokens"], counts["dtype"], counts["num_characters"], time.perf_counter() - started,
                 num_workers, "es" if num_workers > 1 else "")
-
-
-def _replace_dir(new: Path, location: Path) -> None:
-    """Put a finished build in place; a stale cache is moved aside first and then removed."""
-    old = None
-    if location.exists():
-        old = location.with_name(f".{location.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(location, old)
-    os.replace(new, location)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _failure_path(location: Path) -> Path:
