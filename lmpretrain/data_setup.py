@@ -43,7 +43,7 @@ def make_collator(params, encoder, *, seed: int, whole_word: bool):
     config.validate()
     return MLMCollator(config, vocab_size=encoder.vocab_size, pad_token_id=encoder.pad_token_id,
                        mask_token_id=encoder.mask_token_id,
-                       special_token_ids=encoder.all_special_ids + list(getattr(encoder, "unused_token_ids", [])),
+                       special_token_ids=encoder.all_special_ids + encoder.unused_token_ids,
                        seed=seed)
 
 

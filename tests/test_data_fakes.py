@@ -23,6 +23,7 @@ CHARS_PER_DOC = 50
 class FakeEncoder:
     pad_token_id, unk_token_id, cls_token_id, sep_token_id, mask_token_id = 0, 1, 2, 3, 4
     all_special_ids = [0, 1, 2, 3, 4]
+    unused_token_ids: list[int] = []
 
     def __init__(self, vocab_size: int = 32000, salt: int = 0, fingerprint: str = "", delay: float = 0.0,
                  exit_on: str = ""):
