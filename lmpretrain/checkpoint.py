@@ -18,7 +18,6 @@ tampered checkpoint is reported by name and skipped for the previous one.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import re
@@ -29,7 +28,7 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
-from .fsutil import replace_dir
+from .fsutil import replace_dir, sha256_file
 from .log import get_logger
 
 logger = get_logger(__name__)
@@ -55,14 +54,6 @@ def _safetensors_error() -> type[Exception]:
 # what loading a bad checkpoint raises (safetensors' own error derives from Exception only)
 LOAD_ERRORS = (CheckpointError, UserError, RuntimeError, OSError, ValueError, KeyError, EOFError,
                _safetensors_error())
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fsync_tree(root: Path) -> None:
@@ -117,7 +108,7 @@ def verify_checkpoint(path: str | Path, *, check_hashes: bool = True) -> dict:
         size = file.stat().st_size
         if size != meta["size"]:
             raise CheckpointError(f"{file} is truncated or changed ({size} bytes, expected {meta['size']})")
-        if check_hashes and _sha256(file) != meta["sha256"]:
+        if check_hashes and sha256_file(file) != meta["sha256"]:
             raise CheckpointError(f"{file} is corrupt (checksum mismatch)")
     return manifest
 
@@ -138,7 +129,7 @@ def save_checkpoint(model_dir: str | Path, step: int, write_contents: Callable[[
     try:
         tmp.mkdir()
         write_contents(tmp)
-        files = {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": _sha256(p)}
+        files = {str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": sha256_file(p)}
                  for p in sorted(tmp.rglob("*")) if p.is_file()}
         (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": files}, indent=1), encoding="utf-8")
         _fsync_tree(tmp)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
+from .fsutil import sha256_file
 from .log import get_logger
 from .pretokenize import DICTIONARIES, WordSegmenter, pool_context
 
@@ -87,21 +88,13 @@ class TokenizerSpec:
         return SPECIAL_TOKENS + [f"[unused{i}]" for i in range(self.num_unused_tokens)]
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def tokenizer_fingerprint(tokenizer_dir: str | Path) -> str:
     """sha256 over the tokenizer files' contents: changes whenever the tokens could."""
     digest = hashlib.sha256()
     for name in TOKENIZER_FILES:
         path = Path(tokenizer_dir) / name
         if path.is_file():
-            digest.update(f"{name}:{_file_sha256(path)}\n".encode())
+            digest.update(f"{name}:{sha256_file(path)}\n".encode())
     return digest.hexdigest()
 
 

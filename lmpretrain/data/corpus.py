@@ -8,7 +8,6 @@ Everything streams: a file is read line by line, never held whole in memory. Inv
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -16,9 +15,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..errors import UserError
+from ..fsutil import sha256_file
 
 CORPUS_SUFFIXES = (".txt", ".jsonl", ".txt.gz", ".jsonl.gz")
-_HASH_BLOCK = 1 << 20
 
 
 def resolve_corpus_files(corpus_paths: Sequence[str | os.PathLike] | str | os.PathLike) -> list[Path]:
@@ -44,14 +43,10 @@ def resolve_corpus_files(corpus_paths: Sequence[str | os.PathLike] | str | os.Pa
 
 def file_digest(path: Path) -> str:
     """sha256 of a file's bytes (as stored: a ``.gz`` file is hashed compressed), streamed."""
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as handle:
-            while block := handle.read(_HASH_BLOCK):
-                digest.update(block)
+        return sha256_file(path)
     except OSError as error:
         raise UserError(f"cannot read corpus file {path}: {error.strerror}") from error
-    return digest.hexdigest()
 
 
 def corpus_fingerprint(files: Sequence[Path]) -> list[dict]:
