@@ -30,17 +30,17 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     setup_logging()
 
-    from lmpretrain.export import extract_electra
+    from lmpretrain.export import extract_parts
 
     params = None
     if bool(args.parameter_file) != bool(args.model_type):
         raise UserError("--parameter_file and --model_type go together (to check the checkpoint against a preset)")
     if args.parameter_file:
-        from lmpretrain.config import load_parameters
+        from lmpretrain.models import load_parameters
 
         params = load_parameters(args.parameter_file, args.model_type)
-    written = extract_electra(args.input_dir, args.output_dir, generator=args.generator,
-                              discriminator=args.discriminator, params=params)
+    names = [name for name, wanted in (("discriminator", args.discriminator), ("generator", args.generator)) if wanted]
+    written = extract_parts(args.input_dir, args.output_dir, names, params=params)
     print("extracted and verified: " + ", ".join(f"{name} -> {path}" for name, path in written.items()))
 
 

@@ -41,7 +41,7 @@ DEFAULT_CORPUS = REPO.parent / "shared" / "corpora" / "ja_aozora_small" / "train
 def real_batches(corpus: Path, tokenizer_dir: Path, cache_dir: Path, encoder, batch_size: int, length: int,
                  count: int, seed: int) -> list[list[dict]]:
     shards = build_or_load_dataset([str(corpus)], str(tokenizer_dir), str(cache_dir), num_workers=1)
-    dataset = make_instances(shards, "roberta", sequence_length=length, cls_id=encoder.cls_token_id,
+    dataset = make_instances(shards, "packed_sentences", sequence_length=length, cls_id=encoder.cls_token_id,
                              sep_id=encoder.sep_token_id, seed=seed)
     positions = range(batch_size * count)  # past one epoch the positions wrap into the next (reshuffled) epoch
     instances = [dataset[p] for p in positions]

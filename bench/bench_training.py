@@ -56,7 +56,8 @@ def ours(args, model_type: str, tokenizer: Path, work: Path) -> list[dict]:
 
 def batches_and_model(args, model_type: str, tokenizer: Path, work: Path):
     """The exact batches our loop trained on (same seed, same positions) and our freshly initialised model."""
-    from lmpretrain.data_setup import build_run_data, positions_for_step
+    from lmpretrain.data import positions_for_step
+    from lmpretrain.data_setup import build_run_data
     from lmpretrain.distributed import init_distributed
     from lmpretrain.prepare import prepare_run
     from lmpretrain.run_config import TrainArgs

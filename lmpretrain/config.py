@@ -4,26 +4,20 @@ Keys are the original tool's (``number-of-layers``, ``hidden-size``, ``batch-siz
 ones with defaults. Every problem in a preset is collected and reported together, each naming
 ``<file>: <model_type>.<key>``; an unknown key suggests the closest valid one.
 
-A preset that continues pretraining (``pretrained_model_name_or_path``, or for ELECTRA
-``pretrained_discriminator_model_name_or_path`` / ``pretrained_generator_model_name_or_path``) may leave out
-the architecture keys, as the original's ``bert-small-further`` does: :func:`resolve_pretrained_shape` takes
-them from the model's config, and any that are given must agree with it.
+This module knows no model family: the keys every family shares are here; a family's own keys, defaults and
+checks come from its declaration in the registry (``lmpretrain.models``), which finds a preset's family and
+calls :func:`parse_preset` with them (``lmpretrain.models.presets``).
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
 from .errors import UserError
-
-FAMILIES = ("bert", "roberta", "electra", "gpt")
-ROBERTA_POSITION_OFFSET = 2  # RoBERTa numbers positions from padding_idx + 1
-REQUIRED = object()
 
 
 @dataclass(frozen=True)
@@ -48,11 +42,6 @@ class ModelParams:
     logging_steps: int = 5000
     """The original's default when a preset has no ``logging-steps``."""
     eval_steps: int | None = None
-    embedding_size: int | None = None
-    """ELECTRA: embedding width (projected to hidden-size when smaller); others: hidden-size."""
-    generator_size: float = 0.25
-    """ELECTRA: generator width as a fraction of the discriminator's (hidden, ffn, heads), e.g. "1/4"."""
-    discriminator_weight: float = 50.0
     mlm_probability: float = 0.15
     mask_token_prob: float = 0.8
     random_token_prob: float = 0.1
@@ -73,33 +62,36 @@ class ModelParams:
     max_position_embeddings: int | None = None
     pretrained_model_name_or_path: str | None = None
     """Continue pretraining from this model (a local HF dir, or a hub name where the hub is reachable); for
-    ELECTRA the discriminator, with the generator in its ``generator/`` folder unless given separately."""
+    family with sub-models (ELECTRA) the main one, with the others in their folders unless given separately."""
     pretrained_generator: str | None = None
-    """ELECTRA: the generator to continue from (the original's ``pretrained_generator_model_name_or_path``)."""
+    """The generator to continue from (the original's ``pretrained_generator_model_name_or_path``)."""
     frozen_layers: int = -1
     """The original's ``flozen-layers``: -1 trains everything; N >= 0 freezes the embeddings and the first N
     layers of the pretrained model (0: the embeddings only)."""
     resize_embeddings: bool = False
     initializer_range: float = 0.02
     extra: dict = field(default_factory=dict)
+    """The family's own options (its registry declaration names them), with their defaults filled in."""
+
+    def option(self, name: str):
+        """A family option (``params.option("generator_size")``); a KeyError names an option the family lacks."""
+        try:
+            return self.extra[name]
+        except KeyError:
+            raise KeyError(f"{self.model_type}: the {self.family} family has no option {name!r}") from None
 
     def to_dict(self) -> dict:
+        """Flat, JSON-ready: family options sit beside the shared fields (as checkpoints have always stored them)."""
         data = asdict(self)
+        data.update(data.pop("extra"))
         data["node_batch_sizes"] = {str(k): v for k, v in self.node_batch_sizes.items()}
         data["adam_betas"] = list(self.adam_betas)
         return data
 
-    @classmethod
-    def from_dict(cls, data: dict) -> ModelParams:
-        data = dict(data)
-        data["node_batch_sizes"] = {int(k): int(v) for k, v in data["node_batch_sizes"].items()}
-        data["adam_betas"] = tuple(data["adam_betas"])
-        return cls(**data)
-
 
 # JSON key -> (field name, kind); kinds are checked and converted by _convert
 KEYS = {
-    "model-family": ("family", "family"),
+    "model-family": ("family", "str"),
     "number-of-layers": ("number_of_layers", "pos_int"),
     "hidden-size": ("hidden_size", "pos_int"),
     "sequence-length": ("sequence_length", "pos_int"),
@@ -112,9 +104,6 @@ KEYS = {
     "save-steps": ("save_steps", "pos_int"),
     "logging-steps": ("logging_steps", "pos_int"),
     "eval-steps": ("eval_steps", "pos_int"),
-    "embedding-size": ("embedding_size", "pos_int"),
-    "generator-size": ("generator_size", "fraction"),
-    "discriminator-weight": ("discriminator_weight", "pos_float"),
     "mask-percent": ("mlm_probability", "percent"),
     "mlm-probability": ("mlm_probability", "probability"),
     "mask-token-prob": ("mask_token_prob", "probability"),
@@ -145,7 +134,7 @@ KEYS = {
 REQUIRED_KEYS = ("warmup-steps", "learning-rate", "batch-size", "train-steps")
 SHAPE_KEYS = ("number-of-layers", "hidden-size", "sequence-length", "ffn-inner-hidden-size", "attention-heads")
 """Required unless the preset continues from a pretrained model, whose config then supplies them."""
-ELECTRA_DEFAULTS = {"mask_token_prob": 0.85, "random_token_prob": 0.0}
+FIELD_KEYS = {name: key for key, (name, _) in KEYS.items() if key in SHAPE_KEYS}
 
 
 def _convert(kind: str, value):
@@ -182,10 +171,6 @@ def _convert(kind: str, value):
         if not isinstance(value, str) or not value:
             raise ValueError(f"expected a non-empty string, got {value!r}")
         return value
-    if kind == "family":
-        if value not in FAMILIES:
-            raise ValueError(f"expected one of {', '.join(FAMILIES)}, got {value!r}")
-        return value
     if kind == "fraction":
         try:
             fraction = float(Fraction(value)) if isinstance(value, str) else float(value)
@@ -217,27 +202,28 @@ def _convert(kind: str, value):
     raise AssertionError(kind)
 
 
-def family_of(model_type: str, explicit: str | None) -> str | None:
-    """The explicit ``model-family``, else the first word of the preset name that names a family
-    (``bert-base``, ``my-electra-small``, ``gpt2-small``); None when there is none."""
-    if explicit:
-        return explicit
-    for word in re.split(r"[-_.]", model_type.lower()):
-        word = {"gpt2": "gpt"}.get(word, word)
-        if word in FAMILIES:
-            return word
-    return None
+def parse_preset(model_type: str, preset: dict, where: str, *, family: str | None, options: dict | None = None,
+                 defaults: dict | None = None, check=None, family_problem: str | None = None) -> ModelParams:
+    """Validate one preset of ``family``; every problem is collected into one UserError.
 
-
-def parse_preset(model_type: str, preset: dict, where: str) -> ModelParams:
-    """Validate one preset; every problem is collected into one UserError."""
-    problems: list[str] = []
+    ``options`` (JSON key -> an object with ``field``, ``kind``, ``default``), ``defaults`` (field -> value) and
+    ``check`` ((model_type, values) -> problems) are the family's declarations; ``family_problem`` says why no
+    family was found (then only the shared keys are checked)."""
+    options = options or {}
+    problems: list[str] = [f"{model_type}.model-family: {family_problem}"] if family_problem else []
     values: dict = {}
+    extra = {option.field: option.default for option in options.values()}
     if not isinstance(preset, dict):
         raise UserError(f"{where}: {model_type}: expected an object of keys, got {type(preset).__name__}")
     for key, raw in preset.items():
+        if key in options:
+            try:
+                extra[options[key].field] = _convert(options[key].kind, raw)
+            except ValueError as error:
+                problems.append(f"{model_type}.{key}: {error}")
+            continue
         if key not in KEYS:
-            close = difflib.get_close_matches(key, KEYS, n=1)
+            close = difflib.get_close_matches(key, [*KEYS, *options], n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(f"{model_type}.{key}: unknown key{hint}")
             continue
@@ -261,35 +247,27 @@ def parse_preset(model_type: str, preset: dict, where: str) -> ModelParams:
     if "pretrained_generator" in values and not continued:
         problems.append(f"{model_type}.pretrained_generator_model_name_or_path: needs "
                         "pretrained_discriminator_model_name_or_path as well")
-    family = family_of(model_type, values.get("family"))
-    if family is None and "family" not in values:
-        problems.append(f"{model_type}.model-family: missing, and the preset name does not start with one of "
-                        f"{', '.join(FAMILIES)}")
+    for name, value in (defaults or {}).items():
+        values.setdefault(name, value)
     if values.get("mask_token_prob", 0.8) + values.get("random_token_prob", 0.1) > 1 + 1e-9:
         problems.append(f"{model_type}.mask-token-prob: mask-token-prob + random-token-prob exceed 1")
     if not problems and all(KEYS[key][0] in values for key in SHAPE_KEYS):
-        problems.extend(_shape_problems(model_type, family, values))
+        problems.extend(shape_problems(model_type, {**values, **extra}, check))
     if problems:
         raise UserError(f"{where}: " + f"\n{where}: ".join(problems))
-    if family == "electra":
-        for name, value in ELECTRA_DEFAULTS.items():
-            values.setdefault(name, value)
     values["family"] = family
-    return ModelParams(model_type=model_type, **values)
+    return ModelParams(model_type=model_type, extra=extra, **values)
 
 
-def _shape_problems(model_type: str, family: str | None, values: dict) -> list[str]:
-    """Checks that need the architecture keys (from the preset, or resolved from a pretrained model)."""
+def shape_problems(model_type: str, values: dict, check=None) -> list[str]:
+    """Checks that need the architecture keys (from the preset, or resolved from a pretrained model); ``check``
+    is the family's own."""
     problems = []
     if values["hidden_size"] % values["attention_heads"]:
         problems.append(f"{model_type}.hidden-size: {values['hidden_size']} is not divisible by "
                         f"attention-heads {values['attention_heads']}")
-    if family == "electra":
-        generator_hidden = values["hidden_size"] * values.get("generator_size", 0.25)
-        generator_heads = values["attention_heads"] * values.get("generator_size", 0.25)
-        if generator_heads < 1 or generator_hidden % max(1, round(generator_heads)):
-            problems.append(f"{model_type}.generator-size: gives a generator of hidden size {generator_hidden:g} "
-                            f"and {generator_heads:g} heads, which do not divide")
+    if check is not None:
+        problems.extend(check(model_type, values))
     if values.get("frozen_layers", -1) > values["number_of_layers"]:
         problems.append(f"{model_type}.flozen-layers: {values['frozen_layers']} is more than number-of-layers "
                         f"{values['number_of_layers']}")
@@ -300,8 +278,8 @@ def _shape_problems(model_type: str, family: str | None, values: dict) -> list[s
     return problems
 
 
-def load_parameters(path: str | Path, model_type: str) -> ModelParams:
-    """Load ``model_type`` from parameter.json; any problem is one UserError naming the file and key."""
+def read_preset(path: str | Path, model_type: str) -> dict:
+    """The raw preset ``model_type`` of parameter.json; any problem with the file is one UserError naming it."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"--parameter_file {path} is a directory, not a JSON file")
@@ -319,71 +297,4 @@ def load_parameters(path: str | Path, model_type: str) -> ModelParams:
         close = difflib.get_close_matches(model_type, data, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UserError(f"--model_type {model_type!r} is not in {path}{hint}; available: {', '.join(sorted(data))}")
-    return parse_preset(model_type, data[model_type], str(path))
-
-
-# (HF config attribute, or a function of the config) for each shape field, per family
-def _gpt_inner(config) -> int:
-    return config.n_inner or 4 * config.n_embd
-
-
-_HF_SHAPE = {
-    "encoder": {"number_of_layers": "num_hidden_layers", "hidden_size": "hidden_size",
-                "ffn_inner_hidden_size": "intermediate_size", "attention_heads": "num_attention_heads"},
-    "gpt": {"number_of_layers": "n_layer", "hidden_size": "n_embd", "ffn_inner_hidden_size": _gpt_inner,
-            "attention_heads": "n_head"},
-}
-_HF_MODEL_TYPES = {"bert": ("bert",), "roberta": ("roberta", "xlm-roberta"), "electra": ("electra",),
-                   "gpt": ("gpt2",)}
-_FIELD_KEYS = {name: key for key, (name, _) in KEYS.items() if key in SHAPE_KEYS}
-
-
-def usable_positions(config) -> int:
-    """How many tokens a transformers model config takes (RoBERTa's first positions belong to padding)."""
-    positions = getattr(config, "n_positions", None) or config.max_position_embeddings
-    return positions - ROBERTA_POSITION_OFFSET if config.model_type in ("roberta", "xlm-roberta") else positions
-
-
-def resolve_pretrained_shape(params: ModelParams, pretrained: str | None) -> ModelParams:
-    """Fill the architecture fields a continued-pretraining preset left out from the pretrained model's config,
-    and check the ones it gave against it. Without a pretrained model, only checks ``flozen-layers``."""
-    from dataclasses import replace
-
-    where = params.model_type
-    if pretrained is None:
-        if params.frozen_layers >= 0:
-            raise UserError(f"{where}.flozen-layers: freezing layers needs a pretrained model to continue from "
-                            "(pretrained_model_name_or_path in the preset, or --pretrained_model_name_or_path)")
-        return params
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(pretrained)
-    except (OSError, ValueError) as error:
-        raise UserError(f"pretrained_model_name_or_path {pretrained}: cannot read its config.json ({error})") from None
-    if config.model_type not in _HF_MODEL_TYPES[params.family]:
-        raise UserError(f"pretrained_model_name_or_path {pretrained} is a {config.model_type!r} model, but "
-                        f"--model_type {where} trains the {params.family} family")
-    positions = usable_positions(config)
-    shape = _HF_SHAPE["gpt" if params.family == "gpt" else "encoder"]
-    from_model = {name: attr(config) if callable(attr) else getattr(config, attr) for name, attr in shape.items()}
-    problems, values = [], {}
-    for name, model_value in from_model.items():
-        given = getattr(params, name)
-        if given is None:
-            values[name] = model_value
-        elif given != model_value:
-            problems.append(f"{where}.{_FIELD_KEYS[name]}: {given} in the preset but {model_value} in {pretrained}")
-    if params.sequence_length is None:
-        values["sequence_length"] = min(positions, 512)
-    elif params.sequence_length > positions:
-        problems.append(f"{where}.sequence-length: {params.sequence_length} is above the {positions} positions of "
-                        f"{pretrained}")
-    if params.family == "electra" and params.embedding_size is None:
-        values["embedding_size"] = config.embedding_size
-    merged = {**asdict(params), **values}
-    if not problems:
-        problems = _shape_problems(where, params.family, merged)
-    if problems:
-        raise UserError("; ".join(problems))
-    return replace(params, **values)
+    return data[model_type]

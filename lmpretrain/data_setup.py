@@ -10,6 +10,7 @@ from .data import build_or_load_dataset, make_instances, split_eval
 from .distributed import Layout
 from .errors import UserError
 from .masking import CausalLMCollator, MaskingConfig, MLMCollator
+from .models import get_family
 from .run_config import TrainArgs
 
 EVAL_SEED_OFFSET = 1_000_003  # eval masks are fixed (the same each evaluation), apart from the training stream
@@ -17,7 +18,6 @@ EVAL_SEED_OFFSET = 1_000_003  # eval masks are fixed (the same each evaluation),
 
 @dataclass
 class RunData:
-    family: str
     train_dataset: object
     eval_dataset: object | None
     collator: object
@@ -28,14 +28,9 @@ class RunData:
         return f"{len(self.train_dataset)} training and {evals} eval instances per epoch"
 
 
-def positions_for_step(next_position: int, layout: Layout) -> list[int]:
-    """This process's global sample positions for the step whose batch starts at ``next_position``."""
-    start = next_position + layout.rank_offset
-    return list(range(start, start + layout.per_device_batch_size))
-
-
 def make_collator(params, encoder, *, seed: int, whole_word: bool):
-    if params.family == "gpt":
+    """The collator the preset's family trains with (its registry declaration says which)."""
+    if get_family(params.family).collator == "causal":
         return CausalLMCollator(pad_token_id=encoder.pad_token_id)
     config = MaskingConfig(mlm_probability=params.mlm_probability, mask_token_prob=params.mask_token_prob,
                            random_token_prob=params.random_token_prob,
@@ -49,6 +44,7 @@ def make_collator(params, encoder, *, seed: int, whole_word: bool):
 
 def build_run_data(args: TrainArgs, run, layout: Layout) -> RunData:
     params, encoder = run.params, run.encoder
+    layout_name = get_family(params.family).layout
     cache_dir = args.cache_dir or str(Path(args.model_dir) / "cache")
     build = dict(num_workers=args.num_workers or os.cpu_count() or 1, overwrite=not args.disable_overwrite_cache,
                  is_builder=layout.rank == 0)
@@ -62,16 +58,16 @@ def build_run_data(args: TrainArgs, run, layout: Layout) -> RunData:
     else:
         eval_shards = shards
         train_docs, eval_docs = split_eval(shards, params.eval_share, args.seed)
-    train_dataset = make_instances(shards, params.family, seed=args.seed, doc_ids=train_docs, **instance_options)
+    train_dataset = make_instances(shards, layout_name, seed=args.seed, doc_ids=train_docs, **instance_options)
     eval_dataset = None
     if eval_docs is None or len(eval_docs):
-        eval_dataset = make_instances(eval_shards, params.family, seed=args.seed + EVAL_SEED_OFFSET,
+        eval_dataset = make_instances(eval_shards, layout_name, seed=args.seed + EVAL_SEED_OFFSET,
                                       doc_ids=eval_docs, **instance_options)
     if len(train_dataset) < layout.global_batch_size:
         raise UserError(f"the corpus {', '.join(args.input_file)} yields {len(train_dataset)} training instances, "
                         f"fewer than one global batch ({layout.global_batch_size}); add text or lower batch-size")
     whole_word = args.do_whole_word_mask
-    return RunData(family=params.family, train_dataset=train_dataset, eval_dataset=eval_dataset,
+    return RunData(train_dataset=train_dataset, eval_dataset=eval_dataset,
                    collator=make_collator(params, encoder, seed=args.seed, whole_word=whole_word),
                    eval_collator=make_collator(params, encoder, seed=args.seed + EVAL_SEED_OFFSET,
                                                whole_word=whole_word))

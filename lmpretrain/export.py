@@ -1,4 +1,5 @@
-"""Hugging Face exports and their verification; ELECTRA generator/discriminator extraction.
+"""Hugging Face exports and their verification; extraction of a family's parts (ELECTRA's generator and
+discriminator) as separate model dirs.
 
 ``verify_export`` is the faithfulness check run at the end of training and after extraction: the
 exported dir, loaded through transformers' Auto classes, must give the same logits as the model we
@@ -18,6 +19,7 @@ from . import checkpoint as ckpt
 from .data.cache import process_is_running
 from .errors import UserError
 from .log import get_logger
+from .models import family_names, get_family
 from .tokenization import META_FILE, FastEncoder
 
 logger = get_logger(__name__)
@@ -88,18 +90,15 @@ def compare_tokenizer(export_dir: Path, encoder, texts: list[str] = PROBE_TEXTS)
             raise UserError(f"{export_dir}: AutoTokenizer ids differ from the training pipeline's on {text!r}")
 
 
-ROLES = {"bert": [("model", "pretraining")], "roberta": [("model", "masked_lm")], "gpt": [("model", "causal_lm")],
-         "electra": [("discriminator", "pretraining"), ("generator", "masked_lm")]}
-
-
-def verify_export(model, export_dir: str | Path, family: str, encoder=None) -> dict[str, float]:
-    """Check every transformers sub-model of our ``model`` against its export under ``export_dir``."""
+def verify_export(model, export_dir: str | Path, encoder=None) -> dict[str, float]:
+    """Check every part (transformers model) of our ``model`` against its export under ``export_dir``, in the
+    folder and through the Auto class its family declares."""
     export_dir = Path(export_dir)
     hf = model.hf_models()
     result = {}
-    for name, role in ROLES[family]:
-        directory = export_dir / "generator" if name == "generator" else export_dir
-        result[name] = compare_models(hf[name], directory, role)
+    for part in model.family.parts:
+        directory = export_dir / part.folder
+        result[part.name] = compare_models(hf[part.name], directory, part.role)
         if encoder is not None:
             compare_tokenizer(directory, encoder)
     return result
@@ -108,7 +107,18 @@ def verify_export(model, export_dir: str | Path, family: str, encoder=None) -> d
 TOKENIZER_MARKERS = ("tokenizer_config.json", "vocab.txt", "tokenizer.json", "spiece.model")
 
 
-def _require_electra_checkpoint(input_dir: Path) -> None:
+def _extractable_families():
+    return [f for f in map(get_family, family_names()) if f.extractable]
+
+
+def _names(families) -> str:
+    return " or ".join(f.display for f in families)
+
+
+def _require_extractable_checkpoint(input_dir: Path):
+    """The family of the checkpoint in ``input_dir``, which must have parts to extract, be complete (its manifest,
+    when it has one, checked) and carry its tokenizer."""
+    families = _extractable_families()
     if not input_dir.is_dir():
         raise UserError(f"--input_dir {input_dir} is not a directory")
     config_path = input_dir / "config.json"
@@ -118,20 +128,26 @@ def _require_electra_checkpoint(input_dir: Path) -> None:
         model_type = json.loads(config_path.read_text(encoding="utf-8")).get("model_type")
     except (ValueError, UnicodeDecodeError, AttributeError) as error:
         raise UserError(f"{config_path} is not a model config ({error})") from None
-    if model_type != "electra" or not (input_dir / "generator" / "config.json").is_file():
-        raise UserError(f"{input_dir} is not an ELECTRA checkpoint (model_type {model_type!r}, "
-                        f"generator/ {'present' if (input_dir / 'generator').is_dir() else 'missing'})")
+    family = next((f for f in families if model_type in f.hf_model_types), None)
+    folders = [p.folder for p in (family or families[0]).parts if p.folder]
+    missing = [folder for folder in folders if not (input_dir / folder / "config.json").is_file()]
+    if family is None or missing:
+        found = ", ".join(f"{folder}/ {'present' if (input_dir / folder).is_dir() else 'missing'}"
+                          for folder in folders)
+        raise UserError(f"{input_dir} is not an {_names(families)} checkpoint (model_type {model_type!r}, {found})")
     if (input_dir / ckpt.MANIFEST).is_file():
         try:
             ckpt.verify_checkpoint(input_dir)
         except ckpt.CheckpointError as error:
             raise UserError(str(error)) from None
-    for weights in (input_dir / "model.safetensors", input_dir / "generator" / "model.safetensors"):
+    for part in family.parts:
+        weights = input_dir / part.folder / "model.safetensors"
         if not weights.is_file() and not weights.with_name("pytorch_model.bin").is_file():
             raise UserError(f"{weights} is missing")
     if not any((input_dir / name).is_file() for name in TOKENIZER_MARKERS):
         raise UserError(f"{input_dir} holds no tokenizer files ({', '.join(TOKENIZER_MARKERS)}); the exports would "
                         f"not be usable on their own")
+    return family
 
 
 def _check_output_dir(output_dir: Path, names) -> None:
@@ -162,49 +178,50 @@ def _make_output_dir(output_dir: Path, names) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def _load_part(name: str, cls, source: Path, params):
+def _load_part(name: str, cls, source: Path, expected) -> torch.nn.Module:
+    """Load one part; ``expected`` (the HF config training builds it with from the preset, or None) is checked."""
     try:
         model = cls.from_pretrained(str(source), dtype=torch.float32)
     except ckpt.LOAD_ERRORS as error:
         raise UserError(f"cannot load the {name} from {source} ({type(error).__name__}: {error})") from None
-    if params is not None:  # the sizes the preset gives this part, as training builds them
-        from .models.electra import electra_configs
-
-        generator_config, discriminator_config = electra_configs(params, model.config.vocab_size,
-                                                                 model.config.pad_token_id)
-        expected = discriminator_config if name == "discriminator" else generator_config
+    if expected is not None:
         for key in ("hidden_size", "num_hidden_layers", "embedding_size"):
-            value = getattr(expected, key)
-            if getattr(model.config, key, value) != value:
-                raise UserError(f"{source}: {key} is {getattr(model.config, key)} but --model_type "
-                                f"{params.model_type} gives {value}")
+            value = getattr(expected, key, None)
+            if value is not None and getattr(model.config, key, value) != value:
+                raise UserError(f"{source}: {key} is {getattr(model.config, key)} but the preset gives {value}")
     return model
 
 
-def extract_electra(input_dir: str | Path, output_dir: str | Path, *, generator: bool, discriminator: bool,
-                    params=None) -> dict[str, Path]:
-    """Write ``output_dir/generator`` and/or ``output_dir/discriminator`` from an ELECTRA checkpoint, verified.
+def extract_parts(input_dir: str | Path, output_dir: str | Path, names: list[str], params=None) -> dict[str, Path]:
+    """Write ``output_dir/<name>`` for each extractable part ``names`` (``generator``, ``discriminator``) of a
+    checkpoint of a family with sub-models (ELECTRA), each a complete HF model dir, verified.
 
-    Everything is checked before anything is written: the checkpoint (ELECTRA, complete, loadable), the output dir
-    (nothing there is replaced), the preset sizes when ``params`` (a parameter.json preset) is given. Each part is
-    written to a hidden folder, checked (logits through the Auto classes; AutoTokenizer ids against the training
-    pipeline's encoder) and only then renamed into place.
+    Everything is checked before anything is written: the checkpoint (of such a family, complete, loadable), the
+    output dir (nothing there is replaced), the preset sizes when ``params`` (a parameter.json preset) is given.
+    Each part is written to a hidden folder, checked (logits through the Auto classes; AutoTokenizer ids against
+    the training pipeline's encoder) and only then renamed into place.
     """
-    from transformers import ElectraForMaskedLM, ElectraForPreTraining
+    import transformers
 
-    if not (generator or discriminator):
+    if not names:
         raise UserError("nothing to extract: pass --generator, --discriminator or both")
     input_dir, output_dir = Path(input_dir), Path(output_dir)
-    if params is not None and params.family != "electra":
-        raise UserError(f"--model_type {params.model_type} is a {params.family} preset, not an ELECTRA one")
-    _require_electra_checkpoint(input_dir)
-    parts = {}
-    if discriminator:
-        parts["discriminator"] = (ElectraForPreTraining, input_dir, "pretraining")
-    if generator:
-        parts["generator"] = (ElectraForMaskedLM, input_dir / "generator", "masked_lm")
+    if params is not None and not get_family(params.family).extractable:
+        raise UserError(f"--model_type {params.model_type} is a {params.family} preset, not an "
+                        f"{_names(_extractable_families())} one")
+    family = _require_extractable_checkpoint(input_dir)
+    parts = {p.extract_as: p for p in family.extractable if p.extract_as in names}
+    unknown = sorted(set(names) - set(parts))
+    if unknown:
+        raise UserError(f"{input_dir}: a {family.display} checkpoint has no {', '.join(unknown)} to extract")
     _check_output_dir(output_dir, list(parts))
-    models = {name: _load_part(name, cls, source, params) for name, (cls, source, _) in parts.items()}
+    models = {}
+    for name, part in parts.items():
+        hf_config = json.loads((input_dir / part.folder / "config.json").read_text(encoding="utf-8"))
+        expected = None
+        if params is not None and family.part_configs is not None:  # the sizes training builds this part with
+            expected = family.part_configs(params, hf_config["vocab_size"], hf_config.get("pad_token_id"))[part.name]
+        models[name] = _load_part(name, getattr(transformers, part.hf_class), input_dir / part.folder, expected)
     _make_output_dir(output_dir, list(parts))
     encoder = None
     if (input_dir / META_FILE).is_file():  # a tokenizer of ours: its FastEncoder checks AutoTokenizer's ids
@@ -216,7 +233,7 @@ def extract_electra(input_dir: str | Path, output_dir: str | Path, *, generator:
             shutil.rmtree(tmp, ignore_errors=True)
             staged[name] = tmp
             _write_part(model, tmp, input_dir, output_dir)
-            worst = compare_models(model, tmp, parts[name][2])
+            worst = compare_models(model, tmp, parts[name].role)
             if encoder is not None:
                 compare_tokenizer(tmp, encoder)
             logger.info("checked %s: logits match the checkpoint's (max difference %.2g)%s", name, worst,

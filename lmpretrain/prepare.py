@@ -11,18 +11,18 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from .config import ModelParams, load_parameters, resolve_pretrained_shape, usable_positions
+from .config import ModelParams
 from .errors import UserError
 from .log import get_logger
-from .models import build_model
+from .models import Family, build_model, get_family, load_parameters, resolve_pretrained_shape, usable_positions
 from .run_config import TrainArgs
 from .tokenization import META_FILE, FastEncoder, check_tokenizer_matches
 
 logger = get_logger(__name__)
 
-# keys of the resolved config that change the model's shape: a checkpoint must agree on them to be resumed
-SHAPE_KEYS = ("family", "number_of_layers", "hidden_size", "ffn_inner_hidden_size", "attention_heads",
-              "embedding_size", "generator_size")
+# keys of the resolved config that change the model's shape: a checkpoint must agree on them to be resumed (and
+# the family's own shape options, see Family.shape_fields)
+SHAPE_KEYS = ("family", "number_of_layers", "hidden_size", "ffn_inner_hidden_size", "attention_heads")
 
 
 @dataclass
@@ -33,12 +33,8 @@ class PreparedRun:
     tokenizer_meta: dict
 
     @property
-    def family(self) -> str:
-        return self.params.family
-
-    @property
-    def loss_weights(self) -> dict[str, float]:
-        return {"discriminator_loss": float(getattr(self.params, "discriminator_weight", 50.0))}
+    def family(self) -> Family:
+        return get_family(self.params.family)
 
     def build_model(self):
         pretrained = self.args.pretrained_model_name_or_path or self.params.pretrained_model_name_or_path
@@ -56,10 +52,8 @@ class PreparedRun:
     def write_checkpoint(self, directory: Path, model, training_state: dict) -> None:
         model.save_pretrained(directory)
         positions = usable_positions(next(iter(model.hf_models().values())).config)
-        ckpt.copy_tokenizer_files(self.args.tokenizer_dir, directory, positions)
-        for name in model.hf_models():
-            if name == "generator":
-                ckpt.copy_tokenizer_files(self.args.tokenizer_dir, directory / "generator", positions)
+        for part in self.family.parts:  # each part's dir is complete on its own: tokenizer files in every one
+            ckpt.copy_tokenizer_files(self.args.tokenizer_dir, directory / part.folder, positions)
         (directory / ckpt.CONFIG_FILE).write_text(json.dumps(self.resolved_config(), indent=1, default=str),
                                                   encoding="utf-8")
         ckpt.save_training_state(directory, training_state)
@@ -70,7 +64,7 @@ class PreparedRun:
         if saved.get("tokenizer_fingerprint") != self.encoder.fingerprint:
             raise UserError(f"{path} was trained with a different tokenizer than {self.args.tokenizer_dir}")
         now = self.params.to_dict()
-        for key in SHAPE_KEYS:
+        for key in SHAPE_KEYS + self.family.shape_fields():
             if saved["params"].get(key) != now.get(key):
                 raise UserError(f"{path}: {key} is {saved['params'].get(key)!r} in the checkpoint but "
                                 f"{now.get(key)!r} in {self.args.parameter_file} ({self.args.model_type})")
@@ -100,7 +94,7 @@ class PreparedRun:
         if model is not None:
             from .export import verify_export
 
-            worst = verify_export(model, model_dir, self.family, self.encoder)
+            worst = verify_export(model, model_dir, self.encoder)
             logger.info("verified the export in %s: logits match the trained model (max difference %s), "
                         "AutoTokenizer ids match the training pipeline's", model_dir,
                         ", ".join(f"{k} {v:.2g}" for k, v in worst.items()))
@@ -110,9 +104,11 @@ class PreparedRun:
 
 
 def load_weights(model, path: Path) -> None:
-    """Load each transformers sub-model of ``model`` from its HF dir in a checkpoint (``generator/`` for ELECTRA's)."""
-    for name, hf_model in model.hf_models().items():
-        directory = path / "generator" if name == "generator" else path
+    """Load each part (transformers model) of ``model`` from its HF dir in a checkpoint (the folder its family
+    declares)."""
+    hf_models = model.hf_models()
+    for part in model.family.parts:
+        name, hf_model, directory = part.name, hf_models[part.name], path / part.folder
         try:
             loaded = type(hf_model).from_pretrained(directory, dtype=torch.float32)
         except ckpt.LOAD_ERRORS as error:
@@ -167,8 +163,9 @@ def prepare_run(args: TrainArgs) -> PreparedRun:
     meta_path = tokenizer_dir / META_FILE
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
     _check_tokenizer_flags(args, meta)
-    if args.do_whole_word_mask and params.family == "gpt":
-        raise UserError("--do_whole_word_mask applies to masked LMs, not to the causal LM family")
+    if args.do_whole_word_mask and get_family(params.family).collator == "causal":
+        raise UserError(f"--do_whole_word_mask applies to masked LMs, not to the causal LM family "
+                        f"({get_family(params.family).display})")
     if args.train_steps is not None and args.train_steps <= 0:
         raise UserError(f"--train_steps must be positive (got {args.train_steps})")
     _check_output_dir(Path(args.model_dir), "--model_dir")

@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from . import checkpoint as ckpt
-from .data_setup import RunData, build_run_data, positions_for_step
+from .data import positions_for_step
+from .data_setup import RunData, build_run_data
 from .distributed import Layout, PeerWatchdog, all_reduce_sum, barrier, init_distributed, shutdown
 from .errors import UserError
 from .log import JsonlLog, MetricsWriter, get_logger, progress
@@ -31,13 +32,6 @@ from .run_config import TrainArgs
 
 logger = get_logger(__name__)
 
-# loss term -> (weight attribute or constant, unit) per family; units are counted from the batch.
-LOSS_TERMS = {
-    "bert": [("mlm_loss", "masked"), ("nsp_loss", "samples")],
-    "roberta": [("mlm_loss", "masked")],
-    "electra": [("generator_loss", "masked"), ("discriminator_loss", "tokens")],
-    "gpt": [("lm_loss", "next_tokens")],
-}
 _PREEMPT_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s)
 
 
@@ -64,15 +58,17 @@ def count_units(batch: dict[str, torch.Tensor]) -> dict[str, float]:
 
 def weighted_loss(out: dict[str, torch.Tensor], terms, weights: dict[str, float], local: dict[str, float],
                   global_units: dict[str, float], world_size: int) -> torch.Tensor:
-    """The micro-batch's share of the global-batch loss (times world_size, which DDP's averaging divides out)."""
+    """The micro-batch's share of the global-batch loss (times world_size, which DDP's averaging divides out).
+    ``terms``: the family's :class:`~lmpretrain.models.LossTerm` s; ``weights``: term name -> weight."""
     total = None
-    for name, unit in terms:
-        if local[unit] == 0 or global_units[unit] == 0:
+    for term in terms:
+        if local[term.unit] == 0 or global_units[term.unit] == 0:
             continue  # an empty term (e.g. nothing masked here) contributes nothing, not NaN
-        part = out[name] * (weights.get(name, 1.0) * local[unit] / global_units[unit] * world_size)
+        part = out[term.name] * (weights[term.name] * local[term.unit] / global_units[term.unit] * world_size)
         total = part if total is None else total + part
-    if total is None:
-        total = out["loss"] * 0.0
+    if total is None:  # no term has units here: a zero that still reaches backward() (DDP expects every rank's)
+        total = sum((v * 0.0 for v in out.values() if v.requires_grad and bool(torch.isfinite(v))),
+                    torch.zeros((), device=next(iter(out.values())).device))
     return total
 
 
@@ -122,7 +118,7 @@ def evaluate(model, data: RunData, layout: Layout, precision: Precision, max_sam
         return {}
     model.eval()
     total = min(len(data.eval_dataset), max_samples)
-    terms = LOSS_TERMS[data.family]
+    terms = model.family.loss_terms
     sums = torch.zeros(2 * len(terms) + 2, dtype=torch.float64)
     batch_size = layout.per_device_batch_size
     mine = [p for p in range(total) if p % layout.world_size == layout.rank]
@@ -131,20 +127,20 @@ def evaluate(model, data: RunData, layout: Layout, precision: Precision, max_sam
         units = count_units(batch)
         with precision.autocast():
             out = model(_to_device(batch, layout.device))
-        for i, (name, unit) in enumerate(terms):
-            if units[unit]:
-                sums[2 * i] += float(out[name]) * units[unit]
-                sums[2 * i + 1] += units[unit]
+        for i, term in enumerate(terms):
+            if units[term.unit]:
+                sums[2 * i] += float(out[term.name]) * units[term.unit]
+                sums[2 * i + 1] += units[term.unit]
         if "mlm_accuracy" in out and units.get("masked"):
             sums[-2] += float(out["mlm_accuracy"]) * units["masked"]
             sums[-1] += units["masked"]
     all_reduce_sum(sums)
     model.train()
     result = {}
-    for i, (name, _) in enumerate(terms):
+    for i, term in enumerate(terms):
         if sums[2 * i + 1] > 0:
-            result[f"eval/{name}"] = float(sums[2 * i] / sums[2 * i + 1])
-    main_term = f"eval/{terms[0][0]}"
+            result[f"eval/{term.name}"] = float(sums[2 * i] / sums[2 * i + 1])
+    main_term = f"eval/{terms[0].name}"
     if main_term in result:
         result["eval/perplexity"] = math.exp(min(result[main_term], 50.0))
     if sums[-1] > 0:
@@ -214,8 +210,8 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
     run_name = args.run_name or args.model_type
     writer = MetricsWriter(f"{args.model_dir}/runs/{run_name}", purge_step=state.step or None)
     step_log = JsonlLog(f"{args.model_dir}/train_log.jsonl", resume_step=state.step)
-    terms = LOSS_TERMS[data.family]
-    weights = run.loss_weights
+    terms = run.family.loss_terms
+    weights = run.family.loss_weights(params)
     accumulation = params.gradient_accumulation_steps
     eval_steps = params.eval_steps or params.logging_steps
     inject_nan_at = _test_nan_step()

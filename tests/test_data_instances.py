@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -26,17 +27,17 @@ def shards(tmp_path_factory):
                                  encoder_factory=FakeEncoder.from_pretrained)
 
 
-def make(shards, family, length=32, seed=0, **kw):
-    return make_instances(shards, family, sequence_length=length, cls_id=CLS, sep_id=SEP, seed=seed, **kw)
+def make(shards, layout, length=32, seed=0, **kw):
+    return make_instances(shards, layout, sequence_length=length, cls_id=CLS, sep_id=SEP, seed=seed, **kw)
 
 
 def docs_tokens(shards, docs):
     return [shards.document(int(d)).tolist() for d in docs]
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta", "electra", "gpt"])
-def test_instances_fit_and_keep_their_specials(shards, family):
-    dataset = make(shards, family)
+@pytest.mark.parametrize("layout", ["sentence_pairs", "packed_sentences", "whole_lines", "causal_blocks"])
+def test_instances_fit_and_keep_their_specials(shards, layout):
+    dataset = make(shards, layout)
     for position in range(len(dataset)):
         instance = dataset[position]
         ids = instance["input_ids"]
@@ -44,11 +45,11 @@ def test_instances_fit_and_keep_their_specials(shards, family):
         assert instance["word_starts"].dtype == bool and len(instance["word_starts"]) == len(ids)
         assert instance["position"] == position
         assert instance["word_starts"][np.isin(ids, list(SPECIALS))].all()
-        if family == "gpt":
+        if layout == "causal_blocks":
             assert CLS not in ids
             continue
         assert ids[0] == CLS and ids[-1] == SEP and (ids == CLS).sum() == 1
-        if family == "bert":
+        if layout == "sentence_pairs":
             assert (ids == SEP).sum() == 2
             types = instance["token_type_ids"]
             first_sep = int(np.flatnonzero(ids == SEP)[0])
@@ -57,10 +58,10 @@ def test_instances_fit_and_keep_their_specials(shards, family):
             assert instance["next_sentence_label"] in (0, 1)
 
 
-@pytest.mark.parametrize("family", ["roberta", "electra", "gpt"])
-def test_every_token_is_covered_once_per_epoch(shards, family):
+@pytest.mark.parametrize("layout", ["packed_sentences", "whole_lines", "causal_blocks"])
+def test_every_token_is_covered_once_per_epoch(shards, layout):
     train_docs, _ = split_eval(shards, 0.2, seed=5)
-    dataset = make(shards, family, doc_ids=train_docs)
+    dataset = make(shards, layout, doc_ids=train_docs)
     instances = [dataset[p] for p in range(len(dataset))]  # epoch 0, shuffled order
     by_index = {dataset.locate(i["position"])[1]: i["input_ids"] for i in instances}
     assert sorted(by_index) == list(range(len(dataset)))
@@ -68,13 +69,13 @@ def test_every_token_is_covered_once_per_epoch(shards, family):
     content = [t for t in stream if t not in SPECIALS]
     expected = [t for doc in docs_tokens(shards, train_docs) for t in doc]
     assert content == expected
-    if family == "gpt":  # one end-of-document token after each document
+    if layout == "causal_blocks":  # one end-of-document token after each document
         assert stream.count(SEP) == len(train_docs)
         assert max(len(i["input_ids"]) for i in instances) == 32
-    if family == "electra":  # lines of one document per instance
+    if layout == "whole_lines":  # lines of one document per instance
         for ids in by_index.values():
             assert len({doc_of_token(t) for t in ids if t not in SPECIALS}) == 1
-    if family == "roberta":  # packed across documents, a [SEP] where the document changes
+    if layout == "packed_sentences":  # packed across documents, a [SEP] where the document changes
         crossing = 0
         for ids in by_index.values():
             body = ids[1:-1].tolist()
@@ -86,7 +87,7 @@ def test_every_token_is_covered_once_per_epoch(shards, family):
 
 
 def test_bert_chunks_cover_each_sentence_once_and_nsp_is_balanced(shards):
-    dataset = make(shards, "bert", length=64)
+    dataset = make(shards, "sentence_pairs", length=64)
     first = dataset.chunk_first
     assert first[0] == 0 and first[-1] == len(dataset.sentences) and (np.diff(first) > 0).all()
     for c in range(len(dataset)):  # a chunk never spans two documents
@@ -100,7 +101,7 @@ def test_bert_chunks_cover_each_sentence_once_and_nsp_is_balanced(shards):
 
 
 def test_bert_not_next_pairs_are_consecutive_and_random_ones_come_from_another_document(shards):
-    dataset = make(shards, "bert", length=64)
+    dataset = make(shards, "sentence_pairs", length=64)
     for p in range(len(dataset)):
         instance = dataset[p]
         ids = instance["input_ids"]
@@ -117,25 +118,26 @@ def test_eval_and_train_documents_are_disjoint_and_random_b_stays_in_its_split(s
     assert not set(train_docs.tolist()) & set(eval_docs.tolist())
     assert sorted(train_docs.tolist() + eval_docs.tolist()) == list(range(shards.num_documents))
     assert np.array_equal(split_eval(shards, 0.25, seed=11)[1], eval_docs)
-    for docs, family in [(train_docs, "bert"), (eval_docs, "bert"), (eval_docs, "roberta"), (eval_docs, "gpt")]:
-        dataset = make(shards, family, doc_ids=docs)
+    for docs, layout in [(train_docs, "sentence_pairs"), (eval_docs, "sentence_pairs"),
+                         (eval_docs, "packed_sentences"), (eval_docs, "causal_blocks")]:
+        dataset = make(shards, layout, doc_ids=docs)
         seen = {doc_of_token(int(t)) for p in range(len(dataset)) for t in dataset[p]["input_ids"]
                 if t not in SPECIALS}
         assert seen <= set(docs.tolist())
 
 
 def test_order_is_a_pure_function_of_seed_and_position(shards):
-    a, b = make(shards, "bert", seed=9), make(shards, "bert", seed=9)
+    a, b = make(shards, "sentence_pairs", seed=9), make(shards, "sentence_pairs", seed=9)
     n = len(a)
     for p in [0, 1, n - 1, n, 3 * n + 5]:
         x, y = a[p], b[p]
         assert np.array_equal(x["input_ids"], y["input_ids"]) and x["next_sentence_label"] == y["next_sentence_label"]
-    other = make(shards, "bert", seed=10)
+    other = make(shards, "sentence_pairs", seed=10)
     assert any(not np.array_equal(a[p]["input_ids"], other[p]["input_ids"]) for p in range(10))
 
 
 def test_each_epoch_is_a_fresh_permutation_of_all_instances(shards):
-    dataset = make(shards, "roberta")
+    dataset = make(shards, "packed_sentences")
     n = len(dataset)
     epoch0 = [dataset.locate(p)[1] for p in range(n)]
     epoch1 = [dataset.locate(p)[1] for p in range(n, 2 * n)]
@@ -145,7 +147,7 @@ def test_each_epoch_is_a_fresh_permutation_of_all_instances(shards):
 
 
 def test_bert_pairs_differ_between_epochs_but_positions_repeat(shards):
-    dataset = make(shards, "bert")
+    dataset = make(shards, "sentence_pairs")
     n = len(dataset)
     labels = Counter()
     for p in range(n):
@@ -155,31 +157,32 @@ def test_bert_pairs_differ_between_epochs_but_positions_repeat(shards):
     assert labels[(0, 1)] + labels[(1, 0)] > 0  # the NSP choice is redrawn each epoch
 
 
-def test_bad_family_and_tiny_length_are_user_errors(shards):
-    with pytest.raises(UserError, match="unknown model family"):
+def test_bad_layout_and_tiny_length_are_user_errors(shards):
+    with pytest.raises(UserError, match="unknown instance layout"):
         make(shards, "t5")
     with pytest.raises(UserError, match="too short"):
-        make(shards, "bert", length=4)
+        make(shards, "sentence_pairs", length=4)
     with pytest.raises(UserError, match="no documents"):
-        make(shards, "gpt", doc_ids=[])
+        make(shards, "causal_blocks", doc_ids=[])
 
 
 def test_a_resumed_run_on_another_layout_sees_the_same_masked_batches(shards):
     """(seed, step) -> batch: data order, instance contents and masks, whatever the number of processes."""
     import torch
 
-    from lmpretrain.data import GlobalBatchSampler
+    from lmpretrain.data import positions_for_step
     from lmpretrain.masking import MaskingConfig, MLMCollator
 
     def run(start_step, steps, rank_offset=0, rank_count=None):
-        dataset = make(shards, "bert", length=64, seed=3)
+        dataset = make(shards, "sentence_pairs", length=64, seed=3)
         collator = MLMCollator(MaskingConfig(whole_word=True), vocab_size=FakeEncoder().vocab_size, pad_token_id=0,
                                mask_token_id=FakeEncoder.mask_token_id, special_token_ids=sorted(SPECIALS), seed=3)
-        sampler = GlobalBatchSampler(8, start_step, rank_offset, rank_count, num_steps=steps)
-        return [collator([dataset[p] for p in positions]) for positions in sampler]
+        layout = SimpleNamespace(rank_offset=rank_offset, per_device_batch_size=rank_count or 8 - rank_offset)
+        # as the training loop draws them: next_position starts at the step's and grows by the global batch (8)
+        return [collator([dataset[p] for p in positions_for_step((start_step + i) * 8, layout)]) for i in range(steps)]
 
     uninterrupted = run(0, 32)
-    assert 29 * 8 < len(make(shards, "bert", length=64, seed=3)) < 32 * 8  # steps 29-31 cross into epoch 1
+    assert 29 * 8 < len(make(shards, "sentence_pairs", length=64, seed=3)) < 32 * 8  # steps 29-31 cross into epoch 1
     resumed = run(29, 3)
     halves = [run(29, 3, 0, 5), run(29, 3, 5, 3)]  # the same steps on two processes
     for step in range(3):
@@ -196,7 +199,6 @@ def test_a_resumed_run_on_another_layout_sees_the_same_masked_batches(shards):
 
 
 def test_a_corpus_smaller_than_one_batch_is_one_clear_error(tmp_path, monkeypatch):
-    from types import SimpleNamespace
 
     from lmpretrain import data_setup
     from lmpretrain.data import cache as cache_module

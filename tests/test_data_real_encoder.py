@@ -48,7 +48,7 @@ def test_shards_match_the_encoder_and_workers_agree(real_tokenizer_dir, small_co
         for i in range(0, len(encoded), 37):
             assert one.sentence(i).tolist() == list(encoded[i][0])
             assert one.word_starts(i).tolist() == [bool(w) for w in encoded[i][1]]
-        dataset = make_instances(one, "bert", sequence_length=64, cls_id=encoder.cls_token_id,
+        dataset = make_instances(one, "sentence_pairs", sequence_length=64, cls_id=encoder.cls_token_id,
                                  sep_id=encoder.sep_token_id, seed=0)
         instance = dataset[0]
         assert len(instance["input_ids"]) <= 64 and instance["input_ids"][0] == encoder.cls_token_id

@@ -1,7 +1,7 @@
 """The collators a run builds from its preset and tokenizer."""
 
-from lmpretrain.config import parse_preset
 from lmpretrain.data_setup import make_collator
+from lmpretrain.models import parse_preset
 from lmpretrain.tokenization import FastEncoder
 
 PRESET = {"number-of-layers": 2, "hidden-size": 32, "sequence-length": 64, "ffn-inner-hidden-size": 64,

@@ -49,9 +49,9 @@ def trained(tmp_path_factory, sample_corpus, tiny_tokenizer_dir):
     calls = []
     real = export.verify_export
 
-    def spy(model, export_dir, family, encoder=None):
-        result = real(model, export_dir, family, encoder)
-        calls.append({"export_dir": Path(export_dir), "family": family, "encoder": encoder is not None,
+    def spy(model, export_dir, encoder=None):
+        result = real(model, export_dir, encoder)
+        calls.append({"export_dir": Path(export_dir), "family": model.family.name, "encoder": encoder is not None,
                       "result": result})
         return result
 

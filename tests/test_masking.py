@@ -209,7 +209,7 @@ def test_whole_word_masking_keeps_mecab_words_whole_with_every_subword_algorithm
     assert continuation > 100  # multi-token words are common: the check below is not vacuous
 
     with FastEncoder.from_pretrained(tok) as encoder:
-        dataset = make_dataset(shards, "roberta", sequence_length=128, cls_id=encoder.cls_token_id,
+        dataset = make_dataset(shards, "packed_sentences", sequence_length=128, cls_id=encoder.cls_token_id,
                                sep_id=encoder.sep_token_id, seed=0)
         collate = MLMCollator(MaskingConfig(whole_word=True), vocab_size=encoder.vocab_size,
                               pad_token_id=encoder.pad_token_id, mask_token_id=encoder.mask_token_id,

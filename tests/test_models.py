@@ -4,8 +4,7 @@ attention, ELECTRA's shared embeddings and sizes, frozen layers."""
 import pytest
 import torch
 
-from lmpretrain.config import parse_preset
-from lmpretrain.models import build_model
+from lmpretrain.models import build_model, parse_preset
 
 BASE = {"number-of-layers": 2, "hidden-size": 32, "sequence-length": 16, "ffn-inner-hidden-size": 64,
         "attention-heads": 4, "warmup-steps": 1, "learning-rate": 1e-3, "batch-size": {"-1": 4}, "train-steps": 2,
@@ -16,6 +15,12 @@ VOCAB, PAD = 50, 0
 def make(family: str, **extra):
     params = parse_preset(f"{family}-test", {**BASE, **extra}, "test")
     return build_model(params, vocab_size=VOCAB, pad_token_id=PAD, seed=0, eos_token_id=3)
+
+
+def total_loss(model, out):
+    """The loss as the trainer forms it from the family's declared terms and weights (one process, one batch)."""
+    weights = model.family.loss_weights(model.params)
+    return sum(weights[term.name] * out[term.name] for term in model.family.loss_terms)
 
 
 def batch(masked_share=0.3, seed=0):
@@ -38,7 +43,7 @@ def test_bert_loss_equals_transformers_bert_for_pretraining():
     theirs = model.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
                          token_type_ids=b["token_type_ids"], labels=b["labels"],
                          next_sentence_label=b["next_sentence_label"])
-    torch.testing.assert_close(ours["loss"], theirs.loss)
+    torch.testing.assert_close(total_loss(model, ours), theirs.loss)
     assert type(model.model).__name__ == "BertForPreTraining"
 
 
@@ -46,7 +51,7 @@ def test_roberta_loss_equals_transformers_masked_lm():
     model, b = make("roberta").eval(), batch()
     ours = model(b)
     theirs = model.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"])
-    torch.testing.assert_close(ours["loss"], theirs.loss)
+    torch.testing.assert_close(total_loss(model, ours), theirs.loss)
 
 
 def test_gpt_loss_equals_transformers_causal_lm():
@@ -55,7 +60,7 @@ def test_gpt_loss_equals_transformers_causal_lm():
     b = {**b, "labels": labels}
     ours = model(b)
     theirs = model.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=labels)
-    torch.testing.assert_close(ours["loss"], theirs.loss)
+    torch.testing.assert_close(total_loss(model, ours), theirs.loss)
 
 
 def test_electra_shares_embeddings_is_sized_from_the_preset_and_weights_the_discriminator():
@@ -68,7 +73,10 @@ def test_electra_shares_embeddings_is_sized_from_the_preset_and_weights_the_disc
     assert generator.config.intermediate_size == 32 and discriminator.config.hidden_size == 32
     b = batch()
     out = model(b)
-    torch.testing.assert_close(out["loss"], out["generator_loss"] + 50.0 * out["discriminator_loss"])
+    # the paper's loss: generator MLM + 50 x discriminator, the weight applied once (by the trainer's terms)
+    torch.testing.assert_close(total_loss(model, out), out["generator_loss"] + 50.0 * out["discriminator_loss"])
+    assert model.family.loss_weights(model.params) == {"generator_loss": 1.0, "discriminator_loss": 50.0}
+    assert "loss" not in out
     # the generator term is transformers' own masked-LM loss on the same batch
     theirs = generator(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
                        token_type_ids=b["token_type_ids"], labels=b["labels"])

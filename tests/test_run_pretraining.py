@@ -66,7 +66,7 @@ def test_each_family_trains_and_exports(model_type, sample_corpus, tiny_tokenize
     run = prepare_run(args)
     model = run.build_model()
     load_weights(model, tmp_path / "out")
-    verify_export(model, tmp_path / "out", run.family, run.encoder)
+    verify_export(model, tmp_path / "out", run.encoder)
     run.encoder.close()
 
 

@@ -1,14 +1,18 @@
-"""Training instances, built lazily from token shards, one builder per model family.
+"""Training instances, built lazily from token shards, one builder per layout (a family names the one it trains on).
 
 Every dataset has ``len()`` instances per epoch and ``dataset[position]`` builds the instance drawn at a *global*
 sample position (see :mod:`.sampler`), so the data order and every random choice inside an instance are a pure
 function of ``(seed, position)``. The index saying which tokens form instance ``i`` is computed once, in numpy,
 with memory proportional to the number of instances.
 
-- ``bert``: ``[CLS] A [SEP] B [SEP]`` for next-sentence prediction, as in Google's create_pretraining_data.py.
-- ``roberta``: FULL-SENTENCES: ``[CLS] s1 s2 ... [SEP]`` packed across documents, a ``[SEP]`` between documents.
-- ``electra``: as many whole lines of one document as fit, ``[CLS] l1 l2 ... [SEP]`` (the original's line-by-line).
-- ``gpt``: contiguous blocks of the token stream, ``[SEP]`` as the end-of-document token, no ``[CLS]``.
+- ``sentence_pairs``: ``[CLS] A [SEP] B [SEP]`` for next-sentence prediction, as in Google's
+  create_pretraining_data.py (BERT).
+- ``packed_sentences``: FULL-SENTENCES: ``[CLS] s1 s2 ... [SEP]`` packed across documents, a ``[SEP]`` between
+  documents (RoBERTa).
+- ``whole_lines``: as many whole lines of one document as fit, ``[CLS] l1 l2 ... [SEP]`` (the original's
+  line-by-line; ELECTRA).
+- ``causal_blocks``: contiguous blocks of the token stream, ``[SEP]`` as the end-of-document token, no ``[CLS]``
+  (causal LMs).
 
 Sentences longer than an instance are split into instance-sized pieces rather than dropped.
 """
@@ -24,8 +28,8 @@ from .shards import TokenShards
 
 logger = get_logger(__name__)
 
-FAMILY_ALIASES = {"bert": "bert", "roberta": "roberta", "electra": "electra", "gpt": "gpt", "gpt2": "gpt",
-                  "causal": "gpt", "clm": "gpt"}
+LAYOUTS = ("sentence_pairs", "packed_sentences", "whole_lines", "causal_blocks")
+_MINIMUM_LENGTH = {"sentence_pairs": 5, "causal_blocks": 2}  # others: 3 ([CLS] token [SEP])
 NSP_STREAM = 0x4E5350  # rng stream for the random choices inside a BERT instance
 
 
@@ -48,28 +52,27 @@ def split_eval(shards: TokenShards, eval_share: float, seed: int) -> tuple[np.nd
     return train_docs, eval_docs
 
 
-def make_instances(shards: TokenShards, family: str, *, sequence_length: int, cls_id: int, sep_id: int, seed: int,
+def make_instances(shards: TokenShards, layout: str, *, sequence_length: int, cls_id: int, sep_id: int, seed: int,
                    doc_ids=None, short_seq_prob: float = 0.1, nsp_probability: float = 0.5,
                    shuffle: bool = True) -> InstanceDataset:
-    """The instance dataset of ``family`` over the documents ``doc_ids`` (all when None) of ``shards``."""
-    kind = FAMILY_ALIASES.get(str(family).lower())
-    if kind is None:
-        raise UserError(f"unknown model family {family!r} (expected one of {sorted(set(FAMILY_ALIASES.values()))})")
-    minimum = {"bert": 5, "gpt": 2}.get(kind, 3)
+    """The instance dataset of ``layout`` (one of :data:`LAYOUTS`) over the documents ``doc_ids`` (all when None)."""
+    if layout not in LAYOUTS:
+        raise UserError(f"unknown instance layout {layout!r} (expected one of {', '.join(LAYOUTS)})")
+    minimum = _MINIMUM_LENGTH.get(layout, 3)
     if sequence_length < minimum:
-        raise UserError(f"sequence-length {sequence_length} is too short for {kind} instances (at least {minimum})")
+        raise UserError(f"sequence-length {sequence_length} is too short for {layout} instances (at least {minimum})")
     docs = np.arange(shards.num_documents, dtype=np.int64) if doc_ids is None else np.asarray(doc_ids, np.int64)
     if len(docs) == 0:
         raise UserError("no documents to build instances from")
     if docs.min() < 0 or docs.max() >= shards.num_documents:
         raise UserError(f"document ids outside the corpus's {shards.num_documents} documents")
     common = dict(sequence_length=sequence_length, cls_id=cls_id, sep_id=sep_id, seed=seed, shuffle=shuffle)
-    if kind == "bert":
+    if layout == "sentence_pairs":
         return NextSentenceDataset(shards, docs, short_seq_prob=short_seq_prob, nsp_probability=nsp_probability,
                                    **common)
-    if kind == "gpt":
+    if layout == "causal_blocks":
         return CausalBlockDataset(shards, docs, **common)
-    return PackedSentenceDataset(shards, docs, cross_documents=kind == "roberta", family=kind, **common)
+    return PackedSentenceDataset(shards, docs, cross_documents=layout == "packed_sentences", **common)
 
 
 def _document_sentences(shards: TokenShards, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -84,7 +87,7 @@ def _document_sentences(shards: TokenShards, docs: np.ndarray) -> tuple[np.ndarr
 class InstanceDataset:
     """Base class: position -> (epoch, index) -> instance dict (see module docstring)."""
 
-    family = ""
+    layout = ""
 
     def __init__(self, shards: TokenShards, docs: np.ndarray, *, sequence_length: int, cls_id: int, sep_id: int,
                  seed: int, shuffle: bool = True):
@@ -99,7 +102,7 @@ class InstanceDataset:
 
     def _finish_index(self, size: int) -> None:
         if size == 0:
-            raise UserError(f"the corpus yields no {self.family} instances")
+            raise UserError(f"the corpus yields no {self.layout} instances")
         self._order = EpochOrder(size, self.seed, self.shuffle)
 
     def __len__(self) -> int:
@@ -122,11 +125,11 @@ class InstanceDataset:
 
 
 class PackedSentenceDataset(InstanceDataset):
-    """RoBERTa FULL-SENTENCES (``cross_documents``) or ELECTRA's whole lines of one document."""
+    """FULL-SENTENCES packed across documents (``cross_documents``), or the whole lines of one document."""
 
-    def __init__(self, shards: TokenShards, docs: np.ndarray, *, cross_documents: bool, family: str, **common):
+    def __init__(self, shards: TokenShards, docs: np.ndarray, *, cross_documents: bool, **common):
+        self.layout = "packed_sentences" if cross_documents else "whole_lines"
         super().__init__(shards, docs, **common)
-        self.family = family
         self.cross_documents = cross_documents
         capacity = self.sequence_length - 2
         sentences, owner = _document_sentences(shards, docs)
@@ -175,7 +178,7 @@ class PackedSentenceDataset(InstanceDataset):
 class CausalBlockDataset(InstanceDataset):
     """Contiguous blocks of ``sequence_length`` tokens of the documents' stream, each document followed by [SEP]."""
 
-    family = "gpt"
+    layout = "causal_blocks"
 
     def __init__(self, shards: TokenShards, docs: np.ndarray, **common):
         super().__init__(shards, docs, **common)
@@ -221,7 +224,7 @@ class NextSentenceDataset(InstanceDataset):
     random, the random document and truncation are drawn per position, so each epoch pairs differently.
     """
 
-    family = "bert"
+    layout = "sentence_pairs"
 
     def __init__(self, shards: TokenShards, docs: np.ndarray, *, short_seq_prob: float, nsp_probability: float,
                  **common):

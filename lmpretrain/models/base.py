@@ -1,14 +1,32 @@
-"""What every pretraining model shares: loading an HF model, vocabulary checks, freezing, saving."""
+"""What every pretraining model shares: what it is built from, loading an HF model, vocabulary checks, freezing,
+saving."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from ..config import ModelParams, usable_positions
+from ..config import ModelParams
 from ..errors import UserError
+from .registry import get_family, usable_positions
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """What a model is built from besides its preset: the tokenizer's ids and the run's choices."""
+
+    vocab_size: int
+    pad_token_id: int
+    eos_token_id: int | None = None
+    """Causal LMs: the end-of-text token (the configs' bos/eos)."""
+    seed: int = 0
+    """Models that draw random numbers in ``forward`` (ELECTRA's sampling) key them on it."""
+    pretrained_dir: str | None = None
+    """Continue from this HF model dir (the main part; a family's other parts in their folders)."""
+    resize_embeddings: bool = False
 
 
 def masked_lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -22,21 +40,24 @@ def masked_lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.T
 
 
 class PretrainingModel(torch.nn.Module):
-    family: str = ""
+    """``forward(batch)`` returns each loss term its family declares (by name) and metrics; the trainer weights and
+    sums the terms. ``hf_models()`` gives the transformers model of each declared part, by part name."""
 
     def __init__(self, params: ModelParams):
         super().__init__()
         self.params = params
+        self.family = get_family(params.family)
 
     def hf_models(self) -> dict[str, torch.nn.Module]:
         raise NotImplementedError
 
     def save_pretrained(self, path: str | Path) -> None:
-        path = Path(path)
-        for name, model in self.hf_models().items():
-            target = path / "generator" if name == "generator" else path
+        """Each part as a complete HF model dir, in the folder its family declares."""
+        models = self.hf_models()
+        for part in self.family.parts:
+            target = Path(path) / part.folder
             target.mkdir(parents=True, exist_ok=True)
-            model.save_pretrained(str(target))
+            models[part.name].save_pretrained(str(target))
 
     def freeze(self, frozen_layers: int) -> None:
         """The original's ``flozen-layers``: -1 freezes nothing; N >= 0 freezes the embeddings and the first N
@@ -55,17 +76,20 @@ class PretrainingModel(torch.nn.Module):
                 param.requires_grad = False
 
 
-def load_pretrained(cls, directory: str, *, vocab_size: int, resize: bool, sequence_length: int):
-    """Load an HF model dir for continued pretraining, checking vocabulary and positions."""
+def load_pretrained(cls, spec: BuildSpec, sequence_length: int, directory: str | None = None):
+    """Load an HF model dir (``spec.pretrained_dir`` unless ``directory``) for continued pretraining, checking
+    vocabulary and positions."""
     from ..checkpoint import LOAD_ERRORS
 
+    directory = directory or spec.pretrained_dir
+    vocab_size = spec.vocab_size
     try:
         model = cls.from_pretrained(directory, dtype=torch.float32)
     except LOAD_ERRORS as error:  # a missing, truncated or foreign weights file
         raise UserError(f"cannot load a {cls.__name__} from {directory}: {error}") from None
     model_vocab = model.config.vocab_size
     if model_vocab != vocab_size:
-        if not resize:
+        if not spec.resize_embeddings:
             raise UserError(f"the tokenizer has {vocab_size} tokens but the model at {directory} has {model_vocab}; "
                             "use the model's own tokenizer, or pass --resize_embeddings (resize-embeddings: true) to "
                             "resize its embeddings")

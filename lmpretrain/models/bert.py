@@ -6,28 +6,30 @@ import torch
 import torch.nn.functional as F
 from transformers import BertConfig, BertForPreTraining, RobertaConfig, RobertaForMaskedLM
 
-from ..config import ROBERTA_POSITION_OFFSET, ModelParams
-from .base import PretrainingModel, load_pretrained, masked_lm_loss
+from ..config import ModelParams
+from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss
+from .registry import Family, LossTerm, Part
+
+ROBERTA_POSITION_OFFSET = 2  # RoBERTa numbers positions from padding_idx + 1
+ENCODER_SHAPE = {"number_of_layers": "num_hidden_layers", "hidden_size": "hidden_size",
+                 "ffn_inner_hidden_size": "intermediate_size", "attention_heads": "num_attention_heads"}
+"""Where a BERT-style HF config keeps each shape field (ELECTRA's too)."""
 
 
-def _encoder_kwargs(params: ModelParams, vocab_size: int, pad_token_id: int) -> dict:
-    return dict(vocab_size=vocab_size, hidden_size=params.hidden_size, num_hidden_layers=params.number_of_layers,
+def _encoder_kwargs(params: ModelParams, spec: BuildSpec) -> dict:
+    return dict(vocab_size=spec.vocab_size, hidden_size=params.hidden_size, num_hidden_layers=params.number_of_layers,
                 num_attention_heads=params.attention_heads, intermediate_size=params.ffn_inner_hidden_size,
                 hidden_dropout_prob=params.dropout, attention_probs_dropout_prob=params.attention_dropout,
-                pad_token_id=pad_token_id, initializer_range=params.initializer_range)
+                pad_token_id=spec.pad_token_id, initializer_range=params.initializer_range)
 
 
 class BertPretraining(PretrainingModel):
-    family = "bert"
-
-    def __init__(self, params: ModelParams, *, vocab_size: int, pad_token_id: int, seed: int,
-                 pretrained_dir: str | None = None, resize_embeddings: bool = False):
+    def __init__(self, params: ModelParams, spec: BuildSpec):
         super().__init__(params)
-        if pretrained_dir:
-            self.model = load_pretrained(BertForPreTraining, pretrained_dir, vocab_size=vocab_size,
-                                         resize=resize_embeddings, sequence_length=params.sequence_length)
+        if spec.pretrained_dir:
+            self.model = load_pretrained(BertForPreTraining, spec, params.sequence_length)
         else:
-            config = BertConfig(**_encoder_kwargs(params, vocab_size, pad_token_id), type_vocab_size=2,
+            config = BertConfig(**_encoder_kwargs(params, spec), type_vocab_size=2,
                                 max_position_embeddings=params.max_position_embeddings or params.sequence_length)
             self.model = BertForPreTraining(config)
 
@@ -46,22 +48,17 @@ class BertPretraining(PretrainingModel):
             nsp_logits = self.model.cls.seq_relationship(pooled)
             out["nsp_loss"] = F.cross_entropy(nsp_logits.float(), batch["next_sentence_label"])
             out["nsp_accuracy"] = (nsp_logits.detach().argmax(-1) == batch["next_sentence_label"]).float().mean()
-        out["loss"] = sum(v for k, v in out.items() if k.endswith("_loss") and torch.isfinite(v))
         return out
 
 
 class RobertaPretraining(PretrainingModel):
-    family = "roberta"
-
-    def __init__(self, params: ModelParams, *, vocab_size: int, pad_token_id: int, seed: int,
-                 pretrained_dir: str | None = None, resize_embeddings: bool = False):
+    def __init__(self, params: ModelParams, spec: BuildSpec):
         super().__init__(params)
-        if pretrained_dir:
-            self.model = load_pretrained(RobertaForMaskedLM, pretrained_dir, vocab_size=vocab_size,
-                                         resize=resize_embeddings, sequence_length=params.sequence_length)
+        if spec.pretrained_dir:
+            self.model = load_pretrained(RobertaForMaskedLM, spec, params.sequence_length)
         else:
             positions = (params.max_position_embeddings or params.sequence_length) + ROBERTA_POSITION_OFFSET
-            config = RobertaConfig(**_encoder_kwargs(params, vocab_size, pad_token_id), type_vocab_size=1,
+            config = RobertaConfig(**_encoder_kwargs(params, spec), type_vocab_size=1,
                                    max_position_embeddings=positions)
             self.model = RobertaForMaskedLM(config)
 
@@ -74,4 +71,18 @@ class RobertaPretraining(PretrainingModel):
         masked = batch["labels"] != -100
         logits = self.model.lm_head(hidden[masked])
         loss, accuracy = masked_lm_loss(logits, batch["labels"][masked])
-        return {"loss": loss, "mlm_loss": loss, "mlm_accuracy": accuracy}
+        return {"mlm_loss": loss, "mlm_accuracy": accuracy}
+
+
+BERT = Family(
+    name="bert", display="BERT", model=BertPretraining,
+    parts=(Part("model", "BertForPreTraining", role="pretraining"),),
+    loss_terms=(LossTerm("mlm_loss", "masked"), LossTerm("nsp_loss", "samples")),
+    layout="sentence_pairs", collator="mlm", hf_model_types=("bert",), hf_shape=ENCODER_SHAPE)
+
+ROBERTA = Family(
+    name="roberta", display="RoBERTa", model=RobertaPretraining,
+    parts=(Part("model", "RobertaForMaskedLM", role="masked_lm"),),
+    loss_terms=(LossTerm("mlm_loss", "masked"),),
+    layout="packed_sentences", collator="mlm", hf_model_types=("roberta", "xlm-roberta"), hf_shape=ENCODER_SHAPE,
+    position_offset=ROBERTA_POSITION_OFFSET)

@@ -4,7 +4,8 @@ The two share one embedding module (token, position and token-type embeddings wi
 in the paper; the generator's output layer stays tied to the shared token embeddings. Replacements are
 sampled from the generator's softmax at the masked positions without gradient, by inverse-CDF sampling
 with counter-based uniforms (``lmpretrain.rng``), so the draw for a sample depends only on (seed, its
-position), not on the batch or the process layout. loss = generator MLM loss + 50 × discriminator loss.
+position), not on the batch or the process layout. loss = generator MLM loss + λ × discriminator loss, with
+λ = ``discriminator-weight`` (50, the paper's), applied once, by the trainer (the family's loss terms).
 """
 
 from __future__ import annotations
@@ -17,41 +18,40 @@ from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTrainin
 
 from ..config import ModelParams
 from ..rng import uniform
-from .base import PretrainingModel, load_pretrained, masked_lm_loss
+from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss
+from .bert import ENCODER_SHAPE
+from .registry import Family, LossTerm, Option, Part
 
 _SAMPLING_STREAM = 101
 
 
-def electra_configs(params: ModelParams, vocab_size: int, pad_token_id: int) -> tuple[ElectraConfig, ElectraConfig]:
-    common = dict(vocab_size=vocab_size, embedding_size=params.embedding_size or params.hidden_size,
+def electra_configs(params: ModelParams, vocab_size: int, pad_token_id: int) -> dict[str, ElectraConfig]:
+    """The generator's and the discriminator's configs as training builds them (extraction checks against them)."""
+    common = dict(vocab_size=vocab_size, embedding_size=params.option("embedding_size") or params.hidden_size,
                   num_hidden_layers=params.number_of_layers, hidden_dropout_prob=params.dropout,
                   attention_probs_dropout_prob=params.attention_dropout, pad_token_id=pad_token_id,
                   max_position_embeddings=params.max_position_embeddings or params.sequence_length,
                   initializer_range=params.initializer_range)
     discriminator = ElectraConfig(hidden_size=params.hidden_size, num_attention_heads=params.attention_heads,
                                   intermediate_size=params.ffn_inner_hidden_size, **common)
-    scale = params.generator_size
+    scale = params.option("generator_size")
     generator = ElectraConfig(hidden_size=round(params.hidden_size * scale),
                               num_attention_heads=max(1, round(params.attention_heads * scale)),
                               intermediate_size=round(params.ffn_inner_hidden_size * scale), **common)
-    return generator, discriminator
+    return {"generator": generator, "discriminator": discriminator}
 
 
 class ElectraPretraining(PretrainingModel):
-    family = "electra"
-
-    def __init__(self, params: ModelParams, *, vocab_size: int, pad_token_id: int, seed: int,
-                 pretrained_dir: str | None = None, resize_embeddings: bool = False):
+    def __init__(self, params: ModelParams, spec: BuildSpec):
         super().__init__(params)
-        self.seed = seed
-        self.discriminator_weight = params.discriminator_weight
-        generator_config, discriminator_config = electra_configs(params, vocab_size, pad_token_id)
-        if pretrained_dir:
-            options = dict(vocab_size=vocab_size, resize=resize_embeddings, sequence_length=params.sequence_length)
-            self.discriminator = load_pretrained(ElectraForPreTraining, pretrained_dir, **options)
-            generator_dir = params.pretrained_generator or Path(pretrained_dir) / "generator"
+        self.seed = spec.seed
+        configs = electra_configs(params, spec.vocab_size, spec.pad_token_id)
+        generator_config, discriminator_config = configs["generator"], configs["discriminator"]
+        if spec.pretrained_dir:
+            self.discriminator = load_pretrained(ElectraForPreTraining, spec, params.sequence_length)
+            generator_dir = params.pretrained_generator or Path(spec.pretrained_dir) / "generator"
             if params.pretrained_generator or (Path(generator_dir) / "config.json").is_file():
-                self.generator = load_pretrained(ElectraForMaskedLM, str(generator_dir), **options)
+                self.generator = load_pretrained(ElectraForMaskedLM, spec, params.sequence_length, str(generator_dir))
             else:
                 generator_config.embedding_size = self.discriminator.config.embedding_size
                 generator_config.max_position_embeddings = self.discriminator.config.max_position_embeddings
@@ -95,9 +95,34 @@ class ElectraPretraining(PretrainingModel):
         real = attention_mask.bool()
         discriminator_loss = F.binary_cross_entropy_with_logits(disc_logits[real].float(), is_replaced[real])
         discriminator_accuracy = ((disc_logits[real] > 0).float() == is_replaced[real]).float().mean()
-        loss = discriminator_loss * self.discriminator_weight
-        if torch.isfinite(generator_loss):
-            loss = loss + generator_loss
-        return {"loss": loss, "generator_loss": generator_loss, "discriminator_loss": discriminator_loss,
+        return {"generator_loss": generator_loss, "discriminator_loss": discriminator_loss,
                 "mlm_accuracy": generator_accuracy, "discriminator_accuracy": discriminator_accuracy,
                 "replaced_share": is_replaced[real].mean()}
+
+
+def _generator_problems(model_type: str, values: dict) -> list[str]:
+    scale = values["generator_size"]
+    generator_hidden, generator_heads = values["hidden_size"] * scale, values["attention_heads"] * scale
+    if generator_heads < 1 or generator_hidden % max(1, round(generator_heads)):
+        return [f"{model_type}.generator-size: gives a generator of hidden size {generator_hidden:g} and "
+                f"{generator_heads:g} heads, which do not divide"]
+    return []
+
+
+ELECTRA = Family(
+    name="electra", display="ELECTRA", model=ElectraPretraining,
+    parts=(Part("discriminator", "ElectraForPreTraining", role="pretraining", extract_as="discriminator"),
+           Part("generator", "ElectraForMaskedLM", folder="generator", role="masked_lm", extract_as="generator")),
+    loss_terms=(LossTerm("generator_loss", "masked"),
+                LossTerm("discriminator_loss", "tokens", weight_option="discriminator_weight")),
+    layout="whole_lines", collator="mlm", hf_model_types=("electra",),
+    hf_shape={**ENCODER_SHAPE, "embedding_size": "embedding_size"},
+    options={
+        # embedding width (projected to hidden-size when smaller); None: hidden-size
+        "embedding-size": Option("embedding_size", "pos_int", None, shape=True),
+        # generator width as a fraction of the discriminator's (hidden, ffn, heads), e.g. "1/4"
+        "generator-size": Option("generator_size", "fraction", 0.25, shape=True),
+        "discriminator-weight": Option("discriminator_weight", "pos_float", 50.0),
+    },
+    defaults={"mask_token_prob": 0.85, "random_token_prob": 0.0},
+    check=_generator_problems, part_configs=electra_configs)

@@ -6,26 +6,23 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from ..config import ModelParams
-from .base import PretrainingModel, load_pretrained, masked_lm_loss
+from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss
+from .registry import Family, LossTerm, Part
 
 
 class GptPretraining(PretrainingModel):
-    family = "gpt"
-
-    def __init__(self, params: ModelParams, *, vocab_size: int, pad_token_id: int, seed: int,
-                 pretrained_dir: str | None = None, resize_embeddings: bool = False, eos_token_id: int | None = None):
+    def __init__(self, params: ModelParams, spec: BuildSpec):
         super().__init__(params)
-        if pretrained_dir:
-            self.model = load_pretrained(GPT2LMHeadModel, pretrained_dir, vocab_size=vocab_size,
-                                         resize=resize_embeddings, sequence_length=params.sequence_length)
+        if spec.pretrained_dir:
+            self.model = load_pretrained(GPT2LMHeadModel, spec, params.sequence_length)
         else:
-            config = GPT2Config(vocab_size=vocab_size, n_embd=params.hidden_size, n_layer=params.number_of_layers,
+            config = GPT2Config(vocab_size=spec.vocab_size, n_embd=params.hidden_size, n_layer=params.number_of_layers,
                                 n_head=params.attention_heads, n_inner=params.ffn_inner_hidden_size,
                                 n_positions=params.max_position_embeddings or params.sequence_length,
                                 resid_pdrop=params.dropout, embd_pdrop=params.dropout,
-                                attn_pdrop=params.attention_dropout, pad_token_id=pad_token_id,
-                                bos_token_id=eos_token_id,
-                                eos_token_id=eos_token_id, initializer_range=params.initializer_range)
+                                attn_pdrop=params.attention_dropout, pad_token_id=spec.pad_token_id,
+                                bos_token_id=spec.eos_token_id,
+                                eos_token_id=spec.eos_token_id, initializer_range=params.initializer_range)
             self.model = GPT2LMHeadModel(config)
 
     def hf_models(self):
@@ -38,4 +35,17 @@ class GptPretraining(PretrainingModel):
         keep = targets != -100
         logits = self.model.lm_head(hidden[:, :-1][keep])
         loss, accuracy = masked_lm_loss(logits, targets[keep])
-        return {"loss": loss, "lm_loss": loss, "lm_accuracy": accuracy}
+        return {"lm_loss": loss, "lm_accuracy": accuracy}
+
+
+def _gpt_inner(config) -> int:
+    return config.n_inner or 4 * config.n_embd
+
+
+GPT = Family(
+    name="gpt", display="GPT", model=GptPretraining, aliases=("gpt2",),
+    parts=(Part("model", "GPT2LMHeadModel", role="causal_lm"),),
+    loss_terms=(LossTerm("lm_loss", "next_tokens"),),
+    layout="causal_blocks", collator="causal", hf_model_types=("gpt2",),
+    hf_shape={"number_of_layers": "n_layer", "hidden_size": "n_embd", "ffn_inner_hidden_size": _gpt_inner,
+              "attention_heads": "n_head"})

@@ -1,0 +1,157 @@
+"""The model-family registry: what the rest of the toolkit knows about a family, declared in one object.
+
+Each family module (``bert.py``, ``electra.py``, ``gpt.py``, ...) builds one :class:`Family` and
+``models/__init__.py`` registers it (one line). Everything outside ``models/`` asks the registry: the trainer
+for the loss terms and their units, the data setup for the instance layout and the collator, the preset
+parser for the family's own keys and defaults, the exporter for the parts and where they go. Nothing
+outside ``models/`` names a family.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..data.instances import LAYOUTS
+from ..errors import UserError
+
+# what a loss term averages over; the trainer counts each from the batch (see trainer.count_units)
+UNITS = ("masked", "samples", "tokens", "next_tokens")
+# the Auto class an exported part must load with
+ROLES = ("pretraining", "masked_lm", "causal_lm")
+# the collators of lmpretrain.masking: masked LM (with whole-word / span masking) or causal LM (labels = inputs)
+COLLATORS = ("mlm", "causal")
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    """One term of the training loss: the key of the model's output, the unit it is a mean over, its weight
+    (``weight_option``: the preset option that sets it, e.g. ELECTRA's ``discriminator-weight``)."""
+
+    name: str
+    unit: str
+    weight: float = 1.0
+    weight_option: str | None = None
+
+
+@dataclass(frozen=True)
+class Part:
+    """One transformers model a family trains: its key in ``PretrainingModel.hf_models()``, its class, the
+    folder it is saved to inside a checkpoint and the final model dir ("" = the dir itself), the Auto class
+    role it must load with, and the folder extraction writes it to (None: not extracted separately)."""
+
+    name: str
+    hf_class: str
+    folder: str = ""
+    role: str = "pretraining"
+    extract_as: str | None = None
+
+
+@dataclass(frozen=True)
+class Option:
+    """A preset key only this family reads: stored in ``ModelParams.extra[field]`` (read with
+    ``params.option(field)``). ``shape``: a checkpoint must agree on it to be resumed."""
+
+    field: str
+    kind: str
+    default: object = None
+    shape: bool = False
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    display: str
+    """How messages name it (``ELECTRA``)."""
+    model: Callable
+    """The :class:`~lmpretrain.models.base.PretrainingModel` subclass (params, vocab_size=..., ...)."""
+    parts: tuple[Part, ...]
+    loss_terms: tuple[LossTerm, ...]
+    layout: str
+    collator: str
+    hf_model_types: tuple[str, ...]
+    """``config.model_type`` values of transformers models this family can continue from."""
+    hf_shape: dict
+    """ModelParams shape field -> the HF config attribute (or a function of the config) holding it."""
+    aliases: tuple[str, ...] = ()
+    """Further words of a preset name that name this family (``gpt2`` for ``gpt``)."""
+    options: dict[str, Option] = field(default_factory=dict)
+    """The family's own preset keys: JSON key -> Option."""
+    defaults: dict = field(default_factory=dict)
+    """Generic ModelParams fields whose default differs for this family (ELECTRA's mask-token-prob)."""
+    position_offset: int = 0
+    """Positions of the HF model's embedding table that no token uses (RoBERTa's padding offset)."""
+    check: Callable[[str, dict], list[str]] | None = None
+    """Extra preset checks on the resolved values (model_type, values) -> problems."""
+    part_configs: Callable | None = None
+    """(params, vocab_size, pad_token_id) -> {part name: HF config}: the sizes training builds each part with."""
+
+    @property
+    def main_part(self) -> Part:
+        return self.parts[0]
+
+    @property
+    def extractable(self) -> tuple[Part, ...]:
+        return tuple(p for p in self.parts if p.extract_as)
+
+    def loss_weights(self, params) -> dict[str, float]:
+        return {t.name: float(params.option(t.weight_option)) if t.weight_option else t.weight
+                for t in self.loss_terms}
+
+    def shape_fields(self) -> tuple[str, ...]:
+        return tuple(o.field for o in self.options.values() if o.shape)
+
+
+_FAMILIES: dict[str, Family] = {}
+
+
+def register(family: Family) -> Family:
+    problems = [f"unit {t.unit!r}" for t in family.loss_terms if t.unit not in UNITS]
+    problems += [f"role {p.role!r}" for p in family.parts if p.role not in ROLES]
+    if family.layout not in LAYOUTS:
+        problems.append(f"layout {family.layout!r}")
+    if family.collator not in COLLATORS:
+        problems.append(f"collator {family.collator!r}")
+    if problems or family.name in _FAMILIES:
+        raise AssertionError(f"family {family.name}: bad declaration ({', '.join(problems) or 'registered twice'})")
+    _FAMILIES[family.name] = family
+    return family
+
+
+def family_names() -> tuple[str, ...]:
+    return tuple(_FAMILIES)
+
+
+def get_family(name: str) -> Family:
+    try:
+        return _FAMILIES[name]
+    except KeyError:
+        raise UserError(f"unknown model family {name!r} (expected one of {', '.join(_FAMILIES)})") from None
+
+
+def family_of(model_type: str, explicit: str | None = None) -> str | None:
+    """The explicit ``model-family``, else the first word of the preset name that names a family, as the original
+    tool finds it (``bert-base``, ``my-electra-small``, ``gpt2-small``); None when there is none."""
+    if explicit:
+        return explicit
+    words = {alias: f.name for f in _FAMILIES.values() for alias in (f.name, *f.aliases)}
+    for word in re.split(r"[-_.]", model_type.lower()):
+        if word in words:
+            return words[word]
+    return None
+
+
+def family_of_hf_model_type(model_type: str | None) -> Family | None:
+    """The family that trains transformers models of this ``config.model_type`` (None: none does)."""
+    for family in _FAMILIES.values():
+        if model_type in family.hf_model_types:
+            return family
+    return None
+
+
+def usable_positions(config) -> int:
+    """How many tokens a transformers model config takes (RoBERTa's first positions belong to padding)."""
+    positions = getattr(config, "n_positions", None) or config.max_position_embeddings
+    family = family_of_hf_model_type(config.model_type)
+    return positions - (family.position_offset if family else 0)

@@ -1,0 +1,92 @@
+"""The family registry: every declaration is complete and true of the model it builds, so that a family added
+with a wrong or missing fact fails here, not at the end of a training run."""
+
+import dataclasses
+
+import pytest
+import torch
+import transformers
+
+from lmpretrain.data import LAYOUTS
+from lmpretrain.errors import UserError
+from lmpretrain.models import LossTerm, build_model, family_names, family_of, get_family, parse_preset, register
+from lmpretrain.trainer import count_units
+
+BASE = {"number-of-layers": 2, "hidden-size": 32, "sequence-length": 16, "ffn-inner-hidden-size": 64,
+        "attention-heads": 4, "warmup-steps": 1, "learning-rate": 1e-3, "batch-size": {"-1": 4}, "train-steps": 2}
+VOCAB = 50
+
+
+def tiny(name: str):
+    params = parse_preset(f"{name}-test", dict(BASE), "test")
+    return params, build_model(params, vocab_size=VOCAB, pad_token_id=0, seed=0, eos_token_id=3)
+
+
+def a_batch(family):
+    g = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(5, VOCAB, (2, 16), generator=g)
+    labels = torch.full_like(input_ids, -100)
+    if family.collator == "causal":
+        labels = input_ids.clone()
+    else:
+        labels[:, 3:6] = input_ids[:, 3:6]
+    batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels,
+             "positions": torch.arange(2)}
+    if family.layout == "sentence_pairs":
+        batch["token_type_ids"] = torch.zeros_like(input_ids)
+        batch["next_sentence_label"] = torch.tensor([0, 1])
+    return batch
+
+
+@pytest.mark.parametrize("name", family_names())
+def test_declaration_matches_the_model_it_builds(name, tmp_path):
+    family = get_family(name)
+    params, model = tiny(name)
+    assert model.family is family and family.layout in LAYOUTS
+    hf = model.hf_models()
+    assert list(hf) == [part.name for part in family.parts]  # the main part first
+    for part in family.parts:
+        assert type(hf[part.name]) is getattr(transformers, part.hf_class)
+        assert hf[part.name].config.model_type in family.hf_model_types
+    out = model(a_batch(family))
+    units = count_units(a_batch(family))
+    for term in family.loss_terms:  # every declared term is produced, finite, and its unit is counted
+        assert torch.isfinite(out[term.name]) and term.unit in units
+    assert set(family.loss_weights(params)) == {t.name for t in family.loss_terms}
+    model.save_pretrained(tmp_path)
+    for part in family.parts:  # each part where the family says, loadable through its declared Auto class
+        role_class = {"pretraining": transformers.AutoModelForPreTraining,
+                      "masked_lm": transformers.AutoModelForMaskedLM,
+                      "causal_lm": transformers.AutoModelForCausalLM}[part.role]
+        assert type(role_class.from_pretrained(tmp_path / part.folder)).__name__ == part.hf_class
+    for field, attribute in family.hf_shape.items():  # the shape read back from an HF config is the preset's
+        config = hf[family.main_part.name].config
+        value = attribute(config) if callable(attribute) else getattr(config, attribute)
+        expected = getattr(params, field) if hasattr(params, field) else (params.option(field) or params.hidden_size)
+        assert value == expected, field
+
+
+def test_preset_name_finds_the_family_as_the_original_does():
+    assert family_of("gpt2-small") == "gpt" and family_of("my-electra-base") == "electra"
+    assert family_of("finance-base") is None and family_of("finance-base", "roberta") == "roberta"
+    with pytest.raises(UserError, match="unknown model family 't5'"):
+        get_family("t5")
+
+
+def test_family_options_are_the_familys_own():
+    electra = parse_preset("electra-x", {**BASE, "generator-size": "1/2", "discriminator-weight": 10}, "p.json")
+    assert electra.option("generator_size") == 0.5 and electra.option("embedding_size") is None
+    assert get_family("electra").loss_weights(electra)["discriminator_loss"] == 10.0
+    assert electra.to_dict()["generator_size"] == 0.5  # stored flat in checkpoints, as before
+    with pytest.raises(UserError, match=r"bert-x\.generator-size: unknown key"):
+        parse_preset("bert-x", {**BASE, "generator-size": "1/2"}, "p.json")
+
+
+def test_a_bad_declaration_is_refused_at_registration():
+    bert = get_family("bert")
+    with pytest.raises(AssertionError, match="unit 'words'"):
+        register(dataclasses.replace(bert, name="bert-words", loss_terms=(LossTerm("mlm_loss", "words"),)))
+    with pytest.raises(AssertionError, match="layout 'pairs'"):
+        register(dataclasses.replace(bert, name="bert-pairs", layout="pairs"))
+    with pytest.raises(AssertionError, match="registered twice"):
+        register(bert)
