@@ -107,6 +107,27 @@ def verify_export(model, export_dir: str | Path, encoder=None) -> dict[str, floa
 TOKENIZER_MARKERS = ("tokenizer_config.json", "vocab.txt", "tokenizer.json", "spiece.model")
 
 
+FINISHED_MARKER = "train_summary.json"  # written last by a finished run, after its final model was verified
+
+
+def _require_complete(input_dir: Path) -> None:
+    """Only complete inputs are read, as resume reads them: a checkpoint whose manifest verifies (every file's size
+    and sha256), or a finished run's final model dir. A checkpoint being written (or left by a killed run) and one
+    whose manifest is gone are refused, saying which check failed."""
+    if ".tmp-" in input_dir.name or ".old-" in input_dir.name:
+        raise UserError(f"--input_dir {input_dir} is the temporary folder of a checkpoint being written or replaced "
+                        f"(or left by a killed run), not a complete checkpoint; use a checkpoint-<step>/ folder")
+    if (input_dir / ckpt.MANIFEST).is_file():
+        try:
+            ckpt.verify_checkpoint(input_dir)
+        except ckpt.CheckpointError as error:
+            raise UserError(str(error)) from None
+    elif not (input_dir / FINISHED_MARKER).is_file():
+        raise UserError(f"--input_dir {input_dir} has no {ckpt.MANIFEST} (a checkpoint whose write was interrupted "
+                        f"or whose manifest was removed) and no {FINISHED_MARKER} (a finished run's model dir): "
+                        f"its files cannot be checked, so nothing is extracted from it")
+
+
 def _extractable_families():
     return [f for f in map(get_family, family_names()) if f.extractable]
 
@@ -135,11 +156,7 @@ def _require_extractable_checkpoint(input_dir: Path):
         found = ", ".join(f"{folder}/ {'present' if (input_dir / folder).is_dir() else 'missing'}"
                           for folder in folders)
         raise UserError(f"{input_dir} is not an {_names(families)} checkpoint (model_type {model_type!r}, {found})")
-    if (input_dir / ckpt.MANIFEST).is_file():
-        try:
-            ckpt.verify_checkpoint(input_dir)
-        except ckpt.CheckpointError as error:
-            raise UserError(str(error)) from None
+    _require_complete(input_dir)
     for part in family.parts:
         weights = input_dir / part.folder / "model.safetensors"
         if not weights.is_file() and not weights.with_name("pytorch_model.bin").is_file():

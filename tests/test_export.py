@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -269,6 +270,15 @@ def _without_manifest(path: Path) -> None:
     (path / "lmpretrain_checkpoint.json").unlink()
 
 
+def _temporary_checkpoint(trained, tmp_path) -> Path:
+    """What a killed run leaves while writing checkpoint-24: its hidden temp folder, tokenizer files half-copied."""
+    path = tmp_path / f".checkpoint-24.tmp-{os.getpid()}"
+    shutil.copytree(trained["checkpoint"], path)
+    _without_manifest(path)
+    (path / "tokenizer_config.json").unlink()
+    return path
+
+
 def _existing_part(out: Path) -> None:
     (out / "discriminator").mkdir(parents=True)
     (out / "discriminator" / "config.json").write_text('{"model_type": "bert"}')
@@ -291,7 +301,11 @@ BAD_EXTRACTIONS = {
     "truncated weights, no manifest": (
         lambda t, tmp: _copy_checkpoint(t, tmp, lambda p: (_without_manifest(p),
                                                            _truncate(p / "generator" / "model.safetensors"))),
-        None, ["--generator", "--discriminator"], "cannot load the generator from"),
+        None, ["--generator", "--discriminator"], "has no lmpretrain_checkpoint.json"),
+    "no manifest": (lambda t, tmp: _copy_checkpoint(t, tmp, _without_manifest), None, ["--generator"],
+                    "its files cannot be checked, so nothing is extracted from it"),
+    "a checkpoint being written": (lambda t, tmp: _temporary_checkpoint(t, tmp), None, ["--discriminator"],
+                                   "is the temporary folder of a checkpoint being written"),
     "output part already holds a model": (lambda t, tmp: t["checkpoint"], _existing_part,
                                           ["--generator", "--discriminator"], "already exists and is not empty"),
     "output dir is a model dir": (lambda t, tmp: t["checkpoint"], _existing_model, ["--generator"],
@@ -348,3 +362,12 @@ def test_full_disk_during_extraction_is_one_clear_error(trained, tmp_path, capsy
         assert list((disk / "hf").iterdir()) == []  # no part, not even a hidden partial one
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_finished_runs_model_dir_extracts_too(trained, tmp_path, capsys):
+    """The final model at the top of --model_dir has no manifest, but train_summary.json vouches for it."""
+    out = tmp_path / "hf"
+    code, err = extract_in_process(["--input_dir", str(trained["electra"]), "--output_dir", str(out), "--generator",
+                                    "--discriminator"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["discriminator", "generator"]
