@@ -1,6 +1,12 @@
 """The word segmenters, by name. Adding one is one module here (a ``base.WordSegmenter``) and one line in
 ``SEGMENTERS``; its library is imported only by that module, and only when the segmenter is used.
 
+Recipe, e.g. Sudachi: ``sudachi.py`` with ``class SudachiSegmenter(WordSegmenter)``, ``name = "sudachi"``, its
+options as keyword arguments (checked in ``__init__``, one ``UserError`` each), ``wakati_batch`` (NFKC, then the
+words joined by spaces), ``dictionary_info`` and ``transformers_config`` (``word_tokenizer_type="sudachi"`` and
+``sudachi_kwargs``); then ``"sudachi": ".sudachi:SudachiSegmenter"`` below. The encoder, training and the dataset's
+word starts need nothing more; a flag to choose it goes through ``segmenter_from_flags``.
+
 ``None`` (written ``"none"`` by the ``--mecab_dic_type`` flag) is no segmenter: the `tokenizers` pipeline splits the
 words itself.
 """
