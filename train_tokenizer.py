@@ -36,7 +36,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     setup_logging()
 
-    from lmpretrain.tokenizer_training import TokenizerSpec, train_tokenizer
+    from lmpretrain.tokenization import TokenizerSpec, train_tokenizer
 
     spec = TokenizerSpec(mecab_dic_type=args.mecab_dic_type, mecab_option=args.mecab_option or None,
                          tokenizer_type=args.tokenizer_type, vocab_size=args.vocab_size,

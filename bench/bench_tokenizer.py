@@ -137,7 +137,7 @@ def encode_benchmarks(tokenizer_dir: Path, subset: list[str], whole: list[str], 
     import fugashi
     from transformers import AutoTokenizer
 
-    from lmpretrain.pretokenize import mecab_arguments
+    from lmpretrain.tokenization.segmenters.mecab import mecab_arguments
 
     results = {}
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))

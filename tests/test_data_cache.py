@@ -367,7 +367,7 @@ def test_a_small_corpus_is_tokenized_in_process_whatever_the_workers_asked(setup
     def no_pool(*args, **kw):
         raise AssertionError("a pool of workers was started for a small corpus")
 
-    monkeypatch.setattr(shards_module, "ProcessPoolExecutor", no_pool)
+    monkeypatch.setattr(shards_module, "worker_pool", no_pool)
     assert build(corpus, tok, cache, num_workers=8, min_bytes_per_worker=4 << 20).num_documents == len(docs)
 
 

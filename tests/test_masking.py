@@ -187,8 +187,8 @@ def test_whole_word_masking_keeps_mecab_words_whole_with_every_subword_algorithm
 
     from lmpretrain.data import build_or_load_dataset
     from lmpretrain.data import make_instances as make_dataset
-    from lmpretrain.pretokenize import WordSegmenter
     from lmpretrain.tokenization import FastEncoder
+    from lmpretrain.tokenization.segmenters import get_segmenter
 
     tok = tokenizer_factory("ipadic", algorithm)
     shards = build_or_load_dataset([str(sample_corpus)], str(tok), str(tmp_path / "cache"), num_workers=1)
@@ -196,7 +196,7 @@ def test_whole_word_masking_keeps_mecab_words_whole_with_every_subword_algorithm
     lines = [line for line in sample_corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
     assert shards.num_sentences == len(lines)
     pieces_of = AutoTokenizer.from_pretrained(tok).convert_ids_to_tokens
-    segmenter = WordSegmenter("ipadic")
+    segmenter = get_segmenter("mecab", {"mecab_dic_type": "ipadic"})
     continuation = 0
     for i in range(0, len(lines), 5):
         starts = shards.word_starts(i)

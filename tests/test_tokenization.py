@@ -15,9 +15,17 @@ import types
 import pytest
 from transformers import AutoTokenizer, BertJapaneseTokenizer
 
-from lmpretrain import pretokenize, tokenization
 from lmpretrain.errors import UserError
-from lmpretrain.tokenization import META_FILE, FastEncoder, TokenizerSpec, tokenizer_fingerprint, train_tokenizer
+from lmpretrain.tokenization import (
+    META_FILE,
+    FastEncoder,
+    TokenizerSpec,
+    normalization,
+    tokenizer_fingerprint,
+    train_tokenizer,
+)
+from lmpretrain.tokenization import encoder as encoder_module
+from lmpretrain.tokenization.segmenters import mecab
 
 DICS = ("ipadic", "unidic_lite", "none")
 ALGORITHMS = ("wordpiece", "bpe", "unigram")
@@ -153,7 +161,7 @@ def test_sentencepiece_digit_comma_rule(tmp_path, tokenizer_factory):
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers.models.bert_japanese.tokenization_bert_japanese import SentencepieceTokenizer
 
-    from lmpretrain.spm_export import write_sentencepiece_model
+    from lmpretrain.tokenization.subword.spm_export import write_sentencepiece_model
 
     rust = Tokenizer(models.BPE(unk_token="[UNK]"))
     rust.pre_tokenizer = pre_tokenizers.Metaspace()
@@ -189,7 +197,6 @@ def test_word_starts_are_mecab_words(loaded, sample_corpus, dic, algorithm):
     _, tokenizer, encoder = loaded(dic, algorithm)
     texts = [t for t in sample_lines(sample_corpus) + EDGE_CASES + fuzz_texts(200, seed=7) if "[" not in t]
     encoded = encoder.encode_batch_with_word_starts(texts)
-    assert [starts for _, starts in encoded] == encoder.word_starts_batch(texts)
     for text, (ids, starts) in zip(texts, encoded):
         expected_ids, expected_starts = reference_words_and_starts(tokenizer, text)
         assert (ids, starts) == (expected_ids, expected_starts), text
@@ -222,7 +229,7 @@ def test_special_tokens_in_text_are_their_own_words(loaded):
 def test_worker_pool_gives_the_same_result(tokenizer_factory, sample_corpus, dic, algorithm):
     directory = tokenizer_factory(dic, algorithm)
     texts = sample_lines(sample_corpus) * 2  # above the size where the pool is used
-    assert len(texts) >= tokenization._PARALLEL_MIN_TEXTS
+    assert len(texts) >= encoder_module._PARALLEL_MIN_TEXTS
     with FastEncoder.from_pretrained(directory, num_workers=1) as one, \
             FastEncoder.from_pretrained(directory, num_workers=2) as two:
         assert two.encode_batch(texts) == one.encode_batch(texts)
@@ -239,7 +246,7 @@ def test_word_cache_is_bounded_and_exact(tokenizer_factory, sample_corpus, monke
         expected = unbounded.encode_batch_with_word_starts(texts)
         learned = len(unbounded._ids) - len(unbounded._known)
         assert learned > 100
-    monkeypatch.setattr(tokenization, "MAX_CACHED_WORDS", 16)
+    monkeypatch.setattr(encoder_module, "MAX_CACHED_WORDS", 16)
     with FastEncoder.from_pretrained(directory) as bounded:
         assert bounded.encode_batch_with_word_starts(texts) == expected
         assert len(bounded._ids) <= 16 + len(bounded._known) and len(bounded._starts) == len(bounded._ids)
@@ -266,7 +273,7 @@ def test_from_pretrained_rejects_what_is_not_a_tokenizer_dir(tmp_path):
 def test_unidic_not_installed_is_one_clear_message(monkeypatch):
     monkeypatch.setitem(sys.modules, "unidic", None)  # import unidic -> ModuleNotFoundError
     with pytest.raises(UserError) as error:
-        pretokenize.dictionary_dir("unidic")
+        mecab.dictionary_dir("unidic")
     message = str(error.value)
     assert "not installed" in message and "pip install unidic" in message and "python -m unidic download" in message
     assert "unidic_lite" in message
@@ -277,7 +284,7 @@ def test_unidic_not_downloaded_is_one_clear_message(monkeypatch, tmp_path, sampl
     fake.DICDIR = str(tmp_path / "dicdir")  # what the unidic package points at before `python -m unidic download`
     monkeypatch.setitem(sys.modules, "unidic", fake)
     with pytest.raises(UserError) as error:
-        pretokenize.dictionary_dir("unidic")
+        mecab.dictionary_dir("unidic")
     message = str(error.value)
     assert "not been downloaded" in message and "python -m unidic download" in message and fake.DICDIR in message
     with pytest.raises(UserError, match="python -m unidic download"):
@@ -286,7 +293,7 @@ def test_unidic_not_downloaded_is_one_clear_message(monkeypatch, tmp_path, sampl
 
 
 def test_fast_nfkc_is_unicodedata_nfkc():
-    """pretokenize.nfkc replaces characters one by one before the full algorithm: check it on what could go wrong
+    """normalization.nfkc replaces characters one by one before the full algorithm: check it on what could go wrong
     (compatibility characters next to combining marks, half-width voiced marks, Hangul jamo, astral characters)."""
     import unicodedata
 
@@ -297,12 +304,12 @@ def test_fast_nfkc_is_unicodedata_nfkc():
     rng = random.Random(11)
     pool = changing + combining * 20 + others * 20
     texts = ["".join(rng.choice(pool) for _ in range(rng.randint(1, 12))) for _ in range(30000)] + changing
-    assert [pretokenize.nfkc(t) for t in texts] == [unicodedata.normalize("NFKC", t) for t in texts]
+    assert [normalization.nfkc(t) for t in texts] == [unicodedata.normalize("NFKC", t) for t in texts]
 
 
 def test_bad_mecab_option_is_one_line():
     with pytest.raises(UserError) as error:
-        pretokenize.WordSegmenter("ipadic", "--no-such-option")
+        mecab.MecabSegmenter("ipadic", "--no-such-option")
     assert "--no-such-option" in str(error.value) and "\n" not in str(error.value)
 
 

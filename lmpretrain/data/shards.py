@@ -14,12 +14,8 @@ not grow with the corpus.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
-from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from itertools import chain
 from pathlib import Path
 
@@ -27,6 +23,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..log import get_logger, progress
+from ..workers import BrokenProcessPool, ordered_map, worker_died, worker_pool
 
 logger = get_logger(__name__)
 
@@ -266,17 +263,6 @@ def _encode_in_worker(chunk):
     return encode_chunk(_WORKER_ENCODER, chunk)
 
 
-def _ordered_bounded_map(pool: ProcessPoolExecutor, function, items: Iterable, max_in_flight: int):
-    """Like ``pool.map`` (results in order) but reads ahead at most ``max_in_flight`` items: bounded memory."""
-    pending: deque = deque()
-    for item in items:
-        pending.append(pool.submit(function, item))
-        if len(pending) >= max_in_flight:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
-
-
 def write_shards(chunks: Iterable[tuple[list[str], list[bool]]], directory: Path, *, encoder, encoder_factory,
                  tokenizer_dir: str, num_workers: int, desc: str = "tokenizing") -> dict:
     """Tokenize ``chunks`` (in ``num_workers`` processes) into a shard directory; returns the counts and sizes."""
@@ -286,10 +272,8 @@ def write_shards(chunks: Iterable[tuple[list[str], list[bool]]], directory: Path
     pool = None
     try:
         if num_workers > 1:
-            # an executor, not multiprocessing.Pool: a worker that dies (killed for memory) is an error, not a hang
-            pool = ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_init_worker, initargs=(encoder_factory, str(tokenizer_dir)))
-            results = _ordered_bounded_map(pool, _encode_in_worker, chunks, max_in_flight=2 * num_workers)
+            pool = worker_pool(num_workers, _init_worker, (encoder_factory, str(tokenizer_dir)))
+            results = ordered_map(pool, _encode_in_worker, chunks, max_in_flight=2 * num_workers)
         else:
             results = (encode_chunk(encoder, chunk) for chunk in chunks)
         for ids, word_starts, lengths, starts, chars in results:
@@ -302,9 +286,7 @@ def write_shards(chunks: Iterable[tuple[list[str], list[bool]]], directory: Path
         sizes = writer.close()
     except BrokenProcessPool as error:
         writer.abort()
-        raise UserError(f"a process tokenizing the corpus died unexpectedly (killed for lack of memory?) or could not "
-                        f"start ({error}); {num_workers} tokenizing processes were running: retry with fewer "
-                        f"(--num_workers)") from None
+        raise worker_died(error, "tokenizing the corpus", "tokenizing", num_workers, "--num_workers") from None
     except BaseException:
         writer.abort()
         raise

@@ -1,10 +1,10 @@
-"""Tokenizer training: MeCab pre-tokenization in worker processes, the `tokenizers` trainers made deterministic,
-and saving a dir that ``AutoTokenizer.from_pretrained`` loads (see :mod:`lmpretrain.tokenization` for the files of
-each combination). ``train_tokenizer.py`` is a thin wrapper around :func:`train_tokenizer`.
+"""Subword training with the `tokenizers` library (its Rust trainers), made deterministic: its trainers break ties in
+hash order, so the same corpus and settings would not give the same files. Here they give byte-identical files,
+whatever the number of workers that pre-tokenized the corpus.
 
-Nothing is written to ``--model_dir`` until the tokenizer is complete: it is built in a hidden temporary dir beside
-it and renamed into place; an existing dir is replaced only if it holds a tokenizer with the same settings and
-nothing else.
+Word-segmented + WordPiece is saved as vocab.txt; word-segmented + BPE/Unigram as a sentencepiece model
+(``spiece.model``, see :mod:`.spm_export`), the subword format transformers' ``BertJapaneseTokenizer`` reads; without
+a word segmenter the whole `tokenizers` pipeline is saved as tokenizer.json.
 """
 
 from __future__ import annotations
@@ -12,53 +12,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import sys
-import tempfile
-import time
-from collections import Counter, deque
-from dataclasses import asdict
+from collections import Counter
 from pathlib import Path
 
-from . import __version__
-from .errors import UserError
-from .fsutil import replace_dir
-from .log import progress
-from .pretokenize import NORMALIZATION, ParallelSegmenter, dictionary_info
-from .tokenization import (
-    MAX_INPUT_CHARS_PER_WORD,
-    META_FILE,
-    SPIECE_UNDERLINE,
-    TOKENIZER_FILES,
-    TokenizerSpec,
-)
-
-
-def _check_model_dir(model_dir: Path, spec: TokenizerSpec) -> None:
-    """An existing dir may be empty or hold a tokenizer with the same settings (then it is replaced)."""
-    if not model_dir.exists():
-        return
-    if not model_dir.is_dir():
-        raise UserError(f"--model_dir {model_dir} exists and is not a directory")
-    entries = [p for p in model_dir.iterdir() if not p.name.startswith(".")]
-    if not entries:
-        return
-    meta_path = model_dir / META_FILE
-    if not meta_path.is_file():
-        raise UserError(f"--model_dir {model_dir} already holds files that are not a tokenizer of this toolkit; "
-                        "choose an empty or new directory")
-    others = sorted(p.name for p in entries if p.name not in TOKENIZER_FILES and p.name != "special_tokens_map.json")
-    if others:  # e.g. a pretraining output dir, which carries a copy of its tokenizer: never replace it
-        raise UserError(f"--model_dir {model_dir} holds more than a tokenizer ({', '.join(others[:3])}"
-                        f"{', ...' if len(others) > 3 else ''}); choose an empty or new directory")
-    try:
-        recorded = json.loads(meta_path.read_text(encoding="utf-8"))["spec"]
-    except (ValueError, KeyError):
-        raise UserError(f"{meta_path} is corrupt; choose another --model_dir") from None
-    differences = [f"{k} {recorded.get(k)!r} -> {v!r}" for k, v in asdict(spec).items() if recorded.get(k) != v]
-    if differences:
-        raise UserError(f"--model_dir {model_dir} holds a different tokenizer ({'; '.join(differences)}); "
-                        "choose another --model_dir or remove it")
+from ...errors import UserError
+from ..tokenizer_dir import MAX_INPUT_CHARS_PER_WORD, SPIECE_UNDERLINE, TokenizerSpec
+from .base import SubwordTrainer
 
 
 class _CharacterStats:
@@ -75,7 +35,7 @@ class _CharacterStats:
         self.counts: Counter = Counter()
         self.initial: Counter = Counter()
         self._bert = None
-        if bert_words:  # without MeCab, WordPiece's words are BertPreTokenizer's (punctuation splits too)
+        if bert_words:  # without a word segmenter, WordPiece's words are BertPreTokenizer's (punctuation splits too)
             from tokenizers import pre_tokenizers
 
             self._bert = pre_tokenizers.BertPreTokenizer()
@@ -92,44 +52,6 @@ class _CharacterStats:
     def characters(self) -> Counter:
         """Occurrences of each character inside words (what the trainers count)."""
         return Counter({c: n for c, n in self.counts.items() if not c.isspace()})
-
-
-def _pretokenize(files, spec: TokenizerSpec, out_path: Path, num_workers: int) -> tuple[int, int, _CharacterStats]:
-    """MeCab-segment the corpus into ``out_path`` (words separated by spaces, one line per input line).
-
-    Chunks of lines go to ``num_workers`` processes and come back in order, so the file (and the tokenizer
-    trained on it) is the same for any number of workers. Returns (non-blank lines, their characters, statistics).
-    """
-    from .data.corpus import iter_chunks
-
-    compressed = any(f.name.endswith(".gz") for f in files)
-    total_bytes = None if compressed else sum(f.stat().st_size for f in files)
-    chunk_bytes: deque = deque()  # input size of each chunk in flight, for the progress bar
-    stats = _CharacterStats(bert_words=spec.mecab_dic_type == "none" and spec.algorithm == "wordpiece")
-    lines = chars = 0
-
-    def chunks():
-        nonlocal chars
-        for sentences, _ in iter_chunks(files, chunk_chars=1 << 18):
-            chars += sum(map(len, sentences))
-            chunk_bytes.append(sum(len(s.encode("utf-8")) + 1 for s in sentences))
-            yield sentences
-
-    segmenter = ParallelSegmenter(spec.mecab_dic_type, spec.mecab_option, num_workers)
-    try:
-        with open(out_path, "w", encoding="utf-8") as out, \
-                progress(total=total_bytes, desc="pre-tokenize (MeCab)", unit="B", unit_scale=True) as bar:
-            for segmented in segmenter.map_lines(chunks()):
-                kept = [line for line in segmented if line]
-                out.write("".join(line + "\n" for line in kept))
-                stats.add(kept)  # while the workers segment the next chunks
-                lines += len(kept)
-                bar.update(chunk_bytes.popleft())
-            if total_bytes is not None:
-                bar.update(max(0, total_bytes - bar.n))  # blank lines and line ends not counted above
-    finally:
-        segmenter.close()
-    return lines, chars, stats
 
 
 def _training_lines(path: Path, batch_lines: int = 1024):
@@ -155,20 +77,20 @@ def _alphabet(spec: TokenizerSpec, stats: _CharacterStats) -> list[str]:
     return sorted(c for c, _ in ranked)
 
 
-def _build_rust_tokenizer(spec: TokenizerSpec, stats: _CharacterStats):
+def _build_rust_tokenizer(spec: TokenizerSpec, stats: _CharacterStats, word_segmented: bool):
     """The untrained `tokenizers` pipeline and its trainer for the spec."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     specials = spec.special_tokens()
     show = not os.environ.get("LMP_NO_PROGRESS") and sys.stdout.isatty()  # its bars print blank lines otherwise
-    mecab = spec.mecab_dic_type != "none"
     alphabet = _alphabet(spec, stats)
     if spec.algorithm == "wordpiece":
         # ##c for each kept character found inside a word, created up front in a fixed order: the trainer would
         # number them in hash order, and its merges break count ties by those numbers
         seeds = ["##" + c for c in alphabet if stats.counts[c] > stats.initial[c]]
         tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD))
-        tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit() if mecab else pre_tokenizers.BertPreTokenizer()
+        tokenizer.pre_tokenizer = (pre_tokenizers.WhitespaceSplit() if word_segmented
+                                   else pre_tokenizers.BertPreTokenizer())
         tokenizer.decoder = decoders.WordPiece()
         trainer = trainers.WordPieceTrainer(vocab_size=spec.vocab_size, min_frequency=spec.min_frequency,
                                             limit_alphabet=len(alphabet), initial_alphabet=alphabet,
@@ -186,7 +108,7 @@ def _build_rust_tokenizer(spec: TokenizerSpec, stats: _CharacterStats):
         tokenizer.decoder = decoders.Metaspace()
         trainer = trainers.UnigramTrainer(vocab_size=spec.vocab_size, special_tokens=specials, unk_token="[UNK]",
                                           show_progress=show)
-    if not mecab:
+    if not word_segmented:
         tokenizer.normalizer = normalizers.NFKC()
     return tokenizer, trainer
 
@@ -239,10 +161,10 @@ def _canonical_unigram(tokenizer, spec: TokenizerSpec, stats: _CharacterStats) -
                                      byte_fallback=False)
 
 
-def _train(spec: TokenizerSpec, segmented: Path, lines: int, stats: _CharacterStats):
+def _train(spec: TokenizerSpec, segmented: Path, lines: int, stats: _CharacterStats, word_segmented: bool):
     """Train the subword model on the pre-tokenized file; the same input always gives the same tokenizer."""
-    tokenizer, trainer = _build_rust_tokenizer(spec, stats)
-    if spec.mecab_dic_type == "none" and spec.algorithm != "wordpiece":
+    tokenizer, trainer = _build_rust_tokenizer(spec, stats, word_segmented)
+    if not word_segmented and spec.algorithm != "wordpiece":
         tokenizer.normalizer = None  # the segmented file is already NFKC; restored below for saving
     try:
         tokenizer.train_from_iterator(_training_lines(segmented), trainer, length=lines)
@@ -253,7 +175,7 @@ def _train(spec: TokenizerSpec, segmented: Path, lines: int, stats: _CharacterSt
         raise UserError(f"--vocab_size {spec.vocab_size} is too small: {spec.tokenizer_type} keeps every character "
                         f"of the corpus, and its characters and {len(spec.special_tokens())} special tokens "
                         f"already need about {needed}") from None
-    if spec.mecab_dic_type == "none":
+    if not word_segmented:
         from tokenizers import normalizers
 
         tokenizer.normalizer = normalizers.NFKC()
@@ -262,15 +184,6 @@ def _train(spec: TokenizerSpec, segmented: Path, lines: int, stats: _CharacterSt
     elif spec.algorithm == "unigram":
         _canonical_unigram(tokenizer, spec, stats)
     return tokenizer
-
-
-def _special_tokens_config() -> dict:
-    return {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
-            "mask_token": "[MASK]"}
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
 def _write_vocab_txt(tokenizer, path: Path) -> None:
@@ -284,86 +197,40 @@ def _write_vocab_txt(tokenizer, path: Path) -> None:
     path.write_text("".join(token + "\n" for token, _ in tokens), encoding="utf-8")
 
 
-def _save(tokenizer, spec: TokenizerSpec, out: Path, stats: dict) -> None:
-    """Write the tokenizer files of ``spec``'s combination into ``out``."""
-    from tokenizers import processors
+class TokenizersTrainer(SubwordTrainer):
+    """WordPiece, BPE or Unigram trained by `tokenizers` on the pre-tokenized corpus."""
 
-    mecab = spec.mecab_dic_type != "none"
-    specials = _special_tokens_config()
-    config = {**specials, "model_max_length": 512, "do_lower_case": False}
-    if mecab:
-        config.update(tokenizer_class="BertJapaneseTokenizer", word_tokenizer_type="mecab",
-                      mecab_kwargs={"mecab_dic": spec.mecab_dic_type, "mecab_option": spec.mecab_option})
-        if spec.algorithm == "wordpiece":
-            config.update(subword_tokenizer_type="wordpiece")
-        else:
-            from .spm_export import write_sentencepiece_model
+    def __init__(self, spec: TokenizerSpec, word_segmented: bool):
+        super().__init__(spec, word_segmented)
+        self._stats = _CharacterStats(bert_words=not word_segmented and spec.algorithm == "wordpiece")
+        self._tokenizer = None
 
-            write_sentencepiece_model(tokenizer, spec.algorithm, out / "spiece.model")
-            config.update(subword_tokenizer_type="sentencepiece", spm_file="spiece.model")
-        _write_vocab_txt(tokenizer, out / "vocab.txt")  # for sentencepiece only a readable list of the pieces
-    else:
+    def observe(self, lines: list[str]) -> None:
+        self._stats.add(lines)
+
+    def train(self, segmented: Path, num_lines: int) -> int:
+        self._tokenizer = _train(self.spec, segmented, num_lines, self._stats, self.word_segmented)
+        return self._tokenizer.get_vocab_size()
+
+    def save(self, out: Path) -> dict:
+        from tokenizers import processors
+
+        tokenizer, algorithm = self._tokenizer, self.spec.algorithm
+        if self.word_segmented:
+            if algorithm == "wordpiece":
+                config = {"subword_tokenizer_type": "wordpiece"}
+            else:
+                from .spm_export import write_sentencepiece_model
+
+                write_sentencepiece_model(tokenizer, algorithm, out / "spiece.model")
+                config = {"subword_tokenizer_type": "sentencepiece", "spm_file": "spiece.model"}
+            _write_vocab_txt(tokenizer, out / "vocab.txt")  # for sentencepiece only a readable list of the pieces
+            return config
         cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
         tokenizer.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id),
                                                                                      ("[SEP]", sep_id)])
         tokenizer.save(str(out / "tokenizer.json"))
-        config.update(tokenizer_class="PreTrainedTokenizerFast")
-        if spec.algorithm == "wordpiece":
+        if algorithm == "wordpiece":
             _write_vocab_txt(tokenizer, out / "vocab.txt")
-    _write_json(out / "tokenizer_config.json", config)
-    _write_json(out / "special_tokens_map.json", specials)
-    meta = {"lmpretrain_version": __version__, "spec": asdict(spec), "mecab_dic_type": spec.mecab_dic_type,
-            "tokenizer_type": spec.algorithm, "dictionary": dictionary_info(spec.mecab_dic_type),
-            "mecab_option": spec.mecab_option, "normalization": NORMALIZATION,
-            "vocab_size": tokenizer.get_vocab_size(), "training": stats}
-    _write_json(out / META_FILE, meta)
-
-
-def train_tokenizer(input_file: str | list[str], model_dir: str | Path, spec: TokenizerSpec, *, num_workers: int,
-                    intermediate_dir: str | None = None) -> dict:
-    """Train and save a tokenizer; returns a summary. Nothing is written to ``model_dir`` until it is complete."""
-    from .data.corpus import resolve_corpus_files
-
-    started = time.perf_counter()
-    spec.validate()
-    model_dir = Path(model_dir)
-    files = resolve_corpus_files(input_file)
-    for file in files:
-        if file.stat().st_size == 0:
-            raise UserError(f"--input_file {file} is empty")
-    _check_model_dir(model_dir, spec)
-    if spec.mecab_dic_type != "none":
-        from .pretokenize import dictionary_dir
-
-        dictionary_dir(spec.mecab_dic_type)  # a clear error now, not in a worker
-
-    model_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.tmp-", dir=model_dir.parent))
-    work = tmp / "work"
-    try:
-        if intermediate_dir:
-            Path(intermediate_dir).mkdir(parents=True, exist_ok=True)
-            work = Path(tempfile.mkdtemp(prefix="pretokenized-", dir=intermediate_dir))
-        else:
-            work.mkdir()
-        segmented = work / "segmented.txt"
-        lines, chars, stats = _pretokenize(files, spec, segmented, num_workers)
-        if lines == 0:
-            raise UserError(f"--input_file {', '.join(map(str, files))} has no text")
-        tokenizer = _train(spec, segmented, lines, stats)
-        trained_size = tokenizer.get_vocab_size()
-        if trained_size > spec.vocab_size:
-            raise UserError(f"--vocab_size {spec.vocab_size} is too small: the alphabet (up to --limit_alphabet "
-                            f"{spec.limit_alphabet} characters) and {len(spec.special_tokens())} special tokens "
-                            f"already need {trained_size}")
-        shutil.rmtree(work, ignore_errors=True)
-        _save(tokenizer, spec, tmp, {"lines": lines, "characters": chars, "files": [str(f) for f in files]})
-        replace_dir(tmp, model_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    seconds = time.perf_counter() - started
-    return {"model_dir": str(model_dir), "vocab_size": trained_size, "lines": lines, "characters": chars,
-            "seconds": round(seconds, 1), "tokenizer_type": spec.algorithm, "mecab_dic_type": spec.mecab_dic_type}
+        return {"tokenizer_class": "PreTrainedTokenizerFast"}

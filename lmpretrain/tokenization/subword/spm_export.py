@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import UserError
+from ...errors import UserError
 
 SPIECE_UNDERLINE = "\u2581"
 

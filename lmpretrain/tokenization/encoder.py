@@ -1,106 +1,34 @@
-"""Tokenizer dirs and ``FastEncoder``, the toolkit's fast, exact encoder (training: :mod:`.tokenizer_training`).
+"""``FastEncoder``, the toolkit's fast, exact encoder: the ids ``AutoTokenizer.from_pretrained(tokenizer_dir)``
+gives, for every kind of tokenizer dir (see :mod:`.tokenizer_dir`).
 
-What a tokenizer dir holds, by (dictionary, algorithm):
-
-| MeCab | subword      | files                      | AutoTokenizer class                           |
-|-------|--------------|----------------------------|-----------------------------------------------|
-| a dic | wordpiece    | vocab.txt                  | BertJapaneseTokenizer (mecab + wordpiece)     |
-| a dic | bpe, unigram | spiece.model (+ vocab.txt) | BertJapaneseTokenizer (mecab + sentencepiece) |
-| none  | any          | tokenizer.json             | PreTrainedTokenizerFast (tokenizer.json)      |
-
-All three algorithms are trained with the `tokenizers` library, made deterministic here (its trainers break
-ties in hash order): the same corpus and settings give byte-identical files, whatever ``num_workers``.
-
-For MeCab + BPE/Unigram the subword model is trained with the `tokenizers` library and written as a
-sentencepiece model (``spiece.model``), which is the subword format transformers' BertJapaneseTokenizer
-reads. ``lmpretrain_tokenizer.json`` records the dictionary (name, package and dictionary versions), MeCab
-options, normalization (NFKC) and the training settings.
-
-``FastEncoder`` gives the ids AutoTokenizer gives. Without MeCab it runs the same tokenizer.json. With MeCab
-it runs the same fugashi tagger once per line (``pretokenize.WordSegmenter``) and looks each word's subword
-ids up in a cache filled by transformers' own per-word algorithm: greedy longest match over vocab.txt, or
-spiece.model through the sentencepiece library with transformers' digit-comma rule.
+Without a word segmenter it runs the same tokenizer.json. With one (MeCab) it runs the same segmentation once per
+line, through the segmenter interface (:mod:`.segmenters`), and looks each word's subword ids up in a cache filled
+by transformers' own per-word algorithm: greedy longest match over vocab.txt, or spiece.model through the
+sentencepiece library with transformers' digit-comma rule.
 """
 
 from __future__ import annotations
 
 import gc
-import hashlib
-import json
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
-from .fsutil import sha256_file
-from .log import get_logger
-from .pretokenize import DICTIONARIES, WordSegmenter, pool_context
+from ..errors import UserError
+from ..log import get_logger
+from ..workers import BrokenProcessPool, ordered_map, worker_died, worker_pool
+from .segmenters import get_segmenter, segmenter_from_meta
+from .tokenizer_dir import (
+    MAX_INPUT_CHARS_PER_WORD,
+    META_FILE,
+    SPECIAL_TOKENS,
+    SPIECE_UNDERLINE,
+    read_meta,
+    read_vocabulary,
+    tokenizer_fingerprint,
+)
 
 logger = get_logger(__name__)
-
-SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-META_FILE = "lmpretrain_tokenizer.json"
-SUBWORD_FILE = "lmpretrain_wordpiece.json"  # written by earlier versions; still part of their fingerprint
-ALGORITHMS = {"wordpiece": "wordpiece", "bpe": "bpe", "sentencepiece": "bpe", "unigram": "unigram"}
-MAX_INPUT_CHARS_PER_WORD = 100  # as transformers' WordpieceTokenizer
-SPIECE_UNDERLINE = "\u2581"  # Metaspace's word marker
-TOKENIZER_FILES = ("vocab.txt", "spiece.model", "tokenizer.json", "tokenizer_config.json",
-                   "special_tokens_map.json", SUBWORD_FILE, META_FILE)
-
-
-@dataclass(frozen=True)
-class TokenizerSpec:
-    """Everything that decides the tokens; recorded in the dir and compared when a dir is reused."""
-
-    mecab_dic_type: str = "ipadic"
-    mecab_option: str | None = None
-    tokenizer_type: str = "wordpiece"
-    vocab_size: int = 32768
-    min_frequency: int = 2
-    limit_alphabet: int = 6129
-    num_unused_tokens: int = 10
-
-    def validate(self) -> None:
-        problems = []
-        if self.mecab_dic_type not in DICTIONARIES:
-            problems.append(f"--mecab_dic_type {self.mecab_dic_type!r} is not one of {', '.join(DICTIONARIES)}")
-        if self.tokenizer_type not in ALGORITHMS:
-            problems.append(f"--tokenizer_type {self.tokenizer_type!r} is not one of {', '.join(ALGORITHMS)}")
-        if self.num_unused_tokens < 0:
-            problems.append(f"--num_unused_tokens must be >= 0 (got {self.num_unused_tokens})")
-        if self.min_frequency < 1:
-            problems.append(f"--min_frequency must be >= 1 (got {self.min_frequency})")
-        if self.limit_alphabet < 1:
-            problems.append(f"--limit_alphabet must be >= 1 (got {self.limit_alphabet})")
-        reserved = len(SPECIAL_TOKENS) + self.num_unused_tokens
-        if self.vocab_size <= reserved:
-            problems.append(f"--vocab_size {self.vocab_size} leaves no room for subwords after {reserved} special "
-                            f"and unused tokens")
-        if problems:
-            raise UserError("; ".join(problems))
-
-    @property
-    def algorithm(self) -> str:
-        return ALGORITHMS[self.tokenizer_type]
-
-    def special_tokens(self) -> list[str]:
-        return SPECIAL_TOKENS + [f"[unused{i}]" for i in range(self.num_unused_tokens)]
-
-
-def tokenizer_fingerprint(tokenizer_dir: str | Path) -> str:
-    """sha256 over the tokenizer files' contents: changes whenever the tokens could."""
-    digest = hashlib.sha256()
-    for name in TOKENIZER_FILES:
-        path = Path(tokenizer_dir) / name
-        if path.is_file():
-            digest.update(f"{name}:{sha256_file(path)}\n".encode())
-    return digest.hexdigest()
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# encoding
-# ----------------------------------------------------------------------------------------------------------------
 
 MAX_CACHED_WORDS = 1 << 17  # learned words per process (~20 MB); word frequencies are Zipfian: > 95% hits
 _PARALLEL_MIN_TEXTS = 256
@@ -131,53 +59,10 @@ def _word_starts(word_ids: list[int | None]) -> list[bool]:
     return starts
 
 
-def read_vocabulary(directory: Path, meta: dict | None) -> dict[str, int] | None:
-    """token -> id as AutoTokenizer reads a tokenizer dir. With our ``meta``: tokenizer.json without MeCab,
-    spiece.model's pieces for MeCab + BPE/Unigram, vocab.txt for MeCab + WordPiece. Without (a model from
-    elsewhere): its vocab.txt, else its tokenizer.json, else None."""
-    if meta is not None:
-        kind = "tokenizer.json" if meta["mecab_dic_type"] == "none" else \
-            "vocab.txt" if meta["tokenizer_type"] == "wordpiece" else "spiece.model"
-    else:
-        kind = next((name for name in ("vocab.txt", "tokenizer.json") if (directory / name).is_file()), None)
-        if kind is None:
-            return None
-    if kind == "tokenizer.json":
-        from tokenizers import Tokenizer
-
-        return Tokenizer.from_file(str(directory / kind)).get_vocab()
-    if kind == "spiece.model":
-        import sentencepiece
-
-        spm = sentencepiece.SentencePieceProcessor(model_file=str(directory / kind))
-        return {spm.id_to_piece(i): i for i in range(spm.get_piece_size())}
-    with open(directory / kind, encoding="utf-8") as f:  # split on "\n" only, as transformers' load_vocab
-        return {line.rstrip("\n"): i for i, line in enumerate(f)}
-
-
-def check_tokenizer_matches(pretrained: str, tokenizer_dir: str, *, allow_different: bool) -> None:
-    """A model continued with a tokenizer other than its own sees wrong embeddings for every id that moved; that
-    is an error unless the user asked to resize (new rows are learnt, rows are kept by id)."""
-
-    def tokens(directory: Path) -> list[str] | None:
-        meta_path = directory / META_FILE
-        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else None
-        vocab = read_vocabulary(directory, meta)
-        return None if vocab is None else [token for token, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
-
-    ours, theirs = tokens(Path(tokenizer_dir)), tokens(Path(pretrained))
-    if ours is None or theirs is None or ours == theirs or allow_different:
-        return
-    moved = sum(a != b for a, b in zip(ours, theirs)) + abs(len(ours) - len(theirs))
-    raise UserError(f"the tokenizer in {tokenizer_dir} ({len(ours)} tokens) is not the one the model at {pretrained} "
-                    f"was trained with ({len(theirs)} tokens, {moved} ids differ); use the model's own tokenizer, or "
-                    "pass --resize_embeddings (resize-embeddings: true) to continue with this one")
-
-
 class FastEncoder:
     """Encode text to ids exactly as ``AutoTokenizer.from_pretrained(tokenizer_dir)`` does, but fast, in batches.
 
-    With MeCab, a line is NFKC + MeCab words (one fugashi call), and each word's subword ids come from a
+    With a word segmenter, a line is NFKC + its words (one segmenter call), and each word's subword ids come from a
     per-process cache, filled by transformers' own per-word algorithms (greedy longest match over ``vocab.txt``,
     or sentencepiece over ``spiece.model`` with the digit-comma rule). Special tokens written in the text
     (``[MASK]``) are split off first, as transformers does. ``num_workers > 1`` encodes large batches in a pool
@@ -188,7 +73,6 @@ class FastEncoder:
         self.tokenizer_dir = Path(tokenizer_dir)
         self.meta = meta
         self.num_workers = max(1, num_workers)
-        self.mecab_dic_type = meta["mecab_dic_type"]
         self.algorithm = meta["tokenizer_type"]
         self.vocab_size = len(vocab)
         self.pad_token_id, self.unk_token_id, self.cls_token_id, self.sep_token_id, self.mask_token_id = (
@@ -198,17 +82,16 @@ class FastEncoder:
         """``[unused0]``... : reserved for users, never masked nor drawn as random replacements."""
         self.fingerprint = tokenizer_fingerprint(self.tokenizer_dir)
         self._pool = None
-        self._rust = None  # the whole tokenizer.json pipeline (no MeCab)
-        self._segmenter = None
-        self._ids: dict[str, tuple[int, ...]] = {}  # MeCab word -> subword ids
+        self._rust = None  # the whole tokenizer.json pipeline (no word segmenter)
+        self._ids: dict[str, tuple[int, ...]] = {}  # word -> subword ids
         self._known: dict[str, tuple[int, ...]] = {}  # words the cache always holds
-        self._starts: dict[str, tuple[bool, ...]] = {}  # MeCab word -> (True, False, ...)
-        from tokenizers import Tokenizer
+        self._starts: dict[str, tuple[bool, ...]] = {}  # word -> (True, False, ...)
+        self._segmenter = get_segmenter(*segmenter_from_meta(meta))
+        if self._segmenter is None:
+            from tokenizers import Tokenizer
 
-        if self.mecab_dic_type == "none":
             self._rust = Tokenizer.from_file(str(self.tokenizer_dir / "tokenizer.json"))
             return
-        self._segmenter = WordSegmenter(self.mecab_dic_type, meta.get("mecab_option"))
         longest_first = sorted(SPECIAL_TOKENS, key=len, reverse=True)
         self._special = re.compile("(" + "|".join(map(re.escape, longest_first)) + ")")
         self._special_ids = {t: vocab[t] for t in SPECIAL_TOKENS}
@@ -229,13 +112,12 @@ class FastEncoder:
     @classmethod
     def from_pretrained(cls, tokenizer_dir: str | Path, num_workers: int = 1) -> FastEncoder:
         directory = Path(tokenizer_dir)
-        meta_path = directory / META_FILE
         if not directory.is_dir():
             raise UserError(f"tokenizer dir {directory} does not exist")
-        if not meta_path.is_file():
+        if not (directory / META_FILE).is_file():
             raise UserError(f"{directory} is not a tokenizer dir written by train_tokenizer.py (no {META_FILE})")
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            meta = read_meta(directory)
             vocab = read_vocabulary(directory, meta)
             missing = [t for t in SPECIAL_TOKENS if t not in vocab]
             if missing:
@@ -255,11 +137,10 @@ class FastEncoder:
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.close()
-            self._pool.join()
+            self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    # -- subword ids of one MeCab word, as transformers' subword tokenizers compute them ----------------------
+    # -- subword ids of one word, as transformers' subword tokenizers compute them ----------------------
 
     def _wordpiece_ids(self, word: str) -> tuple[int, ...]:
         """transformers' WordpieceTokenizer on one word (greedy longest match over vocab.txt), as ids."""
@@ -310,8 +191,8 @@ class FastEncoder:
 
     # -- lines --------------------------------------------------------------------------------------------------
 
-    def _encode_mecab(self, texts: list[str], with_starts: bool) -> tuple[list[list[int]], list[list[bool]] | None]:
-        """Ids (and word starts) per text: MeCab words, then cached subword ids; no special tokens here."""
+    def _encode_words(self, texts: list[str], with_starts: bool) -> tuple[list[list[int]], list[list[bool]] | None]:
+        """Ids (and word starts) per text: the segmenter's words, then cached subword ids; no special tokens here."""
         ids_of, starts_of, learn = self._ids, self._starts, self._learn
         all_ids: list[list[int]] = []
         if not with_starts:  # the hot loop of dataset builds and benchmarks: keep it minimal
@@ -343,7 +224,7 @@ class FastEncoder:
             return [e.ids for e in encodings], [_word_starts(e.word_ids) for e in encodings] if with_starts else None
         special = self._special
         if not any("[" in text and special.search(text) for text in texts):
-            return self._encode_mecab(texts, with_starts)
+            return self._encode_words(texts, with_starts)
         # transformers cuts the raw text at special tokens and tokenizes each piece between them on its own
         pieces, layout = [], []
         for text in texts:
@@ -355,7 +236,7 @@ class FastEncoder:
                     items.append(-1 - len(pieces))
                     pieces.append(part)
             layout.append(items)
-        piece_ids, piece_starts = self._encode_mecab(pieces, True)
+        piece_ids, piece_starts = self._encode_words(pieces, True)
         all_ids, all_starts = [], []
         for items in layout:
             ids: list[int] = []
@@ -374,16 +255,20 @@ class FastEncoder:
     def _encode_parallel(self, texts: list[str], with_starts: bool):
         if self.num_workers == 1 or len(texts) < _PARALLEL_MIN_TEXTS:
             return self._encode(texts, with_starts)
-        if self._pool is None:
-            self._pool = pool_context().Pool(self.num_workers, initializer=_init_encoder_worker, initargs=(self,))
+        if self._pool is None:  # forked: the workers start from this encoder (its segmenter, its warm cache)
+            self._pool = worker_pool(self.num_workers, _init_encoder_worker, (self,), inherit=True)
         size = -(-len(texts) // (self.num_workers * 4))
         tasks = [(texts[i:i + size], with_starts) for i in range(0, len(texts), size)]
         all_ids: list[list[int]] = []
         all_starts: list[list[bool]] | None = [] if with_starts else None
-        for ids, starts in self._pool.imap(_encode_in_worker, tasks):
-            all_ids += ids
-            if with_starts:
-                all_starts += starts
+        try:
+            for ids, starts in ordered_map(self._pool, _encode_in_worker, tasks, 2 * self.num_workers + 2):
+                all_ids += ids
+                if with_starts:
+                    all_starts += starts
+        except BrokenProcessPool as error:
+            self.close()
+            raise worker_died(error, "encoding text", "encoding", self.num_workers, "num_workers") from None
         return all_ids, all_starts
 
     def encode_batch(self, texts: list[str], add_special_tokens: bool = False) -> list[list[int]]:
@@ -394,16 +279,7 @@ class FastEncoder:
         return encoded
 
     def encode_batch_with_word_starts(self, texts: list[str]) -> list[tuple[list[int], list[bool]]]:
-        """(ids, starts) per text: ``starts[i]`` is True where token i begins a MeCab word (whole-word masking)."""
+        """(ids, starts) per text: ``starts[i]`` is True where token i begins a word (whole-word masking): a word of
+        the segmenter, or of the tokenizer.json pre-tokenizer without one."""
         return list(zip(*self._encode_parallel(texts, True)))
 
-    def word_starts_batch(self, texts: list[str]) -> list[list[bool]]:
-        return self._encode_parallel(texts, True)[1]
-
-
-def train_tokenizer(*args, **kwargs) -> dict:
-    """Train and save a tokenizer: see :func:`lmpretrain.tokenizer_training.train_tokenizer` (kept here for the
-    stable import path ``lmpretrain.tokenization.train_tokenizer``)."""
-    from .tokenizer_training import train_tokenizer as train
-
-    return train(*args, **kwargs)

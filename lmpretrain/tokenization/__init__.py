@@ -1,0 +1,32 @@
+"""Tokenizers: the tokenizer dir format, ``FastEncoder``, training, and the word segmenters behind one interface.
+
+The stable public face (these import paths stay valid)::
+
+    from lmpretrain.tokenization import FastEncoder, TokenizerSpec, train_tokenizer, META_FILE
+    from lmpretrain.tokenization import tokenizer_fingerprint, check_tokenizer_matches, read_vocabulary
+
+| module                 | owns                                                                              |
+|------------------------|-----------------------------------------------------------------------------------|
+| ``tokenizer_dir``      | the files of a tokenizer dir, ``TokenizerSpec``, metadata, fingerprint, vocabulary |
+| ``encoder``            | ``FastEncoder``: AutoTokenizer's ids, fast, in batches, with word starts          |
+| ``training``           | ``train_tokenizer``: pre-tokenize in workers, train, save atomically              |
+| ``normalization``      | NFKC, as every tokenizer here applies it first                                    |
+| ``segmenters/``        | the word-segmenter interface and registry; one module per segmenter (``mecab``)   |
+| ``subword/``           | the subword-library interface; one module per library (``hf_tokenizers``)        |
+"""
+
+from .encoder import FastEncoder
+from .tokenizer_dir import (
+    META_FILE,
+    SPECIAL_TOKENS,
+    TOKENIZER_FILES,
+    TokenizerSpec,
+    check_tokenizer_matches,
+    read_meta,
+    read_vocabulary,
+    tokenizer_fingerprint,
+)
+from .training import train_tokenizer
+
+__all__ = ["META_FILE", "SPECIAL_TOKENS", "TOKENIZER_FILES", "FastEncoder", "TokenizerSpec", "check_tokenizer_matches",
+           "read_meta", "read_vocabulary", "tokenizer_fingerprint", "train_tokenizer"]

@@ -1,0 +1,33 @@
+"""The subword-library interface: what tokenizer training asks of the library that learns the subword vocabulary
+(`tokenizers` today; SentencePiece's own trainer would be one more module beside it)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from ..tokenizer_dir import TokenizerSpec
+
+
+class SubwordTrainer(ABC):
+    """Learns ``spec``'s subword model from the pre-tokenized corpus and writes its files.
+
+    ``word_segmented``: the corpus lines are a segmenter's words separated by spaces (then transformers'
+    ``BertJapaneseTokenizer`` applies the subword model to each word); otherwise they are NFKC text and the saved
+    tokenizer must split words itself (tokenizer.json).
+    """
+
+    def __init__(self, spec: TokenizerSpec, word_segmented: bool):
+        self.spec = spec
+        self.word_segmented = word_segmented
+
+    def observe(self, lines: list[str]) -> None:  # noqa: B027 - a hook most libraries do not need
+        """Each chunk of pre-tokenized lines, in corpus order, as it is written (statistics gathered on the way)."""
+
+    @abstractmethod
+    def train(self, segmented: Path, num_lines: int) -> int:
+        """Train on the pre-tokenized file (one line per corpus line); returns the vocabulary size."""
+
+    @abstractmethod
+    def save(self, out: Path) -> dict:
+        """Write the subword model files into ``out``; returns their ``tokenizer_config.json`` entries."""

@@ -1,0 +1,136 @@
+"""The tokenizer dir: its files, the settings that decide its tokens (``TokenizerSpec``), its metadata file
+(``lmpretrain_tokenizer.json``), its fingerprint and its vocabulary as transformers reads it.
+
+What a tokenizer dir holds, by (word segmenter, algorithm):
+
+| segmenter | subword      | files                      | AutoTokenizer class                               |
+|-----------|--------------|----------------------------|---------------------------------------------------|
+| MeCab     | wordpiece    | vocab.txt                  | BertJapaneseTokenizer (mecab + wordpiece)         |
+| MeCab     | bpe, unigram | spiece.model (+ vocab.txt) | BertJapaneseTokenizer (mecab + sentencepiece)     |
+| none      | any          | tokenizer.json             | PreTrainedTokenizerFast (tokenizer.json)          |
+
+``lmpretrain_tokenizer.json`` records the segmenter (``word_segmenter``: name, options, dictionary), the
+dictionary (name, package and dictionary versions), MeCab options, normalization (NFKC) and the training settings.
+``mecab_dic_type``, ``mecab_option`` and ``tokenizer_type`` stay at its top level (the run's flags are checked
+against them); dirs written before ``word_segmenter`` was recorded are read through ``mecab_dic_type``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UserError
+from ..fsutil import sha256_file
+from .segmenters import MECAB_DIC_TYPES, segmenter_from_flags, segmenter_from_meta
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+META_FILE = "lmpretrain_tokenizer.json"
+SUBWORD_FILE = "lmpretrain_wordpiece.json"  # written by earlier versions; still part of their fingerprint
+ALGORITHMS = {"wordpiece": "wordpiece", "bpe": "bpe", "sentencepiece": "bpe", "unigram": "unigram"}
+MAX_INPUT_CHARS_PER_WORD = 100  # as transformers' WordpieceTokenizer
+SPIECE_UNDERLINE = "\u2581"  # Metaspace's word marker
+TOKENIZER_FILES = ("vocab.txt", "spiece.model", "tokenizer.json", "tokenizer_config.json",
+                   "special_tokens_map.json", SUBWORD_FILE, META_FILE)
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """Everything that decides the tokens; recorded in the dir and compared when a dir is reused."""
+
+    mecab_dic_type: str = "ipadic"
+    mecab_option: str | None = None
+    tokenizer_type: str = "wordpiece"
+    vocab_size: int = 32768
+    min_frequency: int = 2
+    limit_alphabet: int = 6129
+    num_unused_tokens: int = 10
+
+    def validate(self) -> None:
+        problems = []
+        if self.mecab_dic_type not in MECAB_DIC_TYPES:
+            problems.append(f"--mecab_dic_type {self.mecab_dic_type!r} is not one of {', '.join(MECAB_DIC_TYPES)}")
+        if self.tokenizer_type not in ALGORITHMS:
+            problems.append(f"--tokenizer_type {self.tokenizer_type!r} is not one of {', '.join(ALGORITHMS)}")
+        if self.num_unused_tokens < 0:
+            problems.append(f"--num_unused_tokens must be >= 0 (got {self.num_unused_tokens})")
+        if self.min_frequency < 1:
+            problems.append(f"--min_frequency must be >= 1 (got {self.min_frequency})")
+        if self.limit_alphabet < 1:
+            problems.append(f"--limit_alphabet must be >= 1 (got {self.limit_alphabet})")
+        reserved = len(SPECIAL_TOKENS) + self.num_unused_tokens
+        if self.vocab_size <= reserved:
+            problems.append(f"--vocab_size {self.vocab_size} leaves no room for subwords after {reserved} special "
+                            f"and unused tokens")
+        if problems:
+            raise UserError("; ".join(problems))
+
+    @property
+    def algorithm(self) -> str:
+        return ALGORITHMS[self.tokenizer_type]
+
+    def word_segmenter(self) -> tuple[str | None, dict]:
+        """(name, options) of the word segmenter the flags ask for; (None, {}) for none."""
+        return segmenter_from_flags(self.mecab_dic_type, self.mecab_option)
+
+    def special_tokens(self) -> list[str]:
+        return SPECIAL_TOKENS + [f"[unused{i}]" for i in range(self.num_unused_tokens)]
+
+
+def tokenizer_fingerprint(tokenizer_dir: str | Path) -> str:
+    """sha256 over the tokenizer files' contents: changes whenever the tokens could."""
+    digest = hashlib.sha256()
+    for name in TOKENIZER_FILES:
+        path = Path(tokenizer_dir) / name
+        if path.is_file():
+            digest.update(f"{name}:{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def read_meta(directory: Path) -> dict | None:
+    """The metadata of a tokenizer dir written by this toolkit, or None when the dir has none."""
+    meta_path = Path(directory) / META_FILE
+    return json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else None
+
+
+def read_vocabulary(directory: Path, meta: dict | None) -> dict[str, int] | None:
+    """token -> id as AutoTokenizer reads a tokenizer dir. With our ``meta``: tokenizer.json without MeCab,
+    spiece.model's pieces for MeCab + BPE/Unigram, vocab.txt for MeCab + WordPiece. Without (a model from
+    elsewhere): its vocab.txt, else its tokenizer.json, else None."""
+    if meta is not None:
+        kind = "tokenizer.json" if segmenter_from_meta(meta)[0] is None else \
+            "vocab.txt" if meta["tokenizer_type"] == "wordpiece" else "spiece.model"
+    else:
+        kind = next((name for name in ("vocab.txt", "tokenizer.json") if (directory / name).is_file()), None)
+        if kind is None:
+            return None
+    if kind == "tokenizer.json":
+        from tokenizers import Tokenizer
+
+        return Tokenizer.from_file(str(directory / kind)).get_vocab()
+    if kind == "spiece.model":
+        import sentencepiece
+
+        spm = sentencepiece.SentencePieceProcessor(model_file=str(directory / kind))
+        return {spm.id_to_piece(i): i for i in range(spm.get_piece_size())}
+    with open(directory / kind, encoding="utf-8") as f:  # split on "\n" only, as transformers' load_vocab
+        return {line.rstrip("\n"): i for i, line in enumerate(f)}
+
+
+def check_tokenizer_matches(pretrained: str, tokenizer_dir: str, *, allow_different: bool) -> None:
+    """A model continued with a tokenizer other than its own sees wrong embeddings for every id that moved; that
+    is an error unless the user asked to resize (new rows are learnt, rows are kept by id)."""
+
+    def tokens(directory: Path) -> list[str] | None:
+        vocab = read_vocabulary(directory, read_meta(directory))
+        return None if vocab is None else [token for token, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+
+    ours, theirs = tokens(Path(tokenizer_dir)), tokens(Path(pretrained))
+    if ours is None or theirs is None or ours == theirs or allow_different:
+        return
+    moved = sum(a != b for a, b in zip(ours, theirs)) + abs(len(ours) - len(theirs))
+    raise UserError(f"the tokenizer in {tokenizer_dir} ({len(ours)} tokens) is not the one the model at {pretrained} "
+                    f"was trained with ({len(theirs)} tokens, {moved} ids differ); use the model's own tokenizer, or "
+                    "pass --resize_embeddings (resize-embeddings: true) to continue with this one")
