@@ -30,7 +30,6 @@ class PreparedRun:
     args: TrainArgs
     params: ModelParams
     encoder: FastEncoder
-    tokenizer_meta: dict
 
     @property
     def family(self) -> str:
@@ -180,4 +179,4 @@ def prepare_run(args: TrainArgs) -> PreparedRun:
         check_tokenizer_matches(pretrained, args.tokenizer_dir,
                                 allow_different=args.resize_embeddings or params.resize_embeddings)
     encoder = FastEncoder.from_pretrained(args.tokenizer_dir, num_workers=args.num_workers or os.cpu_count() or 1)
-    return PreparedRun(args=args, params=params, encoder=encoder, tokenizer_meta=meta)
+    return PreparedRun(args=args, params=params, encoder=encoder)

@@ -256,8 +256,8 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
             step_loss, metrics = 0.0, {}
             for i, batch in enumerate(micro):
                 sync = i == len(micro) - 1 or not layout.distributed
-                ctx = train_model.no_sync() if not sync and hasattr(train_model, "no_sync") else _null()
-                with ctx:
+                no_sync = not sync and hasattr(train_model, "no_sync")
+                with train_model.no_sync() if no_sync else contextlib.nullcontext():
                     with precision.autocast():
                         out = train_model(_to_device(batch, layout.device))
                         loss = weighted_loss(out, terms, weights, local[i], global_units, layout.world_size)
@@ -401,14 +401,6 @@ def _chunks(items: list[int], parts: int) -> list[list[int]]:
         out.append(items[start:end])
         start = end
     return out
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _fmt(values: dict) -> str:
