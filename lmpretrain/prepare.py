@@ -15,7 +15,7 @@ from .config import ModelParams, load_parameters, resolve_pretrained_shape, usab
 from .errors import UserError
 from .log import get_logger
 from .models import build_model
-from .run_config import TrainArgs
+from .run_config import RunConfig, TrainArgs
 from .tokenization import META_FILE, FastEncoder, check_tokenizer_matches
 
 logger = get_logger(__name__)
@@ -29,6 +29,7 @@ SHAPE_KEYS = ("family", "number_of_layers", "hidden_size", "ffn_inner_hidden_siz
 class PreparedRun:
     args: TrainArgs
     params: ModelParams
+    config: RunConfig
     encoder: FastEncoder
 
     @property
@@ -40,17 +41,16 @@ class PreparedRun:
         return {"discriminator_loss": float(getattr(self.params, "discriminator_weight", 50.0))}
 
     def build_model(self):
-        pretrained = self.args.pretrained_model_name_or_path or self.params.pretrained_model_name_or_path
-        if self.args.do_continue:
-            pretrained = None  # weights come from the checkpoint
+        pretrained = None if self.args.do_continue else self.config.pretrained_model_name_or_path  # else: checkpoint
         return build_model(self.params, vocab_size=self.encoder.vocab_size, pad_token_id=self.encoder.pad_token_id,
                            seed=self.args.seed, pretrained_dir=pretrained,
-                           resize_embeddings=self.args.resize_embeddings or self.params.resize_embeddings,
+                           resize_embeddings=self.config.resize_embeddings,
                            eos_token_id=self.encoder.sep_token_id)
 
     def resolved_config(self) -> dict:
         args = {k: v for k, v in asdict(self.args).items() if k != "extra"}
-        return {"params": self.params.to_dict(), "args": args, "tokenizer_fingerprint": self.encoder.fingerprint}
+        return {"params": self.params.to_dict(), "args": args, "tokenizer_fingerprint": self.encoder.fingerprint,
+                "resolved": self.config.to_dict()}
 
     def write_checkpoint(self, directory: Path, model, training_state: dict) -> None:
         model.save_pretrained(directory)
@@ -155,7 +155,8 @@ def _check_output_dir(path: Path, flag: str) -> None:
 def prepare_run(args: TrainArgs) -> PreparedRun:
     """Validate flags, parameter.json and the tokenizer dir; open the encoder. Raises UserError on bad input."""
     params = load_parameters(args.parameter_file, args.model_type)
-    pretrained = args.pretrained_model_name_or_path or params.pretrained_model_name_or_path
+    config = RunConfig.resolve(args, params)
+    pretrained = config.pretrained_model_name_or_path
     params = resolve_pretrained_shape(params, pretrained)
     for name in args.input_file + (args.eval_file or []):
         if not Path(name).exists():
@@ -171,12 +172,11 @@ def prepare_run(args: TrainArgs) -> PreparedRun:
     if args.train_steps is not None and args.train_steps <= 0:
         raise UserError(f"--train_steps must be positive (got {args.train_steps})")
     _check_output_dir(Path(args.model_dir), "--model_dir")
-    if args.cache_dir:
-        _check_output_dir(Path(args.cache_dir), "--cache_dir")
+    _check_output_dir(Path(config.cache_dir), "--cache_dir")
     if args.do_continue and not ckpt.list_checkpoints(args.model_dir):
         raise UserError(f"--do_continue: no checkpoint-<step> folder in {args.model_dir}")
     if pretrained is not None and not args.do_continue:
         check_tokenizer_matches(pretrained, args.tokenizer_dir,
-                                allow_different=args.resize_embeddings or params.resize_embeddings)
-    encoder = FastEncoder.from_pretrained(args.tokenizer_dir, num_workers=args.num_workers or os.cpu_count() or 1)
-    return PreparedRun(args=args, params=params, encoder=encoder)
+                                allow_different=config.resize_embeddings)
+    encoder = FastEncoder.from_pretrained(args.tokenizer_dir, num_workers=config.num_workers)
+    return PreparedRun(args=args, params=params, config=config, encoder=encoder)

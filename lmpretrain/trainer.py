@@ -166,7 +166,7 @@ def train(args: TrainArgs) -> dict[str, float]:
     watchdog = PeerWatchdog(layout.rank, layout.world_size, args.peer_timeout).start()
     try:
         precision = make_precision(args.fp16_type, args.bf16, layout.device)
-        data = build_run_data(args, run, layout)
+        data = build_run_data(run, layout)
         if args.build_dataset_only:
             logger.info("dataset built (%s); --build_dataset_only: exiting", data.describe())
             return {}
@@ -179,7 +179,7 @@ def train(args: TrainArgs) -> dict[str, float]:
 
 def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data: RunData) -> dict[str, float]:
     params = run.params
-    train_steps = args.train_steps or params.train_steps
+    train_steps = run.config.train_steps
     torch.manual_seed(args.seed)
     model = run.build_model().to(layout.device)
     if precision.model_dtype != torch.float32:
@@ -211,13 +211,12 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
     if args.compile:
         train_model = torch.compile(train_model)
 
-    run_name = args.run_name or args.model_type
-    writer = MetricsWriter(f"{args.model_dir}/runs/{run_name}", purge_step=state.step or None)
+    writer = MetricsWriter(f"{args.model_dir}/runs/{run.config.run_name}", purge_step=state.step or None)
     step_log = JsonlLog(f"{args.model_dir}/train_log.jsonl", resume_step=state.step)
     terms = LOSS_TERMS[data.family]
     weights = run.loss_weights
     accumulation = params.gradient_accumulation_steps
-    eval_steps = params.eval_steps or params.logging_steps
+    eval_steps = run.config.eval_steps
     inject_nan_at = _test_nan_step()
 
     def save(step: int) -> None:
