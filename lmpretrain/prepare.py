@@ -1,17 +1,15 @@
-"""Everything a run checks and loads before long work starts, and how its model goes to and from disk."""
+"""Everything a run checks before long work starts, and what it builds from that: the resolved config, the encoder,
+the model."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-
 from . import checkpoint as ckpt
-from .config import ModelParams, load_parameters, resolve_pretrained_shape, usable_positions
+from .config import ModelParams, load_parameters, resolve_pretrained_shape
 from .errors import UserError
 from .log import get_logger
 from .models import build_model
@@ -41,7 +39,8 @@ class PreparedRun:
         return {"discriminator_loss": float(getattr(self.params, "discriminator_weight", 50.0))}
 
     def build_model(self):
-        pretrained = None if self.args.do_continue else self.config.pretrained_model_name_or_path  # else: checkpoint
+        # a resumed run's weights come from its checkpoint
+        pretrained = None if self.args.do_continue else self.config.pretrained_model_name_or_path
         return build_model(self.params, vocab_size=self.encoder.vocab_size, pad_token_id=self.encoder.pad_token_id,
                            seed=self.args.seed, pretrained_dir=pretrained,
                            resize_embeddings=self.config.resize_embeddings,
@@ -52,20 +51,8 @@ class PreparedRun:
         return {"params": self.params.to_dict(), "args": args, "tokenizer_fingerprint": self.encoder.fingerprint,
                 "resolved": self.config.to_dict()}
 
-    def write_checkpoint(self, directory: Path, model, training_state: dict) -> None:
-        model.save_pretrained(directory)
-        positions = usable_positions(next(iter(model.hf_models().values())).config)
-        ckpt.copy_tokenizer_files(self.args.tokenizer_dir, directory, positions)
-        for name in model.hf_models():
-            if name == "generator":
-                ckpt.copy_tokenizer_files(self.args.tokenizer_dir, directory / "generator", positions)
-        (directory / ckpt.CONFIG_FILE).write_text(json.dumps(self.resolved_config(), indent=1, default=str),
-                                                  encoding="utf-8")
-        ckpt.save_training_state(directory, training_state)
-
-    def load_checkpoint(self, path: Path, model) -> dict:
-        """Check that a checkpoint fits this run, load its weights into ``model`` and return its training state."""
-        saved = json.loads((path / ckpt.CONFIG_FILE).read_text(encoding="utf-8"))
+    def check_checkpoint(self, path: Path, saved: dict) -> None:
+        """Raise UserError unless a checkpoint's saved config (``resolved_config()`` then) fits this run."""
         if saved.get("tokenizer_fingerprint") != self.encoder.fingerprint:
             raise UserError(f"{path} was trained with a different tokenizer than {self.args.tokenizer_dir}")
         now = self.params.to_dict()
@@ -73,54 +60,6 @@ class PreparedRun:
             if saved["params"].get(key) != now.get(key):
                 raise UserError(f"{path}: {key} is {saved['params'].get(key)!r} in the checkpoint but "
                                 f"{now.get(key)!r} in {self.args.parameter_file} ({self.args.model_type})")
-        load_weights(model, path)
-        return ckpt.load_training_state(path)
-
-    def export_final(self, checkpoint_dir: Path, model_dir: str, summary: dict, model=None) -> None:
-        """Copy the final checkpoint's model and tokenizer files to the top of ``model_dir`` (each file atomically),
-        check the copy against ``model`` (logits through transformers' Auto classes, ids through AutoTokenizer), and
-        write ``train_summary.json`` last, so that its presence means a finished, verified model."""
-        skip = {ckpt.MANIFEST, ckpt.STATE_FILE}
-        (Path(model_dir) / "train_summary.json").unlink(missing_ok=True)  # an older run's must not vouch for this one
-        for src in checkpoint_dir.rglob("*"):
-            if src.is_dir() or src.name in skip:
-                continue
-            dest = Path(model_dir) / src.relative_to(checkpoint_dir)
-            tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-            try:
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, tmp)
-                os.replace(tmp, dest)
-            except OSError as error:
-                tmp.unlink(missing_ok=True)
-                reason = ckpt.describe_write_failure(error, Path(model_dir))
-                raise UserError(f"could not copy the final model to {dest}: {reason}; {checkpoint_dir} is complete "
-                                f"and holds the same model") from None
-        if model is not None:
-            from .export import verify_export
-
-            worst = verify_export(model, model_dir, self.family, self.encoder)
-            logger.info("verified the export in %s: logits match the trained model (max difference %s), "
-                        "AutoTokenizer ids match the training pipeline's", model_dir,
-                        ", ".join(f"{k} {v:.2g}" for k, v in worst.items()))
-        tmp = Path(model_dir) / f".train_summary.json.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(summary, indent=1), encoding="utf-8")
-        os.replace(tmp, Path(model_dir) / "train_summary.json")
-
-
-def load_weights(model, path: Path) -> None:
-    """Load each transformers sub-model of ``model`` from its HF dir in a checkpoint (``generator/`` for ELECTRA's)."""
-    for name, hf_model in model.hf_models().items():
-        directory = path / "generator" if name == "generator" else path
-        try:
-            loaded = type(hf_model).from_pretrained(directory, dtype=torch.float32)
-        except ckpt.LOAD_ERRORS as error:
-            raise ckpt.CheckpointError(f"{directory}: the {name} weights cannot be loaded "
-                                       f"({type(error).__name__}: {error})") from None
-        missing, unexpected = hf_model.load_state_dict(loaded.state_dict(), strict=False)
-        if missing or unexpected:
-            raise ckpt.CheckpointError(f"{directory}: weights do not fit the model (missing {missing[:3]}, "
-                                       f"unexpected {unexpected[:3]})")
 
 
 def _check_tokenizer_flags(args: TrainArgs, meta: dict) -> None:

@@ -15,19 +15,19 @@ import math
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass
 
 import torch
 
 from . import checkpoint as ckpt
 from .data_setup import RunData, build_run_data, positions_for_step
-from .distributed import Layout, PeerWatchdog, all_reduce_sum, barrier, init_distributed, shutdown
+from .distributed import Layout, PeerWatchdog, all_reduce_sum, init_distributed, shutdown
 from .errors import UserError
 from .log import JsonlLog, MetricsWriter, get_logger, progress
 from .optim import build_optimizer, linear_schedule
 from .precision import Precision, make_precision
 from .prepare import prepare_run
 from .run_config import TrainArgs
+from .run_state import RunState
 
 logger = get_logger(__name__)
 
@@ -39,17 +39,6 @@ LOSS_TERMS = {
     "gpt": [("lm_loss", "next_tokens")],
 }
 _PREEMPT_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s)
-
-
-@dataclass
-class TrainState:
-    """Everything besides model/optimizer/scheduler/scaler that a resume needs."""
-
-    step: int = 0
-    next_position: int = 0  # global sample position where the next step's batch starts
-    skipped_steps: int = 0  # steps skipped by the fp16 loss scaler or for a non-finite loss
-    nonfinite_streak: int = 0
-    tokens_seen: int = 0
 
 
 def count_units(batch: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -78,19 +67,6 @@ def weighted_loss(out: dict[str, torch.Tensor], terms, weights: dict[str, float]
 
 def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class _Preemption:
@@ -152,10 +128,6 @@ def evaluate(model, data: RunData, layout: Layout, precision: Precision, max_sam
     return result
 
 
-def _params_finite(model: torch.nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
-
-
 def train(args: TrainArgs) -> dict[str, float]:
     """Run the whole job; returns the final summary (also logged as one line)."""
     # --- setup: validate everything before any long work -------------------------------------------------------
@@ -188,21 +160,14 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
                                 adam_epsilon=params.adam_epsilon, adam_betas=tuple(params.adam_betas),
                                 device=layout.device)
     scheduler = linear_schedule(optimizer, warmup_steps=params.warmup_steps, train_steps=train_steps)
-    state = TrainState()
+    run_state = RunState(model, optimizer, scheduler, precision.scaler)
 
     # --- resume --------------------------------------------------------------------------------------------------
-    if layout.is_main:
-        ckpt.clean_partial_checkpoints(args.model_dir)  # before choosing: it may put back a checkpoint moved aside
-    barrier()
-    if args.do_continue:
-        path, saved = _resume_checkpoint(args.model_dir, lambda p: run.load_checkpoint(p, model), layout)
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        if precision.scaler is not None and saved.get("scaler"):
-            precision.scaler.load_state_dict(saved["scaler"])
-        state = TrainState(**saved["train_state"])
-        _set_rng_state(saved["rng"])
-        logger.info("resumed from %s at step %d (sample position %d)", path, state.step, state.next_position)
+    checkpoints = ckpt.Checkpoints(args.model_dir, layout, tokenizer_dir=args.tokenizer_dir,
+                                   config=run.resolved_config(), check=run.check_checkpoint,
+                                   total_limit=params.save_total_limit)
+    checkpoints.restore(run_state, resume=args.do_continue)
+    state = run_state.train
 
     train_model = model
     if layout.distributed:
@@ -218,18 +183,6 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
     accumulation = params.gradient_accumulation_steps
     eval_steps = run.config.eval_steps
     inject_nan_at = _test_nan_step()
-
-    def save(step: int) -> None:
-        if not _params_finite(model):
-            raise UserError(f"step {step}: the weights contain NaN/inf; not saving them "
-                            f"(the last checkpoint in {args.model_dir} is intact)")
-        if layout.is_main:
-            train_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                           "scaler": precision.scaler.state_dict() if precision.scaler else None,
-                           "train_state": asdict(state), "rng": _rng_state()}
-            ckpt.save_checkpoint(args.model_dir, step, lambda tmp: run.write_checkpoint(tmp, model, train_state),
-                                 total_limit=params.save_total_limit)
-        barrier()
 
     first_eval = evaluate(model, data, layout, precision, args.max_eval_samples) if state.step == 0 else {}
     if first_eval:
@@ -330,55 +283,26 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
                     step_log.write({"step": state.step, **last_eval})
                     logger.info("step %d: %s", state.step, _fmt(last_eval))
             if preempt_now:
-                save(state.step)
+                checkpoints.save(run_state)
                 logger.warning("preempted: saved checkpoint-%d; rerun with --do_continue to resume", state.step)
                 writer.close()
                 bar.close()
                 return {"step": state.step, "preempted": 1.0}
             if state.step % params.save_steps == 0 and state.step != train_steps:
-                save(state.step)
+                checkpoints.save(run_state)
     bar.close()
 
     # --- final model -----------------------------------------------------------------------------------------
-    save(state.step)
+    checkpoints.save(run_state)
     writer.close()
     summary = {"step": state.step, "final_loss": last_loss, "skipped_steps": state.skipped_steps,
                "tokens_seen": state.tokens_seen, "train_seconds": round(time.perf_counter() - started, 1)}
     summary.update(last_eval)
     if first_eval.get("eval/perplexity") is not None:
         summary["eval/perplexity_at_start"] = first_eval["eval/perplexity"]
-    if layout.is_main:
-        run.export_final(ckpt.checkpoint_path(args.model_dir, state.step), args.model_dir, summary, model=model)
-    barrier()
+    checkpoints.export_final(run_state, summary, family=run.family, encoder=run.encoder)
     logger.info("done: %s; model saved to %s", _fmt(summary), args.model_dir)
     return summary
-
-
-def _resume_checkpoint(model_dir: str, load, layout: Layout) -> tuple:
-    """The newest usable checkpoint and its training state. Rank 0 alone checks the checksums (reading every byte
-    of every candidate once, not once per process) and falls back past unusable checkpoints; the other processes
-    load the checkpoint it chose, so all of them resume from the same one."""
-    if not layout.distributed:
-        return ckpt.latest_checkpoint(model_dir, load=load)
-    chosen = torch.zeros(1, dtype=torch.float64)  # step + 1 from rank 0; 0: rank 0 found none
-    failure = None
-    if layout.is_main:
-        try:
-            path, saved = ckpt.latest_checkpoint(model_dir, load=load)
-            chosen[0] = ckpt.step_of(path) + 1
-        except UserError as error:
-            failure = error
-    all_reduce_sum(chosen)
-    if chosen[0] == 0:
-        raise failure or UserError(f"--do_continue: rank 0 found no usable checkpoint in {model_dir}")
-    if layout.is_main:
-        return path, saved
-    path = ckpt.checkpoint_path(model_dir, int(chosen[0]) - 1)
-    try:
-        ckpt.verify_checkpoint(path, check_hashes=False)
-        return path, load(path)
-    except ckpt.LOAD_ERRORS as error:
-        raise UserError(f"rank {layout.rank}: cannot load {path}, which rank 0 resumes from: {error}") from None
 
 
 def _test_nan_step() -> int | None:
