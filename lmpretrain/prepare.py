@@ -111,7 +111,7 @@ def prepare_run(args: TrainArgs) -> PreparedRun:
     if args.train_steps is not None and args.train_steps <= 0:
         raise UserError(f"--train_steps must be positive (got {args.train_steps})")
     _check_output_dir(Path(args.model_dir), "--model_dir")
-    _check_output_dir(Path(config.cache_dir), "--cache_dir")
+    _check_output_dir(Path(config.cache_dir), "--cache_dir" if args.cache_dir else "the dataset cache")
     if args.do_continue and not ckpt.list_checkpoints(args.model_dir):
         raise UserError(f"--do_continue: no checkpoint-<step> folder in {args.model_dir}")
     if pretrained is not None and not args.do_continue:
