@@ -67,7 +67,7 @@ def batches_and_model(args, model_type: str, tokenizer: Path, work: Path):
                       model_type=model_type, parameter_file=str(params), num_workers=1, cache_dir=str(work / "cache"))
     run = prepare_run(targs)
     layout = init_distributed(run.params.node_batch_sizes, local_rank=-1, node_rank=-1, device="cpu")
-    data = build_run_data(targs, run, layout)
+    data = build_run_data(run, layout)
     batches = []
     for step in range(args.steps):
         positions = positions_for_step(step * layout.global_batch_size, layout)

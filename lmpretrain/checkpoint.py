@@ -9,6 +9,9 @@ Layout of one checkpoint::
       training_state.pt                   # optimizer, scheduler, scaler, RNG, step, data position
       lmpretrain_checkpoint.json          # written last: step + size and sha256 of every file above
 
+:class:`Checkpoints` is a run's view of them: it saves the run state (:mod:`lmpretrain.run_state`), chooses the
+checkpoint to resume from and loads it back, and exports the final model. The functions below it are the format.
+
 A checkpoint is written into a hidden temporary folder and renamed into place only once the
 manifest (the last file) is on disk, so a crash at any moment leaves either the complete folder or
 no folder under that name. Loading checks the manifest against the files, so a truncated or
@@ -27,9 +30,12 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError
-from .fsutil import replace_dir, sha256_file
+from .distributed import Layout, all_reduce_sum, barrier
+from .errors import LOAD_ERRORS, CheckpointError, UserError
+from .fsutil import atomic_write_text, replace_dir, sha256_file
 from .log import get_logger
+from .models.registry import usable_positions
+from .run_state import RunState
 
 logger = get_logger(__name__)
 
@@ -39,21 +45,134 @@ CONFIG_FILE = "lmpretrain_config.json"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 
 
-class CheckpointError(Exception):
-    """A checkpoint that cannot be used (incomplete, truncated, corrupt); the message names what is wrong."""
 
 
-def _safetensors_error() -> type[Exception]:
-    try:
-        from safetensors import SafetensorError
-    except ImportError:  # older safetensors
-        return ValueError
-    return SafetensorError
+class Checkpoints:
+    """The ``checkpoint-<step>/`` folders of one run in ``model_dir``.
+
+    ``config`` is the resolved run config written into each checkpoint; ``check(path, saved_config)`` raises
+    :class:`UserError` when a checkpoint's saved config does not fit this run (then an older one is tried).
+    """
+
+    def __init__(self, model_dir: str | Path, layout: Layout, *, tokenizer_dir: str | Path, config: dict,
+                 check: Callable[[Path, dict], None], total_limit: int | None = None):
+        self.model_dir, self.layout, self.tokenizer_dir = Path(model_dir), layout, Path(tokenizer_dir)
+        self.config, self.check, self.total_limit = config, check, total_limit
+
+    def save(self, state: RunState) -> Path:
+        """Write ``checkpoint-<step>`` atomically (rank 0; every process waits for it). NaN weights are refused."""
+        step = state.step
+        if not state.weights_finite():
+            raise UserError(f"step {step}: the weights contain NaN/inf; not saving them "
+                            f"(the last checkpoint in {self.model_dir} is intact)")
+        if self.layout.is_main:
+            save_checkpoint(self.model_dir, step, lambda tmp: self._write(tmp, state), total_limit=self.total_limit)
+        barrier()
+        return checkpoint_path(self.model_dir, step)
+
+    def _write(self, directory: Path, state: RunState) -> None:
+        model = state.model
+        model.save_pretrained(directory)
+        positions = usable_positions(model.hf_models()[model.family.main_part.name].config)
+        for part in model.family.parts:  # each part's dir is complete on its own: tokenizer files in every one
+            copy_tokenizer_files(self.tokenizer_dir, directory / part.folder, positions)
+        (directory / CONFIG_FILE).write_text(json.dumps(self.config, indent=1, default=str), encoding="utf-8")
+        save_training_state(directory, state.state_dict())
+
+    def restore(self, state: RunState, *, resume: bool) -> Path | None:
+        """Remove leftovers of interrupted writes; with ``resume``, load ``state`` from the newest usable checkpoint
+        (all processes from the same one) and return its path."""
+        if self.layout.is_main:
+            clean_partial_checkpoints(self.model_dir)  # before choosing: it may put back a checkpoint moved aside
+        barrier()
+        if not resume:
+            return None
+        path, saved = self._choose(lambda p: self._load(p, state.model))
+        state.load_state_dict(saved)
+        logger.info("resumed from %s at step %d (sample position %d)", path, state.step, state.train.next_position)
+        return path
+
+    def _load(self, path: Path, model) -> dict:
+        """Check that a checkpoint fits this run, load its weights into ``model`` and return its training state."""
+        self.check(path, json.loads((path / CONFIG_FILE).read_text(encoding="utf-8")))
+        load_weights(model, path)
+        return load_training_state(path)
+
+    def _choose(self, load: Callable[[Path], dict]) -> tuple[Path, dict]:
+        """The newest usable checkpoint and its training state. Rank 0 alone checks the checksums (reading every
+        byte of every candidate once, not once per process) and falls back past unusable checkpoints; the other
+        processes load the checkpoint it chose, so all of them resume from the same one."""
+        layout = self.layout
+        if not layout.distributed:
+            return latest_checkpoint(self.model_dir, load=load)
+        chosen = torch.zeros(1, dtype=torch.float64)  # step + 1 from rank 0; 0: rank 0 found none
+        failure = None
+        if layout.is_main:
+            try:
+                path, saved = latest_checkpoint(self.model_dir, load=load)
+                chosen[0] = step_of(path) + 1
+            except UserError as error:
+                failure = error
+        all_reduce_sum(chosen)
+        if chosen[0] == 0:
+            raise failure or UserError(f"--do_continue: rank 0 found no usable checkpoint in {self.model_dir}")
+        if layout.is_main:
+            return path, saved
+        path = checkpoint_path(self.model_dir, int(chosen[0]) - 1)
+        try:
+            verify_checkpoint(path, check_hashes=False)
+            return path, load(path)
+        except LOAD_ERRORS as error:
+            raise UserError(f"rank {layout.rank}: cannot load {path}, which rank 0 resumes from: {error}") from None
+
+    def export_final(self, state: RunState, summary: dict, *, verify: Callable[[Path], dict]) -> None:
+        """Copy the final checkpoint's model and tokenizer files to the top of ``model_dir`` (each file atomically),
+        check the copy with ``verify(model_dir)`` (the trainer passes export.verify_export against the trained model:
+        logits through transformers' Auto classes, ids through AutoTokenizer), and write ``train_summary.json`` last,
+        so that its presence means a finished, verified model. Rank 0 writes; every process waits for it."""
+        if self.layout.is_main:
+            self._export(checkpoint_path(self.model_dir, state.step), summary, verify)
+        barrier()
+
+    def _export(self, checkpoint_dir: Path, summary: dict, verify: Callable[[Path], dict]) -> None:
+        model_dir = self.model_dir
+        (model_dir / "train_summary.json").unlink(missing_ok=True)  # an older run's must not vouch for this one
+        for src in checkpoint_dir.rglob("*"):
+            if src.is_dir() or src.name in (MANIFEST, STATE_FILE):
+                continue
+            dest = model_dir / src.relative_to(checkpoint_dir)
+            tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+            try:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, tmp)
+                os.replace(tmp, dest)
+            except OSError as error:
+                tmp.unlink(missing_ok=True)
+                reason = describe_write_failure(error, model_dir)
+                raise UserError(f"could not copy the final model to {dest}: {reason}; {checkpoint_dir} is complete "
+                                f"and holds the same model") from None
+        worst = verify(model_dir)
+        logger.info("verified the export in %s: logits match the trained model (max difference %s), "
+                    "AutoTokenizer ids match the training pipeline's", model_dir,
+                    ", ".join(f"{k} {v:.2g}" for k, v in worst.items()))
+        atomic_write_text(model_dir / "train_summary.json", json.dumps(summary, indent=1))
 
 
-# what loading a bad checkpoint raises (safetensors' own error derives from Exception only)
-LOAD_ERRORS = (CheckpointError, UserError, RuntimeError, OSError, ValueError, KeyError, EOFError,
-               _safetensors_error())
+def load_weights(model, path: Path) -> None:
+    """Load each part (transformers model) of ``model`` from its HF dir in a checkpoint (the folder its family
+    declares)."""
+    hf_models = model.hf_models()
+    for part in model.family.parts:
+        name, hf_model, directory = part.name, hf_models[part.name], path / part.folder
+        try:
+            loaded = type(hf_model).from_pretrained(directory, dtype=torch.float32)
+        except LOAD_ERRORS as error:
+            raise CheckpointError(f"{directory}: the {name} weights cannot be loaded "
+                                  f"({type(error).__name__}: {error})") from None
+        missing, unexpected = hf_model.load_state_dict(loaded.state_dict(), strict=False)
+        if missing or unexpected:
+            raise CheckpointError(f"{directory}: weights do not fit the model (missing {missing[:3]}, "
+                                  f"unexpected {unexpected[:3]})")
 
 
 def _fsync_tree(root: Path) -> None:

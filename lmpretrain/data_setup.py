@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from .data import build_or_load_dataset, make_instances, split_eval
 from .distributed import Layout
 from .errors import UserError
 from .masking import CausalLMCollator, MaskingConfig, MLMCollator
 from .models import get_family
-from .run_config import TrainArgs
 
 EVAL_SEED_OFFSET = 1_000_003  # eval masks are fixed (the same each evaluation), apart from the training stream
 
@@ -34,7 +31,7 @@ def make_collator(params, encoder, *, seed: int, whole_word: bool):
         return CausalLMCollator(pad_token_id=encoder.pad_token_id)
     config = MaskingConfig(mlm_probability=params.mlm_probability, mask_token_prob=params.mask_token_prob,
                            random_token_prob=params.random_token_prob,
-                           whole_word=whole_word or params.whole_word_mask, span=params.span_masking)
+                           whole_word=whole_word, span=params.span_masking)
     config.validate()
     return MLMCollator(config, vocab_size=encoder.vocab_size, pad_token_id=encoder.pad_token_id,
                        mask_token_id=encoder.mask_token_id,
@@ -42,11 +39,11 @@ def make_collator(params, encoder, *, seed: int, whole_word: bool):
                        seed=seed)
 
 
-def build_run_data(args: TrainArgs, run, layout: Layout) -> RunData:
-    params, encoder = run.params, run.encoder
+def build_run_data(run, layout: Layout) -> RunData:
+    args, config, params, encoder = run.args, run.config, run.params, run.encoder
     layout_name = get_family(params.family).layout
-    cache_dir = args.cache_dir or str(Path(args.model_dir) / "cache")
-    build = dict(num_workers=args.num_workers or os.cpu_count() or 1, overwrite=not args.disable_overwrite_cache,
+    cache_dir = config.cache_dir
+    build = dict(num_workers=config.num_workers, overwrite=not args.disable_overwrite_cache,
                  is_builder=layout.rank == 0)
     shards = build_or_load_dataset(args.input_file, args.tokenizer_dir, cache_dir, **build)
     instance_options = dict(sequence_length=params.sequence_length, cls_id=encoder.cls_token_id,
@@ -66,7 +63,7 @@ def build_run_data(args: TrainArgs, run, layout: Layout) -> RunData:
     if len(train_dataset) < layout.global_batch_size:
         raise UserError(f"the corpus {', '.join(args.input_file)} yields {len(train_dataset)} training instances, "
                         f"fewer than one global batch ({layout.global_batch_size}); add text or lower batch-size")
-    whole_word = args.do_whole_word_mask
+    whole_word = config.whole_word_mask
     return RunData(train_dataset=train_dataset, eval_dataset=eval_dataset,
                    collator=make_collator(params, encoder, seed=args.seed, whole_word=whole_word),
                    eval_collator=make_collator(params, encoder, seed=args.seed + EVAL_SEED_OFFSET,

@@ -19,6 +19,23 @@ class UserError(Exception):
     """Bad input or environment, reported to the user as one clear line."""
 
 
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used (incomplete, truncated, corrupt); the message names what is wrong."""
+
+
+def _safetensors_error() -> type[Exception]:
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # older safetensors
+        return ValueError
+    return SafetensorError
+
+
+# what loading a bad model dir or checkpoint raises (safetensors' own error derives from Exception only)
+LOAD_ERRORS = (CheckpointError, UserError, RuntimeError, OSError, ValueError, KeyError, EOFError,
+               _safetensors_error())
+
+
 def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> int:
     """Run a script's ``main(argv)``; turn a :class:`UserError` into ``error: ...`` on stderr and exit code 2."""
     try:

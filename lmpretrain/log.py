@@ -64,10 +64,6 @@ class MetricsWriter:
             for name, value in values.items():
                 self._writer.add_scalar(name, value, step)
 
-    def flush(self) -> None:
-        if self._writer is not None:
-            self._writer.flush()
-
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()

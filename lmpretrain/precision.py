@@ -14,6 +14,8 @@ bf16 (``--bf16``) uses bf16 autocast with fp32 weights and no loss scaling. fp16
 from __future__ import annotations
 
 import contextlib
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +35,31 @@ class Precision:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device_type, dtype=self.autocast_dtype)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backpropagate ``loss`` (times the loss scale, with fp16 loss scaling)."""
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def step(self, optimizer: torch.optim.Optimizer, parameters: Iterable[torch.Tensor], max_grad_norm: float, *,
+             loss_finite: bool = True) -> tuple[float, bool]:
+        """Unscale the gradients (fp16 loss scaling), clip them to ``max_grad_norm`` and step the optimizer.
+
+        Returns ``(grad_norm, stepped)``. A step with a non-finite gradient norm (or, without a loss scaler, a
+        non-finite loss on any process: ``loss_finite``) is skipped, leaving the weights as they were: the loss
+        scaler skips it itself and lowers its scale (which is how a skip is detected); otherwise it is skipped here.
+        """
+        if self.scaler is not None:
+            self.scaler.unscale_(optimizer)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm))
+        if self.scaler is not None:
+            scale_before = self.scaler.get_scale()
+            self.scaler.step(optimizer)
+            self.scaler.update()
+            return grad_norm, self.scaler.get_scale() >= scale_before
+        if loss_finite and math.isfinite(grad_norm):
+            optimizer.step()
+            return grad_norm, True
+        return grad_norm, False
 
 
 def make_precision(fp16_type: int, bf16: bool, device: torch.device) -> Precision:

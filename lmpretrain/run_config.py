@@ -1,9 +1,16 @@
-"""Command-line options of run_pretraining.py: the original tool's flags verbatim, plus ours."""
+"""Command-line options of run_pretraining.py (the original tool's flags verbatim, plus ours), and the run config
+they resolve to together with the preset: flag over preset over default, settled once."""
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field, fields
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import ModelParams
 
 
 @dataclass
@@ -56,6 +63,47 @@ class TrainArgs:
     max_nonfinite_steps: int = 20
     """Stop with an error after this many consecutive steps whose loss is NaN/inf."""
     extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The settings that a flag and the preset both decide, or that have a computed default. ``prepare_run``
+    resolves them once; every module reads them from here (never ``args.x or params.x``). Saved with each
+    checkpoint (the ``resolved`` key of its config file)."""
+
+    train_steps: int
+    """Optimizer steps of the whole run: --train_steps, else the preset's train-steps."""
+    eval_steps: int
+    """Steps between evaluations: the preset's eval-steps, else its logging-steps."""
+    pretrained_model_name_or_path: str | None
+    """The model to continue pretraining from: --pretrained_model_name_or_path, else the preset's key; None: a
+    model initialised from scratch. (A --do_continue run takes its weights from the checkpoint instead.)"""
+    resize_embeddings: bool
+    """Resize a pretrained model's embeddings to this tokenizer: --resize_embeddings or the preset's key."""
+    whole_word_mask: bool
+    """Mask whole words: --do_whole_word_mask or the preset's whole-word-mask."""
+    cache_dir: str
+    """The tokenized dataset cache: --cache_dir, else <model_dir>/cache."""
+    num_workers: int
+    """Tokenization processes: --num_workers, else the machine's cores."""
+    run_name: str
+    """TensorBoard run name (events under <model_dir>/runs/<run_name>/): --run_name, else --model_type."""
+
+    @classmethod
+    def resolve(cls, args: TrainArgs, params: ModelParams) -> RunConfig:
+        return cls(
+            train_steps=args.train_steps if args.train_steps is not None else params.train_steps,
+            eval_steps=params.eval_steps or params.logging_steps,
+            pretrained_model_name_or_path=args.pretrained_model_name_or_path or params.pretrained_model_name_or_path,
+            resize_embeddings=args.resize_embeddings or params.resize_embeddings,
+            whole_word_mask=args.do_whole_word_mask or params.whole_word_mask,
+            cache_dir=args.cache_dir or str(Path(args.model_dir) / "cache"),
+            num_workers=args.num_workers or os.cpu_count() or 1,
+            run_name=args.run_name or args.model_type,
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 def build_parser() -> argparse.ArgumentParser:

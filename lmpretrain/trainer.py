@@ -12,38 +12,31 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import signal
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
 
 import torch
 
 from . import checkpoint as ckpt
+from . import export
 from .data import positions_for_step
 from .data_setup import RunData, build_run_data
-from .distributed import Layout, PeerWatchdog, all_reduce_sum, barrier, init_distributed, shutdown
+from .distributed import Layout, PeerWatchdog, all_reduce_sum, init_distributed, shutdown
 from .errors import UserError
 from .log import JsonlLog, MetricsWriter, get_logger, progress
 from .optim import build_optimizer, linear_schedule
 from .precision import Precision, make_precision
 from .prepare import prepare_run
 from .run_config import TrainArgs
+from .run_state import RunState
 
 logger = get_logger(__name__)
 
+# A test seam, None in real runs: tests install ``hook(loss, step) -> loss`` to make losses non-finite
+# (tests/inject_nan.py does it for the script). Applied to each micro-batch's loss inside autocast.
+loss_hook: Callable[[torch.Tensor, int], torch.Tensor] | None = None
 _PREEMPT_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s)
-
-
-@dataclass
-class TrainState:
-    """Everything besides model/optimizer/scheduler/scaler that a resume needs."""
-
-    step: int = 0
-    next_position: int = 0  # global sample position where the next step's batch starts
-    skipped_steps: int = 0  # steps skipped by the fp16 loss scaler or for a non-finite loss
-    nonfinite_streak: int = 0
-    tokens_seen: int = 0
 
 
 def count_units(batch: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -74,19 +67,6 @@ def weighted_loss(out: dict[str, torch.Tensor], terms, weights: dict[str, float]
 
 def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class _Preemption:
@@ -148,10 +128,6 @@ def evaluate(model, data: RunData, layout: Layout, precision: Precision, max_sam
     return result
 
 
-def _params_finite(model: torch.nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
-
-
 def train(args: TrainArgs) -> dict[str, float]:
     """Run the whole job; returns the final summary (also logged as one line)."""
     # --- setup: validate everything before any long work -------------------------------------------------------
@@ -162,7 +138,7 @@ def train(args: TrainArgs) -> dict[str, float]:
     watchdog = PeerWatchdog(layout.rank, layout.world_size, args.peer_timeout).start()
     try:
         precision = make_precision(args.fp16_type, args.bf16, layout.device)
-        data = build_run_data(args, run, layout)
+        data = build_run_data(run, layout)
         if args.build_dataset_only:
             logger.info("dataset built (%s); --build_dataset_only: exiting", data.describe())
             return {}
@@ -174,93 +150,50 @@ def train(args: TrainArgs) -> dict[str, float]:
 
 
 def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data: RunData) -> dict[str, float]:
-    params = run.params
-    train_steps = args.train_steps or params.train_steps
-    torch.manual_seed(args.seed)
-    model = run.build_model().to(layout.device)
-    if precision.model_dtype != torch.float32:
-        model = model.to(precision.model_dtype)
-    optimizer = build_optimizer(model, learning_rate=params.learning_rate, weight_decay=params.weight_decay,
-                                adam_epsilon=params.adam_epsilon, adam_betas=tuple(params.adam_betas),
-                                device=layout.device)
-    scheduler = linear_schedule(optimizer, warmup_steps=params.warmup_steps, train_steps=train_steps)
-    state = TrainState()
+    params, config = run.params, run.config
+    state = _build_state(run, layout, precision)
+    checkpoints = ckpt.Checkpoints(args.model_dir, layout, tokenizer_dir=args.tokenizer_dir,
+                                   config=run.resolved_config(), check=run.check_checkpoint,
+                                   total_limit=params.save_total_limit)
+    checkpoints.restore(state, resume=args.do_continue)
+    model, counters = state.model, state.train
+    train_model = _wrap(model, layout, compile_model=args.compile)
 
-    # --- resume --------------------------------------------------------------------------------------------------
-    if layout.is_main:
-        ckpt.clean_partial_checkpoints(args.model_dir)  # before choosing: it may put back a checkpoint moved aside
-    barrier()
-    if args.do_continue:
-        path, saved = _resume_checkpoint(args.model_dir, lambda p: run.load_checkpoint(p, model), layout)
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        if precision.scaler is not None and saved.get("scaler"):
-            precision.scaler.load_state_dict(saved["scaler"])
-        state = TrainState(**saved["train_state"])
-        _set_rng_state(saved["rng"])
-        logger.info("resumed from %s at step %d (sample position %d)", path, state.step, state.next_position)
-
-    train_model = model
-    if layout.distributed:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[layout.device.index] if layout.device.type == "cuda" else None)
-    if args.compile:
-        train_model = torch.compile(train_model)
-
-    run_name = args.run_name or args.model_type
-    writer = MetricsWriter(f"{args.model_dir}/runs/{run_name}", purge_step=state.step or None)
-    step_log = JsonlLog(f"{args.model_dir}/train_log.jsonl", resume_step=state.step)
+    writer = MetricsWriter(f"{args.model_dir}/runs/{config.run_name}", purge_step=counters.step or None)
+    step_log = JsonlLog(f"{args.model_dir}/train_log.jsonl", resume_step=counters.step)
     terms = run.family.loss_terms
     weights = run.family.loss_weights(params)
-    accumulation = params.gradient_accumulation_steps
-    eval_steps = params.eval_steps or params.logging_steps
-    inject_nan_at = _test_nan_step()
 
-    def save(step: int) -> None:
-        if not _params_finite(model):
-            raise UserError(f"step {step}: the weights contain NaN/inf; not saving them "
-                            f"(the last checkpoint in {args.model_dir} is intact)")
-        if layout.is_main:
-            train_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                           "scaler": precision.scaler.state_dict() if precision.scaler else None,
-                           "train_state": asdict(state), "rng": _rng_state()}
-            ckpt.save_checkpoint(args.model_dir, step, lambda tmp: run.write_checkpoint(tmp, model, train_state),
-                                 total_limit=params.save_total_limit)
-        barrier()
-
-    first_eval = evaluate(model, data, layout, precision, args.max_eval_samples) if state.step == 0 else {}
+    first_eval = evaluate(model, data, layout, precision, args.max_eval_samples) if counters.step == 0 else {}
     if first_eval:
         writer.scalars(first_eval, 0)
         logger.info("step 0: %s", _fmt(first_eval))
 
     model.train()
-    bar = progress(total=train_steps, initial=state.step, desc="train", unit="step")
-    window = {"loss": 0.0, "tokens": 0.0, "time": time.perf_counter(), "steps": 0}
-    last_eval, last_loss, started = first_eval, float("nan"), time.perf_counter()
-    with _Preemption() as preemption, contextlib.closing(writer):  # closed on errors too: the last scalars kept
-        while state.step < train_steps:
+    bar = progress(total=config.train_steps, initial=counters.step, desc="train", unit="step")
+    window = _Window()
+    last_eval, last_loss, started, preempted = first_eval, float("nan"), time.perf_counter(), False
+    # writer and bar are closed on errors too (the last scalars kept); a signal during the last save is held off
+    with _Preemption() as preemption, contextlib.closing(writer), contextlib.closing(bar):
+        while counters.step < config.train_steps:
             # --- batch: this process's share of the global batch, as micro-batches ----------------------------
-            positions = positions_for_step(state.next_position, layout)
+            positions = positions_for_step(counters.next_position, layout)
             micro = [data.collator([data.train_dataset[p] for p in chunk])
-                     for chunk in _chunks(positions, accumulation)]
+                     for chunk in _chunks(positions, params.gradient_accumulation_steps)]
             local = [count_units(b) for b in micro]
-            unit_names = sorted(local[0])
-            counts = torch.tensor([[u[n] for n in unit_names] for u in local], dtype=torch.float64).sum(0)
-            global_units = dict(zip(unit_names, all_reduce_sum(counts).tolist()))
+            global_units = _global_units(local)
 
             # --- forward / backward with accumulation ------------------------------------------------------------
             step_loss, metrics = 0.0, {}
             for i, batch in enumerate(micro):
-                sync = i == len(micro) - 1 or not layout.distributed
-                ctx = train_model.no_sync() if not sync and hasattr(train_model, "no_sync") else _null()
-                with ctx:
+                no_sync = i < len(micro) - 1 and layout.distributed and hasattr(train_model, "no_sync")
+                with train_model.no_sync() if no_sync else contextlib.nullcontext():
                     with precision.autocast():
                         out = train_model(_to_device(batch, layout.device))
                         loss = weighted_loss(out, terms, weights, local[i], global_units, layout.world_size)
-                        if inject_nan_at is not None and state.step + 1 >= inject_nan_at:
-                            loss = loss * float("nan")
-                    scaled = precision.scaler.scale(loss) if precision.scaler else loss
-                    scaled.backward()
+                        if loss_hook is not None:
+                            loss = loss_hook(loss, counters.step + 1)
+                    precision.backward(loss)
                 step_loss += float(loss.detach()) / layout.world_size
                 for key, value in out.items():
                     if key != "loss":
@@ -270,121 +203,112 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
             # the preemption flag rides on this all-reduce, so that every process sees a signal at the same step
             reduced = all_reduce_sum(torch.tensor([step_loss, float(preemption.requested)], dtype=torch.float64))
             global_loss, preempt_now = float(reduced[0]), bool(reduced[1] > 0)
-            if precision.scaler is not None:
-                precision.scaler.unscale_(optimizer)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), params.max_grad_norm))
-            finite = math.isfinite(global_loss) and math.isfinite(grad_norm)
-            if precision.scaler is not None:
-                scale_before = precision.scaler.get_scale()
-                precision.scaler.step(optimizer)
-                precision.scaler.update()
-                stepped = precision.scaler.get_scale() >= scale_before
-            elif finite:
-                optimizer.step()
-                stepped = True
-            else:
-                stepped = False
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            state.step += 1
-            state.next_position += layout.global_batch_size
-            state.tokens_seen += int(global_units["tokens"])
-            if not stepped:
-                state.skipped_steps += 1
-            state.nonfinite_streak = 0 if math.isfinite(global_loss) else state.nonfinite_streak + 1
-            if not finite and precision.scaler is None:
+            grad_norm, stepped = precision.step(state.optimizer, model.parameters(), params.max_grad_norm,
+                                                loss_finite=math.isfinite(global_loss))
+            state.optimizer.zero_grad(set_to_none=True)
+            state.scheduler.step()
+            counters.advance(samples=layout.global_batch_size, tokens=int(global_units["tokens"]), stepped=stepped,
+                             loss=global_loss)
+            if not stepped and precision.scaler is None:
                 logger.warning("step %d: loss %s, gradient norm %s: update skipped (%d skipped in all, %d non-finite "
-                               "in a row; stopping at %d)", state.step, global_loss, grad_norm, state.skipped_steps,
-                               state.nonfinite_streak, args.max_nonfinite_steps)
+                               "in a row; stopping at %d)", counters.step, global_loss, grad_norm,
+                               counters.skipped_steps, counters.nonfinite_streak, args.max_nonfinite_steps)
 
             # --- log ---------------------------------------------------------------------------------------------
             last_loss = global_loss
-            window["loss"] += global_loss
-            window["tokens"] += global_units["tokens"]
-            window["steps"] += 1
+            window.add(global_loss, global_units["tokens"])
             bar.update(1)
             bar.set_postfix(loss=f"{global_loss:.4f}")
-            if state.step % params.logging_steps == 0 or state.step == train_steps:
-                elapsed = time.perf_counter() - window["time"]
-                scalars = {"train/loss": window["loss"] / window["steps"], "train/learning_rate":
-                           scheduler.get_last_lr()[0], "train/grad_norm": grad_norm,
-                           "train/tokens_per_second": window["tokens"] / max(elapsed, 1e-9),
-                           "train/skipped_steps": state.skipped_steps}
-                scalars.update({f"train/{k}": v for k, v in metrics.items()})
-                writer.scalars(scalars, state.step)
-                step_log.write({"step": state.step, **scalars})
-                window = {"loss": 0.0, "tokens": 0.0, "time": time.perf_counter(), "steps": 0}
-            if state.nonfinite_streak >= args.max_nonfinite_steps:
-                raise UserError(f"the loss was NaN/inf for {state.nonfinite_streak} consecutive steps (up to step "
-                                f"{state.step}); stopping. Lower the learning rate or use bf16/fp32; the last "
+            if counters.step % params.logging_steps == 0 or counters.step == config.train_steps:
+                scalars = window.take(learning_rate=state.scheduler.get_last_lr()[0], grad_norm=grad_norm,
+                                      skipped_steps=counters.skipped_steps, metrics=metrics)
+                writer.scalars(scalars, counters.step)
+                step_log.write({"step": counters.step, **scalars})
+            if counters.nonfinite_streak >= args.max_nonfinite_steps:
+                raise UserError(f"the loss was NaN/inf for {counters.nonfinite_streak} consecutive steps (up to step "
+                                f"{counters.step}); stopping. Lower the learning rate or use bf16/fp32; the last "
                                 f"checkpoint in {args.model_dir} is intact")
 
             # --- eval and save -------------------------------------------------------------------------------
-            if state.step % eval_steps == 0 or state.step == train_steps:
+            if counters.step % config.eval_steps == 0 or counters.step == config.train_steps:
                 last_eval = evaluate(model, data, layout, precision, args.max_eval_samples) or last_eval
-                writer.scalars(last_eval, state.step)
+                writer.scalars(last_eval, counters.step)
                 if last_eval:
-                    step_log.write({"step": state.step, **last_eval})
-                    logger.info("step %d: %s", state.step, _fmt(last_eval))
+                    step_log.write({"step": counters.step, **last_eval})
+                    logger.info("step %d: %s", counters.step, _fmt(last_eval))
             if preempt_now:
-                save(state.step)
-                logger.warning("preempted: saved checkpoint-%d; rerun with --do_continue to resume", state.step)
-                writer.close()
-                bar.close()
-                return {"step": state.step, "preempted": 1.0}
-            if state.step % params.save_steps == 0 and state.step != train_steps:
-                save(state.step)
-    bar.close()
+                preempted = True
+                break
+            if counters.step % params.save_steps == 0 and counters.step != config.train_steps:
+                checkpoints.save(state)
+        checkpoints.save(state)  # the final model, or where a preempted run resumes
 
-    # --- final model -----------------------------------------------------------------------------------------
-    save(state.step)
-    writer.close()
-    summary = {"step": state.step, "final_loss": last_loss, "skipped_steps": state.skipped_steps,
-               "tokens_seen": state.tokens_seen, "train_seconds": round(time.perf_counter() - started, 1)}
+    if preempted:
+        logger.warning("preempted: saved checkpoint-%d; rerun with --do_continue to resume", counters.step)
+        return {"step": counters.step, "preempted": 1.0}
+    summary = {"step": counters.step, "final_loss": last_loss, "skipped_steps": counters.skipped_steps,
+               "tokens_seen": counters.tokens_seen, "train_seconds": round(time.perf_counter() - started, 1)}
     summary.update(last_eval)
     if first_eval.get("eval/perplexity") is not None:
         summary["eval/perplexity_at_start"] = first_eval["eval/perplexity"]
-    if layout.is_main:
-        run.export_final(ckpt.checkpoint_path(args.model_dir, state.step), args.model_dir, summary, model=model)
-    barrier()
+    checkpoints.export_final(state, summary, verify=lambda export_dir: export.verify_export(model, export_dir,
+                                                                                             run.encoder))
     logger.info("done: %s; model saved to %s", _fmt(summary), args.model_dir)
     return summary
 
 
-def _resume_checkpoint(model_dir: str, load, layout: Layout) -> tuple:
-    """The newest usable checkpoint and its training state. Rank 0 alone checks the checksums (reading every byte
-    of every candidate once, not once per process) and falls back past unusable checkpoints; the other processes
-    load the checkpoint it chose, so all of them resume from the same one."""
-    if not layout.distributed:
-        return ckpt.latest_checkpoint(model_dir, load=load)
-    chosen = torch.zeros(1, dtype=torch.float64)  # step + 1 from rank 0; 0: rank 0 found none
-    failure = None
-    if layout.is_main:
-        try:
-            path, saved = ckpt.latest_checkpoint(model_dir, load=load)
-            chosen[0] = ckpt.step_of(path) + 1
-        except UserError as error:
-            failure = error
-    all_reduce_sum(chosen)
-    if chosen[0] == 0:
-        raise failure or UserError(f"--do_continue: rank 0 found no usable checkpoint in {model_dir}")
-    if layout.is_main:
-        return path, saved
-    path = ckpt.checkpoint_path(model_dir, int(chosen[0]) - 1)
-    try:
-        ckpt.verify_checkpoint(path, check_hashes=False)
-        return path, load(path)
-    except ckpt.LOAD_ERRORS as error:
-        raise UserError(f"rank {layout.rank}: cannot load {path}, which rank 0 resumes from: {error}") from None
+def _build_state(run, layout: Layout, precision: Precision) -> RunState:
+    """A fresh model (seeded), its optimizer and schedule, and the loss scaler: the state a resume overwrites."""
+    params = run.params
+    torch.manual_seed(run.args.seed)
+    model = run.build_model().to(layout.device)
+    if precision.model_dtype != torch.float32:
+        model = model.to(precision.model_dtype)
+    optimizer = build_optimizer(model, learning_rate=params.learning_rate, weight_decay=params.weight_decay,
+                                adam_epsilon=params.adam_epsilon, adam_betas=tuple(params.adam_betas),
+                                device=layout.device)
+    scheduler = linear_schedule(optimizer, warmup_steps=params.warmup_steps, train_steps=run.config.train_steps)
+    return RunState(model, optimizer, scheduler, precision.scaler)
 
 
-def _test_nan_step() -> int | None:
-    """Test hook: ``LMP_TEST_INJECT_NAN_AT_STEP=N`` makes the loss NaN from step N on (tests of the NaN guard)."""
-    value = os.environ.get("LMP_TEST_INJECT_NAN_AT_STEP")
-    if not value:
-        return None
-    logger.warning("LMP_TEST_INJECT_NAN_AT_STEP=%s: the loss is made NaN from step %s on (a test hook)", value, value)
-    return int(value)
+def _wrap(model: torch.nn.Module, layout: Layout, *, compile_model: bool) -> torch.nn.Module:
+    """The module the loop calls: DDP across processes, torch.compile if asked (checkpoints use ``model``)."""
+    if layout.distributed:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[layout.device.index] if layout.device.type == "cuda" else None)
+    return torch.compile(model) if compile_model else model
+
+
+def _global_units(local: list[dict[str, float]]) -> dict[str, float]:
+    """Each unit's count over all micro-batches of all processes (one all-reduce)."""
+    unit_names = sorted(local[0])
+    counts = torch.tensor([[u[n] for n in unit_names] for u in local], dtype=torch.float64).sum(0)
+    return dict(zip(unit_names, all_reduce_sum(counts).tolist()))
+
+
+class _Window:
+    """Loss and throughput since the last logged step."""
+
+    def __init__(self):
+        self._start()
+
+    def _start(self) -> None:
+        self.loss, self.tokens, self.steps, self.started = 0.0, 0.0, 0, time.perf_counter()
+
+    def add(self, loss: float, tokens: float) -> None:
+        self.loss += loss
+        self.tokens += tokens
+        self.steps += 1
+
+    def take(self, *, learning_rate: float, grad_norm: float, skipped_steps: int, metrics: dict) -> dict[str, float]:
+        """The scalars to log for this window, which then starts over."""
+        elapsed = time.perf_counter() - self.started
+        scalars = {"train/loss": self.loss / self.steps, "train/learning_rate": learning_rate,
+                   "train/grad_norm": grad_norm, "train/tokens_per_second": self.tokens / max(elapsed, 1e-9),
+                   "train/skipped_steps": skipped_steps}
+        scalars.update({f"train/{k}": v for k, v in metrics.items()})
+        self._start()
+        return scalars
 
 
 def _chunks(items: list[int], parts: int) -> list[list[int]]:
@@ -397,14 +321,6 @@ def _chunks(items: list[int], parts: int) -> list[list[int]]:
         out.append(items[start:end])
         start = end
     return out
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _fmt(values: dict) -> str:

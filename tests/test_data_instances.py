@@ -206,12 +206,12 @@ def test_a_corpus_smaller_than_one_batch_is_one_clear_error(tmp_path, monkeypatc
     monkeypatch.setattr(cache_module, "default_encoder_factory", FakeEncoder.from_pretrained)
     corpus = write_txt(tmp_path / "tiny.txt", make_documents(3, seed=0, max_sentences=2))
     tok = fake_tokenizer_dir(tmp_path / "tok")
-    args = SimpleNamespace(cache_dir=str(tmp_path / "cache"), model_dir=str(tmp_path / "model"), num_workers=1,
-                           disable_overwrite_cache=False, input_file=[str(corpus)], tokenizer_dir=str(tok),
-                           eval_file=None, seed=0, do_whole_word_mask=False)
+    args = SimpleNamespace(disable_overwrite_cache=False, input_file=[str(corpus)], tokenizer_dir=str(tok),
+                           eval_file=None, seed=0)
+    config = SimpleNamespace(cache_dir=str(tmp_path / "cache"), num_workers=1, whole_word_mask=False)
     params = SimpleNamespace(family="bert", sequence_length=128, short_seq_prob=0.1, nsp_probability=0.5,
                              eval_share=0.0, mlm_probability=0.15, mask_token_prob=0.8, random_token_prob=0.1,
                              whole_word_mask=False, span_masking=False)
-    run = SimpleNamespace(params=params, encoder=FakeEncoder())
+    run = SimpleNamespace(args=args, config=config, params=params, encoder=FakeEncoder())
     with pytest.raises(UserError, match=r"tiny\.txt yields 3 training instances, fewer than one global batch \(64\)"):
-        data_setup.build_run_data(args, run, SimpleNamespace(rank=0, global_batch_size=64))
+        data_setup.build_run_data(run, SimpleNamespace(rank=0, global_batch_size=64))

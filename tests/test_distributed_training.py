@@ -88,13 +88,18 @@ def assert_same_run(reference, other, steps=(1, 2, 3, 4)):
             torch.testing.assert_close(wb[name], wa[name], rtol=1e-4, atol=1e-6)
 
 
-def test_two_processes_on_one_node_match_single_process(setup, single):
+@pytest.fixture(scope="module")
+def two_procs(setup):
+    """The single run's job as two processes on one node (torchrun); its checkpoints are resumed below."""
     out = setup["root"] / "two_procs"
-    proc = subprocess.run(torchrun("--nproc_per_node", "2", "--master_port", str(free_port()),
-                                   *script_args(setup, out, "bert-single")),
-                          env=env(), capture_output=True, text=True, timeout=600)
-    check(proc)
-    assert_same_run(single, out)
+    check(subprocess.run(torchrun("--nproc_per_node", "2", "--master_port", str(free_port()),
+                                  *script_args(setup, out, "bert-single")),
+                         env=env(), capture_output=True, text=True, timeout=600))
+    return out
+
+
+def test_two_processes_on_one_node_match_single_process(single, two_procs):
+    assert_same_run(single, two_procs)
 
 
 @pytest.mark.gpu
@@ -136,15 +141,12 @@ def test_legacy_launcher_with_local_rank_flag(setup, single):
     assert_same_run(single, out, steps=(1, 2))
 
 
-def test_resume_two_process_checkpoint_in_one_process(setup, single):
+def test_resume_two_process_checkpoint_in_one_process(setup, single, two_procs):
     import shutil
 
-    two = setup["root"] / "two_procs"
-    if not (two / "checkpoint-2").is_dir():
-        pytest.skip("needs the two-process run")
     out = setup["root"] / "resumed_single"
     out.mkdir()
-    shutil.copytree(two / "checkpoint-2", out / "checkpoint-2")
+    shutil.copytree(two_procs / "checkpoint-2", out / "checkpoint-2")
     check(subprocess.run([sys.executable, *script_args(setup, out, "bert-single", "--do_continue")], env=env(),
                          capture_output=True, text=True, timeout=600))
     a, b = losses(single), losses(out)

@@ -148,7 +148,8 @@ def test_extracted_logits_equal_the_training_time_model(trained, extracted):
     """The training-time model (shared embeddings, tied generator head) against the exported dirs."""
     from transformers import AutoModelForMaskedLM, AutoModelForPreTraining, AutoTokenizer
 
-    from lmpretrain.prepare import load_weights, prepare_run
+    from lmpretrain.checkpoint import load_weights
+    from lmpretrain.prepare import prepare_run
 
     run = prepare_run(make_args(trained, "electra-x", trained["electra"]))
     try:

@@ -392,8 +392,7 @@ def test_every_checkpoint_unusable_is_one_error(setup, reference, procs, tmp_pat
 
 def test_nan_loss_is_skipped_counted_then_stops(setup, procs, tmp_path):
     model_dir = tmp_path / "run"
-    proc = procs.start("run_pretraining.py", *cli_args(setup, model_dir), "--max_nonfinite_steps", "3",
-                       env={"LMP_TEST_INJECT_NAN_AT_STEP": "4"})
+    proc = procs.start("tests/inject_nan.py", "4", *cli_args(setup, model_dir), "--max_nonfinite_steps", "3")
     assert proc.wait(timeout=120) == 2
     err = stderr_of(proc)
     errors = [line for line in err.splitlines() if line.startswith("error:")]

@@ -66,13 +66,14 @@ def test_fp16_loss_scaler_skips_overflow_steps_and_counts_them(sample_corpus, ti
 
     from lmpretrain import trainer
     from lmpretrain.precision import Precision
+    from tests.inject_nan import nan_from
     from tests.test_run_pretraining import BASE
 
     params = tmp_path / "parameter.json"
     params.write_text(json.dumps({"bert-test": {**BASE, "save-steps": 1, "save-total-limit": 20}}))
     monkeypatch.setattr(trainer, "make_precision", lambda *a: Precision(
         "fp16 (level 1)", torch.float16, torch.float32, torch.amp.GradScaler("cpu"), "cpu"))
-    monkeypatch.setenv("LMP_TEST_INJECT_NAN_AT_STEP", "6")
+    monkeypatch.setattr(trainer, "loss_hook", nan_from(6))
     out = tmp_path / "out"
     summary = train(make_args(sample_corpus, tiny_tokenizer_dir, out, params, "bert-test", max_nonfinite_steps=10))
     assert summary["skipped_steps"] == 3  # steps 6, 7, 8

@@ -44,8 +44,9 @@ AUTO = {"bert-test": "AutoModelForPreTraining", "roberta-test": "AutoModelForMas
 def test_each_family_trains_and_exports(model_type, sample_corpus, tiny_tokenizer_dir, parameter_file, tmp_path):
     import transformers
 
+    from lmpretrain.checkpoint import load_weights
     from lmpretrain.export import verify_export
-    from lmpretrain.prepare import load_weights, prepare_run
+    from lmpretrain.prepare import prepare_run
 
     args = make_args(sample_corpus, tiny_tokenizer_dir, tmp_path / "out", parameter_file, model_type,
                      train_steps=16)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ModelParams
-from ..errors import UserError
+from ..errors import LOAD_ERRORS, UserError
 from .registry import get_family, usable_positions
 
 
@@ -79,8 +79,6 @@ class PretrainingModel(torch.nn.Module):
 def load_pretrained(cls, spec: BuildSpec, sequence_length: int, directory: str | None = None):
     """Load an HF model dir (``spec.pretrained_dir`` unless ``directory``) for continued pretraining, checking
     vocabulary and positions."""
-    from ..checkpoint import LOAD_ERRORS
-
     directory = directory or spec.pretrained_dir
     vocab_size = spec.vocab_size
     try:
