@@ -90,3 +90,9 @@ def test_a_bad_declaration_is_refused_at_registration():
         register(dataclasses.replace(bert, name="bert-pairs", layout="pairs"))
     with pytest.raises(AssertionError, match="registered twice"):
         register(bert)
+
+
+def test_masking_keys_on_a_causal_preset_are_an_error_not_ignored():
+    with pytest.raises(UserError, match=r"p\.json: gpt-x\.whole-word-mask: applies to masked LMs"):
+        parse_preset("gpt-x", {**BASE, "whole-word-mask": True}, "p.json")
+    assert parse_preset("gpt-x", {**BASE, "whole-word-mask": False}, "p.json").family == "gpt"

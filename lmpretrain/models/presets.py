@@ -31,8 +31,14 @@ def parse_preset(model_type: str, preset: dict, where: str) -> ModelParams:
     if name is None:
         return config.parse_preset(model_type, preset, where, family=None, family_problem=problem)
     family = get_family(name)
-    return config.parse_preset(model_type, preset, where, family=name, options=family.options,
-                               defaults=family.defaults, check=family.check)
+    params = config.parse_preset(model_type, preset, where, family=name, options=family.options,
+                                 defaults=family.defaults, check=family.check)
+    if family.collator == "causal":  # masking keys mean nothing to a causal LM: say so rather than ignore them
+        given = [key for key in ("whole-word-mask", "span-masking") if preset.get(key)]
+        if given:
+            raise UserError(f"{where}: {model_type}.{given[0]}: applies to masked LMs, not to the {family.display} "
+                            f"causal LM family")
+    return params
 
 
 def load_parameters(path: str | Path, model_type: str) -> ModelParams:
