@@ -70,6 +70,10 @@ class ModelParams:
     layers of the pretrained model (0: the embeddings only)."""
     resize_embeddings: bool = False
     initializer_range: float = 0.02
+    fp16_type: int = 0
+    """The newest original's ``fp16-type`` in a preset (0-3, as --fp16_type, which overrides it when given)."""
+    bf16: bool = False
+    """The newest original's ``bf16`` in a preset (--bf16 turns it on too)."""
     extra: dict = field(default_factory=dict)
     """The family's own options (its registry declaration names them), with their defaults filled in."""
 
@@ -130,6 +134,8 @@ KEYS = {
     "frozen-layers": ("frozen_layers", "layers"),
     "resize-embeddings": ("resize_embeddings", "bool"),
     "initializer-range": ("initializer_range", "pos_float"),
+    "fp16-type": ("fp16_type", "fp16_level"),  # the newest original puts these in every preset
+    "bf16": ("bf16", "bool"),
 }
 REQUIRED_KEYS = ("warmup-steps", "learning-rate", "batch-size", "train-steps")
 SHAPE_KEYS = ("number-of-layers", "hidden-size", "sequence-length", "ffn-inner-hidden-size", "attention-heads")
@@ -140,6 +146,10 @@ FIELD_KEYS = {name: key for key, (name, _) in KEYS.items() if key in SHAPE_KEYS}
 def _convert(kind: str, value):
     """Return the converted value, or raise ValueError with what was expected."""
     number = (int, float)
+    if kind == "fp16_level":
+        if isinstance(value, bool) or value not in (0, 1, 2, 3):
+            raise ValueError(f"expected 0 (fp32), 1, 2 or 3 (the Apex levels O1-O3), got {value!r}")
+        return value
     if kind == "layers":
         if isinstance(value, bool) or not isinstance(value, int) or value < -1:
             raise ValueError(f"expected -1 (train every layer) or a number of layers to freeze, got {value!r}")

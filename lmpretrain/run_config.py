@@ -26,7 +26,7 @@ class TrainArgs:
     model_type: str
     """A preset name in parameter.json (bert-tiny, bert-base, electra-small, roberta-base, gpt-tiny, ...)."""
     parameter_file: str = "parameter.json"
-    fp16_type: int = 0
+    fp16_type: int | None = None
     """0 fp32, 1 mixed precision, 2 'almost fp16', 3 pure fp16 (the Apex levels, served by torch.amp)."""
     bf16: bool = False
     tokenizer_type: str | None = None
@@ -88,6 +88,10 @@ class RunConfig:
     """Tokenization processes: --num_workers, else the machine's cores."""
     run_name: str
     """TensorBoard run name (events under <model_dir>/runs/<run_name>/): --run_name, else --model_type."""
+    fp16_type: int = 0
+    """0 fp32, 1 mixed, 2 almost fp16, 3 pure fp16: --fp16_type when given, else the preset's fp16-type, else 0."""
+    bf16: bool = False
+    """bf16 autocast: --bf16 or the preset's bf16."""
 
     @classmethod
     def resolve(cls, args: TrainArgs, params: ModelParams) -> RunConfig:
@@ -100,6 +104,8 @@ class RunConfig:
             cache_dir=args.cache_dir or str(Path(args.model_dir) / "cache"),
             num_workers=args.num_workers or os.cpu_count() or 1,
             run_name=args.run_name or args.model_type,
+            fp16_type=args.fp16_type if args.fp16_type is not None else params.fp16_type,
+            bf16=args.bf16 or params.bf16,
         )
 
     def to_dict(self) -> dict:
@@ -113,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model_dir", required=True)
     p.add_argument("--model_type", required=True)
     p.add_argument("--parameter_file", default="parameter.json")
-    p.add_argument("--fp16_type", type=int, default=0, choices=[0, 1, 2, 3])
+    p.add_argument("--fp16_type", type=int, default=None, choices=[0, 1, 2, 3])
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--tokenizer_type", default=None)
     p.add_argument("--mecab_dic_type", default=None)

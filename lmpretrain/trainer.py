@@ -137,7 +137,7 @@ def train(args: TrainArgs) -> dict[str, float]:
                               device=args.device)
     watchdog = PeerWatchdog(layout.rank, layout.world_size, args.peer_timeout).start()
     try:
-        precision = make_precision(args.fp16_type, args.bf16, layout.device)
+        precision = make_precision(run.config.fp16_type, run.config.bf16, layout.device)
         data = build_run_data(run, layout)
         if args.build_dataset_only:
             logger.info("dataset built (%s); --build_dataset_only: exiting", data.describe())

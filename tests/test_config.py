@@ -61,6 +61,24 @@ def test_a_preset_in_the_originals_style_loads_with_its_defaults():
     assert params.frozen_layers == -1
 
 
+def test_the_newest_originals_presets_load():
+    # its current parameter.json: fp16-type and bf16 in every preset, "-additional" continued-pretraining presets
+    common = {"warmup-steps": 10000, "learning-rate": 5e-4, "batch-size": {"-1": 128}, "train-steps": 1000000,
+              "save-steps": 100000, "fp16-type": 0, "bf16": False}
+    shape = {"number-of-layers": 12, "hidden-size": 256, "sequence-length": 128, "ffn-inner-hidden-size": 1024,
+             "attention-heads": 4}
+    bert = parse_preset("bert-small", {**shape, **common}, "p.json")
+    electra = parse_preset("electra-small", {**shape, **common, "embedding-size": 128, "generator-size": "1/1",
+                                             "mask-percent": 15}, "p.json")
+    additional = parse_preset("electra-small-additional", {
+        **common, "flozen-layers": -1, "pretrained_generator_model_name_or_path": "gen",
+        "pretrained_discriminator_model_name_or_path": "disc"}, "p.json")
+    assert (bert.fp16_type, bert.bf16, electra.option("generator_size")) == (0, False, 1.0)
+    assert (additional.pretrained_model_name_or_path, additional.pretrained_generator) == ("disc", "gen")
+    with pytest.raises(UserError, match=r"bert-small\.fp16-type: expected 0 \(fp32\), 1, 2 or 3"):
+        parse_preset("bert-small", {**shape, **common, "fp16-type": 4}, "p.json")
+
+
 def test_every_problem_is_reported_together_naming_its_key():
     preset = {"number-of-layers": 0, "hidden-size": "768", "sequence-length": 128, "ffn-inner-hidden-size": 256,
               "warmup-steps": -5, "learning-rate": 1e-4, "batch-size": {"-1": 0}, "train-steps": 10,

@@ -31,3 +31,14 @@ def test_flags_win_over_the_preset():
     assert (config.train_steps, config.eval_steps, config.cache_dir, config.num_workers, config.run_name) == \
         (2, 5, "c", 3, "r")
     assert config.whole_word_mask and config.resize_embeddings  # a flag can turn these on, the preset too
+
+
+def test_precision_in_the_preset_as_the_newest_original_writes_it():
+    # the original's current parameter.json puts fp16-type and bf16 in every preset; a flag given wins
+    assert RunConfig.resolve(args(), parse_preset("bert-x", {**PRESET, "fp16-type": 0, "bf16": False}, "p")) \
+        .fp16_type == 0
+    in_preset = parse_preset("bert-x", {**PRESET, "fp16-type": 2, "bf16": False}, "p")
+    assert RunConfig.resolve(args(), in_preset).fp16_type == 2
+    assert RunConfig.resolve(args(fp16_type=0), in_preset).fp16_type == 0  # --fp16_type 0 given: fp32
+    assert RunConfig.resolve(args(), parse_preset("bert-x", {**PRESET, "bf16": True}, "p")).bf16
+    assert RunConfig.resolve(args(bf16=True), parse_preset("bert-x", PRESET, "p")).bf16
