@@ -88,24 +88,43 @@ def _env_int(*names: str) -> int | None:
 
 def init_distributed(node_batch_sizes: dict[int, int], *, local_rank: int | None = None,
                      node_rank: int | None = None, device: str | None = None,
-                     timeout_s: float = 1800.0) -> Layout:
+                     timeout_s: float = 1800.0, training: bool = True) -> Layout:
     """Read the launcher's environment, start the process group (NCCL on GPUs, gloo on CPUs), compute the layout.
 
     ``local_rank`` is the ``--local_rank`` flag of ``torch.distributed.launch`` (``LOCAL_RANK`` wins when both
     are set, since torchrun sets only the variable). ``node_rank`` is the ``--node_rank`` flag; without it the
-    launcher's ``GROUP_RANK`` (torchrun) or ``NODE_RANK`` is used.
+    launcher's ``GROUP_RANK`` (torchrun) or ``NODE_RANK`` is used; a flag that disagrees with the launcher is an
+    error. One process given a multi-node ``batch-size`` trains with the node ``--node_rank`` names, and without it
+    is an error when ``training`` (a dataset build alone does not depend on the batch).
     """
     world_size = _env_int("WORLD_SIZE") or 1
     rank = _env_int("RANK") or 0
     env_local_rank = _env_int("LOCAL_RANK")
-    local_rank = env_local_rank if env_local_rank is not None else (local_rank if local_rank is not None else 0)
-    if local_rank < 0:  # the original's default of --local_rank -1 means "not distributed"
-        local_rank = 0
+    given_local = local_rank if local_rank is not None and local_rank >= 0 else None  # -1: the original's "unset"
+    if given_local is not None and env_local_rank is not None and given_local != env_local_rank:
+        raise UserError(f"--local_rank {given_local} disagrees with the launcher's LOCAL_RANK={env_local_rank}; "
+                        "drop the flag (the launcher sets it)")
+    local_rank = env_local_rank if env_local_rank is not None else (given_local or 0)
     local_world_size = _env_int("LOCAL_WORLD_SIZE") or world_size
     num_nodes = _env_int("GROUP_WORLD_SIZE") or max(1, world_size // local_world_size)
     env_node_rank = _env_int("GROUP_RANK", "NODE_RANK")
-    if node_rank is None or node_rank < 0:
-        node_rank = env_node_rank if env_node_rank is not None else rank // local_world_size
+    given_node = node_rank if node_rank is not None and node_rank >= 0 else None
+    if given_node is not None and env_node_rank is not None and given_node != env_node_rank:
+        names = "GROUP_RANK" if _env_int("GROUP_RANK") is not None else "NODE_RANK"
+        raise UserError(f"--node_rank {given_node} disagrees with the launcher's {names}={env_node_rank} (the "
+                        "original's README asks for the node rank twice: pass the same number to both, or only to "
+                        "the launcher)")
+    multi_node_preset = sorted(n for n in node_batch_sizes if n >= 0)
+    if world_size == 1 and len(multi_node_preset) > 1 and (training or given_node is not None):
+        # one process and a preset of per-node batches: train with the chosen node's batch, never node 0's silently
+        if given_node is None:
+            raise UserError(f"batch-size gives batches for nodes {', '.join(map(str, multi_node_preset))} (a "
+                            "multi-node preset) but this is one process: launch every node, or pass --node_rank N "
+                            "to train with node N's batch alone")
+        node_batch_sizes = {0: node_batch_size(node_batch_sizes, given_node)}
+        given_node = None
+    node_rank = given_node if given_node is not None else (
+        env_node_rank if env_node_rank is not None else rank // local_world_size)
     if not 0 <= node_rank < num_nodes:
         raise UserError(f"--node_rank {node_rank} is outside the job's {num_nodes} node(s)")
 

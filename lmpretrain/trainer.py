@@ -134,7 +134,7 @@ def train(args: TrainArgs) -> dict[str, float]:
     run = prepare_run(args)  # params, encoder, checks; raises UserError before anything is built
     params = run.params
     layout = init_distributed(params.node_batch_sizes, local_rank=args.local_rank, node_rank=args.node_rank,
-                              device=args.device)
+                              device=args.device, training=not args.build_dataset_only)
     watchdog = PeerWatchdog(layout.rank, layout.world_size, args.peer_timeout).start()
     try:
         precision = make_precision(run.config.fp16_type, run.config.bf16, layout.device)
