@@ -159,7 +159,12 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
     model, counters = state.model, state.train
     train_model = _wrap(model, layout, compile_model=args.compile)
 
-    writer = MetricsWriter(f"{args.model_dir}/runs/{config.run_name}", purge_step=counters.step or None)
+    # a resume at step N keeps what was logged up to N (its eval included) and drops what an interrupted run wrote
+    # after its last checkpoint: TensorBoard purges events at steps >= purge_step from the earlier files
+    writer = MetricsWriter(f"{args.model_dir}/runs/{config.run_name}",
+                           purge_step=counters.step + 1 if counters.step else None)
+    logger.info("TensorBoard: tensorboard --logdir %s/runs (the original wrote ./runs/; here runs go with their "
+                "model dir)", args.model_dir)
     step_log = JsonlLog(f"{args.model_dir}/train_log.jsonl", resume_step=counters.step)
     terms = run.family.loss_terms
     weights = run.family.loss_weights(params)

@@ -23,3 +23,13 @@ def test_every_metric_is_written(sample_corpus, tiny_tokenizer_dir, parameter_fi
         assert tag in tags, (tag, sorted(tags))
     assert tags["train/loss"] == list(range(1, 9))  # logging-steps 1
     assert tags["eval/perplexity"] == [0, 4, 8]  # before training, then every eval-steps
+
+
+def test_a_resumed_run_keeps_every_scalar_once(sample_corpus, tiny_tokenizer_dir, parameter_file, tmp_path):  # noqa: F811
+    out = tmp_path / "out"
+    train(make_args(sample_corpus, tiny_tokenizer_dir, out, parameter_file, "bert-test", run_name="tb", train_steps=4))
+    train(make_args(sample_corpus, tiny_tokenizer_dir, out, parameter_file, "bert-test", run_name="tb", train_steps=8,
+                    do_continue=True))
+    tags = scalar_tags(out / "runs" / "tb")  # both event files, read as TensorBoard reads them
+    assert tags["train/loss"] == list(range(1, 9))
+    assert tags["eval/perplexity"] == [0, 4, 8]  # the eval at the resume step survives the new event file
