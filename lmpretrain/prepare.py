@@ -16,7 +16,7 @@ from .errors import UserError
 from .log import get_logger
 from .models import Family, build_model, get_family, load_parameters, resolve_pretrained_shape, usable_positions
 from .run_config import TrainArgs
-from .tokenization import META_FILE, FastEncoder, check_tokenizer_matches
+from .tokenization import META_FILE, FastEncoder, check_tokenizer_matches, word_tokenizer_of
 
 logger = get_logger(__name__)
 
@@ -121,8 +121,11 @@ def load_weights(model, path: Path) -> None:
 
 
 def _check_tokenizer_flags(args: TrainArgs, meta: dict) -> None:
-    """--mecab_dic_type / --tokenizer_type are the original's flags; here they must agree with the tokenizer dir."""
-    checks = {"mecab_dic_type": args.mecab_dic_type, "tokenizer_type": args.tokenizer_type}
+    """--mecab_dic_type / --tokenizer_type / --word_tokenizer are the original's flags; here they must agree with the
+    tokenizer dir."""
+    checks = {"mecab_dic_type": args.mecab_dic_type, "tokenizer_type": args.tokenizer_type,
+              "word_tokenizer": args.word_tokenizer}
+    meta = {**meta, "word_tokenizer": word_tokenizer_of(meta)}  # also for dirs written before it was recorded
     aliases = {"sentencepiece": "bpe"}
     for key, given in checks.items():
         if given is None or key not in meta:
