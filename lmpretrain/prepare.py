@@ -125,7 +125,8 @@ def _check_tokenizer_flags(args: TrainArgs, meta: dict) -> None:
     tokenizer dir."""
     checks = {"mecab_dic_type": args.mecab_dic_type, "tokenizer_type": args.tokenizer_type,
               "word_tokenizer": args.word_tokenizer}
-    meta = {**meta, "word_tokenizer": word_tokenizer_of(meta)}  # also for dirs written before it was recorded
+    if word_tokenizer_of(meta) is not None:  # also for dirs written before it was recorded
+        meta = {**meta, "word_tokenizer": word_tokenizer_of(meta)}
     aliases = {"sentencepiece": "bpe"}
     for key, given in checks.items():
         if given is None or key not in meta:

@@ -82,7 +82,7 @@ def test_a_dir_written_before_the_new_flags_is_the_same_settings(tmp_path, sampl
         del meta["spec"][key]
     del meta["word_tokenizer"]
     (directory / META_FILE).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
-    assert word_tokenizer_of(meta) == ("mecab" if dic == "ipadic" else "none")
+    assert word_tokenizer_of(meta) == ("mecab" if dic == "ipadic" else "none") and word_tokenizer_of({}) is None
     texts = sample_lines(sample_corpus)[:40] + EDGE_CASES
     with FastEncoder.from_pretrained(directory) as encoder:
         ids = encoder.encode_batch(texts)

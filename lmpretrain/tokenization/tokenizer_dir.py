@@ -148,10 +148,14 @@ class TokenizerSpec:
         return SPECIAL_TOKENS + [f"[unused{i}]" for i in range(self.num_unused_tokens)]
 
 
-def word_tokenizer_of(meta: dict) -> str:
+def word_tokenizer_of(meta: dict) -> str | None:
     """The ``--word_tokenizer`` a tokenizer dir's metadata records ("mecab", "sudachi", ..., or "none"), also for
-    dirs written before it was recorded."""
-    return meta.get("word_tokenizer") or segmenter_from_meta(meta)[0] or "none"
+    dirs written before it was recorded; None for metadata that records no segmenter at all (not ours)."""
+    if "word_tokenizer" in meta:
+        return meta["word_tokenizer"]
+    if "word_segmenter" not in meta and "mecab_dic_type" not in meta:
+        return None
+    return segmenter_from_meta(meta)[0] or "none"
 
 
 def tokenizer_fingerprint(tokenizer_dir: str | Path) -> str:
