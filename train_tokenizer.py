@@ -1,12 +1,15 @@
-"""Train a tokenizer (MeCab pre-tokenization + WordPiece / BPE / Unigram) that AutoTokenizer loads.
+"""Train a tokenizer (MeCab or Sudachi pre-tokenization + WordPiece / BPE / Unigram) that AutoTokenizer loads.
 
 Example:
 
     python train_tokenizer.py --input_file samples/ja_sample.txt --model_dir out/tokenizer \
         --mecab_dic_type ipadic --tokenizer_type wordpiece --vocab_size 3000 --min_frequency 1
 
-AutoTokenizer.from_pretrained("out/tokenizer") then returns a BertJapaneseTokenizer with the same dictionary,
-and lmpretrain.tokenization.FastEncoder gives the same ids, faster.
+    python train_tokenizer.py --input_file samples/ja_sample.txt --model_dir out/tokenizer-sudachi \
+        --word_tokenizer sudachi --sudachi_split_mode C --tokenizer_type wordpiece --vocab_size 3000 --min_frequency 1
+
+AutoTokenizer.from_pretrained("out/tokenizer") then returns a BertJapaneseTokenizer with the same segmenter and
+dictionary, and lmpretrain.tokenization.FastEncoder gives the same ids, faster.
 """
 
 from __future__ import annotations
@@ -26,8 +29,14 @@ def main(argv=None) -> None:
     p.add_argument("--intermediate_dir", default=None, help="where MeCab-segmented text goes (default: a temp dir)")
     p.add_argument("--num_files", type=int, default=os.cpu_count() or 1,
                    help="parallel MeCab workers (the result does not depend on it)")
-    p.add_argument("--mecab_dic_type", default="ipadic", help="ipadic, unidic_lite, unidic or none")
-    p.add_argument("--mecab_option", default=None, help="extra MeCab arguments, recorded for AutoTokenizer")
+    p.add_argument("--word_tokenizer", default=None,
+                   help="mecab (default), sudachi, juman or none (no word segmenter)")
+    p.add_argument("--mecab_dic_type", default=None, help="ipadic (default), unidic_lite, unidic or none")
+    p.add_argument("--mecab_dic", default=None, help="the original's newer name of --mecab_dic_type")
+    p.add_argument("--mecab_option", default=None,
+                   help="extra MeCab arguments (e.g. '-u user.dic'), recorded for AutoTokenizer")
+    p.add_argument("--sudachi_split_mode", default=None, help="A (default, shortest words), B or C (longest)")
+    p.add_argument("--sudachi_dict_type", default=None, help="core (default), small or full (sudachidict_<type>)")
     p.add_argument("--tokenizer_type", default="wordpiece", help="wordpiece, bpe (alias: sentencepiece) or unigram")
     p.add_argument("--vocab_size", type=int, default=32768)
     p.add_argument("--min_frequency", type=int, default=2, help="wordpiece and bpe only")
@@ -38,17 +47,20 @@ def main(argv=None) -> None:
 
     from lmpretrain.tokenization import TokenizerSpec, train_tokenizer
 
-    spec = TokenizerSpec(mecab_dic_type=args.mecab_dic_type, mecab_option=args.mecab_option or None,
-                         tokenizer_type=args.tokenizer_type, vocab_size=args.vocab_size,
-                         min_frequency=args.min_frequency, limit_alphabet=args.limit_alphabet,
-                         num_unused_tokens=args.num_unused_tokens)
+    spec = TokenizerSpec.from_flags(word_tokenizer=args.word_tokenizer, mecab_dic_type=args.mecab_dic_type,
+                                    mecab_dic=args.mecab_dic, mecab_option=args.mecab_option,
+                                    sudachi_split_mode=args.sudachi_split_mode,
+                                    sudachi_dict_type=args.sudachi_dict_type, tokenizer_type=args.tokenizer_type,
+                                    vocab_size=args.vocab_size,
+                                    min_frequency=args.min_frequency, limit_alphabet=args.limit_alphabet,
+                                    num_unused_tokens=args.num_unused_tokens)
     if args.num_files < 1:
         from lmpretrain.errors import UserError
 
         raise UserError(f"--num_files must be at least 1 (got {args.num_files})")
     s = train_tokenizer(args.input_file, args.model_dir, spec, num_workers=args.num_files,
                         intermediate_dir=args.intermediate_dir)
-    print(f"tokenizer: {s['tokenizer_type']} on MeCab {s['mecab_dic_type']}, {s['vocab_size']} tokens, trained on "
+    print(f"tokenizer: {s['tokenizer_type']} on {s['word_segmenter']}, {s['vocab_size']} tokens, trained on "
           f"{s['lines']} lines ({s['characters']} characters) in {s['seconds']} s -> {s['model_dir']}")
 
 

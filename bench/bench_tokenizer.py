@@ -13,7 +13,10 @@ sees them: AutoTokenizer on the trained dir (BertJapaneseTokenizer: MeCab + Word
 text. FastEncoder's ids are checked equal to AutoTokenizer's on the subset. Every FastEncoder run starts from a
 fresh encoder (empty word cache; the worker pool starts inside the timed call), plus one row with the cache warm
 (a second pass over the subset); MeCab and FastEncoder take the fastest of ``--repeats`` runs; AutoTokenizer runs
-once after a small warm-up. The Markdown section is printed to stdout and appended to ``--out``.
+once after a small warm-up. (c) Sudachi (``--sudachi_split_mode``, sudachidict_core) + WordPiece trained
+in-process on the same corpus: AutoTokenizer (BertJapaneseTokenizer with word_tokenizer_type "sudachi") against
+FastEncoder (1 worker, fresh) and bare Sudachi segmentation on the same subset, in the same run, ids checked equal.
+The Markdown section is printed to stdout and appended to ``--out``.
 """
 
 from __future__ import annotations
@@ -157,6 +160,30 @@ def encode_benchmarks(tokenizer_dir: Path, subset: list[str], whole: list[str], 
     return results
 
 
+def sudachi_benchmarks(corpus: Path, tokenizer_dir: Path, subset: list[str], split_mode: str, repeats: int,
+                       num_workers: int) -> dict:
+    """(c): a Sudachi + WordPiece tokenizer on the same corpus; AutoTokenizer vs FastEncoder vs bare Sudachi."""
+    from transformers import AutoTokenizer
+
+    from lmpretrain.tokenization import TokenizerSpec, train_tokenizer
+    from lmpretrain.tokenization.segmenters import get_segmenter
+
+    spec = TokenizerSpec.from_flags(word_tokenizer="sudachi", sudachi_split_mode=split_mode)
+    started = time.perf_counter()
+    summary = train_tokenizer([str(corpus)], tokenizer_dir, spec, num_workers=num_workers)
+    results = {"train_seconds": time.perf_counter() - started, "vocab_size": summary["vocab_size"]}
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    tokenizer(subset[:200])
+    results["bert"] = timed(lambda: tokenizer(subset, add_special_tokens=False)["input_ids"])
+    runs = [fast_encoder_run(tokenizer_dir, subset, 1) for _ in range(repeats)]
+    results["fast1"] = min(runs, key=lambda r: r["seconds"])
+    segmenter = get_segmenter(*spec.word_segmenter())
+    results["sudachi"] = timed(lambda: segmenter.wakati_batch(subset), repeats)
+    results["identical"] = results["fast1"]["result"] == results["bert"]["result"]
+    results["type"], results["mode"] = f"{type(tokenizer).__name__} ({tokenizer.word_tokenizer_type})", split_mode
+    return results
+
+
 # ---- report --------------------------------------------------------------------------------------------------------
 
 def read_lines(corpus: Path, max_chars: int) -> list[str]:
@@ -183,8 +210,35 @@ def first_chars(lines: list[str], limit: int) -> list[str]:
     return out
 
 
+def sudachi_markdown(sud: dict, subset: list[str]) -> list[str]:
+    chars = sum(map(len, subset))
+    names = {"bert": f"transformers {sud['type']} (AutoTokenizer)", "fast1": "FastEncoder, 1 worker",
+             "sudachi": "bare Sudachi (sudachipy, surfaces joined)"}
+    rows = [f"| {names[k]} | subset | {chars / sud[k]['seconds']:,.0f} | {sud[k]['seconds']:.2f} | "
+            f"{sud[k]['cpu_seconds']:.2f} | {chars / sud[k]['cpu_seconds']:,.0f} |"
+            for k in ("bert", "fast1", "sudachi")]
+    per_core = sud["bert"]["cpu_seconds"] / sud["fast1"]["cpu_seconds"]
+    wall = sud["bert"]["seconds"] / sud["fast1"]["seconds"]
+    floor = sud["fast1"]["seconds"] / sud["sudachi"]["seconds"]
+    return [
+        f"### (c) Sudachi (split mode {sud['mode']}, sudachidict_core) + WordPiece, same corpus, same subset",
+        "",
+        f"Trained in {sud['train_seconds']:.1f} s ({sud['vocab_size']} tokens). FastEncoder's ids equal "
+        f"AutoTokenizer's on every subset line: **{'yes' if sud['identical'] else 'NO'}**.",
+        "",
+        "| encoder | text | characters/s (wall) | wall s | CPU s | characters per CPU s |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"- FastEncoder / BertJapaneseTokenizer (Sudachi) per core: **{per_core:.2f}x** (characters per CPU second, "
+        f"1 worker; {wall:.2f}x by wall time); FastEncoder time / bare Sudachi time: {floor:.2f}x (FastEncoder's time "
+        "is almost all Sudachi's own analysis, so the gain is smaller than with MeCab).",
+        "",
+    ]
+
+
 def markdown(command: str, corpus: Path, training: dict, enc: dict, subset: list[str], whole: list[str],
-             loads: tuple) -> str:
+             loads: tuple, sud: dict | None = None) -> str:
     chars = {"subset": sum(map(len, subset)), "whole": sum(map(len, whole))}
     names = {"bert": f"transformers {enc['type']} (AutoTokenizer)", "fast1": "FastEncoder, 1 worker",
              "fast2": "FastEncoder, 2 workers", "mecab": "bare MeCab (fugashi GenericTagger -Owakati)",
@@ -244,6 +298,7 @@ def markdown(command: str, corpus: Path, training: dict, enc: dict, subset: list
         f"- 2 workers vs 1: {speedup['subset']:.2f}x faster on the subset, {speedup['whole']:.2f}x on the whole text "
         "(wall time; the pool starts inside the call).",
         "",
+        *(sudachi_markdown(sud, subset) if sud is not None else []),
     ])
 
 
@@ -255,6 +310,7 @@ def main(argv=None) -> None:
                         help="characters for the BertJapaneseTokenizer comparison")
     parser.add_argument("--repeats", type=int, default=3, help="FastEncoder and MeCab: the fastest of N runs")
     parser.add_argument("--num_files", type=int, default=os.cpu_count() or 1, help="train_tokenizer.py's workers")
+    parser.add_argument("--sudachi_split_mode", default="A", help="(c): A, B or C; 'none' skips (c)")
     parser.add_argument("--out", help="append the Markdown section to this file")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -273,8 +329,12 @@ def main(argv=None) -> None:
         training = run_measured([sys.executable, str(REPO / "train_tokenizer.py"), "--input_file", str(training_input),
                                  "--model_dir", str(tokenizer_dir), "--num_files", str(args.num_files)])
         encoding = encode_benchmarks(tokenizer_dir, subset, whole, args.repeats)
+        sudachi = None if args.sudachi_split_mode == "none" else sudachi_benchmarks(
+            training_input, Path(tmp) / "tokenizer-sudachi", subset, args.sudachi_split_mode, args.repeats,
+            args.num_files)
     command = shlex.join(["python", "bench/bench_tokenizer.py", *(argv if argv is not None else sys.argv[1:])])
-    section = markdown(command, corpus, training, encoding, subset, whole, (loads_start, os.getloadavg()[0]))
+    section = markdown(command, corpus, training, encoding, subset, whole, (loads_start, os.getloadavg()[0]),
+                       sudachi)
     print(section)
     if args.out:
         with open(args.out, "a", encoding="utf-8") as f:

@@ -14,7 +14,7 @@ from .errors import UserError
 from .log import get_logger
 from .models import Family, build_model, get_family, load_parameters, resolve_pretrained_shape
 from .run_config import RunConfig, TrainArgs
-from .tokenization import META_FILE, FastEncoder, check_tokenizer_matches
+from .tokenization import META_FILE, FastEncoder, check_tokenizer_matches, word_tokenizer_of
 
 logger = get_logger(__name__)
 
@@ -59,8 +59,12 @@ class PreparedRun:
 
 
 def _check_tokenizer_flags(args: TrainArgs, meta: dict) -> None:
-    """--mecab_dic_type / --tokenizer_type are the original's flags; here they must agree with the tokenizer dir."""
-    checks = {"mecab_dic_type": args.mecab_dic_type, "tokenizer_type": args.tokenizer_type}
+    """--mecab_dic_type / --tokenizer_type / --word_tokenizer are the original's flags; here they must agree with the
+    tokenizer dir."""
+    checks = {"mecab_dic_type": args.mecab_dic_type, "tokenizer_type": args.tokenizer_type,
+              "word_tokenizer": args.word_tokenizer}
+    if word_tokenizer_of(meta) is not None:  # also for dirs written before it was recorded
+        meta = {**meta, "word_tokenizer": word_tokenizer_of(meta)}
     aliases = {"sentencepiece": "bpe"}
     for key, given in checks.items():
         if given is None or key not in meta:

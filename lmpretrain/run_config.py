@@ -33,6 +33,9 @@ class TrainArgs:
     """Accepted for the original's command lines; checked against what the tokenizer dir records."""
     mecab_dic_type: str | None = None
     """Accepted for the original's command lines; checked against what the tokenizer dir records."""
+    word_tokenizer: str | None = None
+    """--word_tokenizer_type (the original's run_pretraining flag) or --word_tokenizer (train_tokenizer.py's name):
+    checked against what the tokenizer dir records (mecab, sudachi, juman or none)."""
     do_whole_word_mask: bool = False
     do_continue: bool = False
     """Resume from the newest complete checkpoint-<step>/ in --model_dir."""
@@ -123,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--tokenizer_type", default=None)
     p.add_argument("--mecab_dic_type", default=None)
+    p.add_argument("--word_tokenizer_type", "--word_tokenizer", dest="word_tokenizer", default=None)
     p.add_argument("--do_whole_word_mask", action="store_true")
     p.add_argument("--do_continue", action="store_true")
     p.add_argument("--disable_overwrite_cache", action="store_true")

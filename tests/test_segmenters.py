@@ -20,13 +20,13 @@ TEXTS = ["吾輩は猫である。名前はまだ無い。", "東京都に住ん
 
 def test_registry_rejects_an_unknown_segmenter_by_name():
     with pytest.raises(UserError) as error:
-        get_segmenter("sudachi", {})
+        get_segmenter("spacy", {})
     message = str(error.value)
-    assert "unknown word segmenter 'sudachi'" in message and "mecab" in message and "\n" not in message
+    assert "unknown word segmenter 'spacy'" in message and "mecab, sudachi" in message and "\n" not in message
     with pytest.raises(UserError, match="word segmenter mecab: bad options"):
         get_segmenter("mecab", {"no_such_option": 1})
     assert get_segmenter(None) is None and get_segmenter("none", {}) is None
-    assert set(SEGMENTERS) == {"mecab"}
+    assert set(SEGMENTERS) == {"mecab", "sudachi", "juman"}
 
 
 def test_a_segmenter_is_rebuilt_from_its_options_in_another_process():

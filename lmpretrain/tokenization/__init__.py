@@ -25,8 +25,9 @@ from .tokenizer_dir import (
     read_meta,
     read_vocabulary,
     tokenizer_fingerprint,
+    word_tokenizer_of,
 )
 from .training import train_tokenizer
 
 __all__ = ["META_FILE", "SPECIAL_TOKENS", "TOKENIZER_FILES", "FastEncoder", "TokenizerSpec", "check_tokenizer_matches",
-           "read_meta", "read_vocabulary", "tokenizer_fingerprint", "train_tokenizer"]
+           "read_meta", "read_vocabulary", "tokenizer_fingerprint", "train_tokenizer", "word_tokenizer_of"]

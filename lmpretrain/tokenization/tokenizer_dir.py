@@ -7,12 +7,14 @@ What a tokenizer dir holds, by (word segmenter, algorithm):
 |-----------|--------------|----------------------------|---------------------------------------------------|
 | MeCab     | wordpiece    | vocab.txt                  | BertJapaneseTokenizer (mecab + wordpiece)         |
 | MeCab     | bpe, unigram | spiece.model (+ vocab.txt) | BertJapaneseTokenizer (mecab + sentencepiece)     |
+| Sudachi   | as MeCab     | as MeCab                   | BertJapaneseTokenizer (sudachi + ...)             |
 | none      | any          | tokenizer.json             | PreTrainedTokenizerFast (tokenizer.json)          |
 
 ``lmpretrain_tokenizer.json`` records the segmenter (``word_segmenter``: name, options, dictionary), the
 dictionary (name, package and dictionary versions), MeCab options, normalization (NFKC) and the training settings.
-``mecab_dic_type``, ``mecab_option`` and ``tokenizer_type`` stay at its top level (the run's flags are checked
-against them); dirs written before ``word_segmenter`` was recorded are read through ``mecab_dic_type``.
+``word_tokenizer``, ``mecab_dic_type``, ``mecab_option`` and ``tokenizer_type`` stay at its top level (the run's flags
+are checked against them; a Sudachi dir's ``mecab_dic_type`` is "sudachi", which no MeCab dictionary matches); dirs
+written before ``word_segmenter`` was recorded are read through ``mecab_dic_type``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..fsutil import sha256_file
-from .segmenters import MECAB_DIC_TYPES, segmenter_from_flags, segmenter_from_meta
+from .segmenters import MECAB_DIC_TYPES, WORD_TOKENIZERS, segmenter_from_flags, segmenter_from_meta
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 META_FILE = "lmpretrain_tokenizer.json"
@@ -40,18 +42,80 @@ TOKENIZER_FILES = ("vocab.txt", "spiece.model", "tokenizer.json", "tokenizer_con
 class TokenizerSpec:
     """Everything that decides the tokens; recorded in the dir and compared when a dir is reused."""
 
-    mecab_dic_type: str = "ipadic"
+    mecab_dic_type: str | None = "ipadic"
     mecab_option: str | None = None
     tokenizer_type: str = "wordpiece"
     vocab_size: int = 32768
     min_frequency: int = 2
     limit_alphabet: int = 6129
     num_unused_tokens: int = 10
+    word_tokenizer: str | None = None
+    """None: the segmenter ``mecab_dic_type`` names (MeCab with that dictionary, or none), as dirs written before
+    ``--word_tokenizer`` record it; otherwise another segmenter ("sudachi", "juman"), with ``mecab_dic_type`` None."""
+    sudachi_split_mode: str | None = None
+    sudachi_dict_type: str | None = None
+
+    def __post_init__(self):  # one form per tokenizer: MeCab and none are word_tokenizer None, as in older dirs
+        if self.word_tokenizer == "none":
+            object.__setattr__(self, "mecab_dic_type", "none")
+        elif self.word_tokenizer == "mecab":
+            object.__setattr__(self, "mecab_dic_type", self.mecab_dic_type or "ipadic")
+        if self.word_tokenizer in ("mecab", "none"):
+            object.__setattr__(self, "word_tokenizer", None)
+
+    @classmethod
+    def from_flags(cls, *, word_tokenizer: str | None = None, mecab_dic_type: str | None = None,
+                   mecab_dic: str | None = None, mecab_option: str | None = None,
+                   sudachi_split_mode: str | None = None, sudachi_dict_type: str | None = None,
+                   **subword) -> TokenizerSpec:
+        """The spec train_tokenizer.py's flags ask for (an empty flag is an absent one), in one form per tokenizer:
+        MeCab and "none" keep ``word_tokenizer`` None, so a dir written before ``--word_tokenizer`` existed has the
+        same spec. A combination that contradicts itself is one ``UserError`` naming the flags."""
+        word_tokenizer, mecab_option = word_tokenizer or None, mecab_option or None
+        mecab_dic_type, mecab_dic = mecab_dic_type or None, mecab_dic or None
+        sudachi = {"--sudachi_split_mode": sudachi_split_mode or None, "--sudachi_dict_type": sudachi_dict_type or None}
+        problems = []
+        if mecab_dic and mecab_dic_type and mecab_dic != mecab_dic_type:
+            problems.append(f"--mecab_dic {mecab_dic} and --mecab_dic_type {mecab_dic_type} disagree (--mecab_dic is "
+                            f"the original's name of --mecab_dic_type: give one)")
+        dic = mecab_dic_type or mecab_dic
+        if word_tokenizer is not None and word_tokenizer not in WORD_TOKENIZERS:
+            problems.append(f"--word_tokenizer {word_tokenizer!r} is not one of {', '.join(WORD_TOKENIZERS)}")
+        elif word_tokenizer == "mecab" and dic == "none":
+            problems.append("--word_tokenizer mecab and --mecab_dic_type none contradict each other (none is no "
+                            "word segmenter: give one of them)")
+        elif word_tokenizer not in (None, "mecab"):
+            given = [f for f, v in (("--mecab_dic_type", dic not in (None, "none")), ("--mecab_option", mecab_option))
+                     if v]
+            if given:
+                problems.append(f"{' and '.join(given)} {'are' if len(given) > 1 else 'is'} for MeCab, not "
+                                f"--word_tokenizer {word_tokenizer}")
+        if word_tokenizer != "sudachi":
+            given = [flag for flag, value in sudachi.items() if value is not None]
+            if given:
+                problems.append(f"{' and '.join(given)} need{'s' if len(given) == 1 else ''} --word_tokenizer sudachi")
+        if problems:
+            raise UserError("; ".join(problems))
+        if word_tokenizer in (None, "mecab", "none"):
+            dic = "none" if word_tokenizer == "none" else dic or "ipadic"
+            return cls(mecab_dic_type=dic, mecab_option=mecab_option, **subword)
+        if word_tokenizer == "sudachi":
+            return cls(mecab_dic_type=None, word_tokenizer="sudachi", sudachi_split_mode=sudachi_split_mode or "A",
+                       sudachi_dict_type=sudachi_dict_type or "core", **subword)
+        return cls(mecab_dic_type=None, word_tokenizer=word_tokenizer, **subword)
+
+    @property
+    def legacy_mecab_dic_type(self) -> str:
+        """What the metadata's top-level ``mecab_dic_type`` holds: the MeCab dictionary or "none"; for another
+        segmenter its name ("sudachi"), which no --mecab_dic_type value matches."""
+        return self.mecab_dic_type if self.word_tokenizer is None else self.word_tokenizer
 
     def validate(self) -> None:
         problems = []
-        if self.mecab_dic_type not in MECAB_DIC_TYPES:
+        if self.word_tokenizer is None and self.mecab_dic_type not in MECAB_DIC_TYPES:
             problems.append(f"--mecab_dic_type {self.mecab_dic_type!r} is not one of {', '.join(MECAB_DIC_TYPES)}")
+        if self.word_tokenizer is not None and self.word_tokenizer not in WORD_TOKENIZERS:
+            problems.append(f"--word_tokenizer {self.word_tokenizer!r} is not one of {', '.join(WORD_TOKENIZERS)}")
         if self.tokenizer_type not in ALGORITHMS:
             problems.append(f"--tokenizer_type {self.tokenizer_type!r} is not one of {', '.join(ALGORITHMS)}")
         if self.num_unused_tokens < 0:
@@ -73,10 +137,25 @@ class TokenizerSpec:
 
     def word_segmenter(self) -> tuple[str | None, dict]:
         """(name, options) of the word segmenter the flags ask for; (None, {}) for none."""
-        return segmenter_from_flags(self.mecab_dic_type, self.mecab_option)
+        if self.word_tokenizer is None:
+            return segmenter_from_flags(self.mecab_dic_type, self.mecab_option)
+        if self.word_tokenizer == "sudachi":
+            return "sudachi", {"sudachi_split_mode": self.sudachi_split_mode or "A",
+                               "sudachi_dict_type": self.sudachi_dict_type or "core"}
+        return self.word_tokenizer, {}
 
     def special_tokens(self) -> list[str]:
         return SPECIAL_TOKENS + [f"[unused{i}]" for i in range(self.num_unused_tokens)]
+
+
+def word_tokenizer_of(meta: dict) -> str | None:
+    """The ``--word_tokenizer`` a tokenizer dir's metadata records ("mecab", "sudachi", ..., or "none"), also for
+    dirs written before it was recorded; None for metadata that records no segmenter at all (not ours)."""
+    if "word_tokenizer" in meta:
+        return meta["word_tokenizer"]
+    if "word_segmenter" not in meta and "mecab_dic_type" not in meta:
+        return None
+    return segmenter_from_meta(meta)[0] or "none"
 
 
 def tokenizer_fingerprint(tokenizer_dir: str | Path) -> str:

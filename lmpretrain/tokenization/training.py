@@ -145,7 +145,9 @@ def _save(trainer: SubwordTrainer, segmenter: WordSegmenter | None, spec: Tokeni
     _write_json(out / "special_tokens_map.json", specials)
     recorded = segmenter.record() if segmenter is not None else None
     dictionary = recorded["dictionary"] if recorded is not None else Unsegmented().dictionary_info()
-    meta = {"lmpretrain_version": __version__, "spec": asdict(spec), "mecab_dic_type": spec.mecab_dic_type,
+    meta = {"lmpretrain_version": __version__, "spec": asdict(spec),
+            "word_tokenizer": segmenter.name if segmenter is not None else "none",
+            "mecab_dic_type": spec.legacy_mecab_dic_type,
             "tokenizer_type": spec.algorithm, "dictionary": dictionary, "mecab_option": spec.mecab_option,
             "word_segmenter": recorded, "normalization": NORMALIZATION, "vocab_size": vocab_size, "training": stats}
     _write_json(out / META_FILE, meta)
@@ -195,4 +197,18 @@ def train_tokenizer(input_file: str | list[str], model_dir: str | Path, spec: To
         raise
     seconds = time.perf_counter() - started
     return {"model_dir": str(model_dir), "vocab_size": trained_size, "lines": lines, "characters": chars,
-            "seconds": round(seconds, 1), "tokenizer_type": spec.algorithm, "mecab_dic_type": spec.mecab_dic_type}
+            "seconds": round(seconds, 1), "tokenizer_type": spec.algorithm,
+            "mecab_dic_type": spec.legacy_mecab_dic_type,
+            "word_segmenter": _describe(spec)}
+
+
+def _describe(spec: TokenizerSpec) -> str:
+    """The word segmenter in a few words, for the summary line ("MeCab ipadic", "Sudachi core (split mode C)")."""
+    name, options = spec.word_segmenter()
+    if name is None:
+        return "no word segmenter"
+    if name == "mecab":
+        return f"MeCab {options['mecab_dic_type']}"
+    if name == "sudachi":
+        return f"Sudachi {options['sudachi_dict_type']} (split mode {options['sudachi_split_mode']})"
+    return {"juman": "Juman++"}.get(name, name)

@@ -5,10 +5,10 @@ Recipe, e.g. Sudachi: ``sudachi.py`` with ``class SudachiSegmenter(WordSegmenter
 options as keyword arguments (checked in ``__init__``, one ``UserError`` each), ``wakati_batch`` (NFKC, then the
 words joined by spaces), ``dictionary_info`` and ``transformers_config`` (``word_tokenizer_type="sudachi"`` and
 ``sudachi_kwargs``); then ``"sudachi": ".sudachi:SudachiSegmenter"`` below. The encoder, training and the dataset's
-word starts need nothing more; a flag to choose it goes through ``segmenter_from_flags``.
+word starts need nothing more; its flags are settled in ``TokenizerSpec.from_flags`` and ``word_segmenter``.
 
-``None`` (written ``"none"`` by the ``--mecab_dic_type`` flag) is no segmenter: the `tokenizers` pipeline splits the
-words itself.
+``None`` (written ``"none"`` by the ``--mecab_dic_type`` and ``--word_tokenizer`` flags) is no segmenter: the
+`tokenizers` pipeline splits the words itself.
 """
 
 from __future__ import annotations
@@ -19,12 +19,16 @@ from ...errors import UserError
 from .base import Unsegmented, WordSegmenter
 from .mecab import DICTIONARIES as MECAB_DICTIONARIES
 
-__all__ = ["MECAB_DIC_TYPES", "SEGMENTERS", "Unsegmented", "WordSegmenter", "get_segmenter", "segmenter_from_flags",
-           "segmenter_from_meta"]
+__all__ = ["MECAB_DIC_TYPES", "SEGMENTERS", "WORD_TOKENIZERS", "Unsegmented", "WordSegmenter", "get_segmenter",
+           "segmenter_from_flags", "segmenter_from_meta"]
 
 SEGMENTERS = {  # name -> "module:class", imported on first use
     "mecab": ".mecab:MecabSegmenter",
+    "sudachi": ".sudachi:SudachiSegmenter",
+    "juman": ".juman:JumanSegmenter",
 }
+WORD_TOKENIZERS = ("mecab", "sudachi", "juman", "none")
+"""The choices of ``--word_tokenizer`` (the original's flag): a segmenter's name, or ``none``."""
 MECAB_DIC_TYPES = (*MECAB_DICTIONARIES, "none")
 """The choices of ``--mecab_dic_type``: a MeCab dictionary, or ``none`` for no segmenter."""
 
