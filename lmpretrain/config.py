@@ -70,6 +70,10 @@ class ModelParams:
     layers of the pretrained model (0: the embeddings only)."""
     resize_embeddings: bool = False
     initializer_range: float = 0.02
+    preset_fp16_type: int = 0
+    """The original's ``fp16-type`` preset key (its newer presets carry it); precision is set by --fp16_type."""
+    preset_bf16: bool = False
+    """The original's ``bf16`` preset key; precision is set by --bf16."""
     extra: dict = field(default_factory=dict)
     """The family's own options (its registry declaration names them), with their defaults filled in."""
 
@@ -130,6 +134,8 @@ KEYS = {
     "frozen-layers": ("frozen_layers", "layers"),
     "resize-embeddings": ("resize_embeddings", "bool"),
     "initializer-range": ("initializer_range", "pos_float"),
+    "fp16-type": ("preset_fp16_type", "fp16_level"),
+    "bf16": ("preset_bf16", "bool"),
 }
 REQUIRED_KEYS = ("warmup-steps", "learning-rate", "batch-size", "train-steps")
 SHAPE_KEYS = ("number-of-layers", "hidden-size", "sequence-length", "ffn-inner-hidden-size", "attention-heads")
@@ -143,6 +149,10 @@ def _convert(kind: str, value):
     if kind == "layers":
         if isinstance(value, bool) or not isinstance(value, int) or value < -1:
             raise ValueError(f"expected -1 (train every layer) or a number of layers to freeze, got {value!r}")
+        return value
+    if kind == "fp16_level":
+        if isinstance(value, bool) or value not in (0, 1, 2, 3):
+            raise ValueError(f"expected 0, 1, 2 or 3 (the --fp16_type levels), got {value!r}")
         return value
     if kind in ("pos_int", "nonneg_int"):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -244,6 +254,10 @@ def parse_preset(model_type: str, preset: dict, where: str, *, family: str | Non
         if len(keys) > 1:
             problems.append(f"{model_type}.{keys[0]}: given together with another spelling of the same setting "
                             f"({', '.join(keys[1:])})")
+    for key, name, fp32 in (("fp16-type", "preset_fp16_type", 0), ("bf16", "preset_bf16", False)):
+        if values.get(name, fp32) != fp32:  # accepted as the original's files carry them, never silently ignored
+            problems.append(f"{model_type}.{key}: precision is chosen on the command line (--fp16_type, --bf16); "
+                            f"the preset may only say {json.dumps(fp32)} (fp32) here")
     if "pretrained_generator" in values and not continued:
         problems.append(f"{model_type}.pretrained_generator_model_name_or_path: needs "
                         "pretrained_discriminator_model_name_or_path as well")

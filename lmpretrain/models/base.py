@@ -59,13 +59,17 @@ class PretrainingModel(torch.nn.Module):
             target.mkdir(parents=True, exist_ok=True)
             models[part.name].save_pretrained(str(target))
 
+    def load_extra(self, path: str | Path) -> None:
+        """Restore, from a dir ``save_pretrained`` wrote, what the HF parts do not hold (DeBERTa-v3's RTD head);
+        nothing for most families. (prepare.load_weights does not call it yet: resuming keeps a new RTD head.)"""
+
     def freeze(self, frozen_layers: int) -> None:
         """The original's ``flozen-layers``: -1 freezes nothing; N >= 0 freezes the embeddings and the first N
         layers of the main model (ELECTRA: the discriminator, whose embeddings the generator shares)."""
         if frozen_layers < 0:
             return
         main = next(iter(self.hf_models().values()))
-        base = getattr(main, main.base_model_prefix)
+        base = getattr(main, main.base_model_prefix, main)  # a bare encoder (AutoModel) is its own base
         modules = [base.get_input_embeddings()]
         if hasattr(base, "embeddings"):
             modules = [base.embeddings]
