@@ -173,6 +173,10 @@ def load_weights(model, path: Path) -> None:
         if missing or unexpected:
             raise CheckpointError(f"{directory}: weights do not fit the model (missing {missing[:3]}, "
                                   f"unexpected {unexpected[:3]})")
+    try:
+        model.load_extra(path)  # what the parts do not hold (DeBERTa-v3's RTD head)
+    except LOAD_ERRORS as error:
+        raise CheckpointError(f"{path}: {type(error).__name__}: {error}") from None
 
 
 def _fsync_tree(root: Path) -> None:

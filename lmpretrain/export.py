@@ -37,7 +37,7 @@ def _auto_class(role: str):
     import transformers
 
     return {"pretraining": transformers.AutoModelForPreTraining, "masked_lm": transformers.AutoModelForMaskedLM,
-            "causal_lm": transformers.AutoModelForCausalLM}[role]
+            "causal_lm": transformers.AutoModelForCausalLM, "base": transformers.AutoModel}[role]
 
 
 def _probe_batch(tokenizer_dir: Path, texts: list[str], max_length: int) -> dict[str, torch.Tensor]:
@@ -52,8 +52,9 @@ def _logits(model, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
     model.eval()
     with torch.no_grad():
         out = model(**batch)
-    return [t for t in (getattr(out, "prediction_logits", None), getattr(out, "logits", None),
-                        getattr(out, "seq_relationship_logits", None)) if t is not None]
+    heads = [t for t in (getattr(out, "prediction_logits", None), getattr(out, "logits", None),
+                         getattr(out, "seq_relationship_logits", None)) if t is not None]
+    return heads or [out.last_hidden_state]  # a bare encoder (role "base"): its hidden states
 
 
 def compare_models(reference, export_dir: Path, role: str, texts: list[str] = PROBE_TEXTS) -> float:
@@ -249,7 +250,7 @@ def extract_parts(input_dir: str | Path, output_dir: str | Path, names: list[str
             tmp = output_dir / f".{name}.tmp-{os.getpid()}"
             shutil.rmtree(tmp, ignore_errors=True)
             staged[name] = tmp
-            _write_part(model, tmp, input_dir, output_dir)
+            _write_part(model, tmp, input_dir, output_dir, parts[name])
             worst = compare_models(model, tmp, parts[name].role)
             if encoder is not None:
                 compare_tokenizer(tmp, encoder)
@@ -272,10 +273,13 @@ def extract_parts(input_dir: str | Path, output_dir: str | Path, names: list[str
     return written
 
 
-def _write_part(model, tmp: Path, input_dir: Path, output_dir: Path) -> None:
+def _write_part(model, tmp: Path, input_dir: Path, output_dir: Path, part) -> None:
     try:
         model.save_pretrained(str(tmp))
         ckpt.copy_tokenizer_files(input_dir, tmp)
+        for name in part.extra_files:  # a head transformers has no class for (DeBERTa-v3's RTD head)
+            if (input_dir / part.folder / name).is_file():
+                shutil.copy2(input_dir / part.folder / name, tmp / name)
     except Exception as error:
         reason = ckpt.describe_write_failure(error, output_dir)
         if reason is None:

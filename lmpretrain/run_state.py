@@ -67,7 +67,8 @@ class RunState:
         """The contents of a checkpoint's training state file (its keys are the on-disk format)."""
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-                "train_state": asdict(self.train), "rng": rng_state()}
+                "train_state": asdict(self.train), "rng": rng_state(),
+                "model_extra": self.model.resume_state() if hasattr(self.model, "resume_state") else {}}
 
     def load_state_dict(self, saved: dict) -> None:
         """Restore what :meth:`state_dict` returned (the weights are loaded separately, from the model dirs)."""
@@ -77,6 +78,8 @@ class RunState:
             self.scaler.load_state_dict(saved["scaler"])
         self.train = TrainState(**saved["train_state"])
         set_rng_state(saved["rng"])
+        if saved.get("model_extra") and hasattr(self.model, "load_resume_state"):
+            self.model.load_resume_state(saved["model_extra"])
 
     def weights_finite(self) -> bool:
         return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())

@@ -180,7 +180,7 @@ ROWS = [
      "regular_file is not a directory"),
     ("extract: input is not a checkpoint", EX, lambda f: extract_args(f, input_dir=f["empty_dir"]),
      "holds no config.json"),
-    ("extract: not an ELECTRA checkpoint", EX, lambda f: extract_args(f), "is not an ELECTRA checkpoint"),
+    ("extract: not an ELECTRA checkpoint", EX, lambda f: extract_args(f), "is not an ELECTRA or DeBERTa-v3 checkpoint"),
     ("extract: neither part", EX, lambda f: extract_args(f, extra=()), "nothing to extract"),
     ("extract: malformed parameter.json", EX,
      lambda f: extract_args(f, extra=["--generator", "--parameter_file", str(f["invalid_json"]), "--model_type",

@@ -34,7 +34,10 @@ SHIPPED = json.loads((Path(__file__).resolve().parent.parent / "parameter.json")
 @pytest.mark.parametrize("model_type", sorted(SHIPPED))
 def test_every_shipped_preset_loads(model_type, repo_root):
     params = load_parameters(repo_root / "parameter.json", model_type)
-    assert params.family == model_type.split("-")[0].replace("gpt2", "gpt")
+    expected = model_type.split("-")[0].replace("gpt2", "gpt")
+    if expected == "deberta":  # deberta-v3-* is the v3 family; deberta-* and deberta-v2-* the v2 masked LM
+        expected = "debertav3" if model_type.startswith("deberta-v3-") else "debertav2"
+    assert params.family == expected
     if model_type.endswith("-tiny"):
         assert params.train_steps <= 1000 and params.hidden_size <= 128  # trains in minutes on a CPU
     for field, expected in ORIGINAL.get(model_type, {}).items():

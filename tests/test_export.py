@@ -293,7 +293,7 @@ def _existing_model(out: Path) -> None:
 
 BAD_EXTRACTIONS = {
     "bert checkpoint": (lambda t, tmp: t["bert"] / "checkpoint-8", None, ["--generator", "--discriminator"],
-                        "is not an ELECTRA checkpoint (model_type 'bert', generator/ missing)"),
+                        "is not an ELECTRA or DeBERTa-v3 checkpoint (model_type 'bert', generator/ missing)"),
     "missing weights": (lambda t, tmp: _copy_checkpoint(t, tmp, lambda p: (p / "generator" / "model.safetensors")
                                                         .unlink()),
                         None, ["--generator"], "generator/model.safetensors is missing"),
@@ -315,7 +315,7 @@ BAD_EXTRACTIONS = {
                                                                "--discriminator or both"),
     "not an electra preset": (lambda t, tmp: t["checkpoint"], None, ["--generator", "--parameter_file", "PARAMS",
                                                                      "--model_type", "bert-x"],
-                              "--model_type bert-x is a bert preset, not an ELECTRA one"),
+                              "--model_type bert-x is a bert preset, not an ELECTRA or DeBERTa-v3 one"),
 }
 
 
@@ -342,7 +342,7 @@ def test_bad_extraction_in_a_real_process(trained, tmp_path):
                         "--output_dir", str(tmp_path / "hf"), "--generator")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
-    assert "is not an ELECTRA checkpoint" in result.stderr and "Traceback" not in result.stderr
+    assert "is not an ELECTRA or DeBERTa-v3 checkpoint" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "hf").exists()
 
 

@@ -57,7 +57,7 @@ def test_declaration_matches_the_model_it_builds(name, tmp_path):
     for part in family.parts:  # each part where the family says, loadable through its declared Auto class
         role_class = {"pretraining": transformers.AutoModelForPreTraining,
                       "masked_lm": transformers.AutoModelForMaskedLM,
-                      "causal_lm": transformers.AutoModelForCausalLM}[part.role]
+                      "causal_lm": transformers.AutoModelForCausalLM, "base": transformers.AutoModel}[part.role]
         assert type(role_class.from_pretrained(tmp_path / part.folder)).__name__ == part.hf_class
     for field, attribute in family.hf_shape.items():  # the shape read back from an HF config is the preset's
         config = hf[family.main_part.name].config

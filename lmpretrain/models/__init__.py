@@ -16,13 +16,13 @@ import torch
 
 from ..config import ModelParams
 from ..errors import UserError
-from . import bert, electra, gpt
+from . import bert, deberta, electra, gpt
 from .base import BuildSpec, PretrainingModel
 from .presets import load_parameters, parse_preset, resolve_pretrained_shape
 from .registry import Family, LossTerm, Part, family_names, family_of, get_family, register, usable_positions
 
 # the registry: one line per family
-for _family in (bert.BERT, bert.ROBERTA, electra.ELECTRA, gpt.GPT):
+for _family in (bert.BERT, bert.ROBERTA, electra.ELECTRA, gpt.GPT, deberta.DEBERTAV2, deberta.DEBERTAV3):
     register(_family)
 
 

@@ -59,13 +59,25 @@ class PretrainingModel(torch.nn.Module):
             target.mkdir(parents=True, exist_ok=True)
             models[part.name].save_pretrained(str(target))
 
+    def load_extra(self, path: str | Path) -> None:
+        """Restore, from a dir ``save_pretrained`` wrote, what the HF parts do not hold (DeBERTa-v3's RTD head);
+        nothing for most families. Resume calls it after loading the parts (checkpoint.load_weights)."""
+
+    def resume_state(self) -> dict:
+        """What an exact resume needs beyond the saved model dirs (saved in the checkpoint's training state, not
+        in exports): nothing for most families."""
+        return {}
+
+    def load_resume_state(self, state: dict) -> None:
+        """Restore :meth:`resume_state`'s dict, after the weights were loaded."""
+
     def freeze(self, frozen_layers: int) -> None:
         """The original's ``flozen-layers``: -1 freezes nothing; N >= 0 freezes the embeddings and the first N
         layers of the main model (ELECTRA: the discriminator, whose embeddings the generator shares)."""
         if frozen_layers < 0:
             return
         main = next(iter(self.hf_models().values()))
-        base = getattr(main, main.base_model_prefix)
+        base = getattr(main, main.base_model_prefix, main)  # a bare encoder (AutoModel) is its own base
         modules = [base.get_input_embeddings()]
         if hasattr(base, "embeddings"):
             modules = [base.embeddings]

@@ -41,6 +41,16 @@ def electra_configs(params: ModelParams, vocab_size: int, pad_token_id: int) -> 
     return {"generator": generator, "discriminator": discriminator}
 
 
+@torch.no_grad()
+def sample_replacements(seed: int, logits: torch.Tensor, positions: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+    """One token per masked position from softmax(logits), by inverse CDF with counter-based uniforms: the draw
+    depends only on (seed, the sample's position, the token's place in it), never on the batch or process layout."""
+    u = uniform(seed, positions.to(logits.device), masked.shape[1], _SAMPLING_STREAM)[masked]
+    cdf = torch.softmax(logits.float(), dim=-1).cumsum(dim=-1)
+    cdf = cdf / cdf[:, -1:]  # guard against rounding: the last value is exactly 1
+    return torch.searchsorted(cdf, u[:, None]).squeeze(1).clamp(max=logits.shape[-1] - 1)
+
+
 class ElectraPretraining(PretrainingModel):
     def __init__(self, params: ModelParams, spec: BuildSpec):
         super().__init__(params)
@@ -69,13 +79,8 @@ class ElectraPretraining(PretrainingModel):
     def hf_models(self):
         return {"discriminator": self.discriminator, "generator": self.generator}
 
-    @torch.no_grad()
     def sample(self, logits: torch.Tensor, positions: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
-        """One token per masked position from softmax(logits), by inverse CDF with counter-based uniforms."""
-        u = uniform(self.seed, positions.to(logits.device), masked.shape[1], _SAMPLING_STREAM)[masked]
-        cdf = torch.softmax(logits.float(), dim=-1).cumsum(dim=-1)
-        cdf = cdf / cdf[:, -1:]  # guard against rounding: the last value is exactly 1
-        return torch.searchsorted(cdf, u[:, None]).squeeze(1).clamp(max=logits.shape[-1] - 1)
+        return sample_replacements(self.seed, logits, positions, masked)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         input_ids, attention_mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]

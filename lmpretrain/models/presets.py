@@ -65,6 +65,10 @@ def resolve_pretrained_shape(params: ModelParams, pretrained: str | None) -> Mod
     if hf_config.model_type not in family.hf_model_types:
         raise UserError(f"pretrained_model_name_or_path {pretrained} is a {hf_config.model_type!r} model, but "
                         f"--model_type {where} trains the {params.family} family")
+    if family.check_pretrained is not None:
+        structure = family.check_pretrained(params, pretrained, hf_config)
+        if structure:
+            raise UserError("; ".join(structure))
     positions = usable_positions(hf_config)
     from_model = {name: attr(hf_config) if callable(attr) else getattr(hf_config, attr)
                   for name, attr in family.hf_shape.items()}

@@ -18,8 +18,9 @@ from ..errors import UserError
 
 # what a loss term averages over; the trainer counts each from the batch (see trainer.count_units)
 UNITS = ("masked", "samples", "tokens", "next_tokens")
-# the Auto class an exported part must load with
-ROLES = ("pretraining", "masked_lm", "causal_lm")
+# the Auto class an exported part must load with ("base": AutoModel, for a part whose pretraining head is not a
+# transformers class, such as DeBERTa-v3's discriminator)
+ROLES = ("pretraining", "masked_lm", "causal_lm", "base")
 # the collators of lmpretrain.masking: masked LM (with whole-word / span masking) or causal LM (labels = inputs)
 COLLATORS = ("mlm", "causal")
 
@@ -46,6 +47,9 @@ class Part:
     folder: str = ""
     role: str = "pretraining"
     extract_as: str | None = None
+    extra_files: tuple[str, ...] = ()
+    """Files the family writes into the part's folder beside the HF weights (a head transformers has no class
+    for); extraction copies them with the part."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,9 @@ class Family:
     """Extra preset checks on the resolved values (model_type, values) -> problems."""
     part_configs: Callable | None = None
     """(params, vocab_size, pad_token_id) -> {part name: HF config}: the sizes training builds each part with."""
+    check_pretrained: Callable | None = None
+    """(params, pretrained path or name, its HF config) -> problems: structure checks on a model to continue from,
+    beyond its ``model_type`` (two families may share one, as DeBERTa-v2 MLM and v3 RTD do)."""
 
     @property
     def main_part(self) -> Part:
@@ -135,11 +142,19 @@ def family_of(model_type: str, explicit: str | None = None) -> str | None:
     tool finds it (``bert-base``, ``my-electra-small``, ``gpt2-small``); None when there is none."""
     if explicit:
         return explicit
-    words = {alias: f.name for f in _FAMILIES.values() for alias in (f.name, *f.aliases)}
-    for word in re.split(r"[-_.]", model_type.lower()):
-        if word in words:
-            return words[word]
+    # an alias may span words ("deberta-v3"): at each word, the longest alias starting there wins
+    names = {"-".join(_words(alias)): f.name for f in _FAMILIES.values() for alias in (f.name, *f.aliases)}
+    words = _words(model_type)
+    for start in range(len(words)):
+        for end in range(len(words), start, -1):
+            name = names.get("-".join(words[start:end]))
+            if name:
+                return name
     return None
+
+
+def _words(name: str) -> list[str]:
+    return re.split(r"[-_.]", name.lower())
 
 
 def family_of_hf_model_type(model_type: str | None) -> Family | None:
