@@ -40,7 +40,7 @@ class PreparedRun:
         return build_model(self.params, vocab_size=self.encoder.vocab_size, pad_token_id=self.encoder.pad_token_id,
                            seed=self.args.seed, pretrained_dir=pretrained,
                            resize_embeddings=self.config.resize_embeddings,
-                           eos_token_id=self.encoder.sep_token_id)
+                           eos_token_id=self.encoder.sep_token_id, cls_token_id=self.encoder.cls_token_id)
 
     def resolved_config(self) -> dict:
         args = {k: v for k, v in asdict(self.args).items() if k != "extra"}
