@@ -14,7 +14,13 @@ from .errors import UserError
 from .log import get_logger
 from .models import Family, build_model, get_family, load_parameters, resolve_pretrained_shape
 from .run_config import RunConfig, TrainArgs
-from .tokenization import META_FILE, FastEncoder, check_tokenizer_matches
+from .tokenization import (
+    META_FILE,
+    FastEncoder,
+    check_auto_tokenizer_loads,
+    check_causal_tokenizer,
+    check_tokenizer_matches,
+)
 
 logger = get_logger(__name__)
 
@@ -102,6 +108,10 @@ def prepare_run(args: TrainArgs) -> PreparedRun:
     meta_path = tokenizer_dir / META_FILE
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
     _check_tokenizer_flags(args, meta)
+    family = get_family(params.family)
+    check_auto_tokenizer_loads(tokenizer_dir, family.hf_model_types[0], family.display)
+    if family.collator == "causal":
+        check_causal_tokenizer(tokenizer_dir)
     if args.do_whole_word_mask and get_family(params.family).collator == "causal":
         raise UserError(f"--do_whole_word_mask applies to masked LMs, not to the causal LM family "
                         f"({get_family(params.family).display})")
