@@ -36,6 +36,7 @@ from .fsutil import atomic_write_text, replace_dir, sha256_file
 from .log import get_logger
 from .models.registry import usable_positions
 from .run_state import RunState
+from .tokenization import declare_causal_lm
 
 logger = get_logger(__name__)
 
@@ -75,7 +76,8 @@ class Checkpoints:
         model.save_pretrained(directory)
         positions = usable_positions(model.hf_models()[model.family.main_part.name].config)
         for part in model.family.parts:  # each part's dir is complete on its own: tokenizer files in every one
-            copy_tokenizer_files(self.tokenizer_dir, directory / part.folder, positions)
+            copy_tokenizer_files(self.tokenizer_dir, directory / part.folder, positions,
+                                 causal_lm=model.family.collator == "causal")
         (directory / CONFIG_FILE).write_text(json.dumps(self.config, indent=1, default=str), encoding="utf-8")
         save_training_state(directory, state.state_dict())
 
@@ -386,11 +388,13 @@ _NOT_TOKENIZER = {"config.json", "generation_config.json", "model.safetensors", 
                   "pytorch_model.bin", "training_args.bin", MANIFEST, STATE_FILE, CONFIG_FILE}
 
 
-def copy_tokenizer_files(source_dir: str | Path, dest: Path, model_max_length: int | None = None) -> None:
+def copy_tokenizer_files(source_dir: str | Path, dest: Path, model_max_length: int | None = None, *,
+                         causal_lm: bool = False) -> None:
     """Copy a tokenizer's files (no model weights/config, sub-folders or hidden files) so AutoTokenizer loads dest.
 
     ``model_max_length`` (the model's usable positions) replaces the tokenizer's own in the copy, so that
-    ``truncation=True`` when fine-tuning cuts at what the model can take, not at the tokenizer's generic 512."""
+    ``truncation=True`` when fine-tuning cuts at what the model can take, not at the tokenizer's generic 512.
+    ``causal_lm``: the copy declares a causal LM's special tokens (``tokenization.declare_causal_lm``)."""
     for file in Path(source_dir).iterdir():
         if file.is_file() and not file.name.startswith(".") and file.name not in _NOT_TOKENIZER \
                 and not file.name.endswith(".safetensors"):
@@ -401,3 +405,5 @@ def copy_tokenizer_files(source_dir: str | Path, dest: Path, model_max_length: i
         if config.get("model_max_length") != model_max_length:
             config["model_max_length"] = model_max_length
             config_path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    if causal_lm:
+        declare_causal_lm(dest)

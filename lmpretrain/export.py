@@ -79,12 +79,19 @@ def compare_models(reference, export_dir: Path, role: str, texts: list[str] = PR
     return worst
 
 
-def compare_tokenizer(export_dir: Path, encoder, texts: list[str] = PROBE_TEXTS) -> None:
-    """AutoTokenizer(export_dir) must give the same ids as the training pipeline's FastEncoder."""
+def compare_tokenizer(export_dir: Path, encoder, texts: list[str] = PROBE_TEXTS, *, config=None,
+                      causal_lm: bool = False) -> None:
+    """AutoTokenizer(export_dir) must give the same ids as the training pipeline's FastEncoder (for a causal LM's
+    tokenizer, adding what it adds), and the same special ids as the model ``config`` where given."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(export_dir))
-    ours = encoder.encode_batch(texts, add_special_tokens=True)
+    if config is not None:
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            ours, theirs = getattr(config, name, None), getattr(tokenizer, name)
+            if ours is not None and ours != theirs:
+                raise UserError(f"{export_dir}: the model config's {name} is {ours} but the tokenizer's is {theirs}")
+    ours = encoder.encode_batch(texts, add_special_tokens=True, causal_lm=causal_lm)
     for text, mine in zip(texts, ours):
         theirs = tokenizer(text)["input_ids"]
         if theirs != mine:
@@ -101,7 +108,9 @@ def verify_export(model, export_dir: str | Path, encoder=None) -> dict[str, floa
         directory = export_dir / part.folder
         result[part.name] = compare_models(hf[part.name], directory, part.role)
         if encoder is not None:
-            compare_tokenizer(directory, encoder)
+            causal_lm = model.family.collator == "causal"
+            compare_tokenizer(directory, encoder, config=hf[part.name].config if causal_lm else None,
+                              causal_lm=causal_lm)
     return result
 
 

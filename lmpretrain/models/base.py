@@ -21,7 +21,9 @@ class BuildSpec:
     vocab_size: int
     pad_token_id: int
     eos_token_id: int | None = None
-    """Causal LMs: the end-of-text token (the configs' bos/eos)."""
+    """Causal LMs: the end-of-text token (the configs' bos/eos); encoders: the separator."""
+    cls_token_id: int | None = None
+    """Encoders that record it in their config (ModernBERT's cls/bos)."""
     seed: int = 0
     """Models that draw random numbers in ``forward`` (ELECTRA's sampling) key them on it."""
     pretrained_dir: str | None = None
@@ -81,7 +83,7 @@ class PretrainingModel(torch.nn.Module):
         modules = [base.get_input_embeddings()]
         if hasattr(base, "embeddings"):
             modules = [base.embeddings]
-        layers = base.encoder.layer if hasattr(base, "encoder") else base.h
+        layers = base.encoder.layer if hasattr(base, "encoder") else getattr(base, "layers", None) or base.h
         modules.extend(layers[:frozen_layers])
         for module in modules:
             for param in module.parameters():

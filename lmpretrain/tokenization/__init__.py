@@ -10,11 +10,13 @@ The stable public face (these import paths stay valid)::
 | ``tokenizer_dir``      | the files of a tokenizer dir, ``TokenizerSpec``, metadata, fingerprint, vocabulary |
 | ``encoder``            | ``FastEncoder``: AutoTokenizer's ids, fast, in batches, with word starts          |
 | ``training``           | ``train_tokenizer``: pre-tokenize in workers, train, save atomically              |
+| ``causal``             | the tokenizer files saved with a causal LM: bos/eos/pad, what it adds             |
 | ``normalization``      | NFKC, as every tokenizer here applies it first                                    |
 | ``segmenters/``        | the word-segmenter interface and registry; one module per segmenter (``mecab``)   |
 | ``subword/``           | the subword-library interface; one module per library (``hf_tokenizers``)        |
 """
 
+from .causal import check_auto_tokenizer_loads, check_causal_tokenizer, declare_causal_lm
 from .encoder import FastEncoder
 from .tokenizer_dir import (
     META_FILE,
@@ -29,5 +31,6 @@ from .tokenizer_dir import (
 )
 from .training import train_tokenizer
 
-__all__ = ["META_FILE", "SPECIAL_TOKENS", "TOKENIZER_FILES", "FastEncoder", "TokenizerSpec", "check_tokenizer_matches",
+__all__ = ["META_FILE", "SPECIAL_TOKENS", "TOKENIZER_FILES", "FastEncoder", "TokenizerSpec",
+           "check_auto_tokenizer_loads", "check_causal_tokenizer", "check_tokenizer_matches", "declare_causal_lm",
            "read_meta", "read_vocabulary", "tokenizer_fingerprint", "train_tokenizer", "word_tokenizer_of"]

@@ -17,6 +17,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..log import get_logger
 from ..workers import BrokenProcessPool, ordered_map, worker_died, worker_pool
+from .causal import adds_nothing
 from .segmenters import get_segmenter, segmenter_from_meta
 from .tokenizer_dir import (
     MAX_INPUT_CHARS_PER_WORD,
@@ -271,10 +272,13 @@ class FastEncoder:
             raise worker_died(error, "encoding text", "encoding", self.num_workers, "num_workers") from None
         return all_ids, all_starts
 
-    def encode_batch(self, texts: list[str], add_special_tokens: bool = False) -> list[list[int]]:
-        """Token ids of each text; with ``add_special_tokens``, ``[CLS] ... [SEP]`` as ``tokenizer(text)``."""
+    def encode_batch(self, texts: list[str], add_special_tokens: bool = False,
+                     causal_lm: bool = False) -> list[list[int]]:
+        """Token ids of each text; with ``add_special_tokens``, what ``tokenizer(text)`` adds: ``[CLS] ... [SEP]``,
+        or for the tokenizer saved with a causal LM (``causal_lm``) nothing where it is a tokenizer.json (see
+        :mod:`.causal`)."""
         encoded, _ = self._encode_parallel(texts, False)
-        if add_special_tokens:
+        if add_special_tokens and not (causal_lm and adds_nothing(self.meta)):
             return [[self.cls_token_id, *ids, self.sep_token_id] for ids in encoded]
         return encoded
 

@@ -1,6 +1,6 @@
 """Training throughput of two families of the same shapes in one run, by our loop (issue 16: DeBERTa-v3 vs ELECTRA).
 
-    .venv/bin/python bench/bench_families.py --steps 25 --warmup 5 --batch 16 \\
+    .venv/bin/python bench/bench_deberta.py --steps 25 --warmup 5 --batch 16 \\
         [--corpus ../shared/corpora/ja_aozora_small/train.txt] [--markdown out.md]
 
 The same tokenizer (MeCab + WordPiece, trained on the corpus) and the same discriminator shape for every row:
@@ -68,7 +68,7 @@ def main() -> None:
             results[model_type] = statistics.median(r["train/tokens_per_second"] for r in log)
             print(f"{model_type}: {results[model_type]:,.0f} tokens/s", flush=True)
     reference = results["electra-tiny-same"]
-    command = "python bench/bench_families.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = "python bench/bench_deberta.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     lines = ["### DeBERTa-v3 vs ELECTRA of the same shapes (CPU, fp32, our loop)", "",
              f"Command: `{command}`  ", f"Machine: {machine()}; torch on {torch.get_num_threads()} threads  ",
              f"Corpus: `{args.corpus}`; steps {args.steps}, the first {args.warmup} untimed.", "",
