@@ -33,7 +33,7 @@ import torch
 from .distributed import Layout, all_reduce_sum, barrier
 from .errors import LOAD_ERRORS, CheckpointError, UserError
 from .fsutil import atomic_write_text, replace_dir, sha256_file
-from .log import get_logger
+from .log import get_logger, strict_dumps
 from .models.registry import usable_positions
 from .run_state import RunState
 from .tokenization import declare_causal_lm
@@ -78,7 +78,7 @@ class Checkpoints:
         for part in model.family.parts:  # each part's dir is complete on its own: tokenizer files in every one
             copy_tokenizer_files(self.tokenizer_dir, directory / part.folder, positions,
                                  causal_lm=model.family.collator == "causal")
-        (directory / CONFIG_FILE).write_text(json.dumps(self.config, indent=1, default=str), encoding="utf-8")
+        (directory / CONFIG_FILE).write_text(strict_dumps(self.config, indent=1, default=str), encoding="utf-8")
         save_training_state(directory, state.state_dict())
 
     def restore(self, state: RunState, *, resume: bool) -> Path | None:
@@ -157,7 +157,7 @@ class Checkpoints:
         logger.info("verified the export in %s: logits match the trained model (max difference %s), "
                     "AutoTokenizer ids match the training pipeline's", model_dir,
                     ", ".join(f"{k} {v:.2g}" for k, v in worst.items()))
-        atomic_write_text(model_dir / "train_summary.json", json.dumps(summary, indent=1))
+        atomic_write_text(model_dir / "train_summary.json", strict_dumps(summary, indent=1))
 
 
 def load_weights(model, path: Path) -> None:

@@ -45,12 +45,15 @@ def build_run_data(run, layout: Layout) -> RunData:
     cache_dir = config.cache_dir
     build = dict(num_workers=config.num_workers, overwrite=not args.disable_overwrite_cache,
                  is_builder=layout.rank == 0)
-    shards = build_or_load_dataset(args.input_file, args.tokenizer_dir, cache_dir, **build)
+    fingerprints = run.data_fingerprints()  # hashed once: the checkpoints record them, the cache reuses them
+    shards = build_or_load_dataset(args.input_file, args.tokenizer_dir, cache_dir, **build,
+                                   files_fingerprint=fingerprints["corpus"])
     instance_options = dict(sequence_length=params.sequence_length, cls_id=encoder.cls_token_id,
                             sep_id=encoder.sep_token_id, short_seq_prob=params.short_seq_prob,
                             nsp_probability=params.nsp_probability)
     if args.eval_file:
-        eval_shards = build_or_load_dataset(args.eval_file, args.tokenizer_dir, cache_dir, **build)
+        eval_shards = build_or_load_dataset(args.eval_file, args.tokenizer_dir, cache_dir, **build,
+                                            files_fingerprint=fingerprints["eval"])
         train_docs, eval_docs = None, None
     else:
         eval_shards = shards

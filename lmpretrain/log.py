@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Iterable
@@ -70,14 +72,29 @@ class MetricsWriter:
             self._writer = None
 
 
+def strict(value):
+    """``value`` with every NaN/inf float replaced by None: JSON has no such literals, and strict parsers reject
+    Python's ``NaN``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(v) for v in value]
+    return value
+
+
+def strict_dumps(value, **kwargs) -> str:
+    """Strict JSON (non-finite numbers written as null)."""
+    return json.dumps(strict(value), allow_nan=False, **kwargs)
+
+
 class JsonlLog:
-    """``train_log.jsonl``: one JSON object per logged step (rank 0). A resume drops lines past its step."""
+    """``train_log.jsonl``: one strict JSON object per logged step (rank 0). A resume drops lines past its step."""
 
     def __init__(self, path: str, *, resume_step: int = 0):
-        import json
         from pathlib import Path
 
-        self._json = json
         self._path = Path(path) if is_main_process() else None
         if self._path is None:
             return
@@ -95,4 +112,4 @@ class JsonlLog:
     def write(self, record: dict) -> None:
         if self._path is not None:
             with open(self._path, "a", encoding="utf-8") as f:
-                f.write(self._json.dumps(record) + "\n")
+                f.write(strict_dumps(record) + "\n")

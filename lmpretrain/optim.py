@@ -30,3 +30,23 @@ def linear_schedule(optimizer: torch.optim.Optimizer, *, warmup_steps: int, trai
         return max(0.0, (train_steps - step) / max(1, train_steps - warmup_steps))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def apply_settings(optimizer: torch.optim.Optimizer, scheduler, *, learning_rate: float, weight_decay: float,
+                   adam_epsilon: float, adam_betas: tuple[float, float]) -> None:
+    """After a resume, put this run's settings in place of the saved ones (``load_state_dict`` restored the old
+    learning rate, epsilon, betas and weight decay). The schedule is a function of the step and of the current
+    ``learning-rate``, ``warmup-steps`` and train steps (the lambda closes over them): from the resume step on, the
+    learning rate is what these settings give at that step, as if the run had had them from the start. Unchanged
+    settings give the saved values bit for bit."""
+    for index, group in enumerate(optimizer.param_groups):
+        group["initial_lr"] = learning_rate
+        group["eps"] = adam_epsilon
+        group["betas"] = tuple(adam_betas)
+        if index == 0:  # the decayed group (build_optimizer's order); the other never decays
+            group["weight_decay"] = weight_decay
+    scheduler.base_lrs = [learning_rate] * len(optimizer.param_groups)
+    rates = [base * factor(scheduler.last_epoch) for base, factor in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    for group, rate in zip(optimizer.param_groups, rates):
+        group["lr"] = rate
+    scheduler._last_lr = rates

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import checkpoint as ckpt
 from .config import ModelParams
+from .data import cache_location, resolve_corpus_files
+from .data.corpus import corpus_fingerprint
+from .data.shards import CacheInvalid, read_manifest
 from .errors import UserError
 from .log import get_logger
 from .models import Family, build_model, get_family, load_parameters, resolve_pretrained_shape
+from .resume import compare, judge
 from .run_config import RunConfig, TrainArgs
 from .tokenization import (
     META_FILE,
@@ -24,11 +28,6 @@ from .tokenization import (
 )
 
 logger = get_logger(__name__)
-
-# keys of the resolved config that change the model's shape: a checkpoint must agree on them to be resumed (and
-# the family's own shape options, see Family.shape_fields)
-SHAPE_KEYS = ("family", "number_of_layers", "hidden_size", "ffn_inner_hidden_size", "attention_heads")
-
 
 @dataclass
 class PreparedRun:
@@ -49,20 +48,42 @@ class PreparedRun:
                            resize_embeddings=self.config.resize_embeddings,
                            eos_token_id=self.encoder.sep_token_id, cls_token_id=self.encoder.cls_token_id)
 
-    def resolved_config(self) -> dict:
-        args = {k: v for k, v in asdict(self.args).items() if k != "extra"}
-        return {"params": self.params.to_dict(), "args": args, "tokenizer_fingerprint": self.encoder.fingerprint,
-                "resolved": self.config.to_dict()}
+    history: list = field(default_factory=list)
+    """The changes earlier resumes of this run accepted (saved with each checkpoint)."""
+    _fingerprints: dict | None = field(default=None, repr=False)
 
-    def check_checkpoint(self, path: Path, saved: dict) -> None:
-        """Raise UserError unless a checkpoint's saved config (``resolved_config()`` then) fits this run."""
-        if saved.get("tokenizer_fingerprint") != self.encoder.fingerprint:
-            raise UserError(f"{path} was trained with a different tokenizer than {self.args.tokenizer_dir}")
-        now = self.params.to_dict()
-        for key in SHAPE_KEYS + self.family.shape_fields():
-            if saved["params"].get(key) != now.get(key):
-                raise UserError(f"{path}: {key} is {saved['params'].get(key)!r} in the checkpoint but "
-                                f"{now.get(key)!r} in {self.args.parameter_file} ({self.args.model_type})")
+    def data_fingerprints(self) -> dict:
+        """Content fingerprints of the corpus and of the --eval_file data (None: a held-out share), computed once
+        and handed to the dataset cache, which then does not hash the files again."""
+        if self._fingerprints is None:
+            eval_file = self.args.eval_file
+            self._fingerprints = {"corpus": self._files_fingerprint(self.args.input_file),
+                                  "eval": self._files_fingerprint(eval_file) if eval_file else None}
+        return self._fingerprints
+
+    def _files_fingerprint(self, paths: list[str]) -> list[dict]:
+        if self.args.disable_overwrite_cache:  # the cache is reused unchecked: what it records is what is trained on
+            try:
+                location = cache_location(self.config.cache_dir, paths, self.args.tokenizer_dir)
+                return read_manifest(location)["components"]["corpus"]
+            except (CacheInvalid, KeyError, TypeError):
+                pass
+        return corpus_fingerprint(resolve_corpus_files(paths))
+
+    def resolved_config(self, global_batch_size: int | None = None) -> dict:
+        """What each checkpoint records of its run (``lmpretrain_config.json``); --do_continue compares it."""
+        args = {k: v for k, v in asdict(self.args).items() if k != "extra"}
+        config = {"params": self.params.to_dict(), "args": args, "tokenizer_fingerprint": self.encoder.fingerprint,
+                  "resolved": self.config.to_dict(), "data": self.data_fingerprints(), "history": self.history}
+        if global_batch_size is not None:
+            config["global_batch_size"] = global_batch_size
+        return config
+
+    def check_checkpoint(self, path: Path, saved: dict, current: dict, *, announce: bool = False) -> None:
+        """Raise UserError unless a checkpoint's saved config (``resolved_config()`` then) fits this run, as
+        :mod:`lmpretrain.resume` judges it (``current``: this run's ``resolved_config``)."""
+        judge(compare(saved, current, self.family.shape_fields()), path,
+              accept_changed_run=self.args.accept_changed_run, announce=announce)
 
 
 def _check_tokenizer_flags(args: TrainArgs, meta: dict) -> None:
@@ -124,6 +145,9 @@ def prepare_run(args: TrainArgs) -> PreparedRun:
         raise UserError(f"--train_steps must be positive (got {args.train_steps})")
     _check_output_dir(Path(args.model_dir), "--model_dir")
     _check_output_dir(Path(config.cache_dir), "--cache_dir" if args.cache_dir else "the dataset cache")
+    if args.do_continue and args.overwrite_output_dir:
+        raise UserError("--do_continue resumes the run in --model_dir and --overwrite_output_dir deletes it: "
+                        "give one of them")
     if args.do_continue and not ckpt.list_checkpoints(args.model_dir):
         raise UserError(f"--do_continue: no checkpoint-<step> folder in {args.model_dir}")
     if pretrained is not None and not args.do_continue:

@@ -65,6 +65,11 @@ class TrainArgs:
     """Seconds without a heartbeat from another process before this one stops (multi-process runs)."""
     max_nonfinite_steps: int = 20
     """Stop with an error after this many consecutive steps whose loss is NaN/inf."""
+    overwrite_output_dir: bool = False
+    """A run without --do_continue into a --model_dir that holds an earlier run: delete that run's outputs first
+    (without it such a run is refused)."""
+    accept_changed_run: bool = False
+    """--do_continue: continue even though the seed, batch size, corpus or masking changed (logged)."""
     extra: dict = field(default_factory=dict)
 
 
@@ -146,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.add_argument("--peer_timeout", type=float, default=120.0)
     p.add_argument("--max_nonfinite_steps", type=int, default=20)
+    p.add_argument("--overwrite_output_dir", action="store_true")
+    p.add_argument("--accept_changed_run", action="store_true")
     return p
 
 

@@ -20,6 +20,7 @@ class TrainState:
     skipped_steps: int = 0  # steps skipped by the fp16 loss scaler or for a non-finite loss
     nonfinite_streak: int = 0
     tokens_seen: int = 0
+    last_loss: float | None = None  # the last step's global loss (the summary's final_loss, also after a resume)
 
     def advance(self, *, samples: int, tokens: int, stepped: bool, loss: float) -> None:
         """Count one optimizer step over ``samples`` global samples (``stepped``: False when the update was
@@ -27,6 +28,7 @@ class TrainState:
         self.step += 1
         self.next_position += samples
         self.tokens_seen += tokens
+        self.last_loss = loss
         if not stepped:
             self.skipped_steps += 1
         self.nonfinite_streak = 0 if math.isfinite(loss) else self.nonfinite_streak + 1

@@ -11,10 +11,12 @@ batch sizes or accumulation steps.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import torch
 
@@ -25,10 +27,12 @@ from .data_setup import RunData, build_run_data
 from .distributed import Layout, PeerWatchdog, all_reduce_sum, init_distributed, shutdown
 from .errors import UserError
 from .log import JsonlLog, MetricsWriter, get_logger, progress
-from .optim import build_optimizer, linear_schedule
+from .optim import apply_settings, build_optimizer, linear_schedule
 from .precision import Precision, make_precision
-from .prepare import prepare_run
+from .prepare import PreparedRun, prepare_run
+from .resume import compare, newest_complete
 from .run_config import TrainArgs
+from .run_dir import SUMMARY_FILE, ModelDirLock, check_fresh_run
 from .run_state import RunState
 
 logger = get_logger(__name__)
@@ -138,24 +142,94 @@ def train(args: TrainArgs) -> dict[str, float]:
     watchdog = PeerWatchdog(layout.rank, layout.world_size, args.peer_timeout).start()
     try:
         precision = make_precision(run.config.fp16_type, run.config.bf16, layout.device)
-        data = build_run_data(run, layout)
-        if args.build_dataset_only:
+        if args.build_dataset_only:  # writes the dataset cache only (it has its own lock)
+            data = build_run_data(run, layout)
             logger.info("dataset built (%s); --build_dataset_only: exiting", data.describe())
             return {}
-        return _train_loop(args, run, layout, precision, data)
+        with _own_model_dir(run, layout) as finished:
+            if finished is not None:
+                return finished
+            data = build_run_data(run, layout)
+            return _train_loop(args, run, layout, precision, data)
     finally:
         watchdog.stop()
         run.encoder.close()
         shutdown()
 
 
+@contextlib.contextmanager
+def _own_model_dir(run: PreparedRun, layout: Layout) -> Iterator[dict | None]:
+    """Hold the model dir's lock for the run's life (global rank 0, the only writer of the dir) and settle, before
+    any long work, what this run does with what the dir holds. Yields the finished run's summary when there is
+    nothing left to do. Every process learns rank 0's outcome through one all-reduce (0 go, 1 finished, 2 failed)."""
+    outcome, failure, finished = 0.0, None, None
+    with contextlib.ExitStack() as stack:
+        if layout.is_main:
+            try:
+                stack.enter_context(ModelDirLock(run.args.model_dir))
+                finished = _settle_model_dir(run, layout)
+                outcome = 1.0 if finished is not None else 0.0
+            except UserError as error:
+                failure, outcome = error, 2.0
+        agreed = float(all_reduce_sum(torch.tensor([outcome], dtype=torch.float64))[0])
+        if failure is not None:
+            raise failure
+        if agreed >= 2:
+            raise UserError("rank 0 stopped before training (its error line says why)")
+        yield finished if layout.is_main else ({} if agreed >= 1 else None)
+
+
+def _settle_model_dir(run: PreparedRun, layout: Layout) -> dict | None:
+    """A fresh run: refuse a used dir, or clear it with --overwrite_output_dir. --do_continue: compare the newest
+    checkpoint's config with this run's (every difference printed; breaking or unaccepted ones are an error), and
+    return the summary of a run that has already reached its steps."""
+    args, model_dir = run.args, Path(run.args.model_dir)
+    if not args.do_continue:
+        keep = [Path(run.config.cache_dir), Path(args.tokenizer_dir), *map(Path, args.input_file),
+                *map(Path, args.eval_file or [])]
+        check_fresh_run(model_dir, overwrite=args.overwrite_output_dir, keep=keep, tokenizer_dir=args.tokenizer_dir,
+                        part_folders=[p.folder for p in run.family.parts if p.folder])
+        return None
+    newest = newest_complete(model_dir)
+    if newest is None:
+        return None  # the resume itself says why no checkpoint is usable
+    path, saved = newest
+    current = run.resolved_config(layout.global_batch_size)
+
+    changes = compare(saved, current, run.family.shape_fields())
+    run.check_checkpoint(path, saved, current, announce=True)
+    step, train_steps = ckpt.step_of(path), run.config.train_steps
+    summary_path = model_dir / SUMMARY_FILE
+    if step >= train_steps and summary_path.is_file():
+        try:
+            summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            summary = {}
+        if summary.get("step") == step:
+            logger.warning("--do_continue: the run in %s is finished: %s is at step %d and the run has %d train "
+                           "steps; nothing to do (its outputs are left as they are)", model_dir, path.name, step,
+                           train_steps)
+            return summary
+    if step > train_steps:
+        logger.warning("--do_continue: %s is past the run's %d train steps: exporting it as the final model",
+                       path.name, train_steps)
+    if changes:
+        run.history = [*saved.get("history", []), {"step": step, "changes": [str(c) for c in changes],
+                                                    "kinds": [c.kind for c in changes]}]
+    return None
+
+
 def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data: RunData) -> dict[str, float]:
     params, config = run.params, run.config
     state = _build_state(run, layout, precision)
-    checkpoints = ckpt.Checkpoints(args.model_dir, layout, tokenizer_dir=args.tokenizer_dir,
-                                   config=run.resolved_config(), check=run.check_checkpoint,
+    current = run.resolved_config(layout.global_batch_size)
+    checkpoints = ckpt.Checkpoints(args.model_dir, layout, tokenizer_dir=args.tokenizer_dir, config=current,
+                                   check=lambda path, saved: run.check_checkpoint(path, saved, current),
                                    total_limit=params.save_total_limit)
-    checkpoints.restore(state, resume=args.do_continue)
+    if checkpoints.restore(state, resume=args.do_continue) is not None:
+        apply_settings(state.optimizer, state.scheduler, learning_rate=params.learning_rate,
+                       weight_decay=params.weight_decay, adam_epsilon=params.adam_epsilon,
+                       adam_betas=tuple(params.adam_betas))
     model, counters = state.model, state.train
     train_model = _wrap(model, layout, compile_model=args.compile)
 
@@ -166,6 +240,8 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
     logger.info("TensorBoard: tensorboard --logdir %s/runs (the original wrote ./runs/; here runs go with their "
                 "model dir)", args.model_dir)
     step_log = JsonlLog(f"{args.model_dir}/train_log.jsonl", resume_step=counters.step)
+    if run.history and run.history[-1]["step"] == counters.step:  # what this resume changed, where it changed
+        step_log.write({"step": counters.step, "resumed_with_changes": run.history[-1]["changes"]})
     terms = run.family.loss_terms
     weights = run.family.loss_weights(params)
 
@@ -177,7 +253,7 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
     model.train()
     bar = progress(total=config.train_steps, initial=counters.step, desc="train", unit="step")
     window = _Window()
-    last_eval, last_loss, started, preempted = first_eval, float("nan"), time.perf_counter(), False
+    last_eval, started, preempted = first_eval, time.perf_counter(), False
     # writer and bar are closed on errors too (the last scalars kept); a signal during the last save is held off
     with _Preemption() as preemption, contextlib.closing(writer), contextlib.closing(bar):
         while counters.step < config.train_steps:
@@ -220,7 +296,6 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
                                counters.skipped_steps, counters.nonfinite_streak, args.max_nonfinite_steps)
 
             # --- log ---------------------------------------------------------------------------------------------
-            last_loss = global_loss
             window.add(global_loss, global_units["tokens"])
             bar.update(1)
             bar.set_postfix(loss=f"{global_loss:.4f}")
@@ -246,12 +321,14 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
                 break
             if counters.step % params.save_steps == 0 and counters.step != config.train_steps:
                 checkpoints.save(state)
+        if not last_eval and not preempted:  # resumed at its last step (e.g. its export was interrupted)
+            last_eval = evaluate(model, data, layout, precision, args.max_eval_samples)
         checkpoints.save(state)  # the final model, or where a preempted run resumes
 
     if preempted:
         logger.warning("preempted: saved checkpoint-%d; rerun with --do_continue to resume", counters.step)
         return {"step": counters.step, "preempted": 1.0}
-    summary = {"step": counters.step, "final_loss": last_loss, "skipped_steps": counters.skipped_steps,
+    summary = {"step": counters.step, "final_loss": counters.last_loss, "skipped_steps": counters.skipped_steps,
                "tokens_seen": counters.tokens_seen, "train_seconds": round(time.perf_counter() - started, 1)}
     summary.update(last_eval)
     if first_eval.get("eval/perplexity") is not None:

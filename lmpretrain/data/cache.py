@@ -56,8 +56,10 @@ def cache_location(cache_dir: str | os.PathLike, files: Sequence[str | os.PathLi
     return Path(cache_dir) / f"{stem}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
-def fingerprint_components(files: Sequence[Path], tokenizer_fingerprint: str, extra: dict | None) -> dict:
-    return {"format_version": FORMAT_VERSION, "corpus": corpus_fingerprint(files),
+def fingerprint_components(files: Sequence[Path], tokenizer_fingerprint: str, extra: dict | None,
+                           corpus: list[dict] | None = None) -> dict:
+    """``corpus``: the files' ``corpus_fingerprint`` when the caller has it already (not hashed twice)."""
+    return {"format_version": FORMAT_VERSION, "corpus": corpus if corpus is not None else corpus_fingerprint(files),
             "tokenizer": str(tokenizer_fingerprint), "options": dict(extra or {})}
 
 
@@ -106,7 +108,8 @@ def build_or_load_dataset(corpus_paths: Sequence[str] | str, tokenizer_dir: str 
                           extra_fingerprint: dict | None = None, wait_timeout_s: float = 3600,
                           is_builder: bool = True, encoder_factory: Callable | None = None,
                           text_field: str = "text", chunk_chars: int = 1 << 18,
-                          poll_interval_s: float = 1.0, min_bytes_per_worker: int = 4 << 20) -> TokenShards:
+                          poll_interval_s: float = 1.0, min_bytes_per_worker: int = 4 << 20,
+                          files_fingerprint: list[dict] | None = None) -> TokenShards:
     """Return the token shards of ``corpus_paths`` tokenized with ``tokenizer_dir``, building the cache if needed.
 
     ``overwrite=False`` is ``--disable_overwrite_cache``: reuse a complete cache as it is, without checking its
@@ -114,6 +117,8 @@ def build_or_load_dataset(corpus_paths: Sequence[str] | str, tokenizer_dir: str 
     ``encoder_factory(tokenizer_dir, num_workers=1)`` makes an encoder with FastEncoder's API (the default
     constructs ``FastEncoder``); it must be picklable when ``num_workers > 1``. A corpus of fewer than
     ``min_bytes_per_worker`` bytes per worker gets fewer workers: starting one costs about a second.
+    ``files_fingerprint``: :func:`~lmpretrain.data.corpus.corpus_fingerprint` of the corpus, when the caller has
+    computed it already (the run compares it with its checkpoint's): then the files are not hashed again.
     """
     files = resolve_corpus_files(corpus_paths)
     factory = encoder_factory or default_encoder_factory
@@ -137,7 +142,7 @@ def build_or_load_dataset(corpus_paths: Sequence[str] | str, tokenizer_dir: str 
 
     encoder = factory(str(tokenizer_dir), num_workers=1)
     try:
-        components = fingerprint_components(files, encoder.fingerprint, extra)
+        components = fingerprint_components(files, encoder.fingerprint, extra, files_fingerprint)
         fingerprint = fingerprint_of(components)
         if not is_builder:
             return _wait_for_cache(location, fingerprint, wait_timeout_s, poll_interval_s)

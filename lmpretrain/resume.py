@@ -1,0 +1,145 @@
+"""What ``--do_continue`` resumes: the config saved with a checkpoint against this run's, compared before any long
+work. Every difference is printed, then judged by its class:
+
+- **continues** (takes effect from the resume step on, and is logged): the schedule (``learning-rate``,
+  ``warmup-steps``, train steps), optimizer settings, dropout, accumulation, precision, logging/eval/save steps,
+  eval data of an ``--eval_file``;
+- **breaks** (one error: the checkpoint cannot be this run's): the tokenizer, the model family and shape,
+  ``sequence-length``, position embeddings, frozen layers;
+- **different run** (refused unless ``--accept_changed_run``, then logged): the seed, the global batch size, the
+  corpus content, masking and instance options, the eval split.
+
+Machine-dependent values (paths, ``--num_workers``, ``--cache_dir``, ``--device``, ranks, ``--compile``) are not
+differences: the corpus and tokenizer are compared by content, not by path.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import KEYS
+from .errors import UserError
+from .log import get_logger
+
+logger = get_logger(__name__)
+
+CONTINUES, BREAKS, DIFFERENT = "continues", "breaks", "different run"
+HELD_OUT = "<a held-out share of the corpus>"
+
+_PRESET_KEY = {field: key for key, (field, _) in KEYS.items()}
+_BREAKS = {"family", "number_of_layers", "hidden_size", "ffn_inner_hidden_size", "attention_heads",
+           "sequence_length", "max_position_embeddings", "frozen_layers"}
+_CONTINUES = {"warmup_steps", "learning_rate", "save_steps", "logging_steps", "save_total_limit",
+              "gradient_accumulation_steps", "max_grad_norm", "weight_decay", "adam_epsilon", "adam_betas", "dropout",
+              "attention_dropout"}
+# settled elsewhere (resolved.*, the global batch) or without effect on a resumed run (its weights are the checkpoint's)
+_NOT_COMPARED = {"model_type", "pretrained_model_name_or_path", "pretrained_generator", "resize_embeddings",
+                 "initializer_range", "train_steps", "eval_steps", "whole_word_mask", "node_batch_sizes"}
+_ARGS_CONTINUE = ("fp16_type", "bf16", "max_eval_samples", "max_nonfinite_steps")
+
+
+@dataclass(frozen=True)
+class Change:
+    name: str
+    old: object
+    new: object
+    kind: str
+
+    def __str__(self) -> str:
+        if self.name == "tokenizer":
+            return (f"the tokenizer differs (fingerprint {str(self.old)[:12]} -> {str(self.new)[:12]}: another "
+                    f"vocabulary or settings)")
+        return f"{self.name} {_show(self.old)} -> {_show(self.new)}"
+
+
+def _show(value) -> str:
+    return value if isinstance(value, str) and value.startswith("<") else json.dumps(value, default=str)
+
+
+def _files(entries) -> str | None:
+    """A corpus fingerprint (path, size, sha256 per file) as the content alone: the path is machine-dependent."""
+    if entries is None:
+        return None
+    return "<" + ", ".join(f"{Path(e['path']).name} sha256 {e['sha256'][:12]}" for e in entries) + ">"
+
+
+def _view(config: dict, shape_fields: tuple[str, ...]) -> dict[str, tuple[str, object]]:
+    """name -> (class, value) of everything compared."""
+    params, args, resolved = config.get("params", {}), config.get("args", {}), config.get("resolved", {})
+    view: dict[str, tuple[str, object]] = {"tokenizer": (BREAKS, config.get("tokenizer_fingerprint"))}
+    for field, value in params.items():
+        if field in _NOT_COMPARED:
+            continue
+        if field == "eval_share" and args.get("eval_file"):
+            continue  # no held-out split when an eval file is given
+        kind = BREAKS if field in _BREAKS or field in shape_fields else CONTINUES if field in _CONTINUES else DIFFERENT
+        view[_PRESET_KEY.get(field, field)] = (kind, value)
+    view["train steps"] = (CONTINUES, resolved.get("train_steps"))
+    view["eval steps"] = (CONTINUES, resolved.get("eval_steps"))
+    view["whole-word masking"] = (DIFFERENT, resolved.get("whole_word_mask"))
+    view["--run_name"] = (CONTINUES, resolved.get("run_name"))
+    view["--seed"] = (DIFFERENT, args.get("seed"))
+    for name in _ARGS_CONTINUE:
+        view[f"--{name}"] = (CONTINUES, args.get(name))
+    if "global_batch_size" in config:
+        view["global batch size"] = (DIFFERENT, config["global_batch_size"])
+    else:  # checkpoints of older versions record the preset's mapping only
+        view["batch-size"] = (DIFFERENT, params.get("node_batch_sizes"))
+    data = config.get("data")
+    if data is not None:
+        view["corpus"] = (DIFFERENT, _files(data.get("corpus")))
+        view["eval data"] = (CONTINUES, _files(data.get("eval")) or HELD_OUT)
+    return view
+
+
+def compare(saved: dict, current: dict, shape_fields: tuple[str, ...] = ()) -> list[Change]:
+    """Every difference between a checkpoint's saved config and this run's (both as ``resolved_config()``)."""
+    old, new = _view(saved, shape_fields), _view(current, shape_fields)
+    if "global batch size" in new and "global batch size" not in old:
+        new.pop("global batch size")
+        new["batch-size"] = (DIFFERENT, current.get("params", {}).get("node_batch_sizes"))
+    if "corpus" not in old:
+        new.pop("corpus", None)
+        new.pop("eval data", None)
+    changes = []
+    for name, (kind, value) in new.items():
+        before = old.get(name, (kind, None))[1]
+        if before != value:
+            if name == "eval data" and HELD_OUT in (before, value):
+                kind = DIFFERENT  # from a held-out share to an eval file or back: the training documents change
+            changes.append(Change(name, before, value, kind))
+    return changes
+
+
+def judge(changes: list[Change], path: Path, *, accept_changed_run: bool, announce: bool) -> None:
+    """Print the differences (``announce``), then raise UserError for a change that breaks the run or makes it a
+    different one (unless accepted)."""
+    if announce:
+        for change in changes:
+            note = {CONTINUES: "takes effect from the resume step on", BREAKS: "cannot be continued",
+                    DIFFERENT: "accepted (--accept_changed_run)" if accept_changed_run else "makes it another run"}
+            logger.warning("--do_continue: %s: %s (%s)", path.name, change, note[change.kind])
+    breaking = [str(c) for c in changes if c.kind == BREAKS]
+    if breaking:
+        raise UserError(f"--do_continue: {path} cannot be continued by this run: {'; '.join(breaking)} (the "
+                        f"tokenizer, model shape and sequence length must stay as trained); restore them, or start a "
+                        f"new run in another --model_dir")
+    different = [str(c) for c in changes if c.kind == DIFFERENT]
+    if different and not accept_changed_run:
+        raise UserError(f"--do_continue: these changes make {path} another run, not a continuation: "
+                        f"{'; '.join(different)}; restore them, or pass --accept_changed_run to continue anyway")
+
+
+def newest_complete(model_dir: Path) -> tuple[Path, dict] | None:
+    """The newest checkpoint with a manifest and a readable config (not hashed: the resume verifies it)."""
+    from .checkpoint import CONFIG_FILE, MANIFEST, list_checkpoints
+
+    for _, path in reversed(list_checkpoints(model_dir)):
+        try:
+            json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+            return path, json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+    return None

@@ -1,0 +1,195 @@
+"""The model dir belongs to one run at a time: its lock, and what a run may do with a dir an earlier run used.
+
+The lock is ``<model_dir>/.lmpretrain.lock``, created with ``O_CREAT | O_EXCL`` (atomic on local filesystems and on
+NFSv3+, which is what a shared filesystem needs: no ``flock``, whose NFS behaviour varies) and holding the holder's
+host, pid and process start time. Global rank 0 alone takes it: it is the only process that writes the model dir
+(checkpoints, logs, the final model), whether the dir is shared by the nodes or node-local. A lock whose holder is
+dead (same host: no such pid, or a pid reused by a younger process) is taken over; one held on another host is
+never taken over (its liveness cannot be seen from here): the error says how to remove it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+from .data.cache import process_is_running
+from .errors import UserError
+from .log import get_logger
+
+logger = get_logger(__name__)
+
+LOCK_FILE = ".lmpretrain.lock"
+SUMMARY_FILE = "train_summary.json"
+LOG_FILE = "train_log.jsonl"
+RUNS_DIR = "runs"
+# what a final export writes at the top of the model dir besides the tokenizer files and part folders
+MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
+               "pytorch_model.bin", "lmpretrain_config.json")
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), to tell a reused pid from the holder."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+class ModelDirLock:
+    """Held for a run's whole life (a context manager); released on every exit path that runs Python code."""
+
+    def __init__(self, model_dir: str | Path):
+        self.model_dir = Path(model_dir)
+        self.path = self.model_dir / LOCK_FILE
+        self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "start": _start_time(os.getpid()),
+                      "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        self.held = False
+
+    def __enter__(self) -> ModelDirLock:
+        self.model_dir.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is None or not self._dead(holder):
+                    raise UserError(self._in_use(holder)) from None
+                self._take_over(holder)
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write(json.dumps(self.owner))
+            self.held = True
+            return self
+        raise UserError(self._in_use(self._holder()))
+
+    def _holder(self) -> dict | None:
+        try:
+            holder = json.loads(self.path.read_text(encoding="utf-8"))
+            return holder if isinstance(holder, dict) else {}
+        except FileNotFoundError:
+            return {"gone": True}
+        except (OSError, ValueError):
+            return {}  # being written this instant, or garbage: not provably dead
+
+    def _dead(self, holder: dict) -> bool:
+        if holder.get("gone"):
+            return True
+        pid = holder.get("pid")
+        if holder.get("host") != socket.gethostname() or not isinstance(pid, int):
+            return False
+        if not process_is_running(pid):
+            return True
+        started = _start_time(pid)
+        return holder.get("start") is not None and started is not None and started != holder["start"]
+
+    def _take_over(self, holder: dict) -> None:
+        if holder.get("gone"):
+            return
+        # renamed aside, then checked: of two processes taking over at once, only one moves the dead holder's file
+        aside = self.path.with_name(f"{LOCK_FILE}.stale-{self.owner['host']}-{self.owner['pid']}")
+        try:
+            os.replace(self.path, aside)
+        except FileNotFoundError:
+            return
+        try:
+            moved = json.loads(aside.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            moved = None
+        if moved != holder:  # another process's fresh lock: put it back (nobody can have created one since)
+            try:
+                os.link(aside, self.path)
+            except OSError:
+                pass
+        else:
+            logger.warning("taking over the lock %s of a run that died (host %s, pid %s)", self.path,
+                           holder.get("host"), holder.get("pid"))
+        aside.unlink(missing_ok=True)
+
+    def _in_use(self, holder: dict | None) -> str:
+        if not holder:
+            return (f"--model_dir {self.model_dir} is in use by another run (its lock {self.path} cannot be read); "
+                    f"if no run uses this dir, delete the lock file")
+        where = f"host {holder.get('host')}, pid {holder.get('pid')}, since {holder.get('since')}"
+        advice = "wait for it to end or use another --model_dir"
+        if holder.get("host") != socket.gethostname():
+            advice += f"; if no run is alive on {holder.get('host')}, delete {self.path}"
+        return f"--model_dir {self.model_dir} is in use by another run ({where}): {advice}"
+
+    def __exit__(self, *exc) -> None:
+        if self.held:
+            try:
+                if json.loads(self.path.read_text(encoding="utf-8")) == self.owner:
+                    self.path.unlink()
+            except (OSError, ValueError):
+                pass
+            self.held = False
+
+
+def checkpoint_names(model_dir: Path) -> list[str]:
+    from .checkpoint import list_checkpoints
+
+    return [p.name for _, p in list_checkpoints(model_dir)]
+
+
+def earlier_run_outputs(model_dir: Path) -> list[str]:
+    """What in ``model_dir`` says an earlier run trained there: its checkpoints and its finished model."""
+    found = checkpoint_names(model_dir)
+    if (model_dir / SUMMARY_FILE).is_file():
+        found.append(SUMMARY_FILE)
+    found += [name for name in MODEL_FILES if (model_dir / name).is_file()]
+    return found
+
+
+def check_fresh_run(model_dir: str | Path, *, overwrite: bool, keep: list[Path], tokenizer_dir: str | Path,
+                    part_folders: list[str]) -> None:
+    """A run without --do_continue: refuse a dir that holds another run's checkpoints or model, or with
+    ``overwrite`` (--overwrite_output_dir) remove that run's outputs (never ``keep``, e.g. the dataset cache)
+    before anything new is written. Logs of a run that saved nothing are removed: they must not mix with ours."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        return
+    used = earlier_run_outputs(model_dir)
+    if used and not overwrite:
+        shown = ", ".join(used[:4]) + (f" and {len(used) - 4} more" if len(used) > 4 else "")
+        raise UserError(f"--model_dir {model_dir} holds an earlier run ({shown}): pass --do_continue to resume it, "
+                        f"--overwrite_output_dir to delete it and start over, or choose another --model_dir")
+    if not used:
+        doomed = [model_dir / LOG_FILE, model_dir / RUNS_DIR]
+    else:
+        doomed = [model_dir / SUMMARY_FILE] + [model_dir / name for name in checkpoint_names(model_dir)]
+        names = {LOG_FILE, RUNS_DIR, *MODEL_FILES, *part_folders}
+        for checkpoint in doomed[1:]:  # what a final export copied from the checkpoints
+            names.update(p.name for p in checkpoint.iterdir())
+        tokenizer = Path(tokenizer_dir)
+        if tokenizer.is_dir():
+            names.update(p.name for p in tokenizer.iterdir() if p.is_file() and not p.name.startswith("."))
+        names -= {"lmpretrain_checkpoint.json", "training_state.pt", LOCK_FILE}
+        # the summary first: from the first deletion on, nothing claims a finished model
+        doomed += [model_dir / name for name in sorted(names)]
+    kept = {Path(p).resolve() for p in keep}
+    removed = []
+    for path in doomed:
+        resolved = path.resolve()
+        if not path.exists() or any(k == resolved or k.is_relative_to(resolved) or resolved.is_relative_to(k)
+                                    for k in kept):
+            continue
+        removed.append(path.name)
+        if path.is_dir():
+            if path.name.startswith("checkpoint-"):  # renamed first, as rotation does: never half a checkpoint-N
+                aside = path.with_name(f".{path.name}.deleting-{os.getpid()}")
+                path.rename(aside)
+                path = aside
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    if removed and used:
+        logger.warning("--overwrite_output_dir: removed the earlier run's outputs from %s (%s)", model_dir,
+                       ", ".join(removed))
+    elif removed:
+        logger.warning("removed %s from %s: left by a run that saved no checkpoint", " and ".join(removed), model_dir)
