@@ -69,6 +69,9 @@ class ModelParams:
     """The original's ``flozen-layers``: -1 trains everything; N >= 0 freezes the embeddings and the first N
     layers of the pretrained model (0: the embeddings only)."""
     resize_embeddings: bool = False
+    freeze_new_rows: bool = False
+    """With ``flozen-layers`` and a tokenizer other than the model's: freeze the embedding rows vocabulary
+    adaptation composed or initialised too (by default only the rows kept from the model are frozen)."""
     initializer_range: float = 0.02
     fp16_type: int = 0
     """The newest original's ``fp16-type`` in a preset (0-3, as --fp16_type, which overrides it when given)."""
@@ -133,6 +136,7 @@ KEYS = {
     "flozen-layers": ("frozen_layers", "layers"),
     "frozen-layers": ("frozen_layers", "layers"),
     "resize-embeddings": ("resize_embeddings", "bool"),
+    "freeze-new-rows": ("freeze_new_rows", "bool"),
     "initializer-range": ("initializer_range", "pos_float"),
     "fp16-type": ("fp16_type", "fp16_level"),  # the newest original puts these in every preset
     "bf16": ("bf16", "bool"),
