@@ -181,6 +181,26 @@ def test_the_same_vocabulary_needs_no_plan(tmp_path, tiny_tokenizer_dir):
     assert vocabulary_plan(str(directory), tiny_tokenizer_dir) is None
 
 
+@pytest.mark.parametrize("family", ["bert", "debertav2"])
+def test_a_model_dir_without_tokenizer_files_keeps_rows_by_id(family, tmp_path, tiny_tokenizer_dir, other_tokenizer,
+                                                               caplog):
+    old_model, directory = _pretrained(tmp_path, family, tiny_tokenizer_dir)
+    for name in TOKENIZER_FILES:
+        (directory / name).unlink(missing_ok=True)
+    with caplog.at_level(logging.WARNING, logger="lmpretrain"):
+        assert vocabulary_plan(str(directory), other_tokenizer) is None
+    assert "kept by id, not by token" in caplog.text
+    before, _ = _vocab_tensors(old_model)
+    new_model = _continued(family, directory, other_tokenizer, None)
+    after, _ = _vocab_tensors(new_model)
+    for key, old_tensor in before.items():
+        assert torch.equal(after[key], old_tensor[:1200]), key
+    vocab_names = {name for _, name in before}
+    old_shapes = {n: p.shape for n, p in old_model.model.named_parameters() if n not in vocab_names}
+    new_shapes = {n: p.shape for n, p in new_model.model.named_parameters() if n not in vocab_names}
+    assert new_shapes == old_shapes  # nothing else resized (DeBERTa-v2's head keeps its hidden-to-hidden layer)
+
+
 # -- frozen layers ----------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -105,6 +105,7 @@ class PretrainingModel(torch.nn.Module):
             else:
                 weight.requires_grad = False
 
+
 def load_pretrained(cls, spec: BuildSpec, sequence_length: int, directory: str | None = None):
     """Load an HF model dir (``spec.pretrained_dir`` unless ``directory``) for continued pretraining, checking
     vocabulary and positions."""
@@ -125,8 +126,9 @@ def load_pretrained(cls, spec: BuildSpec, sequence_length: int, directory: str |
             raise UserError(f"the tokenizer has {vocab_size} tokens but the model at {directory} has {model_vocab}; "
                             "use the model's own tokenizer, or pass --resize_embeddings (resize-embeddings: true) to "
                             "resize its embeddings")
-        # no tokenizer files beside the model (prepare said so): nothing tells which token a row was
-        model.resize_token_embeddings(vocab_size)
+        # no tokenizer files beside the model (prepare said so): nothing tells which token a row was, so rows keep
+        # their ids (not transformers' resize_token_embeddings, which resizes DeBERTa-v2's hidden-to-hidden head)
+        adapt_model(model, VocabPlan.by_id(model_vocab, vocab_size))
     positions = usable_positions(model.config)
     if sequence_length > positions:
         raise UserError(f"sequence-length {sequence_length} is above what the model at {directory} supports "
