@@ -171,7 +171,7 @@ def test_one_log_line_reports_the_counts(tmp_path, tiny_tokenizer_dir, other_tok
         _continued("bert", directory, other_tokenizer, plan)
     lines = [r.getMessage() for r in caplog.records if "vocabulary adapted by token" in r.getMessage()]
     assert len(lines) == 1
-    assert (f"{len(plan.kept)} rows kept by token" in lines[0] and f"{len(plan.composed)} composed" in lines[0]
+    assert (f"{len(plan.kept)} rows kept" in lines[0] and f"{len(plan.composed)} composed" in lines[0]
             and f"{len(plan.initialised)} initialised" in lines[0] and "(2000 -> 1200 tokens)" in lines[0])
     assert len(plan.kept) + len(plan.composed) + len(plan.initialised) == 1200
 

@@ -50,7 +50,7 @@ class VocabPlan:
 
     def summary(self) -> str:
         role = f" ({self.by_role} special tokens by role)" if self.by_role else ""
-        return (f"{len(self.kept)} rows kept by token{role}, {len(self.composed)} composed from the pieces of the "
+        return (f"{len(self.kept)} rows kept{role}, {len(self.composed)} composed from the pieces of the "
                 f"model's tokenizer, {len(self.initialised)} initialised to the mean embedding "
                 f"({self.old_size} -> {self.new_size} tokens)")
 
