@@ -69,6 +69,12 @@ class ModelParams:
     """The original's ``flozen-layers``: -1 trains everything; N >= 0 freezes the embeddings and the first N
     layers of the pretrained model (0: the embeddings only)."""
     resize_embeddings: bool = False
+    freeze_new_rows: bool = False
+    new_token_init: str = "mean"
+    """``new-token-init``: a token new to a continued model starts at the mean embedding ("mean", the best step-0
+    eval loss measured, see BENCHMARKS.md) or at the mean of its pieces' rows ("pieces")."""
+    """With ``flozen-layers`` and a tokenizer other than the model's: freeze the embedding rows vocabulary
+    adaptation composed or initialised too (by default only the rows kept from the model are frozen)."""
     initializer_range: float = 0.02
     fp16_type: int = 0
     """The newest original's ``fp16-type`` in a preset (0-3, as --fp16_type, which overrides it when given)."""
@@ -133,6 +139,8 @@ KEYS = {
     "flozen-layers": ("frozen_layers", "layers"),
     "frozen-layers": ("frozen_layers", "layers"),
     "resize-embeddings": ("resize_embeddings", "bool"),
+    "freeze-new-rows": ("freeze_new_rows", "bool"),
+    "new-token-init": ("new_token_init", "token_init"),
     "initializer-range": ("initializer_range", "pos_float"),
     "fp16-type": ("fp16_type", "fp16_level"),  # the newest original puts these in every preset
     "bf16": ("bf16", "bool"),
@@ -146,6 +154,10 @@ FIELD_KEYS = {name: key for key, (name, _) in KEYS.items() if key in SHAPE_KEYS}
 def _convert(kind: str, value):
     """Return the converted value, or raise ValueError with what was expected."""
     number = (int, float)
+    if kind == "token_init":
+        if value not in ("mean", "pieces"):
+            raise ValueError(f'expected "mean" or "pieces", got {value!r}')
+        return value
     if kind == "fp16_level":
         if isinstance(value, bool) or value not in (0, 1, 2, 3):
             raise ValueError(f"expected 0 (fp32), 1, 2 or 3 (the Apex levels O1-O3), got {value!r}")

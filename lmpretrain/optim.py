@@ -7,15 +7,17 @@ import torch
 
 def build_optimizer(model: torch.nn.Module, *, learning_rate: float, weight_decay: float, adam_epsilon: float,
                     adam_betas: tuple[float, float], device: torch.device) -> torch.optim.AdamW:
-    """AdamW; no weight decay for biases and LayerNorm weights (as BERT); fused kernels on CUDA."""
+    """AdamW; no weight decay for biases and LayerNorm weights (as BERT), nor for a partly frozen weight (its
+    ``frozen_rows``: decay would move the frozen rows); fused kernels on CUDA."""
     decay, no_decay, seen = [], [], set()
     for name, param in model.named_parameters():
         if not param.requires_grad or id(param) in seen:  # tied embeddings appear twice
             continue
         seen.add(id(param))
         lowered = name.lower()
-        (no_decay if name.endswith("bias") or "layernorm" in lowered or "layer_norm" in lowered else decay).append(
-            param)
+        exempt = name.endswith("bias") or "layernorm" in lowered or "layer_norm" in lowered or \
+            getattr(param, "frozen_rows", None) is not None
+        (no_decay if exempt else decay).append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=learning_rate, eps=adam_epsilon, betas=adam_betas,
                              fused=device.type == "cuda")

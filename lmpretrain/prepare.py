@@ -15,7 +15,15 @@ from .data.corpus import corpus_fingerprint
 from .data.shards import CacheInvalid, read_manifest
 from .errors import UserError
 from .log import get_logger
-from .models import Family, build_model, get_family, load_parameters, resolve_pretrained_shape
+from .models import (
+    Family,
+    VocabPlan,
+    build_model,
+    get_family,
+    load_parameters,
+    plan_adaptation,
+    resolve_pretrained_shape,
+)
 from .resume import compare, judge
 from .run_config import RunConfig, TrainArgs
 from .tokenization import (
@@ -24,6 +32,8 @@ from .tokenization import (
     check_auto_tokenizer_loads,
     check_causal_tokenizer,
     check_tokenizer_matches,
+    model_vocabulary,
+    token_text,
     word_tokenizer_of,
 )
 
@@ -35,6 +45,8 @@ class PreparedRun:
     params: ModelParams
     config: RunConfig
     encoder: FastEncoder
+    vocab_plan: VocabPlan | None = None
+    """The pretrained model's embeddings, mapped by token to this tokenizer (None: same vocabulary, or no model)."""
 
     @property
     def family(self) -> Family:
@@ -46,7 +58,8 @@ class PreparedRun:
         return build_model(self.params, vocab_size=self.encoder.vocab_size, pad_token_id=self.encoder.pad_token_id,
                            seed=self.args.seed, pretrained_dir=pretrained,
                            resize_embeddings=self.config.resize_embeddings,
-                           eos_token_id=self.encoder.sep_token_id, cls_token_id=self.encoder.cls_token_id)
+                           eos_token_id=self.encoder.sep_token_id, cls_token_id=self.encoder.cls_token_id,
+                           vocab_plan=self.vocab_plan)
 
     history: list = field(default_factory=list)
     """The changes earlier resumes of this run accepted (saved with each checkpoint)."""
@@ -153,5 +166,25 @@ def prepare_run(args: TrainArgs) -> PreparedRun:
     if pretrained is not None and not args.do_continue:
         check_tokenizer_matches(pretrained, args.tokenizer_dir,
                                 allow_different=config.resize_embeddings)
+    vocab_plan = None
+    if pretrained is not None and config.resize_embeddings:
+        vocab_plan = vocabulary_plan(pretrained, args.tokenizer_dir, compose=params.new_token_init == "pieces")
     encoder = FastEncoder.from_pretrained(args.tokenizer_dir, num_workers=config.num_workers)
-    return PreparedRun(args=args, params=params, config=config, encoder=encoder)
+    return PreparedRun(args=args, params=params, config=config, encoder=encoder, vocab_plan=vocab_plan)
+
+
+def vocabulary_plan(pretrained: str, tokenizer_dir: str | Path, *, compose: bool = False) -> VocabPlan | None:
+    """How the model at ``pretrained`` maps onto the tokenizer's vocabulary by token (its own tokenizer, in its
+    dir, splits the tokens it lacks); None when the vocabularies are the same, or the model dir has no tokenizer
+    files (then rows are kept by id, as transformers resizes, and the log says so). ``compose``: new tokens start as
+    the mean of their pieces' rows instead of the mean embedding."""
+    new = model_vocabulary(tokenizer_dir)
+    old = model_vocabulary(pretrained, with_split=compose)
+    if old is None:
+        logger.warning("no tokenizer files beside the model at %s: its embedding rows are kept by id, not by token "
+                       "(put the tokenizer it was trained with into that dir to map them by token)", pretrained)
+        return None
+    if new is None or old.tokens == new.tokens:
+        return None
+    return plan_adaptation(old.tokens, new.tokens, split=old.split if compose else None, old_roles=old.roles,
+                           new_roles=new.roles, text_of=token_text)

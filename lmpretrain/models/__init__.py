@@ -16,10 +16,14 @@ import torch
 
 from ..config import ModelParams
 from ..errors import UserError
+from ..log import get_logger
 from . import bert, deberta, electra, gpt, llama, modernbert
 from .base import BuildSpec, PretrainingModel
 from .presets import load_parameters, parse_preset, resolve_pretrained_shape
 from .registry import Family, LossTerm, Part, family_names, family_of, get_family, register, usable_positions
+from .vocab_adapt import VocabPlan, plan_adaptation
+
+logger = get_logger(__name__)
 
 # the registry: one line per family
 for _family in (bert.BERT, bert.ROBERTA, electra.ELECTRA, gpt.GPT, deberta.DEBERTAV2, deberta.DEBERTAV3,
@@ -29,7 +33,10 @@ for _family in (bert.BERT, bert.ROBERTA, electra.ELECTRA, gpt.GPT, deberta.DEBER
 
 def build_model(params: ModelParams, *, vocab_size: int, pad_token_id: int, seed: int,
                 pretrained_dir: str | None = None, resize_embeddings: bool = False,
-                eos_token_id: int | None = None, cls_token_id: int | None = None) -> PretrainingModel:
+                eos_token_id: int | None = None, cls_token_id: int | None = None,
+                vocab_plan: VocabPlan | None = None) -> PretrainingModel:
+    """The family's model, from scratch or continued from ``pretrained_dir`` (``vocab_plan``: its embeddings
+    adapted to this tokenizer by token; given on a resume too, where it decides the rows frozen layers train)."""
     family = get_family(params.family)
     for path in (pretrained_dir, params.pretrained_generator if pretrained_dir else None):
         # a local path must be a model dir; anything else is a hub name, which transformers resolves (or fails)
@@ -38,12 +45,15 @@ def build_model(params: ModelParams, *, vocab_size: int, pad_token_id: int, seed
     torch.manual_seed(seed)
     spec = BuildSpec(vocab_size=vocab_size, pad_token_id=pad_token_id, eos_token_id=eos_token_id,
                      cls_token_id=cls_token_id, seed=seed,
-                     pretrained_dir=pretrained_dir, resize_embeddings=resize_embeddings)
+                     pretrained_dir=pretrained_dir, resize_embeddings=resize_embeddings, vocab_plan=vocab_plan)
     model = family.model(params, spec)
-    model.freeze(params.frozen_layers)
+    if pretrained_dir and vocab_plan is not None:
+        logger.info("vocabulary adapted by token to the tokenizer: %s", vocab_plan.summary())
+    trainable = None if vocab_plan is None or params.freeze_new_rows else vocab_plan.trainable_rows()
+    model.freeze(params.frozen_layers, trainable)
     return model
 
 
-__all__ = ["BuildSpec", "Family", "LossTerm", "Part", "PretrainingModel", "build_model", "family_names",
-           "family_of", "get_family", "load_parameters", "parse_preset", "register", "resolve_pretrained_shape",
-           "usable_positions"]
+__all__ = ["BuildSpec", "Family", "LossTerm", "Part", "PretrainingModel", "VocabPlan", "build_model", "family_names",
+           "family_of", "get_family", "load_parameters", "parse_preset", "plan_adaptation", "register",
+           "resolve_pretrained_shape", "usable_positions"]

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from ..config import ModelParams
 from ..errors import LOAD_ERRORS, UserError
 from .registry import get_family, usable_positions
+from .vocab_adapt import VocabPlan, adapt_model, train_rows_only
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class BuildSpec:
     pretrained_dir: str | None = None
     """Continue from this HF model dir (the main part; a family's other parts in their folders)."""
     resize_embeddings: bool = False
+    vocab_plan: VocabPlan | None = None
+    """The tokenizer differs from the pretrained model's: where each embedding row comes from (by token, see
+    :mod:`.vocab_adapt`); also given when resuming, for the rows ``flozen-layers`` leaves trainable."""
 
 
 def masked_lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,9 +77,16 @@ class PretrainingModel(torch.nn.Module):
     def load_resume_state(self, state: dict) -> None:
         """Restore :meth:`resume_state`'s dict, after the weights were loaded."""
 
-    def freeze(self, frozen_layers: int) -> None:
+    def token_embedding_weights(self) -> list[torch.nn.Parameter]:
+        """The token embedding tables that freezing the embeddings freezes (the main part's; DeBERTa-v3 has two)."""
+        main = next(iter(self.hf_models().values()))
+        return [main.get_input_embeddings().weight]
+
+    def freeze(self, frozen_layers: int, trainable_rows: torch.Tensor | None = None) -> None:
         """The original's ``flozen-layers``: -1 freezes nothing; N >= 0 freezes the embeddings and the first N
-        layers of the main model (ELECTRA: the discriminator, whose embeddings the generator shares)."""
+        layers of the main model (ELECTRA: the discriminator, whose embeddings the generator shares).
+        ``trainable_rows``: token embedding rows that still train (the rows vocabulary adaptation composed or
+        initialised): the others' gradient is zeroed (:func:`.vocab_adapt.train_rows_only`)."""
         if frozen_layers < 0:
             return
         main = next(iter(self.hf_models().values()))
@@ -88,6 +99,11 @@ class PretrainingModel(torch.nn.Module):
         for module in modules:
             for param in module.parameters():
                 param.requires_grad = False
+        for weight in self.token_embedding_weights():
+            if trainable_rows is not None and bool(trainable_rows.any()):
+                train_rows_only(weight, trainable_rows)
+            else:
+                weight.requires_grad = False
 
 
 def load_pretrained(cls, spec: BuildSpec, sequence_length: int, directory: str | None = None):
@@ -100,12 +116,19 @@ def load_pretrained(cls, spec: BuildSpec, sequence_length: int, directory: str |
     except LOAD_ERRORS as error:  # a missing, truncated or foreign weights file
         raise UserError(f"cannot load a {cls.__name__} from {directory}: {error}") from None
     model_vocab = model.config.vocab_size
-    if model_vocab != vocab_size:
+    if spec.vocab_plan is not None:
+        try:
+            adapt_model(model, spec.vocab_plan)
+        except ValueError as error:  # a model with fewer rows than its tokenizer has tokens
+            raise UserError(f"cannot adapt the embeddings of the model at {directory}: {error}") from None
+    elif model_vocab != vocab_size:
         if not spec.resize_embeddings:
             raise UserError(f"the tokenizer has {vocab_size} tokens but the model at {directory} has {model_vocab}; "
                             "use the model's own tokenizer, or pass --resize_embeddings (resize-embeddings: true) to "
                             "resize its embeddings")
-        model.resize_token_embeddings(vocab_size)
+        # no tokenizer files beside the model (prepare said so): nothing tells which token a row was, so rows keep
+        # their ids (not transformers' resize_token_embeddings, which resizes DeBERTa-v2's hidden-to-hidden head)
+        adapt_model(model, VocabPlan.by_id(model_vocab, vocab_size))
     positions = usable_positions(model.config)
     if sequence_length > positions:
         raise UserError(f"sequence-length {sequence_length} is above what the model at {directory} supports "

@@ -276,11 +276,9 @@ class DebertaV3Pretraining(PretrainingModel):
         with torch.no_grad():
             self.gdes.delta.copy_(state["gdes_delta"].to(self.gdes.delta.device, self.gdes.delta.dtype))
 
-    def freeze(self, frozen_layers: int) -> None:
-        """As every family; the frozen token embeddings are E_generator + E_delta, so E_generator is frozen too."""
-        super().freeze(frozen_layers)
-        if frozen_layers >= 0:
-            self.generator.deberta.embeddings.word_embeddings.weight.requires_grad = False
+    def token_embedding_weights(self) -> list[nn.Parameter]:
+        """The frozen token embeddings are E_generator + E_delta: both tables freeze (or keep rows) together."""
+        return [self.gdes.delta, self.generator.deberta.embeddings.word_embeddings.weight]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         input_ids, attention_mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]

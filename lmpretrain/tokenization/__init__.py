@@ -10,6 +10,7 @@ The stable public face (these import paths stay valid)::
 | ``tokenizer_dir``      | the files of a tokenizer dir, ``TokenizerSpec``, metadata, fingerprint, vocabulary |
 | ``encoder``            | ``FastEncoder``: AutoTokenizer's ids, fast, in batches, with word starts          |
 | ``training``           | ``train_tokenizer``: pre-tokenize in workers, train, save atomically              |
+| ``vocabulary``         | a model's tokens, special tokens by role, and its tokenizer as a splitter        |
 | ``causal``             | the tokenizer files saved with a causal LM: bos/eos/pad, what it adds             |
 | ``normalization``      | NFKC, as every tokenizer here applies it first                                    |
 | ``segmenters/``        | the word-segmenter interface and registry; one module per segmenter (``mecab``)   |
@@ -30,7 +31,9 @@ from .tokenizer_dir import (
     word_tokenizer_of,
 )
 from .training import train_tokenizer
+from .vocabulary import ModelVocabulary, model_vocabulary, token_text
 
-__all__ = ["META_FILE", "SPECIAL_TOKENS", "TOKENIZER_FILES", "FastEncoder", "TokenizerSpec",
+__all__ = ["META_FILE", "SPECIAL_TOKENS", "TOKENIZER_FILES", "FastEncoder", "ModelVocabulary", "TokenizerSpec",
            "check_auto_tokenizer_loads", "check_causal_tokenizer", "check_tokenizer_matches", "declare_causal_lm",
-           "read_meta", "read_vocabulary", "tokenizer_fingerprint", "train_tokenizer", "word_tokenizer_of"]
+           "model_vocabulary", "read_meta", "read_vocabulary", "token_text", "tokenizer_fingerprint", "train_tokenizer",
+           "word_tokenizer_of"]

@@ -200,7 +200,7 @@ def read_vocabulary(directory: Path, meta: dict | None) -> dict[str, int] | None
 
 def check_tokenizer_matches(pretrained: str, tokenizer_dir: str, *, allow_different: bool) -> None:
     """A model continued with a tokenizer other than its own sees wrong embeddings for every id that moved; that
-    is an error unless the user asked to resize (new rows are learnt, rows are kept by id)."""
+    is an error unless the user asked to resize (then rows are mapped by token: models.vocab_adapt)."""
 
     def tokens(directory: Path) -> list[str] | None:
         vocab = read_vocabulary(directory, read_meta(directory))
