@@ -14,7 +14,7 @@ PRESET = {"number-of-layers": 2, "hidden-size": 64, "sequence-length": 64, "ffn-
 
 @pytest.mark.shared_corpus
 @pytest.mark.parametrize("model_type", ["bert-real", "roberta-real", "electra-real", "gpt-real",
-                                        "modernbert-real", "llama-real"])
+                                        "modernbert-real", "llama-real", "deberta-v2-real", "deberta-v3-real"])
 def test_family_learns_on_aozora(model_type, shared_corpus, tokenizer_factory, tmp_path, tmp_path_factory):
     import transformers
 
@@ -33,6 +33,7 @@ def test_family_learns_on_aozora(model_type, shared_corpus, tokenizer_factory, t
     # ModernBERT (30% masking, its small-std initialization) falls ~5% in these 30 steps (7.58 -> 7.18), not 10%
     assert last < (0.97 if model_type.startswith("modernbert") else 0.9) * first, curve
     assert summary["eval/perplexity"] < summary["eval/perplexity_at_start"]
-    auto_names = {**AUTO, "modernbert-test": "AutoModelForMaskedLM"}
+    auto_names = {**AUTO, "modernbert-test": "AutoModelForMaskedLM", "deberta-v2-test": "AutoModelForMaskedLM",
+                  "deberta-v3-test": "AutoModel"}  # DeBERTa-v3's main part is the plain discriminator
     auto = getattr(transformers, auto_names[model_type.replace("-real", "-test")])
     assert auto.from_pretrained(out).config.hidden_size == 64
