@@ -6,10 +6,11 @@ loop waited for its next batch, with ``--dataloader_workers 0`` (batches built i
         [--steps 40] [--workers 0 1] [--markdown out.md]
 
 The model is small enough that data preparation shows on a CPU: a BERT (NSP pairs, whole-word masking) with 1
-layer, hidden 16, a 1,500-token MeCab + WordPiece vocabulary, batch 256, sequence 128, one torch thread in the
-loop. Each run logs every ``--window`` steps; the first window (worker start, warm-up) is not counted. Tokens/s
-counts real (non-padding) tokens; the wait share is ``train/data_wait_fraction`` (time in the loop's batch
-fetch over the window's wall time). A Markdown section is printed last.
+layer, hidden 16, a 1,500-token MeCab + WordPiece vocabulary (alphabet limited to 500), batch 256, sequence
+128, one torch thread in the loop. Each run logs every ``--window`` steps; the first window (worker start,
+warm-up) is not counted. Tokens/s counts real (non-padding) tokens; the wait share is
+``train/data_wait_fraction`` (time in the loop's batch fetch over the window's wall time).
+A Markdown section is printed last.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         work = Path(tmp)
         (work / "parameter.json").write_text(json.dumps({"bert-pipeline": {**PRESET, "logging-steps": args.window}}))
-        spec = TokenizerSpec(mecab_dic_type="ipadic", tokenizer_type="wordpiece", vocab_size=1500, min_frequency=2)
+        spec = TokenizerSpec(mecab_dic_type="ipadic", tokenizer_type="wordpiece", vocab_size=1500, min_frequency=2,
+                         limit_alphabet=500)
         train_tokenizer([args.corpus], work / "tokenizer", spec, num_workers=1)
         results = [run(args, workers, work / "tokenizer", work) for workers in args.workers]
     load_after = os.getloadavg()[0]

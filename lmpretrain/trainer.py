@@ -249,7 +249,6 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
     bar = progress(total=config.train_steps, initial=counters.step, desc="train", unit="step")
     window = _Window()
     last_eval, started, preempted = first_eval, time.perf_counter(), False
-    # writer and bar are closed on errors too (the last scalars kept); a signal during the last save is held off
     steps_left = max(0, config.train_steps - counters.step)
     workers = args.dataloader_workers if args.dataloader_workers is not None else \
         default_dataloader_workers(layout.local_world_size)
