@@ -172,6 +172,12 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def reduces_on_device() -> bool:
+    """Whether the process group reduces on the GPU (NCCL): the loop then keeps its step tensors there, so that
+    summing them over processes needs no copy back to the host."""
+    return dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl"
+
+
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -40,26 +40,35 @@ class Precision:
         """Backpropagate ``loss`` (times the loss scale, with fp16 loss scaling)."""
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
-    def step(self, optimizer: torch.optim.Optimizer, parameters: Iterable[torch.Tensor], max_grad_norm: float, *,
-             loss_finite: bool = True) -> tuple[float, bool]:
-        """Unscale the gradients (fp16 loss scaling), clip them to ``max_grad_norm`` and step the optimizer.
-
-        Returns ``(grad_norm, stepped)``. A step with a non-finite gradient norm (or, without a loss scaler, a
-        non-finite loss on any process: ``loss_finite``) is skipped, leaving the weights as they were: the loss
-        scaler skips it itself and lowers its scale (which is how a skip is detected); otherwise it is skipped here.
-        """
+    def clip(self, optimizer: torch.optim.Optimizer, parameters: Iterable[torch.Tensor],
+             max_grad_norm: float) -> torch.Tensor:
+        """Unscale the gradients (fp16 loss scaling) and clip them to ``max_grad_norm``; the total norm before
+        clipping, left on the device (the loop reads it with the step's other values, in one synchronisation)."""
         if self.scaler is not None:
             self.scaler.unscale_(optimizer)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm))
+        return torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+
+    def apply(self, optimizer: torch.optim.Optimizer, *, grad_norm: float, loss_finite: bool = True) -> bool:
+        """Step the optimizer after :meth:`clip`, unless the step is non-finite; returns whether it stepped.
+
+        With a loss scaler, the scaler skips a step whose unscaled gradients hold an inf/NaN (and lowers its scale):
+        exactly the steps whose total gradient norm is non-finite, which is how a skip is detected here without
+        reading the scale back. Otherwise a step with a non-finite gradient norm, or a non-finite loss on any
+        process (``loss_finite``), is skipped here, leaving the weights as they were."""
         if self.scaler is not None:
-            scale_before = self.scaler.get_scale()
             self.scaler.step(optimizer)
             self.scaler.update()
-            return grad_norm, self.scaler.get_scale() >= scale_before
+            return math.isfinite(grad_norm)
         if loss_finite and math.isfinite(grad_norm):
             optimizer.step()
-            return grad_norm, True
-        return grad_norm, False
+            return True
+        return False
+
+    def step(self, optimizer: torch.optim.Optimizer, parameters: Iterable[torch.Tensor], max_grad_norm: float, *,
+             loss_finite: bool = True) -> tuple[float, bool]:
+        """:meth:`clip` then :meth:`apply`: returns ``(grad_norm, stepped)``."""
+        grad_norm = float(self.clip(optimizer, parameters, max_grad_norm))
+        return grad_norm, self.apply(optimizer, grad_norm=grad_norm, loss_finite=loss_finite)
 
 
 def make_precision(fp16_type: int, bf16: bool, device: torch.device) -> Precision:

@@ -156,6 +156,9 @@ def prepare_run(args: TrainArgs) -> PreparedRun:
                         f"({get_family(params.family).display})")
     if args.train_steps is not None and args.train_steps <= 0:
         raise UserError(f"--train_steps must be positive (got {args.train_steps})")
+    if args.dataloader_workers is not None and args.dataloader_workers < 0:
+        raise UserError(f"--dataloader_workers must be 0 (batches built in the loop's process) or more "
+                        f"(got {args.dataloader_workers})")
     _check_output_dir(Path(args.model_dir), "--model_dir")
     _check_output_dir(Path(config.cache_dir), "--cache_dir" if args.cache_dir else "the dataset cache")
     if args.do_continue and args.overwrite_output_dir:

@@ -9,8 +9,8 @@ work. Every difference is printed, then judged by its class:
 - **different run** (refused unless ``--accept_changed_run``, then logged): the seed, the global batch size, the
   corpus content, masking and instance options, the eval split.
 
-Machine-dependent values (paths, ``--num_workers``, ``--cache_dir``, ``--device``, ranks, ``--compile``) are not
-differences: the corpus and tokenizer are compared by content, not by path.
+Machine-dependent values (paths, ``--num_workers``, ``--dataloader_workers``, ``--cache_dir``, ``--device``, ranks,
+``--compile``) are not differences: the corpus and tokenizer are compared by content, not by path.
 """
 
 from __future__ import annotations

@@ -56,6 +56,9 @@ class TrainArgs:
     """Opt in to torch.compile."""
     num_workers: int | None = None
     """Tokenization processes for the dataset build (default: the machine's cores)."""
+    dataloader_workers: int | None = None
+    """Background processes building the training batches ahead of the loop (0: in the loop's process). Default:
+    min(2, cores per local process - 1), at least 0. The batches are the same for any number."""
     max_eval_samples: int = 1000
     train_steps: int | None = None
     """Override the preset's train-steps (handy for smoke runs)."""
@@ -146,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resize_embeddings", action="store_true")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--num_workers", type=int, default=None)
+    p.add_argument("--dataloader_workers", type=int, default=None)
     p.add_argument("--max_eval_samples", type=int, default=1000)
     p.add_argument("--train_steps", type=int, default=None)
     p.add_argument("--device", default=None)

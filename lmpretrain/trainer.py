@@ -22,9 +22,9 @@ import torch
 
 from . import checkpoint as ckpt
 from . import export
-from .data import positions_for_step
+from .data.loader import StepBatches, count_units, default_dataloader_workers, micro_batch_positions
 from .data_setup import RunData, build_run_data
-from .distributed import Layout, PeerWatchdog, all_reduce_sum, init_distributed, shutdown
+from .distributed import Layout, PeerWatchdog, all_reduce_sum, init_distributed, reduces_on_device, shutdown
 from .errors import UserError
 from .log import JsonlLog, MetricsWriter, get_logger, progress
 from .optim import apply_settings, build_optimizer, linear_schedule
@@ -43,29 +43,24 @@ loss_hook: Callable[[torch.Tensor, int], torch.Tensor] | None = None
 _PREEMPT_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s)
 
 
-def count_units(batch: dict[str, torch.Tensor]) -> dict[str, float]:
-    """How many units each kind of loss term averages over in this micro-batch."""
-    labels = batch.get("labels")
-    units = {"samples": float(batch["input_ids"].shape[0]), "tokens": float(batch["attention_mask"].sum())}
-    if labels is not None:
-        units["masked"] = float((labels != -100).sum())
-        units["next_tokens"] = float((labels[:, 1:] != -100).sum())
-    return units
-
-
 def weighted_loss(out: dict[str, torch.Tensor], terms, weights: dict[str, float], local: dict[str, float],
-                  global_units: dict[str, float], world_size: int) -> torch.Tensor:
+                  global_units: dict, world_size: int) -> torch.Tensor:
     """The micro-batch's share of the global-batch loss (times world_size, which DDP's averaging divides out).
-    ``terms``: the family's :class:`~lmpretrain.models.LossTerm` s; ``weights``: term name -> weight."""
+    ``terms``: the family's :class:`~lmpretrain.models.LossTerm` s; ``weights``: term name -> weight;
+    ``global_units``: floats, or 0-dim float64 tensors on the device (NCCL), never read back here."""
     total = None
     for term in terms:
-        if local[term.unit] == 0 or global_units[term.unit] == 0:
-            continue  # an empty term (e.g. nothing masked here) contributes nothing, not NaN
-        part = out[term.name] * (weights[term.name] * local[term.unit] / global_units[term.unit] * world_size)
+        count = global_units[term.unit]
+        if local[term.unit] == 0 or (not isinstance(count, torch.Tensor) and count == 0):
+            continue  # an empty term (e.g. nothing masked here) contributes nothing, not NaN (local > 0: global > 0)
+        factor = weights[term.name] * local[term.unit] / count * world_size
+        if isinstance(factor, torch.Tensor):  # rounded to the loss's dtype as a Python float would be
+            factor = factor.to(out[term.name].dtype)
+        part = out[term.name] * factor
         total = part if total is None else total + part
     if total is None:  # no term has units here: a zero that still reaches backward() (DDP expects every rank's)
-        total = sum((v * 0.0 for v in out.values() if v.requires_grad and bool(torch.isfinite(v))),
-                    torch.zeros((), device=next(iter(out.values())).device))
+        total = sum((torch.where(torch.isfinite(v), v * 0.0, torch.zeros_like(v)) for v in out.values()
+                     if v.requires_grad), torch.zeros((), device=next(iter(out.values())).device))
     return total
 
 
@@ -254,41 +249,59 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
     bar = progress(total=config.train_steps, initial=counters.step, desc="train", unit="step")
     window = _Window()
     last_eval, started, preempted = first_eval, time.perf_counter(), False
-    # writer and bar are closed on errors too (the last scalars kept); a signal during the last save is held off
-    with _Preemption() as preemption, contextlib.closing(writer), contextlib.closing(bar):
+    steps_left = max(0, config.train_steps - counters.step)
+    workers = args.dataloader_workers if args.dataloader_workers is not None else \
+        default_dataloader_workers(layout.local_world_size)
+    batches = StepBatches(data.train_dataset, data.collator, layout, next_position=counters.next_position,
+                          steps=steps_left, accumulation=params.gradient_accumulation_steps,
+                          workers=workers if steps_left else 0)
+    logger.info("input pipeline: %s", f"{workers} background worker(s)" if workers else "in this process")
+    # where the step's tensors are summed over processes: on the GPU under NCCL; the unit counts on the CPU
+    # otherwise; the loss, in one process, where it already is (no all-reduce then)
+    units_device = layout.device if reduces_on_device() else torch.device("cpu")
+    loss_device = layout.device if reduces_on_device() or not layout.distributed else torch.device("cpu")
+    # writer and bar are closed on errors too (the last scalars kept); a signal during the last save is held off;
+    # the batch workers are shut down on every way out of this block
+    with _Preemption() as preemption, contextlib.closing(writer), contextlib.closing(bar), batches:
         while counters.step < config.train_steps:
-            # --- batch: this process's share of the global batch, as micro-batches ----------------------------
-            positions = positions_for_step(counters.next_position, layout)
-            micro = [data.collator([data.train_dataset[p] for p in chunk])
-                     for chunk in _chunks(positions, params.gradient_accumulation_steps)]
-            local = [count_units(b) for b in micro]
-            global_units = _global_units(local)
+            # --- batch: this process's share of the global batch, as micro-batches (built ahead) -------------
+            waited = time.perf_counter()
+            micro = batches.next_step()
+            waited = time.perf_counter() - waited
+            local = [units for _, units in micro]
+            global_units = _global_units(local, units_device)
 
-            # --- forward / backward with accumulation ------------------------------------------------------------
-            step_loss, metrics = 0.0, {}
-            for i, batch in enumerate(micro):
+            # --- forward / backward with accumulation: no host synchronisation in here -------------------------
+            step_loss = torch.zeros((), dtype=torch.float64, device=layout.device)
+            metrics = {}
+            for i, (batch, _) in enumerate(micro):
                 no_sync = i < len(micro) - 1 and layout.distributed and hasattr(train_model, "no_sync")
                 with train_model.no_sync() if no_sync else contextlib.nullcontext():
                     with precision.autocast():
-                        out = train_model(_to_device(batch, layout.device))
+                        out = train_model(batch)
                         loss = weighted_loss(out, terms, weights, local[i], global_units, layout.world_size)
                         if loss_hook is not None:
                             loss = loss_hook(loss, counters.step + 1)
                     precision.backward(loss)
-                step_loss += float(loss.detach()) / layout.world_size
+                step_loss += loss.detach().double() / layout.world_size
                 for key, value in out.items():
                     if key != "loss":
-                        metrics[key] = metrics.get(key, 0.0) + float(value.detach()) / len(micro)
+                        metrics[key] = metrics.get(key, 0.0) + value.detach().double() / len(micro)
 
-            # --- clip and step (skipping non-finite steps) ---------------------------------------------------------
-            # the preemption flag rides on this all-reduce, so that every process sees a signal at the same step
-            reduced = all_reduce_sum(torch.tensor([step_loss, float(preemption.requested)], dtype=torch.float64))
-            global_loss, preempt_now = float(reduced[0]), bool(reduced[1] > 0)
-            grad_norm, stepped = precision.step(state.optimizer, model.parameters(), params.max_grad_norm,
-                                                loss_finite=math.isfinite(global_loss))
+            # --- clip and step (skipping non-finite steps): the step's one read from the device --------------
+            # the preemption flag rides on the loss's all-reduce, so that every process sees a signal at the same step
+            flag = torch.full((), float(preemption.requested), dtype=torch.float64, device=step_loss.device)
+            reduced = all_reduce_sum(torch.stack([step_loss, flag]).to(loss_device))
+            norm = precision.clip(state.optimizer, model.parameters(), params.max_grad_norm)
+            step_tokens = global_units["tokens"]  # a float, or (NCCL) a tensor read with the rest
+            values = [reduced[0], reduced[1], norm.double()] + [step_tokens] * isinstance(step_tokens, torch.Tensor)
+            read = torch.stack([v.to(norm.device) for v in values]).tolist()
+            global_loss, preempt_now, grad_norm = read[0], read[1] > 0, read[2]
+            step_tokens = read[3] if len(read) > 3 else step_tokens
+            stepped = precision.apply(state.optimizer, grad_norm=grad_norm, loss_finite=math.isfinite(global_loss))
             state.optimizer.zero_grad(set_to_none=True)
             state.scheduler.step()
-            counters.advance(samples=layout.global_batch_size, tokens=int(global_units["tokens"]), stepped=stepped,
+            counters.advance(samples=layout.global_batch_size, tokens=int(step_tokens), stepped=stepped,
                              loss=global_loss)
             if not stepped and precision.scaler is None:
                 logger.warning("step %d: loss %s, gradient norm %s: update skipped (%d skipped in all, %d non-finite "
@@ -296,12 +309,13 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
                                counters.skipped_steps, counters.nonfinite_streak, args.max_nonfinite_steps)
 
             # --- log ---------------------------------------------------------------------------------------------
-            window.add(global_loss, global_units["tokens"])
+            window.add(global_loss, step_tokens, data_wait=waited)
             bar.update(1)
             bar.set_postfix(loss=f"{global_loss:.4f}")
             if counters.step % params.logging_steps == 0 or counters.step == config.train_steps:
                 scalars = window.take(learning_rate=state.scheduler.get_last_lr()[0], grad_norm=grad_norm,
-                                      skipped_steps=counters.skipped_steps, metrics=metrics)
+                                      skipped_steps=counters.skipped_steps,
+                                      metrics={k: float(v) for k, v in metrics.items()})
                 writer.scalars(scalars, counters.step)
                 step_log.write({"step": counters.step, **scalars})
             if counters.nonfinite_streak >= args.max_nonfinite_steps:
@@ -361,11 +375,16 @@ def _wrap(model: torch.nn.Module, layout: Layout, *, compile_model: bool) -> tor
     return torch.compile(model) if compile_model else model
 
 
-def _global_units(local: list[dict[str, float]]) -> dict[str, float]:
-    """Each unit's count over all micro-batches of all processes (one all-reduce)."""
+def _global_units(local: list[dict[str, float]], device: torch.device) -> dict:
+    """Each unit's count over all micro-batches of all processes (one all-reduce). The local counts come from the
+    collator, on the CPU; summed on the CPU (gloo, one process) they are floats, under NCCL 0-dim tensors that stay
+    on the GPU (sent there from pinned memory without waiting)."""
     unit_names = sorted(local[0])
     counts = torch.tensor([[u[n] for n in unit_names] for u in local], dtype=torch.float64).sum(0)
-    return dict(zip(unit_names, all_reduce_sum(counts).tolist()))
+    if device.type == "cpu":
+        return dict(zip(unit_names, all_reduce_sum(counts).tolist()))
+    counts = all_reduce_sum(counts.pin_memory().to(device, non_blocking=True))
+    return dict(zip(unit_names, counts.unbind()))
 
 
 class _Window:
@@ -376,33 +395,27 @@ class _Window:
 
     def _start(self) -> None:
         self.loss, self.tokens, self.steps, self.started = 0.0, 0.0, 0, time.perf_counter()
+        self.data_wait = 0.0
 
-    def add(self, loss: float, tokens: float) -> None:
+    def add(self, loss: float, tokens: float, data_wait: float = 0.0) -> None:
         self.loss += loss
         self.tokens += tokens
         self.steps += 1
+        self.data_wait += data_wait
 
     def take(self, *, learning_rate: float, grad_norm: float, skipped_steps: int, metrics: dict) -> dict[str, float]:
         """The scalars to log for this window, which then starts over."""
         elapsed = time.perf_counter() - self.started
         scalars = {"train/loss": self.loss / self.steps, "train/learning_rate": learning_rate,
                    "train/grad_norm": grad_norm, "train/tokens_per_second": self.tokens / max(elapsed, 1e-9),
-                   "train/skipped_steps": skipped_steps}
+                   "train/skipped_steps": skipped_steps,
+                   "train/data_wait_fraction": self.data_wait / max(elapsed, 1e-9)}  # waiting for the next batch
         scalars.update({f"train/{k}": v for k, v in metrics.items()})
         self._start()
         return scalars
 
 
-def _chunks(items: list[int], parts: int) -> list[list[int]]:
-    """Split a process's batch into ``parts`` nearly equal micro-batches (none empty)."""
-    parts = max(1, min(parts, len(items)))
-    base, extra = divmod(len(items), parts)
-    out, start = [], 0
-    for i in range(parts):
-        end = start + base + (1 if i < extra else 0)
-        out.append(items[start:end])
-        start = end
-    return out
+_chunks = micro_batch_positions  # the name the unit tests use
 
 
 def _fmt(values: dict) -> str:

@@ -1,0 +1,104 @@
+"""The overlapped input pipeline in training (issue 15, benchmark (b)): tokens/s and the share of step time the
+loop waited for its next batch, with ``--dataloader_workers 0`` (batches built in the loop's process) against 1
+(built ahead in a background process), in the same invocation.
+
+    .venv/bin/python bench/bench_input_pipeline.py [--corpus ../shared/corpora/ja_aozora_small/train.txt] \\
+        [--steps 40] [--workers 0 1] [--markdown out.md]
+
+The model is small enough that data preparation shows on a CPU: a BERT (NSP pairs, whole-word masking) with 1
+layer, hidden 16, a 1,500-token MeCab + WordPiece vocabulary (alphabet limited to 500), batch 256, sequence
+128, one torch thread in the loop. Each run logs every ``--window`` steps; the first window (worker start,
+warm-up) is not counted. Tokens/s counts real (non-padding) tokens; the wait share is
+``train/data_wait_fraction`` (time in the loop's batch fetch over the window's wall time).
+A Markdown section is printed last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+from benchlib import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("LMP_NO_PROGRESS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+PRESET = {"number-of-layers": 1, "hidden-size": 16, "sequence-length": 128, "ffn-inner-hidden-size": 64,
+          "attention-heads": 1, "warmup-steps": 2, "learning-rate": 1e-3, "batch-size": {"-1": 256},
+          "train-steps": 40, "save-steps": 10**9, "eval-steps": 10**9, "logging-steps": 10, "whole-word-mask": True}
+
+
+def run(args, workers: int, tokenizer: Path, work: Path) -> dict:
+    from lmpretrain.run_config import TrainArgs
+    from lmpretrain.trainer import train
+
+    out = work / f"w{workers}"
+    train(TrainArgs(input_file=[args.corpus], tokenizer_dir=str(tokenizer), model_dir=str(out),
+                    model_type="bert-pipeline", parameter_file=str(work / "parameter.json"), num_workers=1,
+                    max_eval_samples=8, train_steps=args.steps, cache_dir=str(work / "cache"),
+                    dataloader_workers=workers))
+    rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if "train/tokens_per_second" in r][1:]  # the first window: start-up
+    return {"workers": workers, "windows": len(rows),
+            "tokens_per_second": sum(r["train/tokens_per_second"] for r in rows) / len(rows),
+            "data_wait_fraction": sum(r["train/data_wait_fraction"] for r in rows) / len(rows),
+            "losses": [r["train/loss"] for r in rows]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", default=str(REPO.parent / "shared/corpora/ja_aozora_small/train.txt"))
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--window", type=int, default=10)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--markdown", default=None)
+    args = parser.parse_args()
+    import torch
+
+    from lmpretrain.log import setup_logging
+    from lmpretrain.tokenization import TokenizerSpec, train_tokenizer
+
+    setup_logging()
+    torch.set_num_threads(1)
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+        work = Path(tmp)
+        (work / "parameter.json").write_text(json.dumps({"bert-pipeline": {**PRESET, "logging-steps": args.window}}))
+        spec = TokenizerSpec(mecab_dic_type="ipadic", tokenizer_type="wordpiece", vocab_size=1500, min_frequency=2,
+                         limit_alphabet=500)
+        train_tokenizer([args.corpus], work / "tokenizer", spec, num_workers=1)
+        results = [run(args, workers, work / "tokenizer", work) for workers in args.workers]
+    load_after = os.getloadavg()[0]
+
+    command = "python bench/bench_input_pipeline.py " + shlex.join(sys.argv[1:])
+    lines = ["## Input pipeline in training (issue 15, benchmark (b))", "", f"Command: `{command.strip()}`  ",
+             f"Machine: {machine()}; load average {load_before:.2f} at the start, {load_after:.2f} at the end.  ",
+             f"Model: BERT (NSP pairs, whole-word masking), 1 layer, hidden 16, vocabulary 1,500, batch 256, "
+             f"sequence 128, fp32, one torch thread; {args.steps} steps, the first {args.window} not counted.", "",
+             "| --dataloader_workers | tokens/s | data wait share of step time |", "|---:|---:|---:|"]
+    for r in results:
+        lines.append(f"| {r['workers']} | {r['tokens_per_second']:,.0f} | {100 * r['data_wait_fraction']:.1f}% |")
+    base = results[0]
+    for r in results[1:]:
+        lines.append("")
+        speedup = r["tokens_per_second"] / base["tokens_per_second"]
+        lines.append(f"- {r['workers']} worker(s) vs {base['workers']}: **{speedup:.2f}x** "
+                     f"tokens/s; wait share {100 * base['data_wait_fraction']:.1f}% -> "
+                     f"{100 * r['data_wait_fraction']:.1f}%; logged losses identical: "
+                     f"{'yes' if r['losses'] == base['losses'] else 'NO'}")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.markdown:
+        Path(args.markdown).write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

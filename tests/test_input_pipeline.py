@@ -1,0 +1,241 @@
+"""The overlapped input pipeline (lmpretrain.data.loader): the same batches for 0, 1 and 2 workers, the same run,
+workers that never outlive the loop, and (on a GPU) no host synchronisation inside a step's micro-batches."""
+
+import json
+import multiprocessing
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from lmpretrain.data.loader import StepBatches, count_units, default_dataloader_workers, micro_batch_positions
+from lmpretrain.data_setup import build_run_data
+from lmpretrain.distributed import Layout
+from lmpretrain.errors import UserError
+from lmpretrain.prepare import prepare_run
+from lmpretrain.run_config import TrainArgs
+from lmpretrain.trainer import train
+from tests.helpers import REPO
+from tests.test_run_pretraining import BASE
+
+PRESETS = {"bert-test": {**BASE, "gradient-accumulation-steps": 2, "train-steps": 6, "save-steps": 3,
+                         "logging-steps": 1, "eval-steps": 3, "whole-word-mask": True},
+           "gpt-test": {**BASE, "train-steps": 4}}
+
+
+@pytest.fixture(scope="module")
+def parameter_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pipeline") / "parameter.json"
+    path.write_text(json.dumps(PRESETS))
+    return path
+
+
+def make_args(corpus, tokenizer, model_dir, parameter_file, model_type="bert-test", **kw):
+    return TrainArgs(input_file=[str(corpus)], tokenizer_dir=str(tokenizer), model_dir=str(model_dir),
+                     model_type=model_type, parameter_file=str(parameter_file), num_workers=1,
+                     max_eval_samples=16, **kw)
+
+
+def _layout(rank: int, world_size: int, per_device: int) -> Layout:
+    return Layout(rank=rank, world_size=world_size, local_rank=rank, local_world_size=world_size, node_rank=0,
+                  num_nodes=1, node_batch_size=per_device * world_size, per_device_batch_size=per_device,
+                  rank_offset=rank * per_device, global_batch_size=per_device * world_size,
+                  device=torch.device("cpu"))
+
+
+def _batches(data, layout, workers, *, next_position=0, steps=3, accumulation=2):
+    with StepBatches(data.train_dataset, data.collator, layout, next_position=next_position, steps=steps,
+                     accumulation=accumulation, workers=workers) as batches:
+        return [batches.next_step() for _ in range(steps)]
+
+
+@pytest.mark.parametrize("model_type", ["bert-test", "gpt-test"])
+def test_batches_are_identical_for_0_1_and_2_workers(model_type, sample_corpus, tiny_tokenizer_dir, parameter_file,
+                                                     tmp_path):
+    run = prepare_run(make_args(sample_corpus, tiny_tokenizer_dir, tmp_path / "out", parameter_file, model_type))
+    try:
+        data = build_run_data(run, _layout(0, 2, 4))  # rank 0 builds the dataset cache
+        layout = _layout(1, 2, 4)  # the second of two processes: its slice of each global batch
+        # what the loop built in its own process before the pipeline existed
+        expected = []
+        for step in range(3):
+            start = 40 + step * layout.global_batch_size + layout.rank_offset
+            chunks = micro_batch_positions(list(range(start, start + 4)), 2)
+            expected.append([data.collator([data.train_dataset[p] for p in chunk]) for chunk in chunks])
+        for workers in (0, 1, 2):
+            got = _batches(data, layout, workers, next_position=40)
+            assert len(got) == 3
+            for step_expected, step_got in zip(expected, got):
+                assert len(step_got) == 2
+                for want, (batch, units) in zip(step_expected, step_got):
+                    assert sorted(batch) == sorted(want)
+                    for key in want:
+                        assert torch.equal(batch[key], want[key]), (workers, key)
+                    assert units == count_units(want)
+        # the collator travels to spawned workers by pickling: the copy masks the same way
+        instances = [data.train_dataset[p] for p in range(8)]
+        copy = pickle.loads(pickle.dumps(data.collator))
+        for key, value in data.collator(instances).items():
+            assert torch.equal(copy(instances)[key], value)
+    finally:
+        run.encoder.close()
+
+
+def test_creating_the_pipeline_leaves_the_global_rng_alone(sample_corpus, tiny_tokenizer_dir, parameter_file,
+                                                           tmp_path):
+    run = prepare_run(make_args(sample_corpus, tiny_tokenizer_dir, tmp_path / "out", parameter_file))
+    try:
+        data = build_run_data(run, _layout(0, 1, 4))
+        torch.manual_seed(3)
+        before = torch.get_rng_state()
+        _batches(data, _layout(0, 1, 4), 1, steps=1)
+        assert torch.equal(torch.get_rng_state(), before)  # dropout's stream is not moved at a start or a resume
+    finally:
+        run.encoder.close()
+
+
+TIMINGS = ("train/tokens_per_second", "train/data_wait_fraction")
+
+
+def _log(model_dir):
+    return [json.loads(line) for line in (model_dir / "train_log.jsonl").read_text().splitlines()]
+
+
+def _our_workers():
+    return multiprocessing.active_children()  # DataLoader workers are multiprocessing children
+
+
+def test_a_run_is_the_same_with_0_and_1_workers_and_leaves_no_worker(sample_corpus, tiny_tokenizer_dir,
+                                                                    parameter_file, tmp_path):
+    logs = {}
+    for workers in (0, 1):
+        out = tmp_path / f"w{workers}"
+        train(make_args(sample_corpus, tiny_tokenizer_dir, out, parameter_file, dataloader_workers=workers))
+        logs[workers] = [{k: v for k, v in row.items() if k not in TIMINGS} for row in _log(out)]
+        assert not _our_workers()
+    assert [r for r in logs[0] if "train/loss" in r] and logs[0] == logs[1]
+
+
+def test_workers_are_shut_down_when_the_run_fails(sample_corpus, tiny_tokenizer_dir, parameter_file, tmp_path,
+                                                  monkeypatch):
+    from lmpretrain import trainer
+    from tests.inject_nan import nan_from
+
+    monkeypatch.setattr(trainer, "loss_hook", nan_from(2))
+    with pytest.raises(UserError, match="NaN/inf for 2 consecutive steps"):
+        train(make_args(sample_corpus, tiny_tokenizer_dir, tmp_path / "out", parameter_file, dataloader_workers=2,
+                        max_nonfinite_steps=2))
+    assert not _our_workers()
+
+
+def test_bad_worker_count_is_one_error(sample_corpus, tiny_tokenizer_dir, parameter_file, tmp_path):
+    with pytest.raises(UserError, match="--dataloader_workers must be 0"):
+        prepare_run(make_args(sample_corpus, tiny_tokenizer_dir, tmp_path / "out", parameter_file,
+                              dataloader_workers=-1))
+
+
+def test_default_worker_count():
+    assert default_dataloader_workers(1, cores=2) == 1
+    assert default_dataloader_workers(2, cores=2) == 0
+    assert default_dataloader_workers(1, cores=1) == 0
+    assert default_dataloader_workers(1, cores=64) == 2
+    assert default_dataloader_workers(8, cores=16) == 1
+
+
+_PARENT = """
+import sys, time, torch
+from lmpretrain.data.loader import StepBatches
+from tests.test_input_pipeline import _layout
+
+class Slow:
+    def __len__(self): return 10 ** 9
+    def __getitem__(self, p): time.sleep(0.01); return {"input_ids": torch.ones(4, dtype=torch.long), "position": p}
+
+def collate(items):
+    return {"input_ids": torch.stack([i["input_ids"] for i in items]),
+            "attention_mask": torch.ones(len(items), 4, dtype=torch.long)}
+
+with StepBatches(Slow(), collate, _layout(0, 1, 2), next_position=0, steps=10 ** 6, accumulation=1,
+                 workers=2) as batches:
+    batches.next_step()
+    print(" ".join(str(w.pid) for w in batches._iterator._workers), flush=True)
+    time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_die_with_a_killed_parent():
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", _PARENT], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 2 and all(_alive(p) for p in pids)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 20  # the workers check on their parent every few seconds
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(p) for p in pids)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_no_host_synchronisation_inside_the_micro_batches(sample_corpus, tiny_tokenizer_dir, parameter_file,
+                                                         tmp_path, monkeypatch):
+    """The loop's part of each micro-batch (weighted loss, backward, device-side accumulation of loss and metrics)
+    runs under ``torch.cuda.set_sync_debug_mode("error")``: a synchronisation there raises. The models' forward is
+    left out: their heads index the masked positions with a boolean mask (a data-dependent shape, so a sync)."""
+    from lmpretrain import trainer
+
+    original_loss, original_wrap, make = trainer.weighted_loss, trainer._wrap, trainer.make_precision
+    inside = {"micro_batches": 0}
+
+    def strict_loss(*args, **kwargs):  # the forward has run: from here to the clip, nothing may wait
+        inside["micro_batches"] += 1
+        torch.cuda.set_sync_debug_mode("error")
+        return original_loss(*args, **kwargs)
+
+    def lenient_forward(module, args):
+        if module.training:
+            torch.cuda.set_sync_debug_mode(0)
+
+    def wrap(*args, **kwargs):
+        module = original_wrap(*args, **kwargs)
+        module.register_forward_pre_hook(lenient_forward)
+        return module
+
+    class StrictPrecision:
+        def __init__(self, precision):
+            self._precision = precision
+
+        def __getattr__(self, name):
+            return getattr(self._precision, name)
+
+        def clip(self, *args, **kwargs):  # the micro-batches are done: the step's one read follows
+            torch.cuda.set_sync_debug_mode(0)
+            return self._precision.clip(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "make_precision", lambda *a: StrictPrecision(make(*a)))
+    monkeypatch.setattr(trainer, "weighted_loss", strict_loss)
+    monkeypatch.setattr(trainer, "_wrap", wrap)
+    try:
+        train(make_args(sample_corpus, tiny_tokenizer_dir, tmp_path / "out", parameter_file, device="cuda",
+                        dataloader_workers=1, bf16=True))
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert inside["micro_batches"] == 12  # 6 steps x 2 micro-batches
