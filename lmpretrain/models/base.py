@@ -45,6 +45,14 @@ def masked_lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.T
     return loss, accuracy
 
 
+def next_token_loss(lm_head, hidden: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A causal LM's loss terms: the head runs only on the positions that have a next token to predict."""
+    targets = labels[:, 1:]
+    keep = targets != -100
+    loss, accuracy = masked_lm_loss(lm_head(hidden[:, :-1][keep]), targets[keep])
+    return {"lm_loss": loss, "lm_accuracy": accuracy}
+
+
 class PretrainingModel(torch.nn.Module):
     """``forward(batch)`` returns each loss term its family declares (by name) and metrics; the trainer weights and
     sums the terms. ``hf_models()`` gives the transformers model of each declared part, by part name."""

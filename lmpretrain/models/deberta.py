@@ -40,7 +40,7 @@ from ..errors import UserError
 from ..log import get_logger
 from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss
 from .bert import ENCODER_SHAPE
-from .electra import sample_replacements
+from .electra import replaced_token_loss, sample_replacements
 from .registry import Family, LossTerm, Option, Part
 
 logger = get_logger(__name__)
@@ -293,12 +293,8 @@ class DebertaV3Pretraining(PretrainingModel):
         is_replaced = (replaced != original).float()  # 1 = replaced: a sampled token equal to the original is not
         disc_hidden = self.discriminator(input_ids=replaced, attention_mask=attention_mask, return_dict=False)[0]
         disc_logits = self.rtd_head(disc_hidden)
-        real = attention_mask.bool()
-        discriminator_loss = F.binary_cross_entropy_with_logits(disc_logits[real].float(), is_replaced[real])
-        discriminator_accuracy = ((disc_logits[real] > 0).float() == is_replaced[real]).float().mean()
-        return {"generator_loss": generator_loss, "discriminator_loss": discriminator_loss,
-                "mlm_accuracy": generator_accuracy, "discriminator_accuracy": discriminator_accuracy,
-                "replaced_share": is_replaced[real].mean()}
+        return {"generator_loss": generator_loss, "mlm_accuracy": generator_accuracy,
+                **replaced_token_loss(disc_logits, is_replaced, attention_mask)}
 
 
 def _attention_problems(model_type: str, values: dict) -> list[str]:

@@ -51,6 +51,18 @@ def sample_replacements(seed: int, logits: torch.Tensor, positions: torch.Tensor
     return torch.searchsorted(cdf, u[:, None]).squeeze(1).clamp(max=logits.shape[-1] - 1)
 
 
+def replaced_token_loss(disc_logits: torch.Tensor, is_replaced: torch.Tensor,
+                        attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Replaced-token detection over the real (non-padding) tokens: the discriminator's loss term (labels 1 =
+    replaced) and its metrics. ELECTRA and DeBERTa-v3 both train on it."""
+    real = attention_mask.bool()
+    targets = is_replaced[real]
+    logits = disc_logits[real]
+    return {"discriminator_loss": F.binary_cross_entropy_with_logits(logits.float(), targets),
+            "discriminator_accuracy": ((logits > 0).float() == targets).float().mean(),
+            "replaced_share": targets.mean()}
+
+
 class ElectraPretraining(PretrainingModel):
     def __init__(self, params: ModelParams, spec: BuildSpec):
         super().__init__(params)
@@ -97,12 +109,8 @@ class ElectraPretraining(PretrainingModel):
         is_replaced = (replaced != original).float()
         disc_logits = self.discriminator(input_ids=replaced, attention_mask=attention_mask,
                                          token_type_ids=token_type_ids).logits
-        real = attention_mask.bool()
-        discriminator_loss = F.binary_cross_entropy_with_logits(disc_logits[real].float(), is_replaced[real])
-        discriminator_accuracy = ((disc_logits[real] > 0).float() == is_replaced[real]).float().mean()
-        return {"generator_loss": generator_loss, "discriminator_loss": discriminator_loss,
-                "mlm_accuracy": generator_accuracy, "discriminator_accuracy": discriminator_accuracy,
-                "replaced_share": is_replaced[real].mean()}
+        return {"generator_loss": generator_loss, "mlm_accuracy": generator_accuracy,
+                **replaced_token_loss(disc_logits, is_replaced, attention_mask)}
 
 
 def _generator_problems(model_type: str, values: dict) -> list[str]:

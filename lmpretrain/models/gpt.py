@@ -6,7 +6,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from ..config import ModelParams
-from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss
+from .base import BuildSpec, PretrainingModel, load_pretrained, next_token_loss
 from .registry import Family, LossTerm, Part
 
 
@@ -31,11 +31,7 @@ class GptPretraining(PretrainingModel):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         hidden = self.model.transformer(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                         return_dict=False)[0]
-        targets = batch["labels"][:, 1:]
-        keep = targets != -100
-        logits = self.model.lm_head(hidden[:, :-1][keep])
-        loss, accuracy = masked_lm_loss(logits, targets[keep])
-        return {"lm_loss": loss, "lm_accuracy": accuracy}
+        return next_token_loss(self.model.lm_head, hidden, batch["labels"])
 
 
 def _gpt_inner(config) -> int:

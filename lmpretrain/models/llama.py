@@ -11,7 +11,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from ..config import ModelParams
-from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss
+from .base import BuildSpec, PretrainingModel, load_pretrained, next_token_loss
 from .bert import ENCODER_SHAPE
 from .registry import Family, LossTerm, Option, Part
 
@@ -40,14 +40,9 @@ class LlamaPretraining(PretrainingModel):
         return {"model": self.model}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        # the head runs on the positions that have a next token only, as in gpt.py
         hidden = self.model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                   return_dict=False)[0]
-        targets = batch["labels"][:, 1:]
-        keep = targets != -100
-        logits = self.model.lm_head(hidden[:, :-1][keep])
-        loss, accuracy = masked_lm_loss(logits, targets[keep])
-        return {"lm_loss": loss, "lm_accuracy": accuracy}
+        return next_token_loss(self.model.lm_head, hidden, batch["labels"])
 
 
 def check(model_type: str, values: dict) -> list[str]:
