@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from bench_training import make_tokenizer, ours  # noqa: E402  (bench/ is on sys.path when run as a script)
-from benchlib import machine  # noqa: E402
+from benchlib import machine, report  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -77,10 +77,7 @@ def main() -> None:
                   "electra-tiny-same": "2 layers × 128"}
     for model_type, tps in results.items():
         lines.append(f"| {model_type} | {generators[model_type]} | {tps:,.0f} | {tps / reference:.2f}× |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.markdown:
-        Path(args.markdown).write_text(text, encoding="utf-8")
+    report(lines, args.markdown)
 
 
 if __name__ == "__main__":

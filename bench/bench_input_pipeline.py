@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchlib import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
+from benchlib import machine, report  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -94,10 +94,7 @@ def main() -> None:
                      f"tokens/s; wait share {100 * base['data_wait_fraction']:.1f}% -> "
                      f"{100 * r['data_wait_fraction']:.1f}%; logged losses identical: "
                      f"{'yes' if r['losses'] == base['losses'] else 'NO'}")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.markdown:
-        Path(args.markdown).write_text(text, encoding="utf-8")
+    report(lines, args.markdown)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchlib import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
+from benchlib import machine, report  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -77,10 +77,7 @@ def main() -> None:
              "|---|---|---|---|---|"]
     for new, old in PAIRS:
         lines.append(f"| {new} | {speed[new]:,.0f} | {old} | {speed[old]:,.0f} | {speed[new] / speed[old]:.2f}x |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.markdown:
-        Path(args.markdown).write_text(text, encoding="utf-8")
+    report(lines, args.markdown)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import machine  # noqa: E402  (bench/ is on sys.path when run as a script)
+from benchlib import machine, report  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -164,10 +164,7 @@ def main() -> None:
     for model_type, params, batch, ours_tps, hf_tps in rows:
         lines.append(f"| {model_type} | {params.number_of_layers} × {params.hidden_size}, {params.sequence_length} | "
                      f"{batch} | {ours_tps:,.0f} | {hf_tps:,.0f} | {ours_tps / hf_tps:.2f}× |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.markdown:
-        Path(args.markdown).write_text(text, encoding="utf-8")
+    report(lines, args.markdown)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""What every benchmark prints about the machine it ran on (imported by the scripts in bench/)."""
+"""What every benchmark prints about the machine it ran on, and how it reports (imported by the scripts in bench/)."""
 
 from __future__ import annotations
 
@@ -24,3 +24,11 @@ def machine(packages: tuple[str, ...] = ("torch", "transformers", "tokenizers", 
             pass
     return (f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {cpu}; {platform.platform()}; "
             f"Python {platform.python_version()}; {', '.join(versions)}")
+
+
+def report(lines: list[str], markdown: str | None) -> None:
+    """Print the result table (markdown lines) and, with ``--markdown PATH``, write it there for BENCHMARKS.md."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if markdown:
+        Path(markdown).write_text(text, encoding="utf-8")
