@@ -19,7 +19,8 @@ from lmpretrain.tokenization.extend import extend_tokenizer
 from tests.test_train_tokenizer import assert_one_clean_error, snapshot, train
 
 ADDED = 40
-WORDS = ["ＣＯＶＩＤ", "重症急性呼吸器症候群", "##症候群", "", "ＣＯＶＩＤ", "天気"]  # NFKC, split, piece, blank, duplicate
+# full-width (NFKC), split by MeCab, a continuation piece, blank, a duplicate, a base token
+WORDS = ["ＣＯＶＩＤ", "重症急性呼吸器症候群", "##症候群", "", "ＣＯＶＩＤ", "天気"]
 
 
 def domain_lines(count: int = 300, seed: int = 0) -> list[str]:
@@ -253,3 +254,44 @@ def test_bad_input_is_one_clear_error_and_nothing_written(tmp_path, tiny_tokeniz
     assert_one_clean_error(train("--input_file", str(domain), *flags), *fragments)
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
     assert snapshot(tiny_tokenizer_dir) == before
+
+
+@pytest.mark.slow
+def test_continued_pretraining_on_the_extension_keeps_every_shared_row(tmp_path, sample_corpus, tiny_tokenizer_dir,
+                                                                       domain):
+    """A tiny BERT pretrained with the base, its own dir extended (a released model's tokenizer), continued by
+    run_pretraining.py with the embeddings frozen: the base's rows stay bit for bit, the new ones train, and the
+    adaptation's log line reports the tokens added."""
+    import torch
+    from safetensors.torch import load_file
+
+    from lmpretrain.models.vocab_adapt import VocabPlan
+    from lmpretrain.trainer import train as pretrain
+    from tests.helpers import run_script
+    from tests.test_run_pretraining import BASE, make_args
+
+    params = tmp_path / "parameter.json"
+    further = {"warmup-steps": 1, "learning-rate": 5e-3, "batch-size": {"-1": 8}, "train-steps": 3, "save-steps": 3,
+               "logging-steps": 1, "dropout": 0.0, "attention-dropout": 0.0, "eval-share": 0.1,
+               "pretrained_model_name_or_path": str(tmp_path / "base"), "flozen-layers": 0, "new-token-init": "pieces"}
+    params.write_text(json.dumps({"bert-test": BASE, "bert-domain": further}))
+    pretrain(make_args(sample_corpus, tiny_tokenizer_dir, tmp_path / "base", params, "bert-test", train_steps=3))
+    base_size = len(vocab_of(tmp_path / "base"))
+    extend_tokenizer(tmp_path / "base", tmp_path / "ext", input_file=[str(domain)], vocab_size=base_size + ADDED,
+                     min_frequency=1)
+    result = run_script("run_pretraining.py", "--input_file", str(domain), "--tokenizer_dir", str(tmp_path / "ext"),
+                        "--model_dir", str(tmp_path / "domain-bert"), "--parameter_file", str(params),
+                        "--model_type", "bert-domain", "--resize_embeddings", "--num_workers", "1",
+                        "--max_eval_samples", "16", env={"LMP_NO_PROGRESS": "1"}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(x for x in result.stderr.splitlines() if "vocabulary adapted by token" in x)
+    assert f"the tokenizer extends the model's by {ADDED} tokens (ids 0-{base_size - 1} unchanged): " \
+           f"{base_size} rows kept" in line and f"({base_size} -> {base_size + ADDED} tokens)" in line, line
+    name = "bert.embeddings.word_embeddings.weight"
+    before, after = load_file(tmp_path / "base" / "model.safetensors"), load_file(
+        tmp_path / "domain-bert" / "model.safetensors")
+    assert after[name].shape[0] == base_size + ADDED
+    assert torch.equal(after[name][:base_size], before[name])  # every shared row, bit for bit
+    mean_start = VocabPlan.by_id(base_size, base_size + ADDED).apply(before[name])[base_size:]
+    assert not torch.isclose(after[name][base_size:], mean_start, rtol=0, atol=0).all(-1).any()  # composed, trained
+    assert vocab_of(tmp_path / "domain-bert") == vocab_of(tmp_path / "ext")
