@@ -8,11 +8,11 @@ Example:
     python train_tokenizer.py --input_file samples/ja_sample.txt --model_dir out/tokenizer-sudachi \
         --word_tokenizer sudachi --sudachi_split_mode C --tokenizer_type wordpiece --vocab_size 3000 --min_frequency 1
 
-    python train_tokenizer.py --base_tokenizer_dir out/tokenizer --input_file domain.txt \
-        --model_dir out/tokenizer-domain --vocab_size 3500 --min_frequency 1
+    python train_tokenizer.py --base_tokenizer_dir out/tokenizer --input_file samples/ja_clinical_sample.txt \
+        --model_dir out/tokenizer-clinical --vocab_size 3200 --min_frequency 1
 
-The third extends out/tokenizer: its tokens keep their ids and up to 500 tokens learnt from domain.txt are appended
-(--vocab_size is the total size; --add_words FILE appends a word list too).
+The third extends out/tokenizer: its tokens keep their ids, and up to 200 tokens learnt from the clinical text are
+appended (--vocab_size is the total size; --add_words FILE appends a word list too).
 
 AutoTokenizer.from_pretrained("out/tokenizer") then returns a BertJapaneseTokenizer with the same segmenter and
 dictionary, and lmpretrain.tokenization.FastEncoder gives the same ids, faster.

@@ -124,7 +124,7 @@ def extensions(tmp_path_factory, tokenizer_factory, domain, words_file):
     return make
 
 
-KINDS = [("ipadic", "wordpiece"), ("ipadic", "unigram"), ("ipadic", "bpe"), ("none", "wordpiece")]
+KINDS = [("ipadic", "wordpiece"), ("ipadic", "unigram"), ("ipadic", "bpe"), ("none", "wordpiece"), ("none", "unigram")]
 
 
 @pytest.mark.parametrize("dic,algorithm", KINDS)
@@ -183,6 +183,18 @@ def test_sentencepiece_extension_keeps_scores_and_takes_listed_words_whole(exten
     assert "▁COVID" in AutoTokenizer.from_pretrained(str(out)).tokenize("ＣＯＶＩＤの患者")
 
 
+def test_a_plan_knows_an_extension():
+    from lmpretrain.models.vocab_adapt import plan_adaptation
+
+    old = {"[PAD]": 0, "[UNK]": 1, "a": 2, "b": 3}
+    assert plan_adaptation(old, {**old, "ab": 4}).extends
+    assert "the tokenizer extends the model's by 1 tokens (ids 0-3 unchanged): 4 rows kept" in \
+        plan_adaptation(old, {**old, "ab": 4}).summary()
+    assert not plan_adaptation(old, {"[PAD]": 0, "[UNK]": 1, "b": 2, "a": 3, "ab": 4}).extends  # ids moved
+    assert not plan_adaptation(old, {"[PAD]": 0, "[UNK]": 1, "a": 2, "c": 3, "ab": 4}).extends  # a token dropped
+    assert not plan_adaptation(old, dict(old)).extends
+
+
 def test_word_list_alone_adds_every_word(tiny_tokenizer_dir, words_file, tmp_path):
     summary = extend_tokenizer(tiny_tokenizer_dir, tmp_path / "tok", input_file=None, vocab_size=None,
                                add_words=str(words_file))
@@ -221,6 +233,7 @@ def _bad_bases(root: Path, base: Path) -> dict[str, Path]:
     plain.mkdir()
     (plain / "vocab.txt").write_text("[PAD]\n[UNK]\n", encoding="utf-8")
     (root / "spaced.txt").write_text("良い\n二つ の語\n", encoding="utf-8")
+    (root / "blank.txt").write_text("\n\n\n", encoding="utf-8")
     return {"no-vocab": no_vocab, "corrupt": corrupt, "plain": plain}
 
 
@@ -238,6 +251,8 @@ BAD = {  # case -> (flags, fragments of the one error line)
     "spaced word": (["--base_tokenizer_dir", "{base}", "--vocab_size", "3000", "--add_words", "{root}/spaced.txt"],
                     ["spaced.txt, line 2", "holds a space"]),
     "words without a base": (["--add_words", "{root}/spaced.txt"], ["--add_words needs --base_tokenizer_dir"]),
+    "a corpus without text": (["--base_tokenizer_dir", "{base}", "--vocab_size", "3000", "--input_file",
+                               "{root}/blank.txt"], ["blank.txt has no text"]),
     "output is the base": (["--base_tokenizer_dir", "{base}", "--vocab_size", "3000", "--model_dir", "{base}"],
                            ["is --base_tokenizer_dir"]),
 }
