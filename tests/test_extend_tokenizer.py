@@ -116,8 +116,12 @@ def extensions(tmp_path_factory, tokenizer_factory, domain, words_file):
         if (dic, algorithm) not in made:
             base = tokenizer_factory(dic, algorithm)
             out = tmp_path_factory.mktemp(f"ext-{dic}-{algorithm}") / "tok"
+            words = words_file
+            if algorithm != "wordpiece":  # no ## pieces in a sentencepiece model
+                words = out.parent / "words.txt"
+                words.write_text("\n".join(w for w in WORDS if not w.startswith("##")) + "\n", encoding="utf-8")
             extend_tokenizer(base, out, input_file=[str(domain)], vocab_size=len(vocab_of(base)) + 80,
-                             add_words=str(words_file), min_frequency=1)
+                             add_words=str(words), min_frequency=1)
             made[dic, algorithm] = base, out
         return made[dic, algorithm]
 
@@ -193,6 +197,14 @@ def test_a_plan_knows_an_extension():
     assert not plan_adaptation(old, {"[PAD]": 0, "[UNK]": 1, "b": 2, "a": 3, "ab": 4}).extends  # ids moved
     assert not plan_adaptation(old, {"[PAD]": 0, "[UNK]": 1, "a": 2, "c": 3, "ab": 4}).extends  # a token dropped
     assert not plan_adaptation(old, dict(old)).extends
+
+
+def test_a_continuation_piece_for_a_sentencepiece_base_is_an_error(tokenizer_factory, words_file, tmp_path):
+    with pytest.raises(UserError, match=r"words.txt, line 3: '##症候群' is a WordPiece continuation piece, but the "
+                                        r"base is unigram"):
+        extend_tokenizer(tokenizer_factory("ipadic", "unigram"), tmp_path / "tok", input_file=None, vocab_size=None,
+                         add_words=str(words_file))
+    assert not (tmp_path / "tok").exists() and list(tmp_path.iterdir()) == []
 
 
 def test_word_list_alone_adds_every_word(tiny_tokenizer_dir, words_file, tmp_path):

@@ -15,8 +15,8 @@ start from their pieces or the mean (:mod:`lmpretrain.models.vocab_adapt`, ``--r
   (``spiece.model``) keep the domain model's score.
 - **Word list.** One word per line, NFKC-normalized as all text here; blank lines, duplicates and words the base
   has are skipped. WordPiece: the word as a word-initial token (a ``##piece`` line as a continuation piece);
-  sentencepiece: a user-defined ``▁word`` piece (sentencepiece always takes it whole). A word the word segmenter
-  splits is added, with a warning: WordPiece sees it only inside a longer segmenter word.
+  sentencepiece: a user-defined ``▁word`` piece (sentencepiece always takes it whole). Either applies where a word of
+  the segmenter begins with it: a listed word the segmenter splits is added with a warning.
 
 Where the new tokens apply, the ids of a text change (greedy longest match takes a new longer piece); a word
 without any new token's text keeps the base's ids. The metadata records ``extension``: the base dir, its
@@ -147,6 +147,9 @@ def read_words(path: str | Path, base: BaseTokenizer) -> list[str]:
             continue
         if any(c.isspace() for c in word):
             raise UserError(f"--add_words {path}, line {number}: {line.strip()!r} holds a space; one word per line")
+        if word.startswith("##") and base.spec.algorithm != "wordpiece":
+            raise UserError(f"--add_words {path}, line {number}: {word!r} is a WordPiece continuation piece, but the "
+                            f"base is {base.spec.algorithm}: give whole words")
         token = _word_token(base, word)
         if token not in known:
             known.add(token)
@@ -171,9 +174,9 @@ def _warn_split_words(base: BaseTokenizer, words: list[str]) -> None:
         pre = Tokenizer.from_file(str(base.directory / "tokenizer.json")).pre_tokenizer
         split = [w for w in texts if pre is not None and len(pre.pre_tokenize_str(w)) > 1]
     if split:
-        logger.warning("%d of the --add_words words are more than one word for the word segmenter (%s%s): their "
-                       "tokens apply only where a text's word contains them", len(split), ", ".join(split[:5]),
-                       ", ..." if len(split) > 5 else "")
+        logger.warning("%d of the --add_words words are more than one word for the word segmenter (%s%s): like "
+                       "every word-initial token they apply only where one of its words begins with them",
+                       len(split), ", ".join(split[:5]), ", ..." if len(split) > 5 else "")
 
 
 def _learn(files: list[Path], base: BaseTokenizer, spec: TokenizerSpec, work: Path, *, num_workers: int,
