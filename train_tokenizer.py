@@ -83,8 +83,9 @@ def main(argv=None) -> None:
                              limit_alphabet=args.limit_alphabet, num_workers=args.num_files,
                              intermediate_dir=args.intermediate_dir, asked=spec, given=given_flags(vars(args)))
         print(f"tokenizer: extended {s['base_tokenizer_dir']} ({s['base_vocab_size']} tokens) by "
-              f"{s['vocab_size'] - s['base_vocab_size']} ({s['learnt']} learnt from {s['lines']} lines, "
-              f"{s['from_words']} from --add_words), {s['vocab_size']} tokens, in {s['seconds']} s -> {s['model_dir']}")
+              f"{s['vocab_size'] - s['base_vocab_size']} of up to {s['room']} ({s['learnt']} learnt from "
+              f"{s['lines']} lines, {s['from_words']} from --add_words), {s['vocab_size']} tokens, "
+              f"in {s['seconds']} s -> {s['model_dir']}")
         return
     s = train_tokenizer(args.input_file, args.model_dir, spec, num_workers=args.num_files,
                         intermediate_dir=args.intermediate_dir)

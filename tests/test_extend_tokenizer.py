@@ -75,8 +75,9 @@ def test_base_ids_kept_new_tokens_appended_and_recorded(extended, tiny_tokenizer
     assert len(ext) == len(base) + ADDED and len(set(ext)) == len(ext)
     assert ext[len(base):len(base) + 3] == ["COVID", "重症急性呼吸器症候群", "##症候群"]  # the list first, NFKC
     summary = result.stdout.strip().splitlines()[-1]
-    assert re.fullmatch(rf"tokenizer: extended .* \({len(base)} tokens\) by {ADDED} \({ADDED - 3} learnt from 300 "
-                        rf"lines, 3 from --add_words\), {len(ext)} tokens, in [\d.]+ s -> .*tok", summary), summary
+    assert re.fullmatch(rf"tokenizer: extended .* \({len(base)} tokens\) by {ADDED} of up to {ADDED} "
+                        rf"\({ADDED - 3} learnt from 300 lines, 3 from --add_words\), {len(ext)} tokens, "
+                        rf"in [\d.]+ s -> .*tok", summary), summary
     assert "重症急性呼吸器症候群" in result.stderr and "more than one word" in result.stderr  # MeCab splits it
     meta = read_meta(out)
     assert meta["extension"] == {
@@ -207,12 +208,19 @@ def test_a_continuation_piece_for_a_sentencepiece_base_is_an_error(tokenizer_fac
     assert not (tmp_path / "tok").exists() and list(tmp_path.iterdir()) == []
 
 
-def test_word_list_alone_adds_every_word(tiny_tokenizer_dir, words_file, tmp_path):
+def test_word_list_alone_adds_every_word_and_extensions_chain(tiny_tokenizer_dir, words_file, domain, tmp_path):
     summary = extend_tokenizer(tiny_tokenizer_dir, tmp_path / "tok", input_file=None, vocab_size=None,
                                add_words=str(words_file))
     base = vocab_of(tiny_tokenizer_dir)
     assert vocab_of(tmp_path / "tok") == base + ["COVID", "重症急性呼吸器症候群", "##症候群"]  # 天気: already there
     assert (summary["from_words"], summary["learnt"]) == (3, 0)
+    extend_tokenizer(tmp_path / "tok", tmp_path / "tok2", input_file=[str(domain)], vocab_size=len(base) + 13,
+                     min_frequency=1)
+    assert vocab_of(tmp_path / "tok2")[:len(base) + 3] == vocab_of(tmp_path / "tok")
+    assert len(vocab_of(tmp_path / "tok2")) == len(base) + 13
+    record = read_meta(tmp_path / "tok2")["extension"]
+    assert (record["base_vocab_size"], record["learnt"]) == (len(base) + 3, 10)
+    assert record["base_extension"] == read_meta(tmp_path / "tok")["extension"]
     with pytest.raises(UserError, match=rf"has 3 words the base lacks, but --vocab_size {len(base) + 2} leaves room "
                                         rf"for 2 beyond the base's {len(base)} tokens"):
         extend_tokenizer(tiny_tokenizer_dir, tmp_path / "tok2", input_file=None, vocab_size=len(base) + 2,

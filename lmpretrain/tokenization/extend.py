@@ -344,6 +344,8 @@ def extend_tokenizer(base_dir: str | Path, model_dir: str | Path, *, input_file:
                      "added": len(words) + len(learnt), "learnt": len(learnt), "from_words": len(words),
                      "add_words": None if not add_words else {"file": str(add_words),
                                                               "sha256": sha256_file(Path(add_words))}}
+        if "extension" in base.meta:  # an extension of an extension: the chain back to the first base
+            extension["base_extension"] = base.meta["extension"]
         meta = {**base.meta, "lmpretrain_version": __version__, "spec": asdict(spec), "vocab_size": size,
                 "training": stats,
                 "extension": extension}
@@ -353,5 +355,6 @@ def extend_tokenizer(base_dir: str | Path, model_dir: str | Path, *, input_file:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {"model_dir": str(model_dir), "base_tokenizer_dir": str(base.directory), "base_vocab_size": base_size,
-            "vocab_size": size, "learnt": len(learnt), "from_words": len(words), "lines": stats["lines"],
+            "vocab_size": size, "room": vocab_size - base_size, "learnt": len(learnt), "from_words": len(words),
+            "lines": stats["lines"],
             "tokenizer_type": base.spec.algorithm, "seconds": round(time.perf_counter() - started, 1)}
