@@ -4,6 +4,7 @@ pretraining on the extension."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -84,7 +85,8 @@ def test_base_ids_kept_new_tokens_appended_and_recorded(extended, tiny_tokenizer
         "base_tokenizer_dir": str(tiny_tokenizer_dir.resolve()), "base_fingerprint":
         tokenizer_fingerprint(tiny_tokenizer_dir), "base_vocab_size": len(base), "added": ADDED,
         "learnt": ADDED - 3, "from_words": 3,
-        "add_words": {"file": str(words_file), "sha256": meta["extension"]["add_words"]["sha256"]}}
+        "add_words": {"file": str(words_file), "sha256": hashlib.sha256(words_file.read_bytes()).hexdigest()},
+        "base_training": read_meta(tiny_tokenizer_dir)["training"]}
     assert meta["vocab_size"] == len(ext) and meta["spec"]["vocab_size"] == len(ext)
     assert meta["word_segmenter"] == read_meta(tiny_tokenizer_dir)["word_segmenter"]
 

@@ -18,9 +18,11 @@ start from their pieces or the mean (:mod:`lmpretrain.models.vocab_adapt`, ``--r
   sentencepiece: a user-defined ``▁word`` piece (sentencepiece always takes it whole). Either applies where a word of
   the segmenter begins with it: a listed word the segmenter splits is added with a warning.
 
-Where the new tokens apply, the ids of a text change (greedy longest match takes a new longer piece); a word
-without any new token's text keeps the base's ids. The metadata records ``extension``: the base dir, its
-fingerprint (sha256 of its tokenizer files) and size, and the counts added.
+Where the new tokens apply, the ids of a text change (greedy longest match takes a new, longer piece; Viterbi a new
+piece that scores better); a text whose ids changed always uses a new token, since a path of base tokens only is
+the base's own. The metadata records ``extension``: the base dir, its fingerprint (sha256 of its tokenizer files),
+its size and training record, the counts added, and for an extension of an extension the base's own record
+(``base_extension``).
 """
 
 from __future__ import annotations
@@ -119,6 +121,7 @@ def adopt_base_settings(base: BaseTokenizer, asked: TokenizerSpec | None, given:
     """Say which of the given flags the base overrides: the extension always keeps the base's settings."""
     if asked is None:
         return
+
     def value(spec: TokenizerSpec, name: str):
         return spec.algorithm if name == "tokenizer_type" else getattr(spec, name)
 
@@ -336,7 +339,8 @@ def extend_tokenizer(base_dir: str | Path, model_dir: str | Path, *, input_file:
             learnt, scores, stats = _learn(files, base, spec, work, num_workers=num_workers,
                                            intermediate_dir=intermediate_dir)
             shutil.rmtree(work)
-            learnt = [t for t in learnt if t not in set(words)][:vocab_size - base_size - len(words)]
+            listed = set(words)
+            learnt = [t for t in learnt if t not in listed][:vocab_size - base_size - len(words)]
         _write_extended(base, tmp, words, learnt, scores)
         size = base_size + len(words) + len(learnt)
         extension = {"base_tokenizer_dir": str(base.directory.resolve()),
@@ -346,9 +350,9 @@ def extend_tokenizer(base_dir: str | Path, model_dir: str | Path, *, input_file:
                                                               "sha256": sha256_file(Path(add_words))}}
         if "extension" in base.meta:  # an extension of an extension: the chain back to the first base
             extension["base_extension"] = base.meta["extension"]
+        extension["base_training"] = base.meta.get("training")
         meta = {**base.meta, "lmpretrain_version": __version__, "spec": asdict(spec), "vocab_size": size,
-                "training": stats,
-                "extension": extension}
+                "training": stats, "extension": extension}
         _write_json(tmp / META_FILE, meta)
         replace_dir(tmp, model_dir)
     except BaseException:
@@ -356,5 +360,5 @@ def extend_tokenizer(base_dir: str | Path, model_dir: str | Path, *, input_file:
         raise
     return {"model_dir": str(model_dir), "base_tokenizer_dir": str(base.directory), "base_vocab_size": base_size,
             "vocab_size": size, "room": vocab_size - base_size, "learnt": len(learnt), "from_words": len(words),
-            "lines": stats["lines"],
-            "tokenizer_type": base.spec.algorithm, "seconds": round(time.perf_counter() - started, 1)}
+            "lines": stats["lines"], "tokenizer_type": base.spec.algorithm,
+            "seconds": round(time.perf_counter() - started, 1)}
