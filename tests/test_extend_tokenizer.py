@@ -316,6 +316,11 @@ def test_continued_pretraining_on_the_extension_keeps_every_shared_row(tmp_path,
     base_size = len(vocab_of(tmp_path / "base"))
     extend_tokenizer(tmp_path / "base", tmp_path / "ext", input_file=[str(domain)], vocab_size=base_size + ADDED,
                      min_frequency=1)
+    without = run_script("run_pretraining.py", "--input_file", str(domain), "--tokenizer_dir", str(tmp_path / "ext"),
+                         "--model_dir", str(tmp_path / "refused"), "--parameter_file", str(params),
+                         "--model_type", "bert-domain", env={"LMP_NO_PROGRESS": "1"})
+    assert_one_clean_error(without, f"extends the one the model at {tmp_path / 'base'} was trained with ({ADDED} "
+                           f"tokens after its {base_size}); pass --resize_embeddings")
     result = run_script("run_pretraining.py", "--input_file", str(domain), "--tokenizer_dir", str(tmp_path / "ext"),
                         "--model_dir", str(tmp_path / "domain-bert"), "--parameter_file", str(params),
                         "--model_type", "bert-domain", "--resize_embeddings", "--num_workers", "1",

@@ -209,6 +209,10 @@ def check_tokenizer_matches(pretrained: str, tokenizer_dir: str, *, allow_differ
     ours, theirs = tokens(Path(tokenizer_dir)), tokens(Path(pretrained))
     if ours is None or theirs is None or ours == theirs or allow_different:
         return
+    if len(ours) > len(theirs) and ours[:len(theirs)] == theirs:  # train_tokenizer.py --base_tokenizer_dir
+        raise UserError(f"the tokenizer in {tokenizer_dir} extends the one the model at {pretrained} was trained with "
+                        f"({len(ours) - len(theirs)} tokens after its {len(theirs)}); pass --resize_embeddings "
+                        "(resize-embeddings: true) to continue with it: the model's rows are kept, the new ones added")
     moved = sum(a != b for a, b in zip(ours, theirs)) + abs(len(ours) - len(theirs))
     raise UserError(f"the tokenizer in {tokenizer_dir} ({len(ours)} tokens) is not the one the model at {pretrained} "
                     f"was trained with ({len(theirs)} tokens, {moved} ids differ); use the model's own tokenizer, or "
