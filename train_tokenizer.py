@@ -8,6 +8,10 @@ Example:
     python train_tokenizer.py --input_file samples/ja_sample.txt --model_dir out/tokenizer-sudachi \
         --word_tokenizer sudachi --sudachi_split_mode C --tokenizer_type wordpiece --vocab_size 3000 --min_frequency 1
 
+    python train_tokenizer.py --input_file samples/ja_sample.txt --model_dir out/tokenizer-spm \
+        --mecab_dic_type none --tokenizer_type sentencepiece --spm_model_type unigram --spm_byte_fallback \
+        --vocab_size 2000
+
 AutoTokenizer.from_pretrained("out/tokenizer") then returns a BertJapaneseTokenizer with the same segmenter and
 dictionary, and lmpretrain.tokenization.FastEncoder gives the same ids, faster.
 """
@@ -20,6 +24,12 @@ import sys
 
 from lmpretrain.errors import run_cli
 from lmpretrain.log import setup_logging
+
+
+def _boolean(value: str) -> bool:
+    if value.lower() not in ("true", "false", "1", "0"):
+        raise argparse.ArgumentTypeError(f"{value!r} is not true or false")
+    return value.lower() in ("true", "1")
 
 
 def main(argv=None) -> None:
@@ -37,7 +47,18 @@ def main(argv=None) -> None:
                    help="extra MeCab arguments (e.g. '-u user.dic'), recorded for AutoTokenizer")
     p.add_argument("--sudachi_split_mode", default=None, help="A (default, shortest words), B or C (longest)")
     p.add_argument("--sudachi_dict_type", default=None, help="core (default), small or full (sudachidict_<type>)")
-    p.add_argument("--tokenizer_type", default="wordpiece", help="wordpiece, bpe (alias: sentencepiece) or unigram")
+    p.add_argument("--tokenizer_type", default="wordpiece",
+                   help="wordpiece, bpe (alias: sentencepiece, the `tokenizers` BPE) or unigram; sentencepiece with "
+                        "--spm_model_type trains with the SentencePiece library")
+    p.add_argument("--spm_model_type", default=None,
+                   help="unigram, bpe or char: train with the SentencePiece library (needs --tokenizer_type "
+                        "sentencepiece)")
+    p.add_argument("--spm_split_by_whitespace", nargs="?", const="true", default=None, type=_boolean,
+                   help="true (default) or false: whether a piece may span a space (false needs --word_tokenizer "
+                        "none; with a word segmenter pieces never cross a word)")
+    p.add_argument("--spm_byte_fallback", action="store_const", const=True, default=None,
+                   help="spell characters outside the vocabulary as UTF-8 bytes, not [UNK]; without a word "
+                        "segmenter the text is also kept as written, so decode(encode(text)) == text (causal LMs)")
     p.add_argument("--vocab_size", type=int, default=32768)
     p.add_argument("--min_frequency", type=int, default=2, help="wordpiece and bpe only")
     p.add_argument("--limit_alphabet", type=int, default=6129, help="wordpiece and bpe only")
@@ -51,6 +72,9 @@ def main(argv=None) -> None:
                                     mecab_dic=args.mecab_dic, mecab_option=args.mecab_option,
                                     sudachi_split_mode=args.sudachi_split_mode,
                                     sudachi_dict_type=args.sudachi_dict_type, tokenizer_type=args.tokenizer_type,
+                                    spm_model_type=args.spm_model_type,
+                                    spm_split_by_whitespace=args.spm_split_by_whitespace,
+                                    spm_byte_fallback=args.spm_byte_fallback,
                                     vocab_size=args.vocab_size,
                                     min_frequency=args.min_frequency, limit_alphabet=args.limit_alphabet,
                                     num_unused_tokens=args.num_unused_tokens)
