@@ -59,9 +59,9 @@ def main(argv=None) -> None:
     p.add_argument("--spm_byte_fallback", action="store_const", const=True, default=None,
                    help="spell characters outside the vocabulary as UTF-8 bytes, not [UNK]; without a word "
                         "segmenter the text is also kept as written, so decode(encode(text)) == text (causal LMs)")
-    p.add_argument("--vocab_size", type=int, default=32768)
-    p.add_argument("--min_frequency", type=int, default=2, help="wordpiece and bpe only")
-    p.add_argument("--limit_alphabet", type=int, default=6129, help="wordpiece and bpe only")
+    p.add_argument("--vocab_size", type=int, default=32768, help="the most tokens in the vocabulary")
+    p.add_argument("--min_frequency", type=int, default=2, help="wordpiece and bpe only (not --spm_model_type)")
+    p.add_argument("--limit_alphabet", type=int, default=6129, help="wordpiece and bpe only (not --spm_model_type)")
     p.add_argument("--num_unused_tokens", type=int, default=10, help="[unused0].. tokens kept in the vocabulary")
     args = p.parse_args(argv)
     setup_logging()

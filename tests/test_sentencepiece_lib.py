@@ -33,7 +33,10 @@ COMBOS = [(dic, model_type) for dic in ("none", "ipadic") for model_type in MODE
 
 
 def spm_spec(dic: str = "none", model_type: str = "unigram", **spm) -> TokenizerSpec:
-    return TokenizerSpec.from_flags(mecab_dic_type=dic, tokenizer_type="sentencepiece", spm_model_type=model_type,
+    """``dic``: a --mecab_dic_type, or "sudachi" (split mode C)."""
+    segmenter = ({"word_tokenizer": "sudachi", "sudachi_split_mode": "C"} if dic == "sudachi"
+                 else {"mecab_dic_type": dic})
+    return TokenizerSpec.from_flags(**segmenter, tokenizer_type="sentencepiece", spm_model_type=model_type,
                                     **spm, **SMALL)
 
 
@@ -81,9 +84,12 @@ def test_the_saved_dir_is_the_librarys_model(spm_dirs, dic, model_type):
         assert all(len(piece) == 1 for piece in pieces)
 
 
-@pytest.mark.parametrize("dic,model_type", COMBOS)
-def test_ids_equal_autotokenizer(spm_dirs, sample_corpus, dic, model_type):
-    _, tokenizer, encoder = spm_dirs(dic, model_type)
+@pytest.mark.parametrize("dic,model_type,byte_fallback", [(*combo, False) for combo in COMBOS] + [
+    ("ipadic", "unigram", True), ("sudachi", "unigram", False), ("sudachi", "bpe", True)])
+def test_ids_equal_autotokenizer(spm_dirs, sample_corpus, dic, model_type, byte_fallback):
+    if dic == "sudachi":
+        pytest.importorskip("sudachipy")
+    _, tokenizer, encoder = spm_dirs(dic, model_type, byte_fallback)
     texts = sample_lines(sample_corpus) + EDGE_CASES + fuzz_texts(300, seed=7 + MODEL_TYPES.index(model_type))
     for special in (False, True):
         ours = encoder.encode_batch(texts, add_special_tokens=special)
@@ -132,6 +138,19 @@ def test_split_by_whitespace_false_lets_pieces_span_spaces(tmp_path):
         text = "one of the cats in the world"
         assert made[split][0](text, add_special_tokens=False)["input_ids"] == library(out).encode(text)
     assert made[True][1] == [] and any(p.startswith("\u2581of\u2581the") for p in made[False][1]), made[False][1]
+
+
+def test_jsonl_documents_train_the_same_tokenizer_as_text(tmp_path, sample_corpus):
+    """The Megatron-style recipe's corpus is jsonl (one document per line, its sentences in "text")."""
+    import json
+
+    documents = [d for d in sample_corpus.read_text(encoding="utf-8").split("\n\n") if d.strip()]
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in documents),
+                      encoding="utf-8")
+    for name, source in (("jsonl", corpus), ("txt", sample_corpus)):
+        train_tokenizer([str(source)], tmp_path / name, spm_spec("none", "bpe"), num_workers=1)
+    assert (tmp_path / "jsonl" / "tokenizer.json").read_bytes() == (tmp_path / "txt" / "tokenizer.json").read_bytes()
 
 
 def test_training_is_deterministic(tmp_path, sample_corpus):
