@@ -153,9 +153,11 @@ def test_jsonl_documents_train_the_same_tokenizer_as_text(tmp_path, sample_corpu
     assert (tmp_path / "jsonl" / "tokenizer.json").read_bytes() == (tmp_path / "txt" / "tokenizer.json").read_bytes()
 
 
-def test_training_is_deterministic(tmp_path, sample_corpus):
-    for name in ("a", "b"):
-        train_tokenizer([str(sample_corpus)], tmp_path / name, spm_spec("none", "unigram"), num_workers=2)
+@pytest.mark.parametrize("byte_fallback", [None, True])
+def test_training_is_deterministic_for_any_number_of_workers(tmp_path, sample_corpus, byte_fallback):
+    spec = spm_spec("none", "unigram", spm_byte_fallback=byte_fallback)
+    for name, workers in (("a", 1), ("b", 2)):
+        train_tokenizer([str(sample_corpus)], tmp_path / name, spec, num_workers=workers)
     assert (tmp_path / "a" / "spiece.model").read_bytes() == (tmp_path / "b" / "spiece.model").read_bytes()
     assert (tmp_path / "a" / "tokenizer.json").read_bytes() == (tmp_path / "b" / "tokenizer.json").read_bytes()
 

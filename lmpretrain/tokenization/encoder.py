@@ -4,7 +4,8 @@ gives, for every kind of tokenizer dir (see :mod:`.tokenizer_dir`).
 Without a word segmenter it runs the same tokenizer.json. With one (MeCab) it runs the same segmentation once per
 line, through the segmenter interface (:mod:`.segmenters`), and looks each word's subword ids up in a cache filled
 by transformers' own per-word algorithm: greedy longest match over vocab.txt, or spiece.model through the
-sentencepiece library with transformers' digit-comma rule.
+sentencepiece library with transformers' digit-comma rule (a model converted from `tokenizers` or trained by the
+library itself: the same code).
 """
 
 from __future__ import annotations
