@@ -137,6 +137,10 @@ def test_split_by_whitespace_false_lets_pieces_span_spaces(tmp_path):
         made[split] = (AutoTokenizer.from_pretrained(str(out)), [p for p in pieces if "\u2581" in p[1:]])
         text = "one of the cats in the world"
         assert made[split][0](text, add_special_tokens=False)["input_ids"] == library(out).encode(text)
+        with FastEncoder.from_pretrained(out) as encoder:  # whole-word masking: a word starts at each "\u2581"
+            (ids, starts), = encoder.encode_batch_with_word_starts([text + "[MASK]x"])
+        pieces = library(out).id_to_piece(ids)
+        assert starts == [p.startswith("\u2581") or p in ("[MASK]", "x") for p in pieces] and sum(starts) >= 4
     assert made[True][1] == [] and any(p.startswith("\u2581of\u2581the") for p in made[False][1]), made[False][1]
 
 
@@ -215,6 +219,45 @@ def test_causal_lm_pretrains_and_its_export_generates(model_type, spm_dirs, samp
     text = pipeline("text-generation", model=model, tokenizer=tokenizer)(prompt, max_new_tokens=8,
                                                                          do_sample=False)[0]["generated_text"]
     assert text.startswith(prompt) and len(text) > len(prompt)
+
+
+@pytest.mark.slow
+def test_bert_pretrains_with_whole_word_masking_on_mecab_pieces(spm_dirs, sample_corpus, tmp_path):
+    """run_pretraining's --tokenizer_type sentencepiece matches the dir; its export fills a mask."""
+    import json
+
+    from transformers import AutoModelForMaskedLM, pipeline
+
+    from lmpretrain.trainer import train
+    from tests.test_modern import E2E
+    from tests.test_run_pretraining import losses, make_args
+
+    directory, _, _ = spm_dirs("ipadic", "unigram")
+    (tmp_path / "parameter.json").write_text(json.dumps({"bert-x": E2E}))
+    out = tmp_path / "out"
+    train(make_args(sample_corpus, directory, out, tmp_path / "parameter.json", "bert-x", do_whole_word_mask=True,
+                    tokenizer_type="sentencepiece"))
+    curve = losses(out)
+    assert sum(curve[s] for s in (14, 15, 16)) < sum(curve[s] for s in (1, 2, 3)), curve
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert isinstance(tokenizer, BertJapaneseTokenizer) and tokenizer.subword_tokenizer_type == "sentencepiece"
+    fill = pipeline("fill-mask", model=AutoModelForMaskedLM.from_pretrained(out), tokenizer=tokenizer)
+    assert len(fill(f"私たちの小さな{tokenizer.mask_token}では")) == 5
+
+
+def test_run_pretraining_flags_are_checked_against_a_sentencepiece_dir(spm_dirs, sample_corpus, tmp_path, capsys):
+    import json
+
+    from tests.test_modern import E2E
+
+    directory, _, _ = spm_dirs("none", "unigram")
+    (tmp_path / "parameter.json").write_text(json.dumps({"bert-t": E2E}))
+    code, err = run_in_process("run_pretraining.py", [
+        "--input_file", str(sample_corpus), "--tokenizer_dir", str(directory), "--model_dir", str(tmp_path / "run"),
+        "--parameter_file", str(tmp_path / "parameter.json"), "--model_type", "bert-t", "--tokenizer_type",
+        "wordpiece"], capsys)
+    check_one_clear_error(code, err, "--tokenizer_type wordpiece does not match the tokenizer in")
+    assert "tokenizer_type sentencepiece recorded" in err
 
 
 # ---- bad input -------------------------------------------------------------------------------------------------

@@ -61,6 +61,16 @@ def _word_starts(word_ids: list[int | None]) -> list[bool]:
     return starts
 
 
+def _space_starts(tokens: list[str], word_ids: list[int | None]) -> list[bool]:
+    """Word starts of a text whose pieces may span spaces: a piece that begins with a space, or the first piece
+    after a special token (word_ids change there)."""
+    starts, previous = [], None
+    for token, word in zip(tokens, word_ids):
+        starts.append(word != previous or token.startswith(SPIECE_UNDERLINE))
+        previous = word
+    return starts
+
+
 class FastEncoder:
     """Encode text to ids exactly as ``AutoTokenizer.from_pretrained(tokenizer_dir)`` does, but fast, in batches.
 
@@ -93,6 +103,9 @@ class FastEncoder:
             from tokenizers import Tokenizer
 
             self._rust = Tokenizer.from_file(str(self.tokenizer_dir / "tokenizer.json"))
+            # a SentencePiece model whose pieces may span spaces is not split into words before it: a word then
+            # starts at each piece that starts with a space (its "▁"), not once per text
+            self._starts_at_spaces = (meta.get("spec") or {}).get("spm_split_by_whitespace") is False
             return
         longest_first = sorted(SPECIAL_TOKENS, key=len, reverse=True)
         self._special = re.compile("(" + "|".join(map(re.escape, longest_first)) + ")")
@@ -223,7 +236,11 @@ class FastEncoder:
     def _encode(self, texts: list[str], with_starts: bool) -> tuple[list[list[int]], list[list[bool]] | None]:
         if self._rust is not None:
             encodings = self._rust.encode_batch(texts, add_special_tokens=False)
-            return [e.ids for e in encodings], [_word_starts(e.word_ids) for e in encodings] if with_starts else None
+            if not with_starts:
+                return [e.ids for e in encodings], None
+            if self._starts_at_spaces:
+                return [e.ids for e in encodings], [_space_starts(e.tokens, e.word_ids) for e in encodings]
+            return [e.ids for e in encodings], [_word_starts(e.word_ids) for e in encodings]
         special = self._special
         if not any("[" in text and special.search(text) for text in texts):
             return self._encode_words(texts, with_starts)
