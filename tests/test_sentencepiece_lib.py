@@ -290,6 +290,13 @@ def test_sentencepiece_not_installed_is_one_clear_error(monkeypatch, tmp_path, s
     assert not (tmp_path / "tok").exists()
 
 
+def test_reading_a_sentencepiece_dir_without_the_library_is_one_clear_error(spm_dirs, monkeypatch):
+    directory, _, _ = spm_dirs("ipadic", "unigram")
+    monkeypatch.setitem(sys.modules, "sentencepiece", None)
+    with pytest.raises(UserError, match="needs the SentencePiece library, which is not installed: pip install"):
+        FastEncoder.from_pretrained(directory)
+
+
 def test_a_recorded_dir_is_reused_only_with_the_same_spm_options(tmp_path, sample_corpus):
     train_tokenizer([str(sample_corpus)], tmp_path / "tok", spm_spec(), num_workers=1)
     with pytest.raises(UserError, match="spm_model_type 'unigram' -> 'bpe'"):

@@ -246,7 +246,11 @@ def read_vocabulary(directory: Path, meta: dict | None) -> dict[str, int] | None
 
         return Tokenizer.from_file(str(directory / kind)).get_vocab()
     if kind == "spiece.model":
-        import sentencepiece
+        try:
+            import sentencepiece
+        except ImportError:
+            raise UserError(f"{directory}: its subword model (spiece.model) needs the SentencePiece library, which is "
+                            "not installed: pip install sentencepiece (the version requirements.txt pins)") from None
 
         spm = sentencepiece.SentencePieceProcessor(model_file=str(directory / kind))
         return {spm.id_to_piece(i): i for i in range(spm.get_piece_size())}
