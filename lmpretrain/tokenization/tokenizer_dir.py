@@ -133,6 +133,8 @@ class TokenizerSpec:
             problems.append(f"--word_tokenizer {self.word_tokenizer!r} is not one of {', '.join(WORD_TOKENIZERS)}")
         if self.spm_model_type is not None and self.spm_model_type not in SPM_MODEL_TYPES:
             problems.append(f"--spm_model_type {self.spm_model_type!r} is not one of {', '.join(SPM_MODEL_TYPES)}")
+        if self.spm_model_type is not None and self.tokenizer_type != "sentencepiece":
+            problems.append(f"--spm_model_type needs --tokenizer_type sentencepiece (got {self.tokenizer_type})")
         if self.tokenizer_type not in ALGORITHMS:
             problems.append(f"--tokenizer_type {self.tokenizer_type!r} is not one of {', '.join(ALGORITHMS)}")
         if self.num_unused_tokens < 0:

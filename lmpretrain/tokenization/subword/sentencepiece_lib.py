@@ -79,7 +79,7 @@ class SentencePieceLibraryTrainer(SubwordTrainer):
             num_threads=1,  # its EM sums in thread order: one thread keeps the result the same run after run
             minloglevel=2,  # its progress is a page of log lines per EM round
         )
-        if not specials[:2] == ["[PAD]", "[UNK]"]:
+        if specials[:2] != ["[PAD]", "[UNK]"]:  # the ids pad_id and unk_id give them
             raise ValueError("the special tokens must start with [PAD], [UNK]")
         logger.info("training SentencePiece %s on %d lines", spec.spm_model_type, num_lines)
         model = io.BytesIO()
