@@ -17,6 +17,7 @@ import pytest
 from lmpretrain.errors import UserError
 from lmpretrain.tokenization import FastEncoder, TokenizerSpec, read_meta, tokenizer_fingerprint, train_tokenizer
 from lmpretrain.tokenization.extend import extend_tokenizer
+from tests.conftest import SAMPLE_CORPUS
 from tests.test_train_tokenizer import assert_one_clean_error, snapshot, train
 
 ADDED = 40
@@ -112,12 +113,19 @@ def test_learnt_tokens_are_the_domain_tokenizers_most_used_first(extended, tiny_
 
 @pytest.fixture(scope="module")
 def extensions(tmp_path_factory, tokenizer_factory, domain, words_file):
-    """An extension per kind of base dir: MeCab + WordPiece / Unigram / BPE (spiece.model), none + WordPiece."""
+    """An extension per kind of base dir: MeCab + `tokenizers` WordPiece / Unigram / BPE or SentencePiece-library
+    Unigram / BPE (spiece.model); no segmenter + WordPiece / Unigram (tokenizer.json)."""
     made = {}
 
     def make(dic: str, algorithm: str) -> tuple[Path, Path]:
         if (dic, algorithm) not in made:
-            base = tokenizer_factory(dic, algorithm)
+            if algorithm.startswith("spm-"):  # the SentencePiece library's own models
+                base = tmp_path_factory.mktemp(f"base-{dic}-{algorithm}") / "tok"
+                train_tokenizer([str(SAMPLE_CORPUS)], base, TokenizerSpec.from_flags(
+                    mecab_dic_type=dic, tokenizer_type="sentencepiece", spm_model_type=algorithm[4:],
+                    vocab_size=1500, num_unused_tokens=5), num_workers=1)
+            else:
+                base = tokenizer_factory(dic, algorithm)
             out = tmp_path_factory.mktemp(f"ext-{dic}-{algorithm}") / "tok"
             words = words_file
             if algorithm != "wordpiece":  # no ## pieces in a sentencepiece model
@@ -131,7 +139,8 @@ def extensions(tmp_path_factory, tokenizer_factory, domain, words_file):
     return make
 
 
-KINDS = [("ipadic", "wordpiece"), ("ipadic", "unigram"), ("ipadic", "bpe"), ("none", "wordpiece"), ("none", "unigram")]
+KINDS = [("ipadic", "wordpiece"), ("ipadic", "unigram"), ("ipadic", "bpe"), ("ipadic", "spm-unigram"),
+         ("ipadic", "spm-bpe"), ("none", "wordpiece"), ("none", "unigram")]
 
 
 @pytest.mark.parametrize("dic,algorithm", KINDS)
@@ -188,6 +197,17 @@ def test_sentencepiece_extension_keeps_scores_and_takes_listed_words_whole(exten
     from transformers import AutoTokenizer
 
     assert "▁COVID" in AutoTokenizer.from_pretrained(str(out)).tokenize("ＣＯＶＩＤの患者")
+
+
+def test_a_sentencepiece_library_model_without_a_segmenter_is_refused(tmp_path, domain):
+    base = tmp_path / "spm"
+    train_tokenizer([str(SAMPLE_CORPUS)], base, TokenizerSpec.from_flags(
+        mecab_dic_type="none", tokenizer_type="sentencepiece", spm_model_type="unigram", vocab_size=1500,
+        num_unused_tokens=5), num_workers=1)
+    with pytest.raises(UserError, match=r"extending a sentencepiece tokenizer without a word segmenter "
+                                        r"\(tokenizer.json converted from spiece.model\) is not supported"):
+        extend_tokenizer(base, tmp_path / "tok", input_file=[str(domain)], vocab_size=1600)
+    assert not (tmp_path / "tok").exists()
 
 
 def test_a_plan_knows_an_extension():

@@ -15,7 +15,8 @@ The stable public face (these import paths stay valid)::
 | ``causal``             | the tokenizer files saved with a causal LM: bos/eos/pad, what it adds             |
 | ``normalization``      | NFKC, as every tokenizer here applies it first                                    |
 | ``segmenters/``        | the word-segmenter interface and registry; one module per segmenter (``mecab``)   |
-| ``subword/``           | the subword-library interface; one module per library (``hf_tokenizers``)        |
+| ``subword/``           | the subword-library interface; one module per library (``hf_tokenizers``,        |
+|                        | ``sentencepiece_lib``)                                                            |
 """
 
 from .causal import check_auto_tokenizer_loads, check_causal_tokenizer, declare_causal_lm

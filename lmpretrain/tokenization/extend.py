@@ -11,8 +11,12 @@ start from their pieces or the mean (:mod:`lmpretrain.models.vocab_adapt`, ``--r
 - **Learnt tokens.** A tokenizer of the base's settings and ``--vocab_size`` tokens is trained on the corpus (the
   same pipeline as training from scratch, with ``--min_frequency`` and ``--limit_alphabet``); the corpus is encoded
   with it, and its tokens the base lacks are appended by how often that encoding uses them, most frequent first (ties
-  by its ids), never-used ones left out. WordPiece gains word-initial and ``##`` pieces; Unigram and BPE pieces
-  (``spiece.model``) keep the domain model's score.
+  by its ids), never-used ones left out. WordPiece gains word-initial and ``##`` pieces; Unigram pieces keep the
+  domain model's score; a BPE piece comes after the pieces it is merged from, scored below every base piece (its
+  merges come after the base's).
+- **Bases.** Dirs of this toolkit (or a run's model dir, which carries its tokenizer): with a word segmenter every
+  kind (vocab.txt, spiece.model of `tokenizers` or of the SentencePiece library); without one WordPiece and
+  Unigram tokenizer.json (not BPE's merges, nor the tokenizer.json converted from a SentencePiece-library model).
 - **Word list.** One word per line, NFKC-normalized as all text here; blank lines, duplicates and words the base
   has are skipped. WordPiece: the word as a word-initial token (a ``##piece`` line as a continuation piece);
   sentencepiece: a user-defined ``▁word`` piece (sentencepiece always takes it whole). Either applies where a word of
@@ -46,6 +50,7 @@ from .tokenizer_dir import META_FILE, SPIECE_UNDERLINE, TokenizerSpec, read_voca
 logger = get_logger(__name__)
 
 SEGMENTER_FIELDS = ("word_tokenizer", "mecab_dic_type", "mecab_option", "sudachi_split_mode", "sudachi_dict_type")
+SUBWORD_FIELDS = ("tokenizer_type", "spm_model_type", "spm_split_by_whitespace", "spm_byte_fallback")
 
 
 @dataclass(frozen=True)
@@ -93,9 +98,10 @@ def read_base(directory: str | Path) -> BaseTokenizer:
         if not (directory / name).is_file():
             raise UserError(f"{flag}: {directory / name} is missing (a {spec.algorithm} tokenizer "
                             f"{'with' if model_file != 'tokenizer.json' else 'without'} a word segmenter needs it)")
-    if model_file == "tokenizer.json" and spec.algorithm == "bpe":
-        raise UserError(f"{flag}: extending a BPE tokenizer without a word segmenter (tokenizer.json with merges) "
-                        "is not supported; WordPiece and Unigram are")
+    if model_file == "tokenizer.json" and spec.algorithm not in ("wordpiece", "unigram"):
+        raise UserError(f"{flag}: extending a {spec.algorithm} tokenizer without a word segmenter (tokenizer.json "
+                        f"{'with merges' if spec.algorithm == 'bpe' else 'converted from spiece.model'}) is not "
+                        "supported; WordPiece and Unigram ones are, and every kind with a word segmenter")
     try:
         vocab = read_vocabulary(directory, meta)
     except Exception as error:  # noqa: BLE001 - any unreadable model file: one line naming it
@@ -109,7 +115,8 @@ def read_base(directory: str | Path) -> BaseTokenizer:
 _FLAG_FIELDS = {"word_tokenizer": "word_tokenizer", "mecab_dic_type": "mecab_dic_type", "mecab_dic": "mecab_dic_type",
                 "mecab_option": "mecab_option", "sudachi_split_mode": "sudachi_split_mode",
                 "sudachi_dict_type": "sudachi_dict_type", "tokenizer_type": "tokenizer_type",
-                "num_unused_tokens": "num_unused_tokens"}
+                "spm_model_type": "spm_model_type", "spm_split_by_whitespace": "spm_split_by_whitespace",
+                "spm_byte_fallback": "spm_byte_fallback", "num_unused_tokens": "num_unused_tokens"}
 
 
 def given_flags(flags: dict) -> frozenset[str]:
@@ -125,10 +132,10 @@ def adopt_base_settings(base: BaseTokenizer, asked: TokenizerSpec | None, given:
     def value(spec: TokenizerSpec, name: str):
         return spec.algorithm if name == "tokenizer_type" else getattr(spec, name)
 
-    ignored = [f"{name} {getattr(asked, name)!r}" for name in (*SEGMENTER_FIELDS, "tokenizer_type", "num_unused_tokens")
+    ignored = [f"{name} {getattr(asked, name)!r}" for name in (*SEGMENTER_FIELDS, *SUBWORD_FIELDS, "num_unused_tokens")
                if name in given and value(asked, name) != value(base.spec, name)]
     if ignored:
-        kept = ", ".join(f"{name} {getattr(base.spec, name)!r}" for name in (*SEGMENTER_FIELDS, "tokenizer_type")
+        kept = ", ".join(f"{name} {getattr(base.spec, name)!r}" for name in (*SEGMENTER_FIELDS, *SUBWORD_FIELDS)
                          if getattr(base.spec, name) is not None)
         logger.warning("--base_tokenizer_dir %s was trained with %s; the extension keeps them (the base's ids depend "
                        "on them) and ignores the flags asking for %s", base.directory, kept, "; ".join(ignored))
@@ -202,12 +209,23 @@ def _learn(files: list[Path], base: BaseTokenizer, spec: TokenizerSpec, work: Pa
     domain = read_vocabulary(work / "domain", json.loads((work / "domain" / META_FILE).read_text(encoding="utf-8")))
     known = set(base.tokens)
     ranked = [t for _, _, t in sorted((-counts[i], i, t) for t, i in domain.items() if t not in known and counts[i])]
-    if base.spec.algorithm == "bpe":
+    if _is_bpe(base):
         ranked = _with_merge_parts(ranked, domain, known)
     scores = _scores(work / "domain", base)
     stats = {"lines": summary["lines"], "characters": summary["characters"], "files": [str(f) for f in files],
              "domain_vocab_size": summary["vocab_size"]}
     return ranked, scores, stats
+
+
+def _is_bpe(base: BaseTokenizer) -> bool:
+    """A BPE model (`tokenizers`' or the SentencePiece library's): its pieces come from merges."""
+    if base.model_file != "spiece.model":
+        return base.spec.algorithm == "bpe"
+    from sentencepiece import sentencepiece_model_pb2 as sp_pb2
+
+    proto = sp_pb2.ModelProto()
+    proto.ParseFromString((base.directory / "spiece.model").read_bytes())
+    return proto.trainer_spec.model_type == sp_pb2.TrainerSpec.BPE
 
 
 def _with_merge_parts(ranked: list[str], domain: dict[str, int], known: set[str]) -> list[str]:
@@ -362,3 +380,12 @@ def extend_tokenizer(base_dir: str | Path, model_dir: str | Path, *, input_file:
             "vocab_size": size, "room": vocab_size - base_size, "learnt": len(learnt), "from_words": len(words),
             "lines": stats["lines"], "tokenizer_type": base.spec.algorithm,
             "seconds": round(time.perf_counter() - started, 1)}
+
+
+def describe(summary: dict) -> str:
+    """train_tokenizer.py's one-line summary of an extension."""
+    s = summary
+    return (f"tokenizer: extended {s['base_tokenizer_dir']} ({s['base_vocab_size']} tokens) by "
+            f"{s['vocab_size'] - s['base_vocab_size']} of up to {s['room']} ({s['learnt']} learnt from {s['lines']} "
+            f"lines, {s['from_words']} from --add_words), {s['vocab_size']} tokens, in {s['seconds']} s -> "
+            f"{s['model_dir']}")
