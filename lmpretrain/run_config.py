@@ -183,10 +183,10 @@ def budget_steps(budget: tuple[str, float], *, global_batch_size: int, sequence_
       (every instance counts ``sequence-length`` tokens, padded or not; the MLM families' masked tokens and the
       summary's ``tokens_seen``, which counts real tokens, are other units).
     - ``train-epochs`` E: ``floor(E * instances / global_batch_size)``. The sampler draws global positions
-      0, 1, 2, ... with epoch ``position // instances`` (:mod:`lmpretrain.data.sampler`), so one epoch is the
-      positions ``[0, instances)``: where the global batch divides the instances, every instance is seen exactly
-      once; otherwise the last ``instances % global_batch_size`` instances of the epoch's order are not reached (a
-      later epoch's batch would start inside this one and end in the next).
+      0, 1, 2, ... with epoch ``position // instances`` (:mod:`lmpretrain.data.sampler`), so E epochs are the
+      positions ``[0, E * instances)``: where the global batch divides the instances, every instance is seen exactly
+      once per epoch; otherwise the last ``(E * instances) % global_batch_size`` instances of the final epoch's
+      order are not reached. Nothing is dropped between epochs: a step may start in one epoch and end in the next.
     """
     kind, value = budget
     if kind == "train-steps":
