@@ -101,6 +101,15 @@ def test_bad_budget_flags(flags, message):
     assert message in str(error.value)
 
 
+def test_a_build_alone_counts_the_epoch_at_the_global_batch_of_every_listed_node():
+    from lmpretrain.distributed import preset_global_batch_size
+
+    assert preset_global_batch_size({0: 160, 1: 96}) == 256
+    assert preset_global_batch_size({-1: 128}) == 128
+    assert preset_global_batch_size({-1: 128}, num_nodes=4) == 512
+    assert preset_global_batch_size({-1: 64, 2: 32}) == 64 + 64 + 32  # nodes 0 and 1 take the -1 default
+
+
 # --- the schedule ----------------------------------------------------------------------------------------------------
 
 def _rates(make, steps: int) -> list[float]:
