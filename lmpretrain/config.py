@@ -27,12 +27,15 @@ class ModelParams:
     model_type: str
     family: str
     warmup_steps: int
+    """``warmup-steps``; 0 when the preset gives ``warmup-ratio`` instead (then ``RunConfig.warmup_steps`` decides)."""
     learning_rate: float
     node_batch_sizes: dict[int, int]
     """``batch-size``: node rank -> that node's batch per optimizer step; -1 is the size for unlisted nodes."""
     train_steps: int | None = None
     """``train-steps``; exactly one of train-steps, train-epochs and train-tokens is given (the run resolves the
     other two to steps: ``RunConfig.train_steps``)."""
+    warmup_ratio: float | None = None
+    """``warmup-ratio``: warmup over this share of the resolved train steps (rounded up), instead of warmup-steps."""
     train_epochs: float | None = None
     """``train-epochs``: passes over the training instances (a fraction allowed), instead of train-steps."""
     train_tokens: int | None = None
@@ -118,6 +121,7 @@ KEYS = {
     "ffn-inner-hidden-size": ("ffn_inner_hidden_size", "pos_int"),
     "attention-heads": ("attention_heads", "pos_int"),
     "warmup-steps": ("warmup_steps", "nonneg_int"),
+    "warmup-ratio": ("warmup_ratio", "share"),
     "learning-rate": ("learning_rate", "pos_float"),
     "batch-size": ("node_batch_sizes", "batch"),
     "train-steps": ("train_steps", "pos_int"),
@@ -159,7 +163,7 @@ KEYS = {
     "fp16-type": ("fp16_type", "fp16_level"),  # the newest original puts these in every preset
     "bf16": ("bf16", "bool"),
 }
-REQUIRED_KEYS = ("warmup-steps", "learning-rate", "batch-size")
+REQUIRED_KEYS = ("learning-rate", "batch-size")
 BUDGET_KEYS = ("train-steps", "train-epochs", "train-tokens")
 """How long a run trains: exactly one of them (the flags --train_steps / --train_epochs / --train_tokens override)."""
 LR_SCHEDULES = ("linear", "cosine")
@@ -289,6 +293,12 @@ def parse_preset(model_type: str, preset: dict, where: str, *, family: str | Non
     elif len(budget) > 1:
         problems.append(f"{model_type}.{budget[0]}: given together with {', '.join(budget[1:])}; exactly one of "
                         f"{', '.join(BUDGET_KEYS)} decides how long the run trains")
+    if "warmup-steps" in preset and "warmup-ratio" in preset:
+        problems.append(f"{model_type}.warmup-steps: given together with warmup-ratio; give one of them")
+    elif "warmup-steps" not in preset and "warmup-ratio" not in preset:
+        problems.append(f"{model_type}.warmup-steps: missing (or give warmup-ratio instead)")
+    elif "warmup-ratio" in preset:
+        values["warmup_steps"] = 0
     spellings: dict[str, list[str]] = {}
     for key in preset:
         if key in KEYS:

@@ -2,9 +2,9 @@
 work. Every difference is printed, then judged by its class:
 
 - **continues** (takes effect from the resume step on, and is logged): the schedule (``learning-rate``,
-  ``warmup-steps``, ``lr-schedule``, ``min-lr-ratio``, the budget ``train-steps`` / ``train-epochs`` /
-  ``train-tokens`` and the train steps it resolves to), optimizer settings, dropout, accumulation, precision,
-  logging/eval/save steps, eval data of an ``--eval_file``;
+  ``warmup-steps`` / ``warmup-ratio``, ``lr-schedule``, ``min-lr-ratio``, the budget ``train-steps`` /
+  ``train-epochs`` / ``train-tokens`` and the train steps it resolves to), optimizer settings, dropout,
+  accumulation, precision, logging/eval/save steps, eval data of an ``--eval_file``;
 - **breaks** (one error: the checkpoint cannot be this run's): the tokenizer, the model family and shape,
   ``sequence-length``, position embeddings, frozen layers;
 - **different run** (refused unless ``--accept_changed_run``, then logged): the seed, the global batch size, the
@@ -32,9 +32,9 @@ HELD_OUT = "<a held-out share of the corpus>"
 _PRESET_KEY = {field: key for key, (field, _) in KEYS.items()}
 _BREAKS = {"family", "number_of_layers", "hidden_size", "ffn_inner_hidden_size", "attention_heads",
            "sequence_length", "max_position_embeddings", "frozen_layers"}
-_CONTINUES = {"warmup_steps", "min_lr_ratio", "learning_rate", "save_steps", "logging_steps", "save_total_limit",
-              "gradient_accumulation_steps", "max_grad_norm", "weight_decay", "adam_epsilon", "adam_betas", "dropout",
-              "attention_dropout"}
+_CONTINUES = {"warmup_steps", "warmup_ratio", "min_lr_ratio", "learning_rate", "save_steps", "logging_steps",
+              "save_total_limit", "gradient_accumulation_steps", "max_grad_norm", "weight_decay", "adam_epsilon",
+              "adam_betas", "dropout", "attention_dropout"}
 # settled elsewhere (resolved.*, the global batch) or without effect on a resumed run (its weights are the checkpoint's)
 _NOT_COMPARED = {"model_type", "pretrained_model_name_or_path", "pretrained_generator", "resize_embeddings",
                  "initializer_range", "train_steps", "train_epochs", "train_tokens",

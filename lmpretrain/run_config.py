@@ -4,6 +4,7 @@ they resolve to together with the preset: flag over preset over default, settled
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from fractions import Fraction
@@ -110,6 +111,11 @@ class RunConfig:
     """Tokenization processes: --num_workers, else the machine's cores."""
     run_name: str
     """TensorBoard run name (events under <model_dir>/runs/<run_name>/): --run_name, else --model_type."""
+    warmup_steps: int | None = None
+    """Warmup steps: the preset's warmup-steps, or ``ceil(warmup-ratio x train_steps)`` (as transformers'
+    ``TrainingArguments.get_warmup_steps``) once the steps are resolved."""
+    warmup_ratio: float | None = None
+    """The preset's warmup-ratio (None: warmup-steps decides)."""
     budget: tuple[str, float] = ("train-steps", 0)
     """What decides the steps: ("train-steps" | "train-epochs" | "train-tokens", the number given)."""
     lr_schedule: str = "linear"
@@ -122,8 +128,11 @@ class RunConfig:
     @classmethod
     def resolve(cls, args: TrainArgs, params: ModelParams) -> RunConfig:
         budget = _budget(args, params)
+        train_steps = int(budget[1]) if budget[0] == "train-steps" else None
         return cls(
-            train_steps=int(budget[1]) if budget[0] == "train-steps" else None,
+            train_steps=train_steps,
+            warmup_steps=_warmup_steps(params, train_steps),
+            warmup_ratio=params.warmup_ratio,
             budget=budget,
             lr_schedule=args.lr_schedule or params.lr_schedule,
             eval_steps=params.eval_steps or params.logging_steps,
@@ -144,12 +153,19 @@ class RunConfig:
             return self
         steps = budget_steps(self.budget, global_batch_size=global_batch_size, sequence_length=sequence_length,
                              instances=instances)
-        return replace(self, train_steps=steps)
+        return replace(self, train_steps=steps, warmup_steps=self.warmup_steps if self.warmup_steps is not None
+                       else math.ceil(self.warmup_ratio * steps))
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["budget"] = list(self.budget)
         return data
+
+
+def _warmup_steps(params: ModelParams, train_steps: int | None) -> int | None:
+    if params.warmup_ratio is None:
+        return params.warmup_steps
+    return math.ceil(params.warmup_ratio * train_steps) if train_steps is not None else None
 
 
 _BUDGET_FLAGS = {"train-steps": "train_steps", "train-epochs": "train_epochs", "train-tokens": "train_tokens"}

@@ -389,7 +389,7 @@ def _build_state(run, layout: Layout, precision: Precision) -> RunState:
     optimizer = build_optimizer(model, learning_rate=params.learning_rate, weight_decay=params.weight_decay,
                                 adam_epsilon=params.adam_epsilon, adam_betas=tuple(params.adam_betas),
                                 device=layout.device)
-    scheduler = lr_schedule(optimizer, warmup_steps=params.warmup_steps, train_steps=run.config.train_steps,
+    scheduler = lr_schedule(optimizer, warmup_steps=run.config.warmup_steps, train_steps=run.config.train_steps,
                             schedule=run.config.lr_schedule, min_lr_ratio=params.min_lr_ratio)
     return RunState(model, optimizer, scheduler, precision.scaler)
 

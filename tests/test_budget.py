@@ -70,6 +70,21 @@ def test_exactly_one_budget_decides_and_a_flag_replaces_the_presets():
                        "--train_tokens", "2e9"]).train_tokens == 2_000_000_000
 
 
+def test_warmup_ratio_is_a_share_of_the_resolved_steps_rounded_up():
+    ratio = {"warmup-ratio": 0.1}
+    params = parse_preset("gpt-test", {**{k: v for k, v in PRESET.items() if k != "warmup-steps"}, **ratio,
+                                       "train-tokens": 1920 * 3}, "parameter.json")
+    config = RunConfig.resolve(args(), params)
+    assert config.warmup_steps is None
+    assert config.with_steps(global_batch_size=6, sequence_length=32).warmup_steps == 3  # ceil(0.1 x 30)
+    assert RunConfig.resolve(args(train_steps=25), params).warmup_steps == 3  # ceil(2.5)
+    assert RunConfig.resolve(args(), preset(**{"train-steps": 9})).warmup_steps == 1  # warmup-steps as given
+    with pytest.raises(UserError, match="gpt-test.warmup-steps: given together with warmup-ratio"):
+        preset(**{"train-steps": 9}, **ratio)
+    with pytest.raises(UserError, match=r"gpt-test.warmup-steps: missing \(or give warmup-ratio instead\)"):
+        parse_preset("gpt-test", {k: v for k, v in PRESET.items() if k != "warmup-steps"} | {"train-steps": 9}, "p")
+
+
 @pytest.mark.parametrize("keys, message", [
     ({"train-steps": 10, "train-tokens": 1000}, "gpt-test.train-steps: given together with train-tokens"),
     ({"train-epochs": 0}, "gpt-test.train-epochs: must be positive"),
