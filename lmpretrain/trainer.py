@@ -24,7 +24,15 @@ from . import checkpoint as ckpt
 from . import export
 from .data.loader import StepBatches, count_units, default_dataloader_workers, micro_batch_positions
 from .data_setup import RunData, build_run_data
-from .distributed import Layout, PeerWatchdog, all_reduce_sum, init_distributed, reduces_on_device, shutdown
+from .distributed import (
+    Layout,
+    PeerWatchdog,
+    all_reduce_sum,
+    init_distributed,
+    is_collective_error,
+    reduces_on_device,
+    shutdown,
+)
 from .errors import UserError
 from .log import JsonlLog, MetricsWriter, get_logger, progress
 from .optim import apply_settings, build_optimizer, linear_schedule
@@ -133,7 +141,8 @@ def train(args: TrainArgs) -> dict[str, float]:
     run = prepare_run(args)  # params, encoder, checks; raises UserError before anything is built
     params = run.params
     layout = init_distributed(params.node_batch_sizes, local_rank=args.local_rank, node_rank=args.node_rank,
-                              device=args.device, training=not args.build_dataset_only)
+                              device=args.device, training=not args.build_dataset_only,
+                              batch_key=f"{args.parameter_file}: {args.model_type}.batch-size")
     watchdog = PeerWatchdog(layout.rank, layout.world_size, args.peer_timeout).start()
     try:
         precision = make_precision(run.config.fp16_type, run.config.bf16, layout.device)
@@ -146,6 +155,10 @@ def train(args: TrainArgs) -> dict[str, float]:
                 return finished
             data = build_run_data(run, layout)
             return _train_loop(args, run, layout, precision, data)
+    except RuntimeError as error:  # a peer died mid-collective: one line naming it, not the backend's traceback
+        if layout.distributed and is_collective_error(error):
+            raise watchdog.peer_lost(error) from None
+        raise
     finally:
         watchdog.stop()
         run.encoder.close()
@@ -284,9 +297,7 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
                             loss = loss_hook(loss, counters.step + 1)
                     precision.backward(loss)
                 step_loss += loss.detach().double() / layout.world_size
-                for key, value in out.items():
-                    if key != "loss":
-                        metrics[key] = metrics.get(key, 0.0) + value.detach().double() / len(micro)
+                _add_metrics(metrics, out, local[i], run.family)
 
             # --- clip and step (skipping non-finite steps): the step's one read from the device --------------
             # the preemption flag rides on the loss's all-reduce, so that every process sees a signal at the same step
@@ -315,7 +326,7 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
             if counters.step % params.logging_steps == 0 or counters.step == config.train_steps:
                 scalars = window.take(learning_rate=state.scheduler.get_last_lr()[0], grad_norm=grad_norm,
                                       skipped_steps=counters.skipped_steps,
-                                      metrics={k: float(v) for k, v in metrics.items()})
+                                      metrics=_global_metrics(metrics, global_units, run.family, units_device))
                 writer.scalars(scalars, counters.step)
                 step_log.write({"step": counters.step, **scalars})
             if counters.nonfinite_streak >= args.max_nonfinite_steps:
@@ -385,6 +396,31 @@ def _global_units(local: list[dict[str, float]], device: torch.device) -> dict:
         return dict(zip(unit_names, all_reduce_sum(counts).tolist()))
     counts = all_reduce_sum(counts.pin_memory().to(device, non_blocking=True))
     return dict(zip(unit_names, counts.unbind()))
+
+
+def _add_metrics(sums: dict, out: dict[str, torch.Tensor], units: dict[str, float], family) -> None:
+    """Add a micro-batch's metrics (means over their units) to the step's sums, weighted by the local unit counts
+    (host floats: no device read). A metric with no units here adds nothing (its mean is NaN); its key is still
+    set, so that every process reduces the same keys."""
+    for key, value in out.items():
+        if key == "loss":
+            continue
+        count = units.get(family.metric_unit(key), 0.0)
+        part = value.detach().double() * count if count else torch.zeros((), dtype=torch.float64,
+                                                                          device=value.device)
+        sums[key] = sums[key] + part if key in sums else part
+
+
+def _global_metrics(sums: dict, global_units: dict, family, device: torch.device) -> dict[str, float]:
+    """The step's metrics over the global batch: the per-process sums summed over processes (one all-reduce, at
+    logging steps only), each divided by its unit's global count. A metric without units in the whole batch is
+    left out (no NaN in the logs)."""
+    if not sums:
+        return {}
+    keys = sorted(sums)
+    totals = all_reduce_sum(torch.stack([sums[k].to(device) for k in keys])).tolist()
+    counts = [float(global_units[family.metric_unit(k)]) for k in keys]
+    return {k: total / count for k, total, count in zip(keys, totals, counts) if count > 0}
 
 
 class _Window:
