@@ -33,7 +33,7 @@ from .distributed import (
     reduces_on_device,
     shutdown,
 )
-from .errors import UserError
+from .errors import Preempted, UserError
 from .log import JsonlLog, MetricsWriter, get_logger, progress
 from .optim import apply_settings, build_optimizer, linear_schedule
 from .precision import Precision, make_precision
@@ -77,10 +77,15 @@ def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str
 
 
 class _Preemption:
-    """SIGTERM / SIGUSR1 set a flag; the loop saves a checkpoint at the next step boundary and exits."""
+    """SIGTERM / SIGUSR1 for the whole run. Before the loop (``immediate``: validation, the lock, the dataset build)
+    a signal raises :class:`Preempted` where the program is, so that the build's temporary dir and every lock are
+    removed on the way out and nothing is left that a later run takes as complete. From the first evaluation on it
+    sets a flag: the loop saves a checkpoint at the next step boundary and exits (a signal during the first
+    evaluation: after step 1)."""
 
     def __init__(self):
         self.requested = False
+        self.immediate = True
         self._previous = {}
 
     def __enter__(self):
@@ -90,8 +95,11 @@ class _Preemption:
 
     def _handle(self, signum, frame):
         self.requested = True
-        logger.warning("received %s: saving a checkpoint at the next step boundary, then exiting",
-                       signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if self.immediate:
+            self.immediate = False  # a second signal while unwinding must not interrupt the clean-up
+            raise Preempted(name)
+        logger.warning("received %s: saving a checkpoint at the next step boundary, then exiting", name)
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
@@ -136,7 +144,20 @@ def evaluate(model, data: RunData, layout: Layout, precision: Precision, max_sam
 
 
 def train(args: TrainArgs) -> dict[str, float]:
-    """Run the whole job; returns the final summary (also logged as one line)."""
+    """Run the whole job; returns the final summary (also logged as one line). A preemption signal before the
+    first step ends it with exit code 0 as one in the loop does, having removed what it had half-built."""
+    with _Preemption() as preemption:
+        try:
+            return _train(args, preemption)
+        except Preempted as signal_name:
+            preemption.immediate = False
+            logger.warning("preempted (%s) before training started: nothing half-written is left (a dataset cache "
+                           "being built was removed) and no checkpoint was saved; rerun the same command to start "
+                           "again (the dataset cache is reused if it was complete)", signal_name)
+            return {"step": 0, "preempted": 1.0}
+
+
+def _train(args: TrainArgs, preemption: _Preemption) -> dict[str, float]:
     # --- setup: validate everything before any long work -------------------------------------------------------
     run = prepare_run(args)  # params, encoder, checks; raises UserError before anything is built
     params = run.params
@@ -154,7 +175,7 @@ def train(args: TrainArgs) -> dict[str, float]:
             if finished is not None:
                 return finished
             data = build_run_data(run, layout)
-            return _train_loop(args, run, layout, precision, data)
+            return _train_loop(args, run, layout, precision, data, preemption)
     except RuntimeError as error:  # a peer died mid-collective: one line naming it, not the backend's traceback
         if layout.distributed and is_collective_error(error):
             raise watchdog.peer_lost(error) from None
@@ -227,7 +248,8 @@ def _settle_model_dir(run: PreparedRun, layout: Layout) -> dict | None:
     return None
 
 
-def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data: RunData) -> dict[str, float]:
+def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data: RunData,
+                preemption: _Preemption) -> dict[str, float]:
     params, config = run.params, run.config
     state = _build_state(run, layout, precision)
     current = run.resolved_config(layout.global_batch_size)
@@ -253,6 +275,7 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
     terms = run.family.loss_terms
     weights = run.family.loss_weights(params)
 
+    preemption.immediate = False  # from here on a signal is acted on at a step boundary, the same on every rank
     first_eval = evaluate(model, data, layout, precision, args.max_eval_samples) if counters.step == 0 else {}
     if first_eval:
         writer.scalars(first_eval, 0)
@@ -275,7 +298,7 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
     loss_device = layout.device if reduces_on_device() or not layout.distributed else torch.device("cpu")
     # writer and bar are closed on errors too (the last scalars kept); a signal during the last save is held off;
     # the batch workers are shut down on every way out of this block
-    with _Preemption() as preemption, contextlib.closing(writer), contextlib.closing(bar), batches:
+    with contextlib.closing(writer), contextlib.closing(bar), batches:
         while counters.step < config.train_steps:
             # --- batch: this process's share of the global batch, as micro-batches (built ahead) -------------
             waited = time.perf_counter()

@@ -45,8 +45,15 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 PARENT_CHECK_S = 1.0
 
 
+_PREEMPT_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s)
+
+
 def _start_worker(parent_pid: int, deathsig: bool, initializer: Callable | None, initargs: tuple) -> None:
     die_with_parent(parent_pid, deathsig=deathsig)
+    # a preemption signal sent to the whole job (as clusters do) is the parent's to act on: it shuts the pool down
+    # (a forked worker would otherwise run the parent's handler, a spawned one die and break the pool)
+    for sig in _PREEMPT_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
     if initializer is not None:
         initializer(*initargs)
 
