@@ -92,5 +92,6 @@ def ordered_map(pool: ProcessPoolExecutor, function: Callable, items: Iterable, 
 
 def worker_died(error: BaseException, doing: str, kind: str, num_workers: int, flag: str) -> UserError:
     """The one message for a pool whose worker died, e.g. ``doing="tokenizing the corpus"``, ``kind="tokenizing"``."""
-    return UserError(f"a process {doing} died unexpectedly (killed for lack of memory?) or could not start ({error}); "
-                     f"{num_workers} {kind} processes were running: retry with fewer ({flag})")
+    return UserError(f"a process {doing} died unexpectedly (killed for lack of memory, or a crash in a library) or "
+                     f"could not start ({error}); {num_workers} {kind} processes were running: retry with fewer "
+                     f"({flag})")

@@ -27,7 +27,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..fsutil import replace_dir
 from ..log import get_logger
-from .corpus import corpus_fingerprint, iter_chunks, resolve_corpus_files
+from .corpus import CorpusPosition, corpus_fingerprint, iter_chunks, resolve_corpus_files
 from .shards import FORMAT_VERSION, MANIFEST, CacheInvalid, TokenShards, write_shards
 
 logger = get_logger(__name__)
@@ -185,10 +185,12 @@ def _build(files, location: Path, components: dict, fingerprint: str, *, encoder
     try:
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir(parents=True)
-        chunks = iter_chunks(files, chunk_chars=chunk_chars, text_field=text_field)
+        position = CorpusPosition()
+        chunks = iter_chunks(files, chunk_chars=chunk_chars, text_field=text_field,
+                             long_line_bytes=getattr(encoder, "max_line_bytes", None), position=position)
         counts = write_shards(chunks, temporary, encoder=encoder, encoder_factory=factory,
                               tokenizer_dir=tokenizer_dir, num_workers=num_workers,
-                              desc=f"tokenizing {Path(files[0]).name}")
+                              desc=f"tokenizing {Path(files[0]).name}", position=position)
         if counts["num_tokens"] == 0:
             raise UserError(f"the corpus {', '.join(map(str, files))} has no text (no tokens after tokenization)")
         manifest = {"format_version": FORMAT_VERSION, "fingerprint": fingerprint, "components": components,
