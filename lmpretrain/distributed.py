@@ -180,6 +180,22 @@ def reduces_on_device() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl"
 
 
+def store_set(key: str, value: str) -> None:
+    """Set a key in the job's key-value store (torch.distributed's; nothing in one process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.distributed_c10d._get_default_store().set(f"lmpretrain/{key}", value)
+
+
+def store_has(key: str) -> bool:
+    """Whether a key is set in the job's store (False in one process or when the store does not answer)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return False
+    try:
+        return bool(dist.distributed_c10d._get_default_store().check([f"lmpretrain/{key}"]))
+    except Exception:  # a store gone with its host: the peer watchdog says so
+        return False
+
+
 def is_collective_error(error: BaseException) -> bool:
     """Whether an exception is a failed collective (a backend error or a gloo/NCCL transport failure)."""
     if isinstance(error, getattr(dist, "DistError", ())):
