@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .data import build_or_load_dataset, make_instances, split_eval
-from .distributed import Layout
+from .distributed import Layout, store_has, store_set
 from .errors import UserError
 from .fsutil import atomic_write_text
 from .log import get_logger
@@ -96,22 +96,32 @@ def make_collator(params, encoder, *, seed: int, whole_word: bool):
                        seed=seed)
 
 
+def _say_built(shards, layout: Layout) -> None:
+    if layout.rank == 0:
+        store_set(f"cache_built/{shards.directory.name}", "1")
+
+
 def build_run_data(run, layout: Layout, *, report_batch_size: int | None = None) -> RunData:
     """``report_batch_size``: the global batch the epoch's steps are counted at (default: this layout's)."""
     args, config, params, encoder = run.args, run.config, run.params, run.encoder
     layout_name = get_family(params.family).layout
     cache_dir = config.cache_dir
+    # rank 0 says in the job's store when a cache is complete; a rank that still does not see it --peer_timeout
+    # seconds later (a node-local --cache_dir) stops with an error instead of waiting out the build timeout
     build = dict(num_workers=config.num_workers, overwrite=not args.disable_overwrite_cache,
-                 is_builder=layout.rank == 0)
+                 is_builder=layout.rank == 0, unseen_timeout_s=args.peer_timeout,
+                 builder_done=lambda location: store_has(f"cache_built/{location.name}"))
     fingerprints = run.data_fingerprints()  # hashed once: the checkpoints record them, the cache reuses them
     shards = build_or_load_dataset(args.input_file, args.tokenizer_dir, cache_dir, **build,
                                    files_fingerprint=fingerprints["corpus"])
+    _say_built(shards, layout)
     instance_options = dict(sequence_length=params.sequence_length, cls_id=encoder.cls_token_id,
                             sep_id=encoder.sep_token_id, short_seq_prob=params.short_seq_prob,
                             nsp_probability=params.nsp_probability)
     if args.eval_file:
         eval_shards = build_or_load_dataset(args.eval_file, args.tokenizer_dir, cache_dir, **build,
                                             files_fingerprint=fingerprints["eval"])
+        _say_built(eval_shards, layout)
         train_docs, eval_docs = None, None
     else:
         eval_shards = shards

@@ -49,14 +49,15 @@ class Layout:
         return self.world_size > 1
 
 
-def node_batch_size(node_batch_sizes: dict[int, int], node_rank: int) -> int:
-    """The batch of one node: its own entry, else the ``-1`` entry; a node with neither is an error."""
+def node_batch_size(node_batch_sizes: dict[int, int], node_rank: int, key: str = "batch-size") -> int:
+    """The batch of one node: its own entry, else the ``-1`` entry; a node with neither is an error naming ``key``
+    (the file and preset key, e.g. ``parameter.json: bert-base.batch-size``)."""
     if node_rank in node_batch_sizes:
         return node_batch_sizes[node_rank]
     if -1 in node_batch_sizes:
         return node_batch_sizes[-1]
     known = ", ".join(str(k) for k in sorted(node_batch_sizes))
-    raise UserError(f"batch-size has no entry for node rank {node_rank} (entries: {known}); "
+    raise UserError(f"{key} has no entry for node rank {node_rank} (entries: {known}); "
                     f'add "{node_rank}": <batch> or a "-1" default')
 
 
@@ -67,20 +68,20 @@ def preset_global_batch_size(node_batch_sizes: dict[int, int], num_nodes: int = 
     return sum(node_batch_size(node_batch_sizes, n) for n in range(nodes))
 
 
-def split_node_batch(node_batch: int, local_world_size: int) -> list[int]:
+def split_node_batch(node_batch: int, local_world_size: int, key: str = "batch-size") -> list[int]:
     """Per-process shares of one node's batch: equal parts, the remainder going to the first local ranks."""
     base, remainder = divmod(node_batch, local_world_size)
     if base == 0:
-        raise UserError(f"a node batch of {node_batch} cannot be split over {local_world_size} processes "
+        raise UserError(f"{key}: a node batch of {node_batch} cannot be split over {local_world_size} processes "
                         "(each needs at least one sample)")
     return [base + (1 if i < remainder else 0) for i in range(local_world_size)]
 
 
 def batch_layout(node_batch_sizes: dict[int, int], *, num_nodes: int, node_rank: int, local_rank: int,
-                 local_world_size: int) -> tuple[int, int, int, int]:
+                 local_world_size: int, key: str = "batch-size") -> tuple[int, int, int, int]:
     """Return (node_batch_size, per_device_batch_size, rank_offset, global_batch_size) for one process."""
-    node_batches = [node_batch_size(node_batch_sizes, n) for n in range(num_nodes)]
-    shares = split_node_batch(node_batches[node_rank], local_world_size)
+    node_batches = [node_batch_size(node_batch_sizes, n, key) for n in range(num_nodes)]
+    shares = split_node_batch(node_batches[node_rank], local_world_size, key)
     offset = sum(node_batches[:node_rank]) + sum(shares[:local_rank])
     return node_batches[node_rank], shares[local_rank], offset, sum(node_batches)
 
@@ -95,14 +96,15 @@ def _env_int(*names: str) -> int | None:
 
 def init_distributed(node_batch_sizes: dict[int, int], *, local_rank: int | None = None,
                      node_rank: int | None = None, device: str | None = None,
-                     timeout_s: float = 1800.0, training: bool = True) -> Layout:
+                     timeout_s: float = 1800.0, training: bool = True, batch_key: str = "batch-size") -> Layout:
     """Read the launcher's environment, start the process group (NCCL on GPUs, gloo on CPUs), compute the layout.
 
     ``local_rank`` is the ``--local_rank`` flag of ``torch.distributed.launch`` (``LOCAL_RANK`` wins when both
     are set, since torchrun sets only the variable). ``node_rank`` is the ``--node_rank`` flag; without it the
     launcher's ``GROUP_RANK`` (torchrun) or ``NODE_RANK`` is used; a flag that disagrees with the launcher is an
     error. One process given a multi-node ``batch-size`` trains with the node ``--node_rank`` names, and without it
-    is an error when ``training`` (a dataset build alone does not depend on the batch).
+    is an error when ``training`` (a dataset build alone does not depend on the batch). Batch errors name
+    ``batch_key`` (the file and the preset's key).
     """
     world_size = _env_int("WORLD_SIZE") or 1
     rank = _env_int("RANK") or 0
@@ -125,10 +127,10 @@ def init_distributed(node_batch_sizes: dict[int, int], *, local_rank: int | None
     if world_size == 1 and len(multi_node_preset) > 1 and (training or given_node is not None):
         # one process and a preset of per-node batches: train with the chosen node's batch, never node 0's silently
         if given_node is None:
-            raise UserError(f"batch-size gives batches for nodes {', '.join(map(str, multi_node_preset))} (a "
+            raise UserError(f"{batch_key} gives batches for nodes {', '.join(map(str, multi_node_preset))} (a "
                             "multi-node preset) but this is one process: launch every node, or pass --node_rank N "
                             "to train with node N's batch alone")
-        node_batch_sizes = {0: node_batch_size(node_batch_sizes, given_node)}
+        node_batch_sizes = {0: node_batch_size(node_batch_sizes, given_node, batch_key)}
         given_node = None
     node_rank = given_node if given_node is not None else (
         env_node_rank if env_node_rank is not None else rank // local_world_size)
@@ -152,7 +154,7 @@ def init_distributed(node_batch_sizes: dict[int, int], *, local_rank: int | None
 
     node_batch, per_device, offset, global_batch = batch_layout(
         node_batch_sizes, num_nodes=num_nodes, node_rank=node_rank, local_rank=local_rank,
-        local_world_size=local_world_size)
+        local_world_size=local_world_size, key=batch_key)
     return Layout(rank=rank, world_size=world_size, local_rank=local_rank, local_world_size=local_world_size,
                   node_rank=node_rank, num_nodes=num_nodes, node_batch_size=node_batch,
                   per_device_batch_size=per_device, rank_offset=offset, global_batch_size=global_batch,
@@ -183,6 +185,31 @@ def reduces_on_device() -> bool:
     """Whether the process group reduces on the GPU (NCCL): the loop then keeps its step tensors there, so that
     summing them over processes needs no copy back to the host."""
     return dist.is_available() and dist.is_initialized() and dist.get_backend() == "nccl"
+
+
+def store_set(key: str, value: str) -> None:
+    """Set a key in the job's key-value store (torch.distributed's; nothing in one process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.distributed_c10d._get_default_store().set(f"lmpretrain/{key}", value)
+
+
+def store_has(key: str) -> bool:
+    """Whether a key is set in the job's store (False in one process or when the store does not answer)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return False
+    try:
+        return bool(dist.distributed_c10d._get_default_store().check([f"lmpretrain/{key}"]))
+    except Exception:  # a store gone with its host: the peer watchdog says so
+        return False
+
+
+def is_collective_error(error: BaseException) -> bool:
+    """Whether an exception is a failed collective (a backend error or a gloo/NCCL transport failure)."""
+    if isinstance(error, getattr(dist, "DistError", ())):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and any(
+        word in text for word in ("gloo", "Gloo", "NCCL", "Connection closed by peer", "Connection reset by peer"))
 
 
 def shutdown() -> None:
@@ -232,12 +259,27 @@ class PeerWatchdog:
                     if value != last:
                         seen[peer] = (value, now)
                     elif now - since > self.timeout_s:
-                        self._die(f"rank {peer} sent no heartbeat for {now - since:.0f} s (--peer_timeout "
-                                  f"{self.timeout_s:g}): it died or hangs; stopping this rank too")
+                        self._die(f"rank {self.rank}: rank {peer} sent no heartbeat for {now - since:.0f} s "
+                                  f"(--peer_timeout {self.timeout_s:g}): it died or hangs; stopping this rank too")
             except Exception as error:  # the store went away with the process that hosted it
                 if self._stop.is_set():
                     return
-                self._die(f"lost contact with the job's store ({type(error).__name__}: {error}); a peer died")
+                self._die(f"rank {self.rank}: lost contact with the job's store, which rank 0's node hosts "
+                          f"({type(error).__name__}: {str(error).strip()[:200]}): rank 0 or its launcher died")
+
+    def peer_lost(self, error: BaseException) -> UserError:
+        """What a collective that failed (a peer's socket closed, a timeout) means: give the watchdog the time it
+        needs to name the peer that is gone (it then ends this process with that one line); if it names none, the
+        one error to raise instead of the backend's traceback."""
+        import time
+
+        if self._thread.is_alive():
+            deadline = time.monotonic() + self.timeout_s + 3 * self.interval_s
+            while self._thread.is_alive() and time.monotonic() < deadline:
+                time.sleep(0.2)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return UserError(f"rank {self.rank}: a collective with the other processes failed ({first[:200]}); a peer "
+                         "died or hangs: see the other ranks' logs")
 
     def _die(self, message: str) -> None:
         logger.error(message)

@@ -19,6 +19,12 @@ class UserError(Exception):
     """Bad input or environment, reported to the user as one clear line."""
 
 
+class Preempted(BaseException):
+    """SIGTERM / SIGUSR1 before the training loop (validation, the dataset build): raised where the program is, so
+    that every ``finally`` and ``except BaseException`` cleans up (temporary dirs, locks) on the way out. A
+    BaseException, like KeyboardInterrupt, so that no ``except Exception`` swallows it."""
+
+
 class CheckpointError(Exception):
     """A checkpoint that cannot be used (incomplete, truncated, corrupt); the message names what is wrong."""
 

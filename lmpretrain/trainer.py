@@ -29,11 +29,12 @@ from .distributed import (
     PeerWatchdog,
     all_reduce_sum,
     init_distributed,
+    is_collective_error,
     preset_global_batch_size,
     reduces_on_device,
     shutdown,
 )
-from .errors import UserError
+from .errors import Preempted, UserError
 from .log import JsonlLog, MetricsWriter, get_logger, progress
 from .optim import apply_settings, build_optimizer, lr_schedule
 from .precision import Precision, make_precision
@@ -77,10 +78,15 @@ def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str
 
 
 class _Preemption:
-    """SIGTERM / SIGUSR1 set a flag; the loop saves a checkpoint at the next step boundary and exits."""
+    """SIGTERM / SIGUSR1 for the whole run. Before the loop (``immediate``: validation, the lock, the dataset build)
+    a signal raises :class:`Preempted` where the program is, so that the build's temporary dir and every lock are
+    removed on the way out and nothing is left that a later run takes as complete. From the first evaluation on it
+    sets a flag: the loop saves a checkpoint at the next step boundary and exits (a signal during the first
+    evaluation: after step 1)."""
 
     def __init__(self):
         self.requested = False
+        self.immediate = True
         self._previous = {}
 
     def __enter__(self):
@@ -90,8 +96,11 @@ class _Preemption:
 
     def _handle(self, signum, frame):
         self.requested = True
-        logger.warning("received %s: saving a checkpoint at the next step boundary, then exiting",
-                       signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if self.immediate:
+            self.immediate = False  # a second signal while unwinding must not interrupt the clean-up
+            raise Preempted(name)
+        logger.warning("received %s: saving a checkpoint at the next step boundary, then exiting", name)
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
@@ -136,12 +145,26 @@ def evaluate(model, data: RunData, layout: Layout, precision: Precision, max_sam
 
 
 def train(args: TrainArgs) -> dict[str, float]:
-    """Run the whole job; returns the final summary (also logged as one line)."""
+    """Run the whole job; returns the final summary (also logged as one line). A preemption signal before the
+    first step ends it with exit code 0 as one in the loop does, having removed what it had half-built."""
+    with _Preemption() as preemption:
+        try:
+            return _train(args, preemption)
+        except Preempted as signal_name:
+            preemption.immediate = False
+            logger.warning("preempted (%s) before training started: nothing half-written is left (a dataset cache "
+                           "being built was removed) and no checkpoint was saved; rerun the same command to start "
+                           "again (the dataset cache is reused if it was complete)", signal_name)
+            return {"step": 0, "preempted": 1.0}
+
+
+def _train(args: TrainArgs, preemption: _Preemption) -> dict[str, float]:
     # --- setup: validate everything before any long work -------------------------------------------------------
     run = prepare_run(args)  # params, encoder, checks; raises UserError before anything is built
     params = run.params
     layout = init_distributed(params.node_batch_sizes, local_rank=args.local_rank, node_rank=args.node_rank,
-                              device=args.device, training=not args.build_dataset_only)
+                              device=args.device, training=not args.build_dataset_only,
+                              batch_key=f"{args.parameter_file}: {args.model_type}.batch-size")
     watchdog = PeerWatchdog(layout.rank, layout.world_size, args.peer_timeout).start()
     try:
         precision = make_precision(run.config.fp16_type, run.config.bf16, layout.device)
@@ -156,7 +179,11 @@ def train(args: TrainArgs) -> dict[str, float]:
             if finished is not None:
                 return finished
             data = data or build_run_data(run, layout)
-            return _train_loop(args, run, layout, precision, data)
+            return _train_loop(args, run, layout, precision, data, preemption)
+    except RuntimeError as error:  # a peer died mid-collective: one line naming it, not the backend's traceback
+        if layout.distributed and is_collective_error(error):
+            raise watchdog.peer_lost(error) from None
+        raise
     finally:
         watchdog.stop()
         run.encoder.close()
@@ -240,7 +267,8 @@ def _settle_model_dir(run: PreparedRun, layout: Layout) -> dict | None:
     return None
 
 
-def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data: RunData) -> dict[str, float]:
+def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data: RunData,
+                preemption: _Preemption) -> dict[str, float]:
     params, config = run.params, run.config
     state = _build_state(run, layout, precision)
     current = run.resolved_config(layout.global_batch_size)
@@ -266,6 +294,7 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
     terms = run.family.loss_terms
     weights = run.family.loss_weights(params)
 
+    preemption.immediate = False  # from here on a signal is acted on at a step boundary, the same on every rank
     first_eval = evaluate(model, data, layout, precision, args.max_eval_samples) if counters.step == 0 else {}
     if first_eval:
         writer.scalars(first_eval, 0)
@@ -288,7 +317,7 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
     loss_device = layout.device if reduces_on_device() or not layout.distributed else torch.device("cpu")
     # writer and bar are closed on errors too (the last scalars kept); a signal during the last save is held off;
     # the batch workers are shut down on every way out of this block
-    with _Preemption() as preemption, contextlib.closing(writer), contextlib.closing(bar), batches:
+    with contextlib.closing(writer), contextlib.closing(bar), batches:
         while counters.step < config.train_steps:
             # --- batch: this process's share of the global batch, as micro-batches (built ahead) -------------
             waited = time.perf_counter()
@@ -310,9 +339,7 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
                             loss = loss_hook(loss, counters.step + 1)
                     precision.backward(loss)
                 step_loss += loss.detach().double() / layout.world_size
-                for key, value in out.items():
-                    if key != "loss":
-                        metrics[key] = metrics.get(key, 0.0) + value.detach().double() / len(micro)
+                _add_metrics(metrics, out, local[i], run.family)
 
             # --- clip and step (skipping non-finite steps): the step's one read from the device --------------
             # the preemption flag rides on the loss's all-reduce, so that every process sees a signal at the same step
@@ -341,7 +368,7 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
             if counters.step % params.logging_steps == 0 or counters.step == config.train_steps:
                 scalars = window.take(learning_rate=state.scheduler.get_last_lr()[0], grad_norm=grad_norm,
                                       skipped_steps=counters.skipped_steps,
-                                      metrics={k: float(v) for k, v in metrics.items()})
+                                      metrics=_global_metrics(metrics, global_units, run.family, units_device))
                 writer.scalars(scalars, counters.step)
                 step_log.write({"step": counters.step, **scalars})
             if counters.nonfinite_streak >= args.max_nonfinite_steps:
@@ -412,6 +439,31 @@ def _global_units(local: list[dict[str, float]], device: torch.device) -> dict:
         return dict(zip(unit_names, all_reduce_sum(counts).tolist()))
     counts = all_reduce_sum(counts.pin_memory().to(device, non_blocking=True))
     return dict(zip(unit_names, counts.unbind()))
+
+
+def _add_metrics(sums: dict, out: dict[str, torch.Tensor], units: dict[str, float], family) -> None:
+    """Add a micro-batch's metrics (means over their units) to the step's sums, weighted by the local unit counts
+    (host floats: no device read). A metric with no units here adds nothing (its mean is NaN); its key is still
+    set, so that every process reduces the same keys."""
+    for key, value in out.items():
+        if key == "loss":
+            continue
+        count = units.get(family.metric_unit(key), 0.0)
+        part = value.detach().double() * count if count else torch.zeros((), dtype=torch.float64,
+                                                                          device=value.device)
+        sums[key] = sums[key] + part if key in sums else part
+
+
+def _global_metrics(sums: dict, global_units: dict, family, device: torch.device) -> dict[str, float]:
+    """The step's metrics over the global batch: the per-process sums summed over processes (one all-reduce, at
+    logging steps only), each divided by its unit's global count. A metric without units in the whole batch is
+    left out (no NaN in the logs)."""
+    if not sums:
+        return {}
+    keys = sorted(sums)
+    totals = all_reduce_sum(torch.stack([sums[k].to(device) for k in keys])).tolist()
+    counts = [float(global_units[family.metric_unit(k)]) for k in keys]
+    return {k: total / count for k, total, count in zip(keys, totals, counts) if count > 0}
 
 
 class _Window:

@@ -57,7 +57,8 @@ def f(tmp_path_factory, sample_corpus, tiny_tokenizer_dir):
     bad_values = {"negative_size": {"hidden-size": -32}, "zero_steps": {"train-steps": 0},
                   "zero_batch": {"batch-size": {"-1": 0}}, "negative_lr": {"learning-rate": -1e-3},
                   "zero_heads": {"attention-heads": 0}, "unknown_key": {"hiden-size": 32},
-                  "steps_and_tokens": {"train-tokens": 5000}, "zero_epochs": {"train-epochs": 0}}
+                  "steps_and_tokens": {"train-tokens": 5000}, "zero_epochs": {"train-epochs": 0},
+                  "multi_node": {"batch-size": {"0": 4, "1": 4}}}
     for name, change in bad_values.items():
         write(f"{name}.json", json.dumps({"bert-t": {**TINY, **change}}))
 
@@ -154,6 +155,8 @@ ROWS = [
      "bert-t.attention-heads: must be positive, got 0"),
     ("run: misspelt key", RP, lambda f: pretraining_args(f, parameter_file=f["unknown_key"]),
      "bert-t.hiden-size: unknown key (did you mean 'hidden-size'?)"),
+    ("run: multi-node batch in one process", RP, lambda f: pretraining_args(f, parameter_file=f["multi_node"]),
+     "multi_node.json: bert-t.batch-size gives batches for nodes 0, 1"),
     ("run: zero --train_steps", RP, lambda f: pretraining_args(f, extra=["--train_steps", "0"]),
      "--train_steps must be positive"),
     ("run: train-steps and train-tokens", RP, lambda f: pretraining_args(f, parameter_file=f["steps_and_tokens"]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import threading
 import time
 
@@ -344,7 +345,9 @@ def test_a_tokenizing_worker_that_dies_is_one_clear_error_not_a_hang(setup, tmp_
     docs, corpus, _, cache = setup
     tok = fake_tokenizer_dir(tmp_path / "dying_tok", exit_on=docs[20][0])  # the parent must not die: only workers
     started = time.perf_counter()
-    with pytest.raises(UserError, match=r"process tokenizing the corpus died unexpectedly .*--num_workers"):
+    # the message names the file and about where reading had got to (a few chunks ahead of the worker)
+    named = rf"process tokenizing .*{os.path.basename(corpus)} near line \d+ died unexpectedly .*--num_workers"
+    with pytest.raises(UserError, match=named):
         build(corpus, tok, cache, num_workers=2, chunk_chars=200)
     assert time.perf_counter() - started < 30
     assert [p.name for p in cache.iterdir() if not p.name.endswith(".failed")] == []

@@ -27,7 +27,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..fsutil import replace_dir
 from ..log import get_logger
-from .corpus import corpus_fingerprint, iter_chunks, resolve_corpus_files
+from .corpus import CorpusPosition, corpus_fingerprint, iter_chunks, resolve_corpus_files
 from .shards import FORMAT_VERSION, MANIFEST, CacheInvalid, TokenShards, write_shards
 
 logger = get_logger(__name__)
@@ -109,7 +109,9 @@ def build_or_load_dataset(corpus_paths: Sequence[str] | str, tokenizer_dir: str 
                           is_builder: bool = True, encoder_factory: Callable | None = None,
                           text_field: str = "text", chunk_chars: int = 1 << 18,
                           poll_interval_s: float = 1.0, min_bytes_per_worker: int = 4 << 20,
-                          files_fingerprint: list[dict] | None = None) -> TokenShards:
+                          files_fingerprint: list[dict] | None = None,
+                          builder_done: Callable[[Path], bool] | None = None,
+                          unseen_timeout_s: float = 120.0) -> TokenShards:
     """Return the token shards of ``corpus_paths`` tokenized with ``tokenizer_dir``, building the cache if needed.
 
     ``overwrite=False`` is ``--disable_overwrite_cache``: reuse a complete cache as it is, without checking its
@@ -119,6 +121,9 @@ def build_or_load_dataset(corpus_paths: Sequence[str] | str, tokenizer_dir: str 
     ``min_bytes_per_worker`` bytes per worker gets fewer workers: starting one costs about a second.
     ``files_fingerprint``: :func:`~lmpretrain.data.corpus.corpus_fingerprint` of the corpus, when the caller has
     computed it already (the run compares it with its checkpoint's): then the files are not hashed again.
+    ``builder_done(location)`` (a waiter) asks whether the builder has said the cache is complete: a waiter that
+    still does not see it ``unseen_timeout_s`` after that stops with an error (a node-local ``--cache_dir``)
+    instead of waiting ``wait_timeout_s``.
     """
     files = resolve_corpus_files(corpus_paths)
     factory = encoder_factory or default_encoder_factory
@@ -138,14 +143,15 @@ def build_or_load_dataset(corpus_paths: Sequence[str] | str, tokenizer_dir: str 
                 raise UserError(f"--disable_overwrite_cache: the dataset cache {location} is unusable ({why}); "
                                 f"run without --disable_overwrite_cache to rebuild it") from None
         if not is_builder:
-            return _wait_for_cache(location, None, wait_timeout_s, poll_interval_s)
+            return _wait_for_cache(location, None, wait_timeout_s, poll_interval_s, builder_done, unseen_timeout_s)
 
     encoder = factory(str(tokenizer_dir), num_workers=1)
     try:
         components = fingerprint_components(files, encoder.fingerprint, extra, files_fingerprint)
         fingerprint = fingerprint_of(components)
         if not is_builder:
-            return _wait_for_cache(location, fingerprint, wait_timeout_s, poll_interval_s)
+            return _wait_for_cache(location, fingerprint, wait_timeout_s, poll_interval_s, builder_done,
+                                   unseen_timeout_s)
         with _BuildLock(location, wait_timeout_s, poll_interval_s), _FailureNote(location, fingerprint):
             try:
                 shards = _open_cache(location)
@@ -185,10 +191,12 @@ def _build(files, location: Path, components: dict, fingerprint: str, *, encoder
     try:
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir(parents=True)
-        chunks = iter_chunks(files, chunk_chars=chunk_chars, text_field=text_field)
+        position = CorpusPosition()
+        chunks = iter_chunks(files, chunk_chars=chunk_chars, text_field=text_field,
+                             long_line_bytes=getattr(encoder, "max_line_bytes", None), position=position)
         counts = write_shards(chunks, temporary, encoder=encoder, encoder_factory=factory,
                               tokenizer_dir=tokenizer_dir, num_workers=num_workers,
-                              desc=f"tokenizing {Path(files[0]).name}")
+                              desc=f"tokenizing {Path(files[0]).name}", position=position)
         if counts["num_tokens"] == 0:
             raise UserError(f"the corpus {', '.join(map(str, files))} has no text (no tokens after tokenization)")
         manifest = {"format_version": FORMAT_VERSION, "fingerprint": fingerprint, "components": components,
@@ -250,9 +258,12 @@ def _builder_failure(location: Path, fingerprint: str | None, since: float) -> s
     return note.get("error")
 
 
-def _wait_for_cache(location: Path, fingerprint: str | None, timeout_s: float, poll_interval_s: float) -> TokenShards:
-    """Poll the filesystem until the builder's cache (with this fingerprint, or any when None) is complete."""
+def _wait_for_cache(location: Path, fingerprint: str | None, timeout_s: float, poll_interval_s: float,
+                    builder_done: Callable[[Path], bool] | None = None, unseen_timeout_s: float = 120.0) -> TokenShards:
+    """Poll the filesystem until the builder's cache (with this fingerprint, or any when None) is complete; at most
+    ``timeout_s``, and at most ``unseen_timeout_s`` after ``builder_done`` says the builder has finished it."""
     deadline = time.monotonic() + timeout_s
+    done_since = None
     since = time.time() - 120  # a failure of this job's builder, not one left by an older run
     logged = False
     while True:
@@ -265,12 +276,20 @@ def _wait_for_cache(location: Path, fingerprint: str | None, timeout_s: float, p
         failure = _builder_failure(location, fingerprint, since)
         if failure is not None:
             raise UserError(f"the process building the dataset cache {location} failed: {failure}")
+        if done_since is None and builder_done is not None and builder_done(location):
+            done_since = time.monotonic()
+        if done_since is not None and time.monotonic() - done_since >= unseen_timeout_s:
+            raise UserError(f"rank 0 has finished the dataset cache {location}, but this process still does not see "
+                            f"it {unseen_timeout_s:g} s later (--peer_timeout): --cache_dir {location.parent} is not "
+                            f"shared by all nodes; point every node at a shared one, or build it on each node first "
+                            f"with --build_dataset_only")
         if time.monotonic() >= deadline:
             raise UserError(f"dataset cache at {location} not complete after {timeout_s:g} s; did the building "
                             f"process (rank 0) die? Check its log; if --cache_dir is not on a filesystem shared by "
                             f"all nodes, point it at one, or build first with --build_dataset_only")
         if not logged:
-            logger.info("waiting for another process to build the dataset cache %s", location)
+            logger.warning("waiting for rank 0 to build the dataset cache %s (up to %g s while it builds, and "
+                           "%g s once it has finished)", location, timeout_s, unseen_timeout_s)
             logged = True
         time.sleep(poll_interval_s)
 

@@ -16,6 +16,9 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..fsutil import sha256_file
+from ..log import get_logger
+
+logger = get_logger(__name__)
 
 CORPUS_SUFFIXES = (".txt", ".jsonl", ".txt.gz", ".jsonl.gz")
 
@@ -81,16 +84,39 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
         raise UserError(f"cannot read corpus file {path}: {error.strerror or error}") from None
 
 
-def iter_sentences(files: Sequence[Path], text_field: str = "text") -> Iterator[tuple[str, bool]]:
+class CorpusPosition:
+    """Where reading has got to (file and line), for messages about a failure further down the pipeline."""
+
+    def __init__(self):
+        self.path: Path | None = None
+        self.line = 0
+
+    def __str__(self) -> str:
+        return f"{self.path} near line {self.line}" if self.path is not None else "the corpus"
+
+
+def iter_sentences(files: Sequence[Path], text_field: str = "text", *, long_line_bytes: int | None = None,
+                   position: CorpusPosition | None = None) -> Iterator[tuple[str, bool]]:
     """Yield ``(sentence, starts_document)`` for each non-blank sentence of the corpus, in order.
 
     Each file starts a new document; in ``.txt`` files a blank line ends a document; in ``.jsonl`` files each line
-    is a document whose ``text_field`` holds its sentences, one per line.
+    is a document whose ``text_field`` holds its sentences, one per line. ``long_line_bytes``: the longest line the
+    word segmenter takes whole; the first longer line of each file gets one warning naming it (the segmenter cuts
+    such lines, see ``segmenters.base.split_long_text``). ``position`` is kept at the line being read.
     """
     for path in files:
         jsonl = path.name.endswith((".jsonl", ".jsonl.gz"))
         new_document = True
+        warned = long_line_bytes is None
         for number, line in _decoded_lines(path):
+            if position is not None:
+                position.path, position.line = path, number
+            if not warned and len(line) * 4 > long_line_bytes and len(line.encode("utf-8")) > long_line_bytes:
+                warned = True
+                logger.warning("%s:%d: a line of %d bytes is longer than the word segmenter takes at once (%d): it "
+                               "is cut at sentence ends (%s), else at whitespace or a change of script, and the "
+                               "pieces segmented one by one (longer lines further in this file too, without a "
+                               "warning)", path, number, len(line.encode("utf-8")), long_line_bytes, "。！？!?.")
             if jsonl:
                 if not line.strip():
                     continue
@@ -118,16 +144,19 @@ def _jsonl_sentences(path: Path, number: int, line: str, text_field: str) -> lis
     return [s for s in text.splitlines() if s.strip()]
 
 
-def iter_chunks(files: Sequence[Path], *, chunk_chars: int = 1 << 20,
-                text_field: str = "text") -> Iterator[tuple[list[str], list[bool]]]:
+def iter_chunks(files: Sequence[Path], *, chunk_chars: int = 1 << 20, text_field: str = "text",
+                long_line_bytes: int | None = None,
+                position: CorpusPosition | None = None) -> Iterator[tuple[list[str], list[bool]]]:
     """Group the corpus's sentences into chunks of about ``chunk_chars`` characters for the tokenizing workers.
 
     A chunk is ``(sentences, starts_document)``; a long document spans several chunks, so memory stays bounded.
+    ``long_line_bytes`` and ``position``: as for :func:`iter_sentences`.
     """
     sentences: list[str] = []
     starts: list[bool] = []
     size = 0
-    for sentence, starts_document in iter_sentences(files, text_field):
+    for sentence, starts_document in iter_sentences(files, text_field, long_line_bytes=long_line_bytes,
+                                                    position=position):
         sentences.append(sentence)
         starts.append(starts_document)
         size += len(sentence)

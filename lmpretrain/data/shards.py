@@ -264,8 +264,9 @@ def _encode_in_worker(chunk):
 
 
 def write_shards(chunks: Iterable[tuple[list[str], list[bool]]], directory: Path, *, encoder, encoder_factory,
-                 tokenizer_dir: str, num_workers: int, desc: str = "tokenizing") -> dict:
-    """Tokenize ``chunks`` (in ``num_workers`` processes) into a shard directory; returns the counts and sizes."""
+                 tokenizer_dir: str, num_workers: int, desc: str = "tokenizing", position=None) -> dict:
+    """Tokenize ``chunks`` (in ``num_workers`` processes) into a shard directory; returns the counts and sizes.
+    ``position`` (a ``corpus.CorpusPosition``): where reading had got to, named if a worker dies."""
     vocab_size = int(encoder.vocab_size)
     writer = ShardWriter(directory, ids_dtype(vocab_size))
     bar = progress(desc=desc, unit="char", unit_scale=True)
@@ -286,7 +287,8 @@ def write_shards(chunks: Iterable[tuple[list[str], list[bool]]], directory: Path
         sizes = writer.close()
     except BrokenProcessPool as error:
         writer.abort()
-        raise worker_died(error, "tokenizing the corpus", "tokenizing", num_workers, "--num_workers") from None
+        raise worker_died(error, f"tokenizing {position or 'the corpus'}", "tokenizing", num_workers,
+                          "--num_workers") from None
     except BaseException:
         writer.abort()
         raise

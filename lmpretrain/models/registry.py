@@ -106,9 +106,20 @@ class Family:
         return {t.name: float(params.option(t.weight_option)) if t.weight_option else t.weight
                 for t in self.loss_terms}
 
+    def metric_unit(self, name: str) -> str:
+        """The unit a model output is a mean over, so that the trainer can weight it into the global batch's value:
+        a loss term's own unit; ``<x>_accuracy`` / ``<x>_share`` that of the term ``<x>_loss``; the generator's
+        ``mlm_accuracy`` masked tokens; the discriminator's ``replaced_share`` real tokens; else samples."""
+        units = {t.name: t.unit for t in self.loss_terms}
+        prefix = name.rsplit("_", 1)[0]
+        return units.get(name) or units.get(f"{prefix}_loss") or METRIC_UNITS.get(name, "samples")
+
     def shape_fields(self) -> tuple[str, ...]:
         return tuple(o.field for o in self.options.values() if o.shape)
 
+
+# metrics whose name does not lead to their loss term: the unit each is a mean over
+METRIC_UNITS = {"mlm_accuracy": "masked", "replaced_share": "tokens"}
 
 _FAMILIES: dict[str, Family] = {}
 

@@ -141,6 +141,12 @@ class FastEncoder:
             raise UserError(f"{directory}: cannot read the tokenizer files ({error})") from None
         return cls(directory, meta, vocab, num_workers)
 
+    @property
+    def max_line_bytes(self) -> int | None:
+        """The longest text its word segmenter takes at once (longer ones it cuts, see
+        ``segmenters.base.split_long_text``); None without a segmenter or a limit."""
+        return getattr(self._segmenter, "max_input_bytes", None)
+
     def __reduce__(self):
         return (FastEncoder.from_pretrained, (str(self.tokenizer_dir), 1))
 

@@ -68,9 +68,11 @@ def _segment_lines(texts: list[str]) -> list[str]:
     return _worker_segmenter.lines_batch(texts)
 
 
-def _segmented_chunks(segmenter: WordSegmenter, chunks: Iterable[list[str]], num_workers: int) -> Iterator[list[str]]:
+def _segmented_chunks(segmenter: WordSegmenter, chunks: Iterable[list[str]], num_workers: int,
+                      position=None) -> Iterator[list[str]]:
     """Each chunk's texts as words joined by single spaces, chunk by chunk, in order; in ``num_workers`` forked
-    processes (they start from this process's segmenter) when more than one."""
+    processes (they start from this process's segmenter) when more than one. ``position``: where reading had got
+    to (a ``corpus.CorpusPosition``), named if a worker dies."""
     if num_workers == 1:
         yield from (segmenter.lines_batch(chunk) for chunk in chunks)
         return
@@ -78,7 +80,8 @@ def _segmented_chunks(segmenter: WordSegmenter, chunks: Iterable[list[str]], num
     try:
         yield from ordered_map(pool, _segment_lines, chunks, 2 * num_workers + 2)
     except BrokenProcessPool as error:
-        raise worker_died(error, "pre-tokenizing the corpus", "pre-tokenizing", num_workers, "--num_files") from None
+        raise worker_died(error, f"pre-tokenizing {position or 'the corpus'}", "pre-tokenizing", num_workers,
+                          "--num_files") from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -91,23 +94,25 @@ def _pretokenize(files, segmenter: WordSegmenter | None, trainer: SubwordTrainer
     Chunks of lines go to ``num_workers`` processes and come back in order, so the file (and the tokenizer
     trained on it) is the same for any number of workers. Returns (non-blank lines, their characters).
     """
-    from ..data.corpus import iter_chunks
+    from ..data.corpus import CorpusPosition, iter_chunks
 
     compressed = any(f.name.endswith(".gz") for f in files)
     total_bytes = None if compressed else sum(f.stat().st_size for f in files)
     chunk_bytes: deque = deque()  # input size of each chunk in flight, for the progress bar
     lines = chars = 0
+    position = CorpusPosition()
 
     def chunks():
         nonlocal chars
-        for sentences, _ in iter_chunks(files, chunk_chars=1 << 18):
+        for sentences, _ in iter_chunks(files, chunk_chars=1 << 18, position=position,
+                                        long_line_bytes=getattr(segmenter, "max_input_bytes", None)):
             chars += sum(map(len, sentences))
             chunk_bytes.append(sum(len(s.encode("utf-8")) + 1 for s in sentences))
             yield sentences
 
     desc = f"pre-tokenize ({segmenter.name})" if segmenter is not None else "pre-tokenize"
     unsegmented = Verbatim() if trainer.verbatim else Unsegmented()
-    segmented_chunks = _segmented_chunks(segmenter or unsegmented, chunks(), max(1, num_workers))
+    segmented_chunks = _segmented_chunks(segmenter or unsegmented, chunks(), max(1, num_workers), position)
     try:
         with open(out_path, "w", encoding="utf-8") as out, \
                 progress(total=total_bytes, desc=desc, unit="B", unit_scale=True) as bar:

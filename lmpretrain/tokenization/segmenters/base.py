@@ -8,10 +8,64 @@ is pickled into a worker process, so a worker never receives a library's handle.
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
 from ..normalization import nfkc
+
+SENTENCE_ENDS = "。！？!?."
+_SENTENCE_END = re.compile(r"[。！？!?]|\.(?!\d)")  # a full stop, not a decimal point (12.5)
+_SPACES = " \t\u3000"
+_SCRIPT_LOOKBACK = 256  # characters searched back for a change of script before a hard cut
+
+
+def split_long_text(text: str, max_bytes: int) -> list[str]:
+    """``text`` cut into pieces of at most ``max_bytes`` UTF-8 bytes that concatenate back to it: after the last
+    sentence end (``。！？!?``, or ``.`` not followed by a digit) of each window, else before its last whitespace,
+    else at its last change of script (kana / kanji / Latin and digits / other) near the window's end, else at the
+    window's end. A window is ``max_bytes // 4`` characters, which no UTF-8 text exceeds in bytes. A text within
+    the limit is one piece."""
+    if len(text) * 4 <= max_bytes or len(text.encode("utf-8")) <= max_bytes:
+        return [text]
+    window = max(1, max_bytes // 4)
+    pieces, start = [], 0
+    while len(text) - start > window:
+        end = start + window
+        part = text[start:end]
+        cut = 0
+        for match in _SENTENCE_END.finditer(text, start, end + 1):  # one character more: what follows a "."
+            if match.start() < end:
+                cut = match.end() - start  # after the sentence end
+        if cut <= 0:
+            cut = max(part.rfind(c) for c in _SPACES)  # before the whitespace (it belongs to no word)
+        if cut <= 0:
+            cut = _script_change(part)
+        if cut <= 0:
+            cut = window
+        pieces.append(text[start:start + cut])
+        start += cut
+    pieces.append(text[start:])
+    return pieces
+
+
+def _script(char: str) -> str:
+    if "\u3040" <= char <= "\u309f":
+        return "hiragana"
+    if "\u30a0" <= char <= "\u30ff":
+        return "katakana"
+    if char.isalnum():
+        return "latin" if char.isascii() else unicodedata.name(char, "?").split(" ")[0]
+    return "other"
+
+
+def _script_change(part: str) -> int:
+    """The last index ``i`` near the end of ``part`` where ``part[i - 1]`` and ``part[i]`` are of different scripts."""
+    for i in range(len(part) - 1, max(0, len(part) - _SCRIPT_LOOKBACK), -1):
+        if _script(part[i - 1]) != _script(part[i]):
+            return i
+    return 0
 
 
 class WordSegmenter(ABC):
@@ -19,6 +73,9 @@ class WordSegmenter(ABC):
 
     name: ClassVar[str]
     """The registry name, recorded in the tokenizer dir."""
+    max_input_bytes: ClassVar[int | None] = None
+    """The longest text (UTF-8 bytes, after NFKC) the library segments safely; longer ones are cut by
+    :func:`split_long_text` and their words joined (None: no limit)."""
 
     def __init__(self, **options):
         self.options = options

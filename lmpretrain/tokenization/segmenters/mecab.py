@@ -7,6 +7,11 @@ same arguments, so the words are identical, but ask MeCab for its ``-Owakati`` o
 by spaces) in one call per line and ``str.split()`` it, which gives exactly those pieces without a
 Python object per MeCab node.
 
+A line longer than ``max_input_bytes`` (1 MiB) is cut by ``base.split_long_text`` (at sentence ends) and its
+pieces parsed one by one: fugashi 1.x / MeCab 0.996 crash the process (SIGSEGV) on one parse of about 8 MB
+(measured: 8.67 MB of Japanese with punctuation parses, 8.72 MB does not; 8.1 MB without punctuation does not), and
+transformers' tokenizer, which passes the whole text to MeCab, crashes there too.
+
 One difference between the two fugashi calls is compensated: the node API reads the text as a C string
 (it ends at the first NUL character) while ``parse`` reads it whole, so the text is cut at a NUL first.
 
@@ -21,7 +26,7 @@ import os
 
 from ...errors import UserError
 from ..normalization import nfkc
-from .base import WordSegmenter
+from .base import WordSegmenter, split_long_text
 
 DICTIONARIES = ("ipadic", "unidic_lite", "unidic")
 _PACKAGES = {"ipadic": "ipadic", "unidic_lite": "unidic-lite", "unidic": "unidic"}  # distribution names
@@ -96,6 +101,7 @@ class MecabSegmenter(WordSegmenter):
     """NFKC + MeCab words of a line, through the tagger transformers' ``MecabTokenizer`` builds."""
 
     name = "mecab"
+    max_input_bytes = 1 << 20
 
     def __init__(self, mecab_dic_type: str = "ipadic", mecab_option: str | None = None):
         super().__init__(mecab_dic_type=mecab_dic_type, mecab_option=mecab_option)
@@ -111,16 +117,18 @@ class MecabSegmenter(WordSegmenter):
                             f"{_mecab_error(error)}") from None
 
     def wakati(self, text: str) -> str:
-        text = nfkc(text)
-        if "\x00" in text:
-            text = text[:text.index("\x00")]
-        return self._parse(text)
+        return self.wakati_batch([text])[0]
 
     def wakati_batch(self, texts: list[str]) -> list[str]:
         """``wakati`` of each text, in one tight loop (the encoder's hot path)."""
-        parse = self._parse
+        parse, limit = self._parse, self.max_input_bytes // 4  # no text of fewer characters can be too long
         normalized = [nfkc(t) for t in texts]
-        return [parse(t) if "\x00" not in t else parse(t[:t.index("\x00")]) for t in normalized]
+        return [parse(t) if len(t) <= limit and "\x00" not in t else self._parse_long(t) for t in normalized]
+
+    def _parse_long(self, text: str) -> str:
+        if "\x00" in text:
+            text = text[:text.index("\x00")]
+        return " ".join(self._parse(piece) for piece in split_long_text(text, self.max_input_bytes))
 
     def dictionary_info(self) -> dict:
         return dictionary_info(self.dic)

@@ -7,7 +7,8 @@ the split mode (and ``projection``, None: the dictionary's configured surface) a
 We build the same dictionary and tokenizer from the same arguments and join the surfaces by spaces, so ``str.split()``
 gives exactly those pieces. Sudachi's own input normalization only guides its analysis: surfaces are the input's
 characters. Subsetting the dictionary's fields (``fields=``) would be faster but changes the segmentation (numbers
-are joined by a plugin that reads them), so it is not used.
+are joined by a plugin that reads them), so it is not used. A line over sudachipy's 49,149-byte limit is cut by
+``base.split_long_text`` and its pieces segmented one by one.
 
 Everything that knows Sudachi lives here: its split modes, dictionaries and their packages, the option checks and
 their messages, and the ``tokenizer_config.json`` entries (``word_tokenizer_type="sudachi"``, ``sudachi_kwargs``).
@@ -21,7 +22,7 @@ from importlib.util import find_spec
 
 from ...errors import UserError
 from ..normalization import nfkc
-from .base import WordSegmenter
+from .base import WordSegmenter, split_long_text
 
 SPLIT_MODES = ("A", "B", "C")
 DICTIONARIES = ("core", "small", "full")  # sudachipy's dict names; each is the package sudachidict_<name>
@@ -44,6 +45,7 @@ class SudachiSegmenter(WordSegmenter):
     """NFKC + Sudachi words of a line, through the tokenizer transformers' ``SudachiTokenizer`` creates."""
 
     name = "sudachi"
+    max_input_bytes = MAX_INPUT_BYTES
 
     def __init__(self, sudachi_split_mode: str = "A", sudachi_dict_type: str = "core"):
         super().__init__(sudachi_split_mode=sudachi_split_mode, sudachi_dict_type=sudachi_dict_type)
@@ -83,8 +85,10 @@ class SudachiSegmenter(WordSegmenter):
         return " ".join([m.surface() for m in morphemes])
 
     def wakati_batch(self, texts: list[str]) -> list[str]:
-        surfaces = self._surfaces
-        return [surfaces(nfkc(t)) for t in texts]
+        surfaces, limit = self._surfaces, MAX_INPUT_BYTES // 4
+        normalized = [nfkc(t) for t in texts]
+        return [surfaces(t) if len(t) <= limit else
+                " ".join(surfaces(piece) for piece in split_long_text(t, MAX_INPUT_BYTES)) for t in normalized]
 
     def dictionary_info(self) -> dict:
         package = _package(self.dict_type)
