@@ -99,7 +99,7 @@ def test_creating_the_pipeline_leaves_the_global_rng_alone(sample_corpus, tiny_t
         run.encoder.close()
 
 
-TIMINGS = ("train/tokens_per_second", "train/data_wait_fraction")
+TIMINGS = ("train/tokens_per_second", "train/data_wait_fraction", "train/tflops_per_device", "train/mfu")
 
 
 def _log(model_dir):

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from ..config import ModelParams
 from ..errors import LOAD_ERRORS, UserError
+from .flops import BatchShape, train_flops
 from .registry import get_family, usable_positions
 from .vocab_adapt import VocabPlan, adapt_model, train_rows_only
 
@@ -64,6 +65,10 @@ class PretrainingModel(torch.nn.Module):
 
     def hf_models(self) -> dict[str, torch.nn.Module]:
         raise NotImplementedError
+
+    def train_flops(self, shape: BatchShape) -> int:
+        """FLOPs of a forward and backward pass over a micro-batch of this shape (:mod:`.flops`)."""
+        return train_flops(self, shape)
 
     def save_pretrained(self, path: str | Path) -> None:
         """Each part as a complete HF model dir, in the folder its family declares."""

@@ -8,6 +8,7 @@ from transformers import BertConfig, BertForPreTraining, RobertaConfig, RobertaF
 
 from ..config import ModelParams
 from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss
+from .flops import BatchShape, linear, mlm_head_flops, stack_flops
 from .registry import Family, LossTerm, Part
 
 ROBERTA_POSITION_OFFSET = 2  # RoBERTa numbers positions from padding_idx + 1
@@ -74,15 +75,30 @@ class RobertaPretraining(PretrainingModel):
         return {"mlm_loss": loss, "mlm_accuracy": accuracy}
 
 
+def bert_flops(model: BertPretraining, shape: BatchShape) -> int:
+    """Encoder, the MLM head on the masked positions, the pooler and the NSP classifier on each sequence."""
+    config = model.model.config
+    hidden = config.hidden_size
+    return (stack_flops(config, shape) + mlm_head_flops(config, shape.masked)
+            + linear(shape.sequences, hidden, hidden) + linear(shape.sequences, hidden, 2))
+
+
+def encoder_mlm_flops(model, shape: BatchShape) -> int:
+    """Encoder and the MLM head on the masked positions (RoBERTa, DeBERTa-v2)."""
+    config = model.model.config
+    return stack_flops(config, shape) + mlm_head_flops(config, shape.masked)
+
+
 BERT = Family(
     name="bert", display="BERT", model=BertPretraining,
     parts=(Part("model", "BertForPreTraining", role="pretraining"),),
     loss_terms=(LossTerm("mlm_loss", "masked"), LossTerm("nsp_loss", "samples")),
-    layout="sentence_pairs", collator="mlm", hf_model_types=("bert",), hf_shape=ENCODER_SHAPE)
+    layout="sentence_pairs", collator="mlm", hf_model_types=("bert",), hf_shape=ENCODER_SHAPE,
+    forward_flops=bert_flops)
 
 ROBERTA = Family(
     name="roberta", display="RoBERTa", model=RobertaPretraining,
     parts=(Part("model", "RobertaForMaskedLM", role="masked_lm"),),
     loss_terms=(LossTerm("mlm_loss", "masked"),),
     layout="packed_sentences", collator="mlm", hf_model_types=("roberta", "xlm-roberta"), hf_shape=ENCODER_SHAPE,
-    position_offset=ROBERTA_POSITION_OFFSET)
+    position_offset=ROBERTA_POSITION_OFFSET, forward_flops=encoder_mlm_flops)

@@ -20,6 +20,7 @@ from ..config import ModelParams
 from ..rng import uniform
 from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss
 from .bert import ENCODER_SHAPE
+from .flops import BatchShape, linear, stack_flops
 from .registry import Family, LossTerm, Option, Part
 
 _SAMPLING_STREAM = 101
@@ -113,6 +114,21 @@ class ElectraPretraining(PretrainingModel):
                 **replaced_token_loss(disc_logits, is_replaced, attention_mask)}
 
 
+def electra_flops(model: ElectraPretraining, shape: BatchShape) -> int:
+    """Generator and discriminator on the whole batch (each with its embedding projection when the embedding is
+    narrower), the generator's head on the masked positions, the discriminator's on every position."""
+    generator, discriminator = model.generator.config, model.discriminator.config
+    embedding, hidden = discriminator.embedding_size, discriminator.hidden_size
+    total = 0
+    for config in (generator, discriminator):
+        if config.embedding_size != config.hidden_size:
+            total += linear(shape.positions, config.embedding_size, config.hidden_size)
+        total += stack_flops(config, shape)
+    total += linear(shape.masked, generator.hidden_size, embedding)
+    total += linear(shape.masked, embedding, generator.vocab_size)
+    return total + linear(shape.positions, hidden, hidden) + linear(shape.positions, hidden, 1)
+
+
 def _generator_problems(model_type: str, values: dict) -> list[str]:
     scale = values["generator_size"]
     generator_hidden, generator_heads = values["hidden_size"] * scale, values["attention_heads"] * scale
@@ -138,4 +154,4 @@ ELECTRA = Family(
         "discriminator-weight": Option("discriminator_weight", "pos_float", 50.0),
     },
     defaults={"mask_token_prob": 0.85, "random_token_prob": 0.0},
-    check=_generator_problems, part_configs=electra_configs)
+    check=_generator_problems, part_configs=electra_configs, forward_flops=electra_flops)
