@@ -31,6 +31,8 @@ and a WordPiece vocabulary trained on them (no word segmenter), so the benchmark
 from __future__ import annotations
 
 import argparse
+import copy
+import gc
 import inspect
 import json
 import os
@@ -124,8 +126,11 @@ def ours(args, case: Case, tokenizer: Path, work: Path, tokens: list[float], *, 
 
 
 def reset_memory(device: str | None) -> None:
+    """Free what the last run left (compiled graphs included) and restart the peak-memory count."""
     import torch
 
+    gc.collect()
+    torch._dynamo.reset()
     if torch.cuda.is_available() and device != "cpu":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -172,7 +177,7 @@ def hf_trainer(args, case: Case, batches, model, params, work: Path, *, compiled
 
     if model.family.extractable:  # generator + discriminator: no transformers class trains them together
         return None
-    hf_model = next(iter(model.hf_models().values()))
+    hf_model = copy.deepcopy(next(iter(model.hf_models().values())))  # each mode starts from the same weights
     accepted = set(inspect.signature(hf_model.forward).parameters)
     steps = [{k: v for k, v in b.items() if k in accepted} for b in batches]
     cuda = torch.cuda.is_available() and args.device != "cpu"
@@ -211,6 +216,8 @@ def hf_trainer(args, case: Case, batches, model, params, work: Path, *, compiled
                       callbacks=[timer])
     trainer.train()
     memory = peak_memory(args.device)
+    del trainer, hf_model  # nothing of this run stays on the device for the next one
+    reset_memory(args.device)
     timed = slice(args.warmup, None)
     seconds = sum(timer.seconds[timed])
     tokens = sum(float(b["attention_mask"].sum()) for b in batches[timed])
@@ -226,7 +233,8 @@ def step_flops(model, batches) -> float:
     total = 0.0
     for batch in batches:
         units = count_units(batch)
-        shape = BatchShape(*batch["input_ids"].shape, masked=int(units.get("masked", 0)),
+        masked = batch["masked_index"].numel() if "masked_index" in batch else int(units.get("masked", 0))
+        shape = BatchShape(*batch["input_ids"].shape, masked=masked,
                            predicted=int(units.get("next_tokens", 0)))
         total += model.train_flops(shape)
     return total

@@ -25,13 +25,21 @@ class RunData:
         return f"{len(self.train_dataset)} training and {evals} eval instances per epoch"
 
 
-def make_collator(params, encoder, *, seed: int, whole_word: bool):
-    """The collator the preset's family trains with (its registry declaration says which)."""
+MASKED_INDEX_BUCKET = 64  # masked_index grows in steps of this: a few shapes per run under torch.compile
+
+
+def make_collator(params, encoder, *, seed: int, whole_word: bool, fixed_shapes: bool = False,
+                  gather_masked: bool = False):
+    """The collator the preset's family trains with (its registry declaration says which). ``fixed_shapes``: pad
+    every batch to the sequence length (torch.compile); ``gather_masked``: give the masked positions as an index list
+    of a host-known size (see ``MaskingConfig.masked_index_bucket``; on a GPU, and with compile)."""
+    pad_to_length = params.sequence_length if fixed_shapes else None
     if get_family(params.family).collator == "causal":
-        return CausalLMCollator(pad_token_id=encoder.pad_token_id)
+        return CausalLMCollator(pad_token_id=encoder.pad_token_id, pad_to_length=pad_to_length)
     config = MaskingConfig(mlm_probability=params.mlm_probability, mask_token_prob=params.mask_token_prob,
                            random_token_prob=params.random_token_prob,
-                           whole_word=whole_word, span=params.span_masking)
+                           whole_word=whole_word, span=params.span_masking, pad_to_length=pad_to_length,
+                           masked_index_bucket=MASKED_INDEX_BUCKET if gather_masked else None)
     config.validate()
     return MLMCollator(config, vocab_size=encoder.vocab_size, pad_token_id=encoder.pad_token_id,
                        mask_token_id=encoder.mask_token_id,
@@ -66,8 +74,8 @@ def build_run_data(run, layout: Layout) -> RunData:
     if len(train_dataset) < layout.global_batch_size:
         raise UserError(f"the corpus {', '.join(args.input_file)} yields {len(train_dataset)} training instances, "
                         f"fewer than one global batch ({layout.global_batch_size}); add text or lower batch-size")
-    whole_word = config.whole_word_mask
+    shapes = dict(whole_word=config.whole_word_mask, fixed_shapes=args.compile,
+                  gather_masked=args.compile or layout.device.type == "cuda")
     return RunData(train_dataset=train_dataset, eval_dataset=eval_dataset,
-                   collator=make_collator(params, encoder, seed=args.seed, whole_word=whole_word),
-                   eval_collator=make_collator(params, encoder, seed=args.seed + EVAL_SEED_OFFSET,
-                                               whole_word=whole_word))
+                   collator=make_collator(params, encoder, seed=args.seed, **shapes),
+                   eval_collator=make_collator(params, encoder, seed=args.seed + EVAL_SEED_OFFSET, **shapes))

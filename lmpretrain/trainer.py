@@ -270,7 +270,7 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
     with _Preemption() as preemption, contextlib.closing(writer), contextlib.closing(bar), batches:
         while counters.step < config.train_steps:
             # --- batch: this process's share of the global batch, as micro-batches (built ahead) -------------
-            waited = time.perf_counter()
+            waited = step_started = time.perf_counter()
             micro = batches.next_step()
             waited = time.perf_counter() - waited
             local = [units for _, units in micro]
@@ -304,6 +304,9 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
             read = torch.stack([v.to(norm.device) for v in values]).tolist()
             global_loss, preempt_now, grad_norm = read[0], read[1] > 0, read[2]
             step_tokens = read[3] if len(read) > 3 else step_tokens
+            if args.compile and window.steps == 0 and not window.total["elapsed"]:  # the first step of this process
+                logger.info("step %d took %.1f s (torch.compile compiled the model in it)", counters.step + 1,
+                            time.perf_counter() - step_started)
             stepped = precision.apply(state.optimizer, grad_norm=grad_norm, loss_finite=math.isfinite(global_loss))
             state.optimizer.zero_grad(set_to_none=True)
             state.scheduler.step()
@@ -385,8 +388,8 @@ def _wrap(model: torch.nn.Module, layout: Layout, *, compile_model: bool) -> tor
 def _batch_shape(batch: dict[str, torch.Tensor], units: dict[str, float]) -> BatchShape:
     """What the micro-batch's FLOPs depend on, from its shape and its unit counts (host values)."""
     sequences, length = batch["input_ids"].shape
-    return BatchShape(sequences, length, masked=int(units.get("masked", 0)),
-                      predicted=int(units.get("next_tokens", 0)))
+    masked = batch["masked_index"].numel() if "masked_index" in batch else int(units.get("masked", 0))
+    return BatchShape(sequences, length, masked=masked, predicted=int(units.get("next_tokens", 0)))
 
 
 def _global_units(local: list[dict[str, float]], device: torch.device) -> dict:

@@ -36,13 +36,25 @@ class BuildSpec:
     :mod:`.vocab_adapt`); also given when resuming, for the rows ``flozen-layers`` leaves trainable."""
 
 
+def masked_rows(hidden: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The hidden states at the masked positions and their labels: gathered by the collator's ``masked_index``
+    (a host-known size, padding rows labelled -100) where it gives one, else selected by a boolean mask (whose
+    data-dependent size makes the device report the count back: a sync)."""
+    if "masked_index" in batch:
+        return hidden.flatten(0, 1).index_select(0, batch["masked_index"]), batch["masked_labels"]
+    masked = batch["labels"] != -100
+    return hidden[masked], batch["labels"][masked]
+
+
 def masked_lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy (in fp32) and accuracy over the given (already selected) positions."""
+    """Mean cross-entropy (in fp32) and accuracy over the given (already selected) positions; targets of -100
+    (``masked_rows``' padding) count in neither."""
     if targets.numel() == 0:
         nan = logits.new_tensor(float("nan"), dtype=torch.float32)
         return nan, nan
-    loss = F.cross_entropy(logits.float(), targets)
-    accuracy = (logits.detach().argmax(-1) == targets).float().mean()
+    loss = F.cross_entropy(logits.float(), targets)  # ignore_index -100: the mean over the real rows
+    real = targets != -100
+    accuracy = ((logits.detach().argmax(-1) == targets) & real).sum() / real.sum()
     return loss, accuracy
 
 

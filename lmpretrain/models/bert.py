@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from transformers import BertConfig, BertForPreTraining, RobertaConfig, RobertaForMaskedLM
 
 from ..config import ModelParams
-from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss
+from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss, masked_rows
 from .flops import BatchShape, linear, mlm_head_flops, stack_flops
 from .registry import Family, LossTerm, Part
 
@@ -41,9 +41,8 @@ class BertPretraining(PretrainingModel):
         # The MLM head runs on the masked positions only: the full [B, L, V] logits are never built.
         hidden, pooled = self.model.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                          token_type_ids=batch.get("token_type_ids"), return_dict=False)[:2]
-        masked = batch["labels"] != -100
-        mlm_logits = self.model.cls.predictions(hidden[masked])
-        mlm_loss, mlm_accuracy = masked_lm_loss(mlm_logits, batch["labels"][masked])
+        rows, targets = masked_rows(hidden, batch)
+        mlm_loss, mlm_accuracy = masked_lm_loss(self.model.cls.predictions(rows), targets)
         out = {"mlm_loss": mlm_loss, "mlm_accuracy": mlm_accuracy}
         if "next_sentence_label" in batch:
             nsp_logits = self.model.cls.seq_relationship(pooled)
@@ -69,9 +68,8 @@ class RobertaPretraining(PretrainingModel):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         hidden = self.model.roberta(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                     return_dict=False)[0]
-        masked = batch["labels"] != -100
-        logits = self.model.lm_head(hidden[masked])
-        loss, accuracy = masked_lm_loss(logits, batch["labels"][masked])
+        rows, targets = masked_rows(hidden, batch)
+        loss, accuracy = masked_lm_loss(self.model.lm_head(rows), targets)
         return {"mlm_loss": loss, "mlm_accuracy": accuracy}
 
 

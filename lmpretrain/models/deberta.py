@@ -38,7 +38,7 @@ from transformers.activations import ACT2FN
 from ..config import ModelParams
 from ..errors import UserError
 from ..log import get_logger
-from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss
+from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss, masked_rows
 from .bert import ENCODER_SHAPE
 from .electra import replaced_token_loss, sample_replacements
 from .flops import BatchShape, linear, mlm_head_flops, stack_flops
@@ -111,8 +111,8 @@ class DebertaV2Pretraining(PretrainingModel):
         # The MLM head runs on the masked positions only, as bert.py's: the full [B, L, V] logits are never built.
         hidden = self.model.deberta(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                     return_dict=False)[0]
-        masked = batch["labels"] != -100
-        loss, accuracy = masked_lm_loss(mlm_logits(self.model, hidden[masked]), batch["labels"][masked])
+        rows, targets = masked_rows(hidden, batch)
+        loss, accuracy = masked_lm_loss(mlm_logits(self.model, rows), targets)
         return {"mlm_loss": loss, "mlm_accuracy": accuracy}
 
 
@@ -285,12 +285,14 @@ class DebertaV3Pretraining(PretrainingModel):
         input_ids, attention_mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
         masked = labels != -100
         hidden = self.generator.deberta(input_ids=input_ids, attention_mask=attention_mask, return_dict=False)[0]
-        logits = mlm_logits(self.generator, hidden[masked])
-        generator_loss, generator_accuracy = masked_lm_loss(logits, labels[masked])
+        rows, targets = masked_rows(hidden, batch)
+        logits = mlm_logits(self.generator, rows)
+        generator_loss, generator_accuracy = masked_lm_loss(logits, targets)
 
         original = torch.where(masked, labels, input_ids)
         replaced = input_ids.clone()
-        replaced[masked] = sample_replacements(self.seed, logits.detach(), batch["positions"], masked)
+        real = logits if "masked_index" not in batch else logits[targets != -100]  # gathered real rows come first
+        replaced[masked] = sample_replacements(self.seed, real.detach(), batch["positions"], masked)
         is_replaced = (replaced != original).float()  # 1 = replaced: a sampled token equal to the original is not
         disc_hidden = self.discriminator(input_ids=replaced, attention_mask=attention_mask, return_dict=False)[0]
         disc_logits = self.rtd_head(disc_hidden)

@@ -18,7 +18,7 @@ from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTrainin
 
 from ..config import ModelParams
 from ..rng import uniform
-from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss
+from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss, masked_rows
 from .bert import ENCODER_SHAPE
 from .flops import BatchShape, linear, stack_flops
 from .registry import Family, LossTerm, Option, Part
@@ -101,12 +101,15 @@ class ElectraPretraining(PretrainingModel):
         masked = labels != -100
         hidden = self.generator.electra(input_ids=input_ids, attention_mask=attention_mask,
                                         token_type_ids=token_type_ids, return_dict=False)[0]
-        logits = self.generator.generator_lm_head(self.generator.generator_predictions(hidden[masked]))
-        generator_loss, generator_accuracy = masked_lm_loss(logits, labels[masked])
+        rows, targets = masked_rows(hidden, batch)
+        logits = self.generator.generator_lm_head(self.generator.generator_predictions(rows))
+        generator_loss, generator_accuracy = masked_lm_loss(logits, targets)
 
         original = torch.where(masked, labels, input_ids)
         replaced = input_ids.clone()
-        replaced[masked] = self.sample(logits.detach(), batch["positions"], masked)
+        # the draws go to the real masked rows (gathered ones come first, in the boolean mask's order)
+        real = logits if "masked_index" not in batch else logits[targets != -100]
+        replaced[masked] = self.sample(real.detach(), batch["positions"], masked)
         is_replaced = (replaced != original).float()
         disc_logits = self.discriminator(input_ids=replaced, attention_mask=attention_mask,
                                          token_type_ids=token_type_ids).logits

@@ -16,7 +16,7 @@ import torch
 from transformers import ModernBertConfig, ModernBertForMaskedLM
 
 from ..config import ModelParams
-from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss
+from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss, masked_rows
 from .bert import ENCODER_SHAPE
 from .flops import BatchShape, mlm_head_flops, stack_flops
 from .registry import Family, LossTerm, Option, Part
@@ -70,9 +70,8 @@ class ModernBertPretraining(PretrainingModel):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         hidden = self.model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                   return_dict=False)[0]
-        masked = batch["labels"] != -100
-        logits = self.model.decoder(self.model.head(hidden[masked]))
-        loss, accuracy = masked_lm_loss(logits, batch["labels"][masked])
+        rows, targets = masked_rows(hidden, batch)
+        loss, accuracy = masked_lm_loss(self.model.decoder(self.model.head(rows)), targets)
         return {"mlm_loss": loss, "mlm_accuracy": accuracy}
 
 
