@@ -1,7 +1,7 @@
 """Training throughput on a GPU (issue 15, item 5): our loop against transformers' ``Trainer``, eager and compiled.
 
     python bench/bench_gpu.py [--markdown out.md]                  # a CUDA GPU: the base models below, bf16
-    python bench/bench_gpu.py --smoke                              # a CPU: tiny presets, 4 steps, fp32 (CI runs it)
+    python bench/bench_gpu.py --smoke                              # a CPU: tiny presets, 4 steps, fp32, 1 thread
     python bench/bench_gpu.py --only bert-base@128 gpt2-small@1024 --steps 30 --modes eager compiled
 
 Cases (``preset@sequence-length``, per-device batch): BERT-base, RoBERTa-base and ELECTRA-base at 128 (batch 128) and
@@ -280,6 +280,8 @@ def main() -> None:
     from lmpretrain.throughput import device_peak_tflops
 
     setup_logging()
+    if args.smoke:  # tiny models on a (shared) CPU: a second thread per op mostly adds contention
+        torch.set_num_threads(1)
     args.steps = args.steps or (3 if args.smoke else 20)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.smoke else 5)
     modes = args.modes or (["eager"] if args.smoke else ["eager", "compiled"])
