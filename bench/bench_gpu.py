@@ -234,8 +234,8 @@ def step_flops(model, batches) -> float:
     for batch in batches:
         units = count_units(batch)
         masked = batch["masked_index"].numel() if "masked_index" in batch else int(units.get("masked", 0))
-        shape = BatchShape(*batch["input_ids"].shape, masked=masked,
-                           predicted=int(units.get("next_tokens", 0)))
+        predicted = batch["predicted_index"].numel() if "predicted_index" in batch else int(units["next_tokens"])
+        shape = BatchShape(*batch["input_ids"].shape, masked=masked, predicted=predicted)
         total += model.train_flops(shape)
     return total
 
@@ -330,7 +330,8 @@ def main() -> None:
              f"Command: `{command}`  ",
              f"Machine: {machine()}; device {name}; torch on {torch.get_num_threads()} threads  ",
              f"Steps: {args.steps} timed after {args.warmup} untimed; same batches, same initial weights; MFU against "
-             f"{peak_source}; model FLOPs from lmpretrain.models.flops for both; wall "
+             f"{peak_source if peak else f'no peak ({peak_source}; --peak_tflops gives one)'}; model FLOPs from "
+             "lmpretrain.models.flops for both; wall "
              f"{time.perf_counter() - started:.0f} s.", "",
              "| case | mode | batch | ours tokens/s | ours seq/s | ours TFLOPS | ours MFU | ours peak GiB | "
              "first step s | Trainer tokens/s | Trainer seq/s | Trainer MFU | Trainer peak GiB | ours / Trainer |",

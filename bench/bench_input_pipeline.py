@@ -103,7 +103,8 @@ def layouts_main(args) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-layouts-") as tmp:
         work = Path(tmp)
         shape = {k: v for k, v in PRESET.items() if k != "whole-word-mask"}
-        presets = {f"{family}-pipeline": {**shape, **({"embedding-size": 16, "generator-size": "1/1"} if family == "electra" else {})}
+        electra = {"embedding-size": 16, "generator-size": "1/1"}  # a generator the 1-head shape divides into
+        presets = {f"{family}-pipeline": {**shape, **(electra if family == "electra" else {})}
                    for family in LAYOUT_FAMILIES.values()}
         (work / "parameter.json").write_text(json.dumps(presets))
         spec = TokenizerSpec(mecab_dic_type="ipadic", tokenizer_type="wordpiece", vocab_size=1500, min_frequency=2,

@@ -35,7 +35,8 @@ def make_collator(params, encoder, *, seed: int, whole_word: bool, fixed_shapes:
     of a host-known size (see ``MaskingConfig.masked_index_bucket``; on a GPU, and with compile)."""
     pad_to_length = params.sequence_length if fixed_shapes else None
     if get_family(params.family).collator == "causal":
-        return CausalLMCollator(pad_token_id=encoder.pad_token_id, pad_to_length=pad_to_length)
+        return CausalLMCollator(pad_token_id=encoder.pad_token_id, pad_to_length=pad_to_length,
+                                predicted_index_bucket=MASKED_INDEX_BUCKET if gather_masked else None)
     config = MaskingConfig(mlm_probability=params.mlm_probability, mask_token_prob=params.mask_token_prob,
                            random_token_prob=params.random_token_prob,
                            whole_word=whole_word, span=params.span_masking, pad_to_length=pad_to_length,

@@ -318,10 +318,14 @@ def _take_words_in_order(word_count: torch.Tensor, order: torch.Tensor, budget: 
 class CausalLMCollator:
     """Pads instances for a causal LM; labels are the inputs (transformers shifts them), -100 on padding."""
 
-    def __init__(self, *, pad_token_id: int, pad_to_multiple_of: int | None = 8, pad_to_length: int | None = None):
+    def __init__(self, *, pad_token_id: int, pad_to_multiple_of: int | None = 8, pad_to_length: int | None = None,
+                 predicted_index_bucket: int | None = None):
         self.pad_token_id = pad_token_id
         self.pad_to_multiple_of = pad_to_multiple_of
         self.pad_to_length = pad_to_length
+        self.predicted_index_bucket = predicted_index_bucket
+        """Also give ``predicted_index`` / ``predicted_labels``: the positions with a next token, as flat indices into
+        [B x (L - 1)] and their next tokens, padded as ``MaskingConfig.masked_index_bucket`` pads."""
 
     def __call__(self, instances: list[dict]) -> dict[str, torch.Tensor]:
         batch = pad_instances(instances, self.pad_token_id, self.pad_to_multiple_of, self.pad_to_length)
@@ -329,4 +333,7 @@ class CausalLMCollator:
         batch.pop("token_type_ids", None)
         batch.pop("next_sentence_label", None)
         batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        if self.predicted_index_bucket:
+            batch["predicted_index"], batch["predicted_labels"] = masked_index(batch["labels"][:, 1:],
+                                                                               self.predicted_index_bucket)
         return batch

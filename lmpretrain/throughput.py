@@ -38,11 +38,11 @@ def device_peak_tflops(device: torch.device, given: float | None = None) -> tupl
     if given is not None:
         return given, f"{given:g} TFLOPS (--peak_tflops)"
     if device.type != "cuda":
-        return None, f"unknown on {device.type} (give --peak_tflops to log train/mfu)"
+        return None, f"none known for a {device.type}"
     name = torch.cuda.get_device_name(device)
     peak = known_peak_tflops(name)
     if peak is None:
-        return None, f"unknown for {name} (give --peak_tflops to log train/mfu)"
+        return None, f"none known for {name}"
     return peak, f"{peak:g} TFLOPS ({name}, dense bf16/fp16)"
 
 

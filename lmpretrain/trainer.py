@@ -251,7 +251,8 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
     bar = progress(total=config.train_steps, initial=counters.step, desc="train", unit="step")
     peak, peak_source = device_peak_tflops(layout.device, args.peak_tflops)
     logger.info("MFU against a peak of %s", peak_source) if peak else \
-        logger.info("train/mfu not logged: the device's peak is %s; train/tflops_per_device is", peak_source)
+        logger.info("train/mfu not logged: %s; give --peak_tflops to log it (train/tflops_per_device is logged)",
+                    peak_source)
     window = _Window(peak)
     last_eval, started, preempted = first_eval, time.perf_counter(), False
     steps_left = max(0, config.train_steps - counters.step)
@@ -389,7 +390,8 @@ def _batch_shape(batch: dict[str, torch.Tensor], units: dict[str, float]) -> Bat
     """What the micro-batch's FLOPs depend on, from its shape and its unit counts (host values)."""
     sequences, length = batch["input_ids"].shape
     masked = batch["masked_index"].numel() if "masked_index" in batch else int(units.get("masked", 0))
-    return BatchShape(sequences, length, masked=masked, predicted=int(units.get("next_tokens", 0)))
+    predicted = batch["predicted_index"].numel() if "predicted_index" in batch else int(units.get("next_tokens", 0))
+    return BatchShape(sequences, length, masked=masked, predicted=predicted)
 
 
 def _global_units(local: list[dict[str, float]], device: torch.device) -> dict:

@@ -211,10 +211,13 @@ def test_no_host_synchronisation_from_the_backbone_on(sample_corpus, tiny_tokeni
     transformers backbone (whose own attention-mask preparation is transformers' business) to the clip."""
     _train_strictly(sample_corpus, tiny_tokenizer_dir, parameter_file, tmp_path, monkeypatch, "bert-test",
                     from_backbone=True)
+    # a causal LM: its head on the positions with a next token, gathered the same way
+    _train_strictly(sample_corpus, tiny_tokenizer_dir, parameter_file, tmp_path / "gpt", monkeypatch, "gpt-test",
+                    from_backbone=True, micro_batches=4)
 
 
 def _train_strictly(sample_corpus, tiny_tokenizer_dir, parameter_file, tmp_path, monkeypatch, model_type,
-                    from_backbone=False):
+                    from_backbone=False, micro_batches=12):
     from lmpretrain import trainer
 
     original_loss, original_wrap, make = trainer.weighted_loss, trainer._wrap, trainer.make_precision
@@ -260,4 +263,4 @@ def _train_strictly(sample_corpus, tiny_tokenizer_dir, parameter_file, tmp_path,
                         device="cuda", dataloader_workers=1, bf16=True))
     finally:
         torch.cuda.set_sync_debug_mode(0)
-    assert inside["micro_batches"] == 12  # 6 steps x 2 micro-batches
+    assert inside["micro_batches"] == micro_batches  # bert-test: 6 steps x 2 micro-batches

@@ -6,11 +6,9 @@ import pytest
 import torch
 
 from lmpretrain.masking import CausalLMCollator, MaskingConfig, MLMCollator, masked_index
-from lmpretrain.models import family_names, get_family
+from lmpretrain.models import family_names
 from tests.test_flops import a_batch, tiny
 from tests.test_run_pretraining import parameter_file  # noqa: F401  (module fixture)
-
-MLM_FAMILIES = [name for name in family_names() if get_family(name).collator == "mlm"]
 
 
 def test_masked_index_selects_what_the_boolean_mask_selects():
@@ -25,13 +23,17 @@ def test_masked_index_selects_what_the_boolean_mask_selects():
     assert masked_index(torch.full((2, 4), -100), bucket=8)[0].shape == (8,)  # nothing masked: one bucket of padding
 
 
-@pytest.mark.parametrize("name", MLM_FAMILIES)
+@pytest.mark.parametrize("name", family_names())
 def test_the_gathered_path_gives_the_boolean_paths_losses_and_gradients(name):
+    """Masked LMs gather their masked rows, causal LMs their rows with a next token; with padding rows in the index."""
     results = {}
     for gathered in (False, True):
         model = tiny(name)
         batch = a_batch(model.family)
-        if gathered:
+        if gathered and model.family.collator == "causal":
+            batch["predicted_index"], batch["predicted_labels"] = masked_index(batch["labels"][:, 1:], bucket=16)
+            assert batch["predicted_index"].numel() > int((batch["labels"][:, 1:] != -100).sum())
+        elif gathered:
             batch["masked_index"], batch["masked_labels"] = masked_index(batch["labels"], bucket=16)
             assert batch["masked_index"].numel() > int((batch["labels"] != -100).sum())  # padding rows present
         out = model(batch)
@@ -60,8 +62,12 @@ def test_collators_pad_to_a_fixed_length_and_give_the_index():
                         special_token_ids=[2, 3], seed=0)(instances)
     assert plain["input_ids"].shape == (3, 16) and "masked_index" not in plain  # as before: longest, multiple of 8
     assert torch.equal(batch["labels"][:, :16], plain["labels"])  # the same masks whatever the padding
-    causal = CausalLMCollator(pad_token_id=0, pad_to_length=32)(instances)
-    assert causal["input_ids"].shape == (3, 32)
+    causal = CausalLMCollator(pad_token_id=0, pad_to_length=32, predicted_index_bucket=8)(instances)
+    assert causal["input_ids"].shape == (3, 32) and causal["predicted_index"].numel() % 8 == 0
+    real = causal["predicted_labels"] != -100
+    assert int(real.sum()) == 6 + 11 + 8  # each instance's tokens after its first
+    assert torch.equal(causal["labels"][:, 1:].flatten()[causal["predicted_index"][real]],
+                       causal["predicted_labels"][real])
 
 
 def test_a_compiled_runs_batches_have_the_sequence_length_and_the_index(sample_corpus, tiny_tokenizer_dir,

@@ -58,11 +58,17 @@ def masked_lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.T
     return loss, accuracy
 
 
-def next_token_loss(lm_head, hidden: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-    """A causal LM's loss terms: the head runs only on the positions that have a next token to predict."""
-    targets = labels[:, 1:]
-    keep = targets != -100
-    loss, accuracy = masked_lm_loss(lm_head(hidden[:, :-1][keep]), targets[keep])
+def next_token_loss(lm_head, hidden: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A causal LM's loss terms: the head runs only on the positions that have a next token to predict (gathered by
+    the collator's ``predicted_index`` where it gives one, as :func:`masked_rows` does)."""
+    if "predicted_index" in batch:
+        rows = hidden[:, :-1].flatten(0, 1).index_select(0, batch["predicted_index"])
+        targets = batch["predicted_labels"]
+    else:
+        next_tokens = batch["labels"][:, 1:]
+        keep = next_tokens != -100
+        rows, targets = hidden[:, :-1][keep], next_tokens[keep]
+    loss, accuracy = masked_lm_loss(lm_head(rows), targets)
     return {"lm_loss": loss, "lm_accuracy": accuracy}
 
 

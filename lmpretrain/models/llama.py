@@ -43,7 +43,7 @@ class LlamaPretraining(PretrainingModel):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         hidden = self.model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                   return_dict=False)[0]
-        return next_token_loss(self.model.lm_head, hidden, batch["labels"])
+        return next_token_loss(self.model.lm_head, hidden, batch)
 
 
 def llama_flops(model: LlamaPretraining, shape: BatchShape) -> int:
