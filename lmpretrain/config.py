@@ -27,10 +27,23 @@ class ModelParams:
     model_type: str
     family: str
     warmup_steps: int
+    """``warmup-steps``; 0 when the preset gives ``warmup-ratio`` instead (then ``RunConfig.warmup_steps`` decides)."""
     learning_rate: float
     node_batch_sizes: dict[int, int]
     """``batch-size``: node rank -> that node's batch per optimizer step; -1 is the size for unlisted nodes."""
-    train_steps: int
+    train_steps: int | None = None
+    """``train-steps``; exactly one of train-steps, train-epochs and train-tokens is given (the run resolves the
+    other two to steps: ``RunConfig.train_steps``)."""
+    warmup_ratio: float | None = None
+    """``warmup-ratio``: warmup over this share of the resolved train steps (rounded up), instead of warmup-steps."""
+    train_epochs: float | None = None
+    """``train-epochs``: passes over the training instances (a fraction allowed), instead of train-steps."""
+    train_tokens: int | None = None
+    """``train-tokens`` (Megatron's name): a budget of steps x global batch x sequence-length tokens."""
+    lr_schedule: str = "linear"
+    """``lr-schedule``: "linear" (warmup, then linear decay) or "cosine" (warmup, then half a cosine)."""
+    min_lr_ratio: float = 0.0
+    """``min-lr-ratio``: the decay ends at this share of learning-rate (Megatron's min-lr / lr), 0 by default."""
     number_of_layers: int | None = None
     """None only before :func:`resolve_pretrained_shape` fills it from a pretrained model."""
     hidden_size: int | None = None
@@ -108,9 +121,14 @@ KEYS = {
     "ffn-inner-hidden-size": ("ffn_inner_hidden_size", "pos_int"),
     "attention-heads": ("attention_heads", "pos_int"),
     "warmup-steps": ("warmup_steps", "nonneg_int"),
+    "warmup-ratio": ("warmup_ratio", "share"),
     "learning-rate": ("learning_rate", "pos_float"),
     "batch-size": ("node_batch_sizes", "batch"),
     "train-steps": ("train_steps", "pos_int"),
+    "train-epochs": ("train_epochs", "pos_float"),
+    "train-tokens": ("train_tokens", "count"),
+    "lr-schedule": ("lr_schedule", "schedule"),
+    "min-lr-ratio": ("min_lr_ratio", "probability"),
     "save-steps": ("save_steps", "pos_int"),
     "logging-steps": ("logging_steps", "pos_int"),
     "eval-steps": ("eval_steps", "pos_int"),
@@ -145,7 +163,10 @@ KEYS = {
     "fp16-type": ("fp16_type", "fp16_level"),  # the newest original puts these in every preset
     "bf16": ("bf16", "bool"),
 }
-REQUIRED_KEYS = ("warmup-steps", "learning-rate", "batch-size", "train-steps")
+REQUIRED_KEYS = ("learning-rate", "batch-size")
+BUDGET_KEYS = ("train-steps", "train-epochs", "train-tokens")
+"""How long a run trains: exactly one of them (the flags --train_steps / --train_epochs / --train_tokens override)."""
+LR_SCHEDULES = ("linear", "cosine")
 SHAPE_KEYS = ("number-of-layers", "hidden-size", "sequence-length", "ffn-inner-hidden-size", "attention-heads")
 """Required unless the preset continues from a pretrained model, whose config then supplies them."""
 FIELD_KEYS = {name: key for key, (name, _) in KEYS.items() if key in SHAPE_KEYS}
@@ -158,6 +179,14 @@ def _convert(kind: str, value):
         if value not in ("mean", "pieces"):
             raise ValueError(f'expected "mean" or "pieces", got {value!r}')
         return value
+    if kind == "schedule":
+        if value not in LR_SCHEDULES:
+            raise ValueError(f"expected one of {', '.join(map(repr, LR_SCHEDULES))}, got {value!r}")
+        return value
+    if kind == "count":  # a positive integer; 1e9 (a JSON float) is accepted where it is whole
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        return _convert("pos_int", value)
     if kind == "fp16_level":
         if isinstance(value, bool) or value not in (0, 1, 2, 3):
             raise ValueError(f"expected 0 (fp32), 1, 2 or 3 (the Apex levels O1-O3), got {value!r}")
@@ -258,6 +287,18 @@ def parse_preset(model_type: str, preset: dict, where: str, *, family: str | Non
     for key in REQUIRED_KEYS + (() if continued else SHAPE_KEYS):
         if key not in preset:
             problems.append(f"{model_type}.{key}: missing")
+    budget = [key for key in BUDGET_KEYS if key in preset]
+    if not budget:
+        problems.append(f"{model_type}.train-steps: missing (or give train-epochs or train-tokens instead)")
+    elif len(budget) > 1:
+        problems.append(f"{model_type}.{budget[0]}: given together with {', '.join(budget[1:])}; exactly one of "
+                        f"{', '.join(BUDGET_KEYS)} decides how long the run trains")
+    if "warmup-steps" in preset and "warmup-ratio" in preset:
+        problems.append(f"{model_type}.warmup-steps: given together with warmup-ratio; give one of them")
+    elif "warmup-steps" not in preset and "warmup-ratio" not in preset:
+        problems.append(f"{model_type}.warmup-steps: missing (or give warmup-ratio instead)")
+    elif "warmup-ratio" in preset:
+        values["warmup_steps"] = 0
     spellings: dict[str, list[str]] = {}
     for key in preset:
         if key in KEYS:

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from .data import build_or_load_dataset, make_instances, split_eval
 from .distributed import Layout
 from .errors import UserError
+from .fsutil import atomic_write_text
+from .log import get_logger
 from .masking import CausalLMCollator, MaskingConfig, MLMCollator
 from .models import get_family
 
+logger = get_logger(__name__)
+
 EVAL_SEED_OFFSET = 1_000_003  # eval masks are fixed (the same each evaluation), apart from the training stream
+EPOCHS_FILE = "epochs.json"
+"""Beside the cache's manifest: one epoch's tokens, instances and steps, per instance options and global batch."""
 
 
 @dataclass
@@ -19,10 +28,58 @@ class RunData:
     eval_dataset: object | None
     collator: object
     eval_collator: object
+    epoch: dict = field(default_factory=dict)
+    """One epoch of the training split (:func:`epoch_stats`)."""
 
     def describe(self) -> str:
         evals = len(self.eval_dataset) if self.eval_dataset is not None else 0
-        return f"{len(self.train_dataset)} training and {evals} eval instances per epoch"
+        text = f"{len(self.train_dataset)} training and {evals} eval instances per epoch"
+        return f"{text}; {describe_epoch(self.epoch)}" if self.epoch else text
+
+
+def epoch_stats(shards, doc_ids, instances: int, *, global_batch_size: int, sequence_length: int) -> dict:
+    """One epoch of ``instances`` training instances built from the documents ``doc_ids`` (None: all): the
+    documents' tokens (as tokenized, before the layout's special tokens), the instances, and the steps of
+    ``global_batch_size`` that one epoch takes (``train-epochs 1``) with their token budget (``train-tokens``:
+    steps x global batch x sequence-length)."""
+    if doc_ids is None:
+        tokens = shards.num_tokens
+    else:
+        sentence_offsets, doc_offsets = np.asarray(shards.sentence_offsets), np.asarray(shards.document_offsets)
+        docs = np.asarray(doc_ids, dtype=np.int64)
+        tokens = int((sentence_offsets[doc_offsets[docs + 1]] - sentence_offsets[doc_offsets[docs]]).sum())
+    steps = instances // global_batch_size
+    return {"tokens": int(tokens), "instances": int(instances), "global_batch_size": int(global_batch_size),
+            "sequence_length": int(sequence_length), "steps_per_epoch": int(steps),
+            "tokens_per_epoch": int(steps * global_batch_size * sequence_length),
+            "instances_not_reached": int(instances - steps * global_batch_size)}
+
+
+def describe_epoch(epoch: dict) -> str:
+    text = (f"one epoch = {epoch['tokens']} corpus tokens in {epoch['instances']} instances = "
+            f"{epoch['steps_per_epoch']} steps at global batch {epoch['global_batch_size']} (train-tokens "
+            f"{epoch['tokens_per_epoch']} at sequence-length {epoch['sequence_length']})")
+    if epoch["instances_not_reached"]:
+        text += (f"; the last {epoch['instances_not_reached']} instances of an epoch's order are not reached "
+                 f"in one epoch (the batch does not divide them)")
+    return text
+
+
+def record_epoch(shards, key: str, epoch: dict) -> None:
+    """Add one epoch's figures to the cache's metadata (``epochs.json`` beside its manifest), under ``key`` (the
+    options the instances depend on). A cache that cannot be written keeps its metadata as it is (logged)."""
+    path = shards.directory / EPOCHS_FILE
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        recorded = {}
+    if recorded.get(key) == epoch:
+        return
+    recorded[key] = epoch
+    try:
+        atomic_write_text(path, json.dumps(recorded, indent=1, sort_keys=True))
+    except OSError as error:
+        logger.warning("could not record the epoch's figures in %s (%s)", path, error.strerror)
 
 
 MASKED_INDEX_BUCKET = 64  # masked_index grows in steps of this: a few shapes per run under torch.compile
@@ -48,7 +105,8 @@ def make_collator(params, encoder, *, seed: int, whole_word: bool, fixed_shapes:
                        seed=seed)
 
 
-def build_run_data(run, layout: Layout) -> RunData:
+def build_run_data(run, layout: Layout, *, report_batch_size: int | None = None) -> RunData:
+    """``report_batch_size``: the global batch the epoch's steps are counted at (default: this layout's)."""
     args, config, params, encoder = run.args, run.config, run.params, run.encoder
     layout_name = get_family(params.family).layout
     cache_dir = config.cache_dir
@@ -75,8 +133,18 @@ def build_run_data(run, layout: Layout) -> RunData:
     if len(train_dataset) < layout.global_batch_size:
         raise UserError(f"the corpus {', '.join(args.input_file)} yields {len(train_dataset)} training instances, "
                         f"fewer than one global batch ({layout.global_batch_size}); add text or lower batch-size")
+    global_batch = report_batch_size or layout.global_batch_size
+    epoch = epoch_stats(shards, train_docs, len(train_dataset), global_batch_size=global_batch,
+                        sequence_length=params.sequence_length)
+    if layout.rank == 0:
+        held_out = "eval_file" if args.eval_file else f"eval-share {params.eval_share:g}"
+        record_epoch(shards, f"{layout_name} sequence-length {params.sequence_length}, seed {args.seed}, {held_out}, "
+                             f"short-seq-prob {params.short_seq_prob:g}, global batch {global_batch}", epoch)
     shapes = dict(whole_word=config.whole_word_mask, fixed_shapes=args.compile,
                   gather_masked=args.compile or layout.device.type == "cuda")
-    return RunData(train_dataset=train_dataset, eval_dataset=eval_dataset,
+    data = RunData(train_dataset=train_dataset, eval_dataset=eval_dataset,
                    collator=make_collator(params, encoder, seed=args.seed, **shapes),
-                   eval_collator=make_collator(params, encoder, seed=args.seed + EVAL_SEED_OFFSET, **shapes))
+                   eval_collator=make_collator(params, encoder, seed=args.seed + EVAL_SEED_OFFSET, **shapes),
+                   epoch=epoch)
+    logger.info("dataset: %s", data.describe())
+    return data

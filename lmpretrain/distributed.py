@@ -60,6 +60,13 @@ def node_batch_size(node_batch_sizes: dict[int, int], node_rank: int) -> int:
                     f'add "{node_rank}": <batch> or a "-1" default')
 
 
+def preset_global_batch_size(node_batch_sizes: dict[int, int], num_nodes: int = 1) -> int:
+    """The global batch of a preset on ``num_nodes`` nodes, or on every node it lists when those are more (what a
+    dataset build launched alone counts an epoch's steps at)."""
+    nodes = max([num_nodes, *(n + 1 for n in node_batch_sizes if n >= 0)])
+    return sum(node_batch_size(node_batch_sizes, n) for n in range(nodes))
+
+
 def split_node_batch(node_batch: int, local_world_size: int) -> list[int]:
     """Per-process shares of one node's batch: equal parts, the remainder going to the first local ranks."""
     base, remainder = divmod(node_batch, local_world_size)

@@ -155,8 +155,6 @@ def prepare_run(args: TrainArgs) -> PreparedRun:
     if args.do_whole_word_mask and get_family(params.family).collator == "causal":
         raise UserError(f"--do_whole_word_mask applies to masked LMs, not to the causal LM family "
                         f"({get_family(params.family).display})")
-    if args.train_steps is not None and args.train_steps <= 0:
-        raise UserError(f"--train_steps must be positive (got {args.train_steps})")
     if args.peak_tflops is not None and not (args.peak_tflops > 0 and math.isfinite(args.peak_tflops)):
         raise UserError(f"--peak_tflops must be a positive number of TFLOPS (got {args.peak_tflops})")
     if args.dataloader_workers is not None and args.dataloader_workers < 0:

@@ -2,8 +2,9 @@
 work. Every difference is printed, then judged by its class:
 
 - **continues** (takes effect from the resume step on, and is logged): the schedule (``learning-rate``,
-  ``warmup-steps``, train steps), optimizer settings, dropout, accumulation, precision, logging/eval/save steps,
-  eval data of an ``--eval_file``;
+  ``warmup-steps`` / ``warmup-ratio``, ``lr-schedule``, ``min-lr-ratio``, the budget ``train-steps`` /
+  ``train-epochs`` / ``train-tokens`` and the train steps it resolves to), optimizer settings, dropout,
+  accumulation, precision, logging/eval/save steps, eval data of an ``--eval_file``;
 - **breaks** (one error: the checkpoint cannot be this run's): the tokenizer, the model family and shape,
   ``sequence-length``, position embeddings, frozen layers;
 - **different run** (refused unless ``--accept_changed_run``, then logged): the seed, the global batch size, the
@@ -31,12 +32,14 @@ HELD_OUT = "<a held-out share of the corpus>"
 _PRESET_KEY = {field: key for key, (field, _) in KEYS.items()}
 _BREAKS = {"family", "number_of_layers", "hidden_size", "ffn_inner_hidden_size", "attention_heads",
            "sequence_length", "max_position_embeddings", "frozen_layers"}
-_CONTINUES = {"warmup_steps", "learning_rate", "save_steps", "logging_steps", "save_total_limit",
-              "gradient_accumulation_steps", "max_grad_norm", "weight_decay", "adam_epsilon", "adam_betas", "dropout",
-              "attention_dropout"}
+_CONTINUES = {"warmup_steps", "warmup_ratio", "min_lr_ratio", "learning_rate", "save_steps", "logging_steps",
+              "save_total_limit", "gradient_accumulation_steps", "max_grad_norm", "weight_decay", "adam_epsilon",
+              "adam_betas", "dropout", "attention_dropout"}
 # settled elsewhere (resolved.*, the global batch) or without effect on a resumed run (its weights are the checkpoint's)
 _NOT_COMPARED = {"model_type", "pretrained_model_name_or_path", "pretrained_generator", "resize_embeddings",
-                 "initializer_range", "train_steps", "eval_steps", "whole_word_mask", "node_batch_sizes"}
+                 "initializer_range", "train_steps", "train_epochs", "train_tokens",
+                 "lr_schedule", "eval_steps", "whole_word_mask", "node_batch_sizes"}
+_RESOLVED_NEWER = {"train budget": "budget", "lr schedule": "lr_schedule"}
 _ARGS_CONTINUE = ("fp16_type", "bf16", "max_eval_samples", "max_nonfinite_steps")
 
 
@@ -77,6 +80,9 @@ def _view(config: dict, shape_fields: tuple[str, ...]) -> dict[str, tuple[str, o
         kind = BREAKS if field in _BREAKS or field in shape_fields else CONTINUES if field in _CONTINUES else DIFFERENT
         view[_PRESET_KEY.get(field, field)] = (kind, value)
     view["train steps"] = (CONTINUES, resolved.get("train_steps"))
+    for name, key in _RESOLVED_NEWER.items():  # absent from the checkpoints of older versions
+        if key in resolved:
+            view[name] = (CONTINUES, resolved[key])
     view["eval steps"] = (CONTINUES, resolved.get("eval_steps"))
     view["whole-word masking"] = (DIFFERENT, resolved.get("whole_word_mask"))
     view["--run_name"] = (CONTINUES, resolved.get("run_name"))
@@ -100,6 +106,9 @@ def compare(saved: dict, current: dict, shape_fields: tuple[str, ...] = ()) -> l
     if "global batch size" in new and "global batch size" not in old:
         new.pop("global batch size")
         new["batch-size"] = (DIFFERENT, current.get("params", {}).get("node_batch_sizes"))
+    for name in _RESOLVED_NEWER:
+        if name not in old:
+            new.pop(name, None)
     if "corpus" not in old:
         new.pop("corpus", None)
         new.pop("eval data", None)

@@ -4,10 +4,14 @@ they resolve to together with the preset: flag over preset over default, settled
 from __future__ import annotations
 
 import argparse
+import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from .errors import UserError
 
 if TYPE_CHECKING:
     from .config import ModelParams
@@ -64,7 +68,13 @@ class TrainArgs:
     lacks); it overrides the table."""
     max_eval_samples: int = 1000
     train_steps: int | None = None
-    """Override the preset's train-steps (handy for smoke runs)."""
+    """Train this many optimizer steps, whatever budget the preset gives (handy for smoke runs)."""
+    train_epochs: float | None = None
+    """Train this many passes over the training instances, whatever budget the preset gives."""
+    train_tokens: int | None = None
+    """Train on a budget of this many tokens (steps x global batch x sequence-length), whatever the preset gives."""
+    lr_schedule: str | None = None
+    """linear or cosine: overrides the preset's lr-schedule."""
     device: str | None = None
     """cpu, cuda, cuda:1 ... (default: cuda:<local_rank> when a GPU is present, else cpu)."""
     peer_timeout: float = 120.0
@@ -85,8 +95,10 @@ class RunConfig:
     resolves them once; every module reads them from here (never ``args.x or params.x``). Saved with each
     checkpoint (the ``resolved`` key of its config file)."""
 
-    train_steps: int
-    """Optimizer steps of the whole run: --train_steps, else the preset's train-steps."""
+    train_steps: int | None
+    """Optimizer steps of the whole run, from its budget (see :func:`budget_steps`): --train_steps /
+    --train_epochs / --train_tokens, else the preset's train-steps / train-epochs / train-tokens. None until
+    :meth:`with_steps` has resolved an epoch or token budget (it needs the global batch and the instances)."""
     eval_steps: int
     """Steps between evaluations: the preset's eval-steps, else its logging-steps."""
     pretrained_model_name_or_path: str | None
@@ -102,6 +114,15 @@ class RunConfig:
     """Tokenization processes: --num_workers, else the machine's cores."""
     run_name: str
     """TensorBoard run name (events under <model_dir>/runs/<run_name>/): --run_name, else --model_type."""
+    warmup_steps: int | None = None
+    """Warmup steps: the preset's warmup-steps, or ``ceil(warmup-ratio x train_steps)`` (as transformers'
+    ``TrainingArguments.get_warmup_steps``) once the steps are resolved."""
+    warmup_ratio: float | None = None
+    """The preset's warmup-ratio (None: warmup-steps decides)."""
+    budget: tuple[str, float] = ("train-steps", 0)
+    """What decides the steps: ("train-steps" | "train-epochs" | "train-tokens", the number given)."""
+    lr_schedule: str = "linear"
+    """--lr_schedule, else the preset's lr-schedule (linear by default)."""
     fp16_type: int = 0
     """0 fp32, 1 mixed, 2 almost fp16, 3 pure fp16: --fp16_type when given, else the preset's fp16-type, else 0."""
     bf16: bool = False
@@ -109,8 +130,14 @@ class RunConfig:
 
     @classmethod
     def resolve(cls, args: TrainArgs, params: ModelParams) -> RunConfig:
+        budget = _budget(args, params)
+        train_steps = int(budget[1]) if budget[0] == "train-steps" else None
         return cls(
-            train_steps=args.train_steps if args.train_steps is not None else params.train_steps,
+            train_steps=train_steps,
+            warmup_steps=_warmup_steps(params, train_steps),
+            warmup_ratio=params.warmup_ratio,
+            budget=budget,
+            lr_schedule=args.lr_schedule or params.lr_schedule,
             eval_steps=params.eval_steps or params.logging_steps,
             pretrained_model_name_or_path=args.pretrained_model_name_or_path or params.pretrained_model_name_or_path,
             resize_embeddings=args.resize_embeddings or params.resize_embeddings,
@@ -122,8 +149,81 @@ class RunConfig:
             bf16=args.bf16 or params.bf16,
         )
 
+    def with_steps(self, *, global_batch_size: int, sequence_length: int, instances: int | None = None) -> RunConfig:
+        """This config with ``train_steps`` resolved from its budget (``instances``: training instances per epoch,
+        needed for an epoch budget only). Raises UserError for a budget of less than one step."""
+        if self.train_steps is not None:
+            return self
+        steps = budget_steps(self.budget, global_batch_size=global_batch_size, sequence_length=sequence_length,
+                             instances=instances)
+        return replace(self, train_steps=steps, warmup_steps=self.warmup_steps if self.warmup_steps is not None
+                       else math.ceil(self.warmup_ratio * steps))
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        data["budget"] = list(self.budget)
+        return data
+
+
+def _warmup_steps(params: ModelParams, train_steps: int | None) -> int | None:
+    if params.warmup_ratio is None:
+        return params.warmup_steps
+    return math.ceil(params.warmup_ratio * train_steps) if train_steps is not None else None
+
+
+_BUDGET_FLAGS = {"train-steps": "train_steps", "train-epochs": "train_epochs", "train-tokens": "train_tokens"}
+
+
+def _budget(args: TrainArgs, params: ModelParams) -> tuple[str, float]:
+    """A budget flag replaces the preset's budget, whichever key the preset uses (as --train_steps always has);
+    two budget flags together are an error (the preset's keys are checked when it is parsed)."""
+    flags = [(key, getattr(args, name)) for key, name in _BUDGET_FLAGS.items() if getattr(args, name) is not None]
+    if len(flags) > 1:
+        raise UserError(f"{' and '.join('--' + _BUDGET_FLAGS[key] for key, _ in flags)} are given together: "
+                        f"exactly one of --train_steps, --train_epochs and --train_tokens decides how long the run "
+                        f"trains")
+    if flags:
+        key, value = flags[0]
+        if value <= 0:
+            raise UserError(f"--{_BUDGET_FLAGS[key]} must be positive (got {value:g})")
+        return key, value
+    for key, name in _BUDGET_FLAGS.items():
+        value = getattr(params, name)
+        if value is not None:
+            return key, value
+    raise UserError(f"{params.model_type}: the preset gives none of train-steps, train-epochs, train-tokens")
+
+
+def budget_steps(budget: tuple[str, float], *, global_batch_size: int, sequence_length: int,
+                 instances: int | None = None) -> int:
+    """Optimizer steps of a budget, rounded down: a run never trains past its budget.
+
+    - ``train-tokens`` T: ``T // (global_batch_size * sequence_length)``, Megatron's meaning of a token budget
+      (every instance counts ``sequence-length`` tokens, padded or not; the MLM families' masked tokens and the
+      summary's ``tokens_seen``, which counts real tokens, are other units).
+    - ``train-epochs`` E: ``floor(E * instances / global_batch_size)``. The sampler draws global positions
+      0, 1, 2, ... with epoch ``position // instances`` (:mod:`lmpretrain.data.sampler`), so E epochs are the
+      positions ``[0, E * instances)``: where the global batch divides the instances, every instance is seen exactly
+      once per epoch; otherwise the last ``(E * instances) % global_batch_size`` instances of the final epoch's
+      order are not reached. Nothing is dropped between epochs: a step may start in one epoch and end in the next.
+    """
+    kind, value = budget
+    if kind == "train-steps":
+        return int(value)
+    if kind == "train-tokens":
+        per_step = global_batch_size * sequence_length
+        steps = int(value) // per_step
+        if steps < 1:
+            raise UserError(f"train-tokens {int(value)} is less than one step: a step trains {per_step} tokens "
+                            f"(global batch {global_batch_size} x sequence-length {sequence_length})")
+        return steps
+    if instances is None:
+        raise ValueError("an epoch budget needs the number of training instances")
+    steps = int(Fraction(value).limit_denominator(10**9) * instances // global_batch_size)
+    if steps < 1:
+        raise UserError(f"train-epochs {value:g} is less than one step: an epoch is {instances} training instances, "
+                        f"{instances // global_batch_size} steps of global batch {global_batch_size}")
+    return steps
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,13 +257,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the device's dense bf16/fp16 peak TFLOPS, for train/mfu (model FLOPs utilization) on a "
                         "device the built-in GPU table lacks, or a CPU; overrides the table")
     p.add_argument("--max_eval_samples", type=int, default=1000)
-    p.add_argument("--train_steps", type=int, default=None)
+    p.add_argument("--train_steps", type=int, default=None,
+                   help="train this many optimizer steps (replaces the preset's train-steps/-epochs/-tokens)")
+    p.add_argument("--train_epochs", type=float, default=None,
+                   help="train this many passes over the training instances, rounded down to whole steps "
+                        "(replaces the preset's budget)")
+    p.add_argument("--train_tokens", type=_token_count, default=None,
+                   help="train a budget of this many tokens: steps = tokens // (global batch x sequence-length), "
+                        "Megatron's meaning (replaces the preset's budget)")
+    p.add_argument("--lr_schedule", choices=["linear", "cosine"], default=None,
+                   help="decay after warmup: linear (default) or cosine, down to the preset's min-lr-ratio")
     p.add_argument("--device", default=None)
     p.add_argument("--peer_timeout", type=float, default=120.0)
     p.add_argument("--max_nonfinite_steps", type=int, default=20)
     p.add_argument("--overwrite_output_dir", action="store_true")
     p.add_argument("--accept_changed_run", action="store_true")
     return p
+
+
+def _token_count(text: str) -> int:
+    """An integer, also written as 2e9 (a whole number)."""
+    try:
+        return int(text)
+    except ValueError:
+        value = float(text)  # a ValueError here is argparse's "invalid _token_count value"
+        if not value.is_integer():
+            raise ValueError(text) from None
+        return int(value)
 
 
 def parse_args(argv=None) -> TrainArgs:

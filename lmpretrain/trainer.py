@@ -24,11 +24,19 @@ from . import checkpoint as ckpt
 from . import export
 from .data.loader import StepBatches, count_units, default_dataloader_workers, micro_batch_positions
 from .data_setup import RunData, build_run_data
-from .distributed import Layout, PeerWatchdog, all_reduce_sum, init_distributed, reduces_on_device, shutdown
+from .distributed import (
+    Layout,
+    PeerWatchdog,
+    all_reduce_sum,
+    init_distributed,
+    preset_global_batch_size,
+    reduces_on_device,
+    shutdown,
+)
 from .errors import UserError
 from .log import JsonlLog, MetricsWriter, get_logger, progress
 from .models import BatchShape
-from .optim import apply_settings, build_optimizer, linear_schedule
+from .optim import apply_settings, build_optimizer, lr_schedule
 from .precision import Precision, make_precision
 from .prepare import PreparedRun, prepare_run
 from .resume import compare, newest_complete
@@ -140,18 +148,36 @@ def train(args: TrainArgs) -> dict[str, float]:
     try:
         precision = make_precision(run.config.fp16_type, run.config.bf16, layout.device)
         if args.build_dataset_only:  # writes the dataset cache only (it has its own lock)
-            data = build_run_data(run, layout)
-            logger.info("dataset built (%s); --build_dataset_only: exiting", data.describe())
-            return {}
+            # the epoch's steps at the preset's global batch, even when its nodes are not all launched for the build
+            data = build_run_data(run, layout, report_batch_size=preset_global_batch_size(params.node_batch_sizes,
+                                                                                          layout.num_nodes))
+            logger.info("dataset built; --build_dataset_only: exiting")
+            return dict(data.epoch)
+        data = _resolve_steps(run, layout)
         with _own_model_dir(run, layout) as finished:
             if finished is not None:
                 return finished
-            data = build_run_data(run, layout)
+            data = data or build_run_data(run, layout)
             return _train_loop(args, run, layout, precision, data)
     finally:
         watchdog.stop()
         run.encoder.close()
         shutdown()
+
+
+def _resolve_steps(run: PreparedRun, layout: Layout) -> RunData | None:
+    """Settle the run's steps from its budget (``RunConfig.with_steps``): a token budget needs the global batch
+    only; an epoch budget needs the training instances, so the dataset is built (or read from its cache) first and
+    returned, before the model dir is settled."""
+    kind, value = run.config.budget
+    data = build_run_data(run, layout) if kind == "train-epochs" else None
+    run.config = run.config.with_steps(global_batch_size=layout.global_batch_size,
+                                       sequence_length=run.params.sequence_length,
+                                       instances=len(data.train_dataset) if data is not None else None)
+    if kind != "train-steps":
+        logger.info("%s %g: %d train steps at global batch %d and sequence-length %d", kind, value,
+                    run.config.train_steps, layout.global_batch_size, run.params.sequence_length)
+    return data
 
 
 @contextlib.contextmanager
@@ -374,7 +400,8 @@ def _build_state(run, layout: Layout, precision: Precision) -> RunState:
     optimizer = build_optimizer(model, learning_rate=params.learning_rate, weight_decay=params.weight_decay,
                                 adam_epsilon=params.adam_epsilon, adam_betas=tuple(params.adam_betas),
                                 device=layout.device)
-    scheduler = linear_schedule(optimizer, warmup_steps=params.warmup_steps, train_steps=run.config.train_steps)
+    scheduler = lr_schedule(optimizer, warmup_steps=run.config.warmup_steps, train_steps=run.config.train_steps,
+                            schedule=run.config.lr_schedule, min_lr_ratio=params.min_lr_ratio)
     return RunState(model, optimizer, scheduler, precision.scaler)
 
 

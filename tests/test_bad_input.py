@@ -56,7 +56,8 @@ def f(tmp_path_factory, sample_corpus, tiny_tokenizer_dir):
     write("not_object.json", "[1, 2, 3]")
     bad_values = {"negative_size": {"hidden-size": -32}, "zero_steps": {"train-steps": 0},
                   "zero_batch": {"batch-size": {"-1": 0}}, "negative_lr": {"learning-rate": -1e-3},
-                  "zero_heads": {"attention-heads": 0}, "unknown_key": {"hiden-size": 32}}
+                  "zero_heads": {"attention-heads": 0}, "unknown_key": {"hiden-size": 32},
+                  "steps_and_tokens": {"train-tokens": 5000}, "zero_epochs": {"train-epochs": 0}}
     for name, change in bad_values.items():
         write(f"{name}.json", json.dumps({"bert-t": {**TINY, **change}}))
 
@@ -155,6 +156,16 @@ ROWS = [
      "bert-t.hiden-size: unknown key (did you mean 'hidden-size'?)"),
     ("run: zero --train_steps", RP, lambda f: pretraining_args(f, extra=["--train_steps", "0"]),
      "--train_steps must be positive"),
+    ("run: train-steps and train-tokens", RP, lambda f: pretraining_args(f, parameter_file=f["steps_and_tokens"]),
+     "bert-t.train-steps: given together with train-tokens"),
+    ("run: zero train-epochs", RP, lambda f: pretraining_args(f, parameter_file=f["zero_epochs"]),
+     "bert-t.train-epochs: must be positive, got 0"),
+    ("run: two budget flags", RP, lambda f: pretraining_args(f, extra=["--train_steps", "2", "--train_tokens", "9"]),
+     "--train_steps and --train_tokens are given together"),
+    ("run: zero --train_epochs", RP, lambda f: pretraining_args(f, extra=["--train_epochs", "0"]),
+     "--train_epochs must be positive"),
+    ("run: token budget below one step", RP, lambda f: pretraining_args(f, extra=["--train_tokens", "100"]),
+     "train-tokens 100 is less than one step: a step trains 512 tokens (global batch 8 x sequence-length 64)"),
     ("run: missing tokenizer dir", RP, lambda f: pretraining_args(f, tokenizer_dir=f["missing"]),
      "missing.txt is not a directory"),
     ("run: tokenizer dir is a file", RP, lambda f: pretraining_args(f, tokenizer_dir=f["regular_file"]),

@@ -48,9 +48,17 @@ class VocabPlan:
         shared = min(old_size, new_size)
         return cls(old_size, new_size, tuple((i, i) for i in range(shared)), (), tuple(range(shared, new_size)))
 
+    @property
+    def extends(self) -> bool:
+        """The new vocabulary is the old one with tokens appended (train_tokenizer.py --base_tokenizer_dir): every
+        old id kept, for the same token."""
+        return self.new_size > self.old_size and self.kept == tuple((i, i) for i in range(self.old_size))
+
     def summary(self) -> str:
         role = f" ({self.by_role} special tokens by role)" if self.by_role else ""
-        return (f"{len(self.kept)} rows kept{role}, {len(self.composed)} composed from the pieces of the "
+        extension = (f"the tokenizer extends the model's by {self.new_size - self.old_size} tokens (ids 0-"
+                     f"{self.old_size - 1} unchanged): " if self.extends else "")
+        return (f"{extension}{len(self.kept)} rows kept{role}, {len(self.composed)} composed from the pieces of the "
                 f"model's tokenizer, {len(self.initialised)} initialised to the mean embedding "
                 f"({self.old_size} -> {self.new_size} tokens)")
 

@@ -2,7 +2,7 @@
 
 The stable public face (these import paths stay valid)::
 
-    from lmpretrain.tokenization import FastEncoder, TokenizerSpec, train_tokenizer, META_FILE
+    from lmpretrain.tokenization import FastEncoder, TokenizerSpec, train_tokenizer, extend_tokenizer, META_FILE
     from lmpretrain.tokenization import tokenizer_fingerprint, check_tokenizer_matches, read_vocabulary
 
 | module                 | owns                                                                              |
@@ -10,15 +10,18 @@ The stable public face (these import paths stay valid)::
 | ``tokenizer_dir``      | the files of a tokenizer dir, ``TokenizerSpec``, metadata, fingerprint, vocabulary |
 | ``encoder``            | ``FastEncoder``: AutoTokenizer's ids, fast, in batches, with word starts          |
 | ``training``           | ``train_tokenizer``: pre-tokenize in workers, train, save atomically              |
+| ``extend``             | ``extend_tokenizer``: a base's ids kept, a domain's most used new tokens appended  |
 | ``vocabulary``         | a model's tokens, special tokens by role, and its tokenizer as a splitter        |
 | ``causal``             | the tokenizer files saved with a causal LM: bos/eos/pad, what it adds             |
 | ``normalization``      | NFKC, as every tokenizer here applies it first                                    |
 | ``segmenters/``        | the word-segmenter interface and registry; one module per segmenter (``mecab``)   |
-| ``subword/``           | the subword-library interface; one module per library (``hf_tokenizers``)        |
+| ``subword/``           | the subword-library interface; one module per library (``hf_tokenizers``,        |
+|                        | ``sentencepiece_lib``)                                                            |
 """
 
 from .causal import check_auto_tokenizer_loads, check_causal_tokenizer, declare_causal_lm
 from .encoder import FastEncoder
+from .extend import extend_tokenizer
 from .tokenizer_dir import (
     META_FILE,
     SPECIAL_TOKENS,
@@ -35,5 +38,6 @@ from .vocabulary import ModelVocabulary, model_vocabulary, token_text
 
 __all__ = ["META_FILE", "SPECIAL_TOKENS", "TOKENIZER_FILES", "FastEncoder", "ModelVocabulary", "TokenizerSpec",
            "check_auto_tokenizer_loads", "check_causal_tokenizer", "check_tokenizer_matches", "declare_causal_lm",
+           "extend_tokenizer",
            "model_vocabulary", "read_meta", "read_vocabulary", "token_text", "tokenizer_fingerprint", "train_tokenizer",
            "word_tokenizer_of"]

@@ -4,7 +4,8 @@ gives, for every kind of tokenizer dir (see :mod:`.tokenizer_dir`).
 Without a word segmenter it runs the same tokenizer.json. With one (MeCab) it runs the same segmentation once per
 line, through the segmenter interface (:mod:`.segmenters`), and looks each word's subword ids up in a cache filled
 by transformers' own per-word algorithm: greedy longest match over vocab.txt, or spiece.model through the
-sentencepiece library with transformers' digit-comma rule.
+sentencepiece library with transformers' digit-comma rule (a model converted from `tokenizers` or trained by the
+library itself: the same code).
 """
 
 from __future__ import annotations
@@ -60,6 +61,16 @@ def _word_starts(word_ids: list[int | None]) -> list[bool]:
     return starts
 
 
+def _space_starts(tokens: list[str], word_ids: list[int | None]) -> list[bool]:
+    """Word starts of a text whose pieces may span spaces: a piece that begins with a space, or the first piece
+    after a special token (word_ids change there)."""
+    starts, previous = [], None
+    for token, word in zip(tokens, word_ids):
+        starts.append(word != previous or token.startswith(SPIECE_UNDERLINE))
+        previous = word
+    return starts
+
+
 class FastEncoder:
     """Encode text to ids exactly as ``AutoTokenizer.from_pretrained(tokenizer_dir)`` does, but fast, in batches.
 
@@ -92,6 +103,9 @@ class FastEncoder:
             from tokenizers import Tokenizer
 
             self._rust = Tokenizer.from_file(str(self.tokenizer_dir / "tokenizer.json"))
+            # a SentencePiece model whose pieces may span spaces is not split into words before it: a word then
+            # starts at each piece that starts with a space (its "▁"), not once per text
+            self._starts_at_spaces = (meta.get("spec") or {}).get("spm_split_by_whitespace") is False
             return
         longest_first = sorted(SPECIAL_TOKENS, key=len, reverse=True)
         self._special = re.compile("(" + "|".join(map(re.escape, longest_first)) + ")")
@@ -222,7 +236,11 @@ class FastEncoder:
     def _encode(self, texts: list[str], with_starts: bool) -> tuple[list[list[int]], list[list[bool]] | None]:
         if self._rust is not None:
             encodings = self._rust.encode_batch(texts, add_special_tokens=False)
-            return [e.ids for e in encodings], [_word_starts(e.word_ids) for e in encodings] if with_starts else None
+            if not with_starts:
+                return [e.ids for e in encodings], None
+            if self._starts_at_spaces:
+                return [e.ids for e in encodings], [_space_starts(e.tokens, e.word_ids) for e in encodings]
+            return [e.ids for e in encodings], [_word_starts(e.word_ids) for e in encodings]
         special = self._special
         if not any("[" in text and special.search(text) for text in texts):
             return self._encode_words(texts, with_starts)

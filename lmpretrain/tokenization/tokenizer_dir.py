@@ -10,6 +10,10 @@ What a tokenizer dir holds, by (word segmenter, algorithm):
 | Sudachi   | as MeCab     | as MeCab                   | BertJapaneseTokenizer (sudachi + ...)             |
 | none      | any          | tokenizer.json             | PreTrainedTokenizerFast (tokenizer.json)          |
 
+With ``--spm_model_type`` the subword model is trained by the SentencePiece library (``tokenizer_type``
+"sentencepiece" in the metadata): the files are the same (its ``spiece.model``; without a segmenter also the
+tokenizer.json converted from it, which AutoTokenizer loads).
+
 ``lmpretrain_tokenizer.json`` records the segmenter (``word_segmenter``: name, options, dictionary), the
 dictionary (name, package and dictionary versions), MeCab options, normalization (NFKC) and the training settings.
 ``word_tokenizer``, ``mecab_dic_type``, ``mecab_option`` and ``tokenizer_type`` stay at its top level (the run's flags
@@ -54,6 +58,11 @@ class TokenizerSpec:
     ``--word_tokenizer`` record it; otherwise another segmenter ("sudachi", "juman"), with ``mecab_dic_type`` None."""
     sudachi_split_mode: str | None = None
     sudachi_dict_type: str | None = None
+    spm_model_type: str | None = None
+    """None: ``tokenizer_type`` is trained by `tokenizers`; "unigram", "bpe" or "char": by the SentencePiece library
+    (``tokenizer_type`` "sentencepiece"). The two ``spm_`` options below are None unless this is set."""
+    spm_split_by_whitespace: bool | None = None
+    spm_byte_fallback: bool | None = None
 
     def __post_init__(self):  # one form per tokenizer: MeCab and none are word_tokenizer None, as in older dirs
         if self.word_tokenizer == "none":
@@ -67,7 +76,8 @@ class TokenizerSpec:
     def from_flags(cls, *, word_tokenizer: str | None = None, mecab_dic_type: str | None = None,
                    mecab_dic: str | None = None, mecab_option: str | None = None,
                    sudachi_split_mode: str | None = None, sudachi_dict_type: str | None = None,
-                   **subword) -> TokenizerSpec:
+                   spm_model_type: str | None = None, spm_split_by_whitespace: bool | None = None,
+                   spm_byte_fallback: bool | None = None, **subword) -> TokenizerSpec:
         """The spec train_tokenizer.py's flags ask for (an empty flag is an absent one), in one form per tokenizer:
         MeCab and "none" keep ``word_tokenizer`` None, so a dir written before ``--word_tokenizer`` existed has the
         same spec. A combination that contradicts itself is one ``UserError`` naming the flags."""
@@ -94,8 +104,13 @@ class TokenizerSpec:
             given = [flag for flag, value in sudachi.items() if value is not None]
             if given:
                 problems.append(f"{' and '.join(given)} need{'s' if len(given) == 1 else ''} --word_tokenizer sudachi")
+        segmented = word_tokenizer != "none" and (word_tokenizer not in (None, "mecab") or dic != "none")
+        spm, spm_problems = _spm_options(subword.get("tokenizer_type", "wordpiece"), segmented, spm_model_type or None,
+                                         spm_split_by_whitespace, spm_byte_fallback)
+        problems += spm_problems
         if problems:
             raise UserError("; ".join(problems))
+        subword.update(spm)
         if word_tokenizer in (None, "mecab", "none"):
             dic = "none" if word_tokenizer == "none" else dic or "ipadic"
             return cls(mecab_dic_type=dic, mecab_option=mecab_option, **subword)
@@ -116,6 +131,10 @@ class TokenizerSpec:
             problems.append(f"--mecab_dic_type {self.mecab_dic_type!r} is not one of {', '.join(MECAB_DIC_TYPES)}")
         if self.word_tokenizer is not None and self.word_tokenizer not in WORD_TOKENIZERS:
             problems.append(f"--word_tokenizer {self.word_tokenizer!r} is not one of {', '.join(WORD_TOKENIZERS)}")
+        if self.spm_model_type is not None and self.spm_model_type not in SPM_MODEL_TYPES:
+            problems.append(f"--spm_model_type {self.spm_model_type!r} is not one of {', '.join(SPM_MODEL_TYPES)}")
+        if self.spm_model_type is not None and self.tokenizer_type != "sentencepiece":
+            problems.append(f"--spm_model_type needs --tokenizer_type sentencepiece (got {self.tokenizer_type})")
         if self.tokenizer_type not in ALGORITHMS:
             problems.append(f"--tokenizer_type {self.tokenizer_type!r} is not one of {', '.join(ALGORITHMS)}")
         if self.num_unused_tokens < 0:
@@ -133,7 +152,13 @@ class TokenizerSpec:
 
     @property
     def algorithm(self) -> str:
-        return ALGORITHMS[self.tokenizer_type]
+        """The subword algorithm recorded as the dir's ``tokenizer_type``: "sentencepiece" for the library's models."""
+        return "sentencepiece" if self.spm_model_type is not None else ALGORITHMS[self.tokenizer_type]
+
+    @property
+    def subword_library(self) -> str:
+        """The subword library that trains it (a key of ``subword.LIBRARIES``)."""
+        return "sentencepiece" if self.spm_model_type is not None else "tokenizers"
 
     def word_segmenter(self) -> tuple[str | None, dict]:
         """(name, options) of the word segmenter the flags ask for; (None, {}) for none."""
@@ -146,6 +171,39 @@ class TokenizerSpec:
 
     def special_tokens(self) -> list[str]:
         return SPECIAL_TOKENS + [f"[unused{i}]" for i in range(self.num_unused_tokens)]
+
+
+SPM_MODEL_TYPES = ("unigram", "bpe", "char")
+SPM_FLAGS = ("--spm_model_type", "--spm_split_by_whitespace", "--spm_byte_fallback")
+
+
+def _spm_options(tokenizer_type: str, segmented: bool, model_type: str | None, split_by_whitespace: bool | None,
+                 byte_fallback: bool | None) -> tuple[dict, list[str]]:
+    """The SentencePiece-library fields of a spec, and the problems of the flags that ask for them.
+
+    ``--spm_model_type`` is the switch: given (with ``--tokenizer_type sentencepiece``), the library trains; the
+    other two options mean nothing without it. With a word segmenter pieces never cross a word (transformers applies
+    the model to each word), so ``--spm_split_by_whitespace false`` contradicts it."""
+    given = [flag for flag, value in zip(SPM_FLAGS, (model_type, split_by_whitespace, byte_fallback))
+             if value is not None]
+    if not given:
+        return {}, []
+    if tokenizer_type != "sentencepiece":
+        return {}, [f"{' and '.join(given)} {'are' if len(given) > 1 else 'is'} for the SentencePiece library "
+                    f"(--tokenizer_type sentencepiece --spm_model_type unigram|bpe|char), not --tokenizer_type "
+                    f"{tokenizer_type}, which ignores {'them' if len(given) > 1 else 'it'}"]
+    if model_type is None:
+        return {}, [f"{' and '.join(given)} need{'s' if len(given) == 1 else ''} --spm_model_type (unigram, bpe or "
+                    "char): without it --tokenizer_type sentencepiece is the `tokenizers` BPE, which ignores "
+                    f"{'them' if len(given) > 1 else 'it'}"]
+    if model_type not in SPM_MODEL_TYPES:
+        return {}, [f"--spm_model_type {model_type!r} is not one of {', '.join(SPM_MODEL_TYPES)}"]
+    if segmented and split_by_whitespace is False:
+        return {}, ["--spm_split_by_whitespace false contradicts the word segmenter: its pieces never cross a word "
+                    "(transformers applies the model to each word); give --word_tokenizer none to let pieces span "
+                    "spaces"]
+    return {"spm_model_type": model_type, "spm_split_by_whitespace": True if split_by_whitespace is None
+            else split_by_whitespace, "spm_byte_fallback": bool(byte_fallback)}, []
 
 
 def word_tokenizer_of(meta: dict) -> str | None:
@@ -190,7 +248,11 @@ def read_vocabulary(directory: Path, meta: dict | None) -> dict[str, int] | None
 
         return Tokenizer.from_file(str(directory / kind)).get_vocab()
     if kind == "spiece.model":
-        import sentencepiece
+        try:
+            import sentencepiece
+        except ImportError:
+            raise UserError(f"{directory}: its subword model (spiece.model) needs the SentencePiece library, which is "
+                            "not installed: pip install sentencepiece (the version requirements.txt pins)") from None
 
         spm = sentencepiece.SentencePieceProcessor(model_file=str(directory / kind))
         return {spm.id_to_piece(i): i for i in range(spm.get_piece_size())}
@@ -209,6 +271,10 @@ def check_tokenizer_matches(pretrained: str, tokenizer_dir: str, *, allow_differ
     ours, theirs = tokens(Path(tokenizer_dir)), tokens(Path(pretrained))
     if ours is None or theirs is None or ours == theirs or allow_different:
         return
+    if len(ours) > len(theirs) and ours[:len(theirs)] == theirs:  # train_tokenizer.py --base_tokenizer_dir
+        raise UserError(f"the tokenizer in {tokenizer_dir} extends the one the model at {pretrained} was trained with "
+                        f"({len(ours) - len(theirs)} tokens after its {len(theirs)}); pass --resize_embeddings "
+                        "(resize-embeddings: true) to continue with it: the model's rows are kept, the new ones added")
     moved = sum(a != b for a, b in zip(ours, theirs)) + abs(len(ours) - len(theirs))
     raise UserError(f"the tokenizer in {tokenizer_dir} ({len(ours)} tokens) is not the one the model at {pretrained} "
                     f"was trained with ({len(theirs)} tokens, {moved} ids differ); use the model's own tokenizer, or "

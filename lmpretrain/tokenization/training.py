@@ -24,7 +24,7 @@ from ..fsutil import replace_dir
 from ..log import progress
 from ..workers import BrokenProcessPool, ordered_map, worker_died, worker_pool
 from .normalization import NORMALIZATION
-from .segmenters import Unsegmented, WordSegmenter, get_segmenter
+from .segmenters import Unsegmented, Verbatim, WordSegmenter, get_segmenter
 from .subword import SubwordTrainer, subword_trainer
 from .tokenizer_dir import META_FILE, TOKENIZER_FILES, TokenizerSpec
 
@@ -106,7 +106,8 @@ def _pretokenize(files, segmenter: WordSegmenter | None, trainer: SubwordTrainer
             yield sentences
 
     desc = f"pre-tokenize ({segmenter.name})" if segmenter is not None else "pre-tokenize"
-    segmented_chunks = _segmented_chunks(segmenter or Unsegmented(), chunks(), max(1, num_workers))
+    unsegmented = Verbatim() if trainer.verbatim else Unsegmented()
+    segmented_chunks = _segmented_chunks(segmenter or unsegmented, chunks(), max(1, num_workers))
     try:
         with open(out_path, "w", encoding="utf-8") as out, \
                 progress(total=total_bytes, desc=desc, unit="B", unit_scale=True) as bar:
@@ -149,7 +150,8 @@ def _save(trainer: SubwordTrainer, segmenter: WordSegmenter | None, spec: Tokeni
             "word_tokenizer": segmenter.name if segmenter is not None else "none",
             "mecab_dic_type": spec.legacy_mecab_dic_type,
             "tokenizer_type": spec.algorithm, "dictionary": dictionary, "mecab_option": spec.mecab_option,
-            "word_segmenter": recorded, "normalization": NORMALIZATION, "vocab_size": vocab_size, "training": stats}
+            "word_segmenter": recorded, "normalization": "none" if trainer.verbatim else NORMALIZATION,
+            "subword_library": spec.subword_library, "vocab_size": vocab_size, "training": stats}
     _write_json(out / META_FILE, meta)
 
 
@@ -197,7 +199,8 @@ def train_tokenizer(input_file: str | list[str], model_dir: str | Path, spec: To
         raise
     seconds = time.perf_counter() - started
     return {"model_dir": str(model_dir), "vocab_size": trained_size, "lines": lines, "characters": chars,
-            "seconds": round(seconds, 1), "tokenizer_type": spec.algorithm,
+            "seconds": round(seconds, 1),
+            "tokenizer_type": spec.algorithm if spec.spm_model_type is None else f"SentencePiece {spec.spm_model_type}",
             "mecab_dic_type": spec.legacy_mecab_dic_type,
             "word_segmenter": _describe(spec)}
 

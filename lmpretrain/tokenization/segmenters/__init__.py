@@ -16,11 +16,11 @@ from __future__ import annotations
 import importlib
 
 from ...errors import UserError
-from .base import Unsegmented, WordSegmenter
+from .base import Unsegmented, Verbatim, WordSegmenter
 from .mecab import DICTIONARIES as MECAB_DICTIONARIES
 
-__all__ = ["MECAB_DIC_TYPES", "SEGMENTERS", "WORD_TOKENIZERS", "Unsegmented", "WordSegmenter", "get_segmenter",
-           "segmenter_from_flags", "segmenter_from_meta"]
+__all__ = ["MECAB_DIC_TYPES", "SEGMENTERS", "WORD_TOKENIZERS", "Unsegmented", "Verbatim", "WordSegmenter",
+           "get_segmenter", "segmenter_from_flags", "segmenter_from_meta"]
 
 SEGMENTERS = {  # name -> "module:class", imported on first use
     "mecab": ".mecab:MecabSegmenter",

@@ -73,3 +73,14 @@ class Unsegmented(WordSegmenter):
 
 def _rebuild(cls: type[WordSegmenter], options: dict) -> WordSegmenter:
     return cls(**options)
+
+
+class Verbatim(Unsegmented):
+    """No word segmenter and no normalization: the text as written, whitespace and all (the training text of a
+    tokenizer whose decode(encode(text)) is the text)."""
+
+    def wakati_batch(self, texts: list[str]) -> list[str]:
+        return list(texts)
+
+    def lines_batch(self, texts: list[str]) -> list[str]:
+        return list(texts)

@@ -1,5 +1,6 @@
 """Subword libraries, one module each, behind ``base.SubwordTrainer``: ``hf_tokenizers`` (the `tokenizers` Rust
-trainers, for every algorithm today) and ``spm_export`` (its BPE/Unigram models written as sentencepiece models)."""
+trainers: WordPiece, BPE, Unigram; ``spm_export`` writes its BPE/Unigram models as sentencepiece models) and
+``sentencepiece_lib`` (the SentencePiece library's own trainer: unigram, bpe, char; ``--spm_model_type``)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ __all__ = ["LIBRARIES", "SubwordTrainer", "subword_trainer"]
 
 LIBRARIES = {  # library -> "module:class", imported on first use
     "tokenizers": ".hf_tokenizers:TokenizersTrainer",
+    "sentencepiece": ".sentencepiece_lib:SentencePieceLibraryTrainer",
 }
 
 
-def subword_trainer(spec: TokenizerSpec, *, word_segmented: bool, library: str = "tokenizers") -> SubwordTrainer:
-    """The trainer of ``spec``'s algorithm in ``library``."""
+def subword_trainer(spec: TokenizerSpec, *, word_segmented: bool, library: str | None = None) -> SubwordTrainer:
+    """The trainer of ``spec``'s algorithm in ``library`` (default: the one the spec asks for)."""
+    library = library or spec.subword_library
     module_name, class_name = LIBRARIES[library].split(":")
     return getattr(importlib.import_module(module_name, __name__), class_name)(spec, word_segmented)

@@ -1,5 +1,5 @@
 """The subword-library interface: what tokenizer training asks of the library that learns the subword vocabulary
-(`tokenizers` today; SentencePiece's own trainer would be one more module beside it)."""
+(`tokenizers`, or the SentencePiece library)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ class SubwordTrainer(ABC):
     ``BertJapaneseTokenizer`` applies the subword model to each word); otherwise they are NFKC text and the saved
     tokenizer must split words itself (tokenizer.json).
     """
+
+    verbatim: bool = False
+    """Without a word segmenter: train on the text as written (no NFKC, whitespace kept), for a tokenizer whose
+    decode(encode(text)) is the text; otherwise the corpus is NFKC-normalized first, as every other tokenizer."""
 
     def __init__(self, spec: TokenizerSpec, word_segmented: bool):
         self.spec = spec

@@ -1,0 +1,359 @@
+"""train_tokenizer.py --base_tokenizer_dir: base ids kept, new tokens learnt from a domain corpus (most used first)
+or read from --add_words, a dir that loads as the base does, one clear error for bad input, and continued
+pretraining on the extension."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from lmpretrain.errors import UserError
+from lmpretrain.tokenization import FastEncoder, TokenizerSpec, read_meta, tokenizer_fingerprint, train_tokenizer
+from lmpretrain.tokenization.extend import extend_tokenizer
+from tests.conftest import SAMPLE_CORPUS
+from tests.test_train_tokenizer import assert_one_clean_error, snapshot, train
+
+ADDED = 40
+# full-width (NFKC), split by MeCab, a continuation piece, blank, a duplicate, a base token
+WORDS = ["ＣＯＶＩＤ", "重症急性呼吸器症候群", "##症候群", "", "ＣＯＶＩＤ", "天気"]
+
+
+def domain_lines(count: int = 300, seed: int = 0) -> list[str]:
+    """Clinical sentences: words the sample corpus (a small town's weather and shops) lacks, many times over."""
+    rng = random.Random(seed)
+    drugs = ["アセトアミノフェン", "イブプロフェン", "ロキソプロフェン", "アモキシシリン", "メトホルミン"]
+    ills = ["糖尿病", "高血圧症", "気管支喘息", "肺炎", "胃潰瘍", "心筋梗塞"]
+    signs = ["発熱", "咳嗽", "倦怠感", "頭痛", "嘔吐", "呼吸困難"]
+    forms = ["患者は{d}を{n}ミリグラム服用した。", "{i}の症状として{s}が見られる。", "{i}の治療には{d}が用いられる。",
+             "{s}と{t}を訴えて来院した患者に{d}を処方した。", "医師は{i}と診断し、{d}の投与を開始した。"]
+    return [rng.choice(forms).format(d=rng.choice(drugs), i=rng.choice(ills), s=rng.choice(signs),
+                                     t=rng.choice(signs), n=rng.randint(1, 20) * 50) for _ in range(count)]
+
+
+@pytest.fixture(scope="module")
+def domain(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("domain") / "domain.txt"
+    path.write_text("\n".join(domain_lines()) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def words_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("words") / "words.txt"
+    path.write_text("\n".join(WORDS) + "\n", encoding="utf-8")
+    return path
+
+
+def vocab_of(directory: Path) -> list[str]:
+    from transformers import AutoTokenizer
+
+    vocab = AutoTokenizer.from_pretrained(str(directory)).get_vocab()
+    return [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+
+
+@pytest.fixture(scope="module")
+def extended(tmp_path_factory, tiny_tokenizer_dir, domain, words_file):
+    """The script on the MeCab + WordPiece base, with a domain corpus and a word list."""
+    out = tmp_path_factory.mktemp("ext") / "tok"
+    size = len(vocab_of(tiny_tokenizer_dir)) + ADDED
+    result = train("--base_tokenizer_dir", str(tiny_tokenizer_dir), "--input_file", str(domain), "--model_dir",
+                   str(out), "--vocab_size", str(size), "--min_frequency", "1", "--num_files", "2",
+                   "--add_words", str(words_file))
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_base_ids_kept_new_tokens_appended_and_recorded(extended, tiny_tokenizer_dir, words_file):
+    out, result = extended
+    base, ext = vocab_of(tiny_tokenizer_dir), vocab_of(out)
+    assert ext[:len(base)] == base  # every base token at its id
+    assert len(ext) == len(base) + ADDED and len(set(ext)) == len(ext)
+    assert ext[len(base):len(base) + 3] == ["COVID", "重症急性呼吸器症候群", "##症候群"]  # the list first, NFKC
+    summary = result.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(rf"tokenizer: extended .* \({len(base)} tokens\) by {ADDED} of up to {ADDED} "
+                        rf"\({ADDED - 3} learnt from 300 lines, 3 from --add_words\), {len(ext)} tokens, "
+                        rf"in [\d.]+ s -> .*tok", summary), summary
+    assert "重症急性呼吸器症候群" in result.stderr and "more than one word" in result.stderr  # MeCab splits it
+    meta = read_meta(out)
+    assert meta["extension"] == {
+        "base_tokenizer_dir": str(tiny_tokenizer_dir.resolve()), "base_fingerprint":
+        tokenizer_fingerprint(tiny_tokenizer_dir), "base_vocab_size": len(base), "added": ADDED,
+        "learnt": ADDED - 3, "from_words": 3,
+        "add_words": {"file": str(words_file), "sha256": hashlib.sha256(words_file.read_bytes()).hexdigest()},
+        "base_training": read_meta(tiny_tokenizer_dir)["training"]}
+    assert meta["vocab_size"] == len(ext) and meta["spec"]["vocab_size"] == len(ext)
+    assert meta["word_segmenter"] == read_meta(tiny_tokenizer_dir)["word_segmenter"]
+
+
+def test_learnt_tokens_are_the_domain_tokenizers_most_used_first(extended, tiny_tokenizer_dir, domain, tmp_path):
+    """The definition, recomputed independently: a tokenizer of the same settings trained on the domain corpus,
+    transformers' own tokenizer counting how often it uses each token, the ones the base lacks in that order."""
+    from transformers import AutoTokenizer
+
+    out, _ = extended
+    meta = read_meta(out)
+    train_tokenizer([str(domain)], tmp_path / "domain", TokenizerSpec(**meta["spec"]), num_workers=1)
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "domain"))
+    counts = Counter(i for line in domain.read_text(encoding="utf-8").splitlines()
+                     for i in tokenizer(line, add_special_tokens=False)["input_ids"])
+    base, ext = set(vocab_of(tiny_tokenizer_dir)), vocab_of(out)
+    listed = set(ext[len(base):len(base) + 3])
+    expected = [t for _, _, t in sorted((-counts[i], i, t) for t, i in tokenizer.get_vocab().items()
+                                        if t not in base and t not in listed and counts[i])]
+    assert ext[len(base) + 3:] == expected[:ADDED - 3]
+    assert "アモキシシリン" in ext[len(base) + 3:]
+
+
+@pytest.fixture(scope="module")
+def extensions(tmp_path_factory, tokenizer_factory, domain, words_file):
+    """An extension per kind of base dir: MeCab + `tokenizers` WordPiece / Unigram / BPE or SentencePiece-library
+    Unigram / BPE (spiece.model); no segmenter + WordPiece / Unigram (tokenizer.json)."""
+    made = {}
+
+    def make(dic: str, algorithm: str) -> tuple[Path, Path]:
+        if (dic, algorithm) not in made:
+            if algorithm.startswith("spm-"):  # the SentencePiece library's own models
+                base = tmp_path_factory.mktemp(f"base-{dic}-{algorithm}") / "tok"
+                train_tokenizer([str(SAMPLE_CORPUS)], base, TokenizerSpec.from_flags(
+                    mecab_dic_type=dic, tokenizer_type="sentencepiece", spm_model_type=algorithm[4:],
+                    vocab_size=1500, num_unused_tokens=5), num_workers=1)
+            else:
+                base = tokenizer_factory(dic, algorithm)
+            out = tmp_path_factory.mktemp(f"ext-{dic}-{algorithm}") / "tok"
+            words = words_file
+            if algorithm != "wordpiece":  # no ## pieces in a sentencepiece model
+                words = out.parent / "words.txt"
+                words.write_text("\n".join(w for w in WORDS if not w.startswith("##")) + "\n", encoding="utf-8")
+            extend_tokenizer(base, out, input_file=[str(domain)], vocab_size=len(vocab_of(base)) + 80,
+                             add_words=str(words), min_frequency=1)
+            made[dic, algorithm] = base, out
+        return made[dic, algorithm]
+
+    return make
+
+
+KINDS = [("ipadic", "wordpiece"), ("ipadic", "unigram"), ("ipadic", "bpe"), ("ipadic", "spm-unigram"),
+         ("ipadic", "spm-bpe"), ("none", "wordpiece"), ("none", "unigram")]
+
+
+@pytest.mark.parametrize("dic,algorithm", KINDS)
+def test_extension_loads_as_the_base_and_the_encoder_agrees(extensions, sample_corpus, domain, dic, algorithm):
+    from transformers import AutoTokenizer
+
+    base_dir, out = extensions(dic, algorithm)
+    base, ext = AutoTokenizer.from_pretrained(str(base_dir)), AutoTokenizer.from_pretrained(str(out))
+    assert type(ext) is type(base)
+    for name in ("word_tokenizer_type", "subword_tokenizer_type", "mecab_kwargs"):
+        assert getattr(ext, name, None) == getattr(base, name, None), name
+    base_vocab, ext_vocab = base.get_vocab(), ext.get_vocab()
+    assert all(ext_vocab[t] == i for t, i in base_vocab.items()) and len(ext_vocab) > len(base_vocab)
+    texts = domain.read_text(encoding="utf-8").splitlines()[:60] + \
+        sample_corpus.read_text(encoding="utf-8").splitlines()[:120]
+    with FastEncoder.from_pretrained(out) as encoder:
+        assert encoder.encode_batch(texts, add_special_tokens=True) == [ext(t)["input_ids"] for t in texts]
+
+
+@pytest.mark.parametrize("dic,algorithm", KINDS)
+def test_ids_change_only_where_a_new_token_is_used(extensions, sample_corpus, domain, dic, algorithm):
+    """Greedy longest match (and Viterbi) only leave the base's tokens for a new one: a text whose ids changed
+    uses a new token; the domain text gets shorter or loses its unknown tokens; most of the base's text is untouched."""
+    base_dir, out = extensions(dic, algorithm)
+    with FastEncoder.from_pretrained(base_dir) as old, FastEncoder.from_pretrained(out) as new:
+        base_size = old.vocab_size
+        sample = sample_corpus.read_text(encoding="utf-8").splitlines()
+        clinical = domain.read_text(encoding="utf-8").splitlines()
+        for texts in (sample, clinical):
+            for text, before, after in zip(texts, old.encode_batch(texts), new.encode_batch(texts)):
+                if before != after:
+                    assert max(after) >= base_size, text
+        unchanged = sum(a == b for a, b in zip(old.encode_batch(sample), new.encode_batch(sample)))
+        assert unchanged > 0.8 * len(sample)
+        before, after = old.encode_batch(clinical), new.encode_batch(clinical)
+        unknown_before, unknown_after = (sum(ids.count(old.unk_token_id) for ids in e) for e in (before, after))
+        assert unknown_after <= unknown_before
+        assert sum(map(len, after)) < 0.9 * sum(map(len, before)) or unknown_after < unknown_before / 2
+
+
+def test_sentencepiece_extension_keeps_scores_and_takes_listed_words_whole(extensions):
+    from sentencepiece import sentencepiece_model_pb2 as sp_pb2
+
+    base_dir, out = extensions("ipadic", "unigram")
+    base, ext = sp_pb2.ModelProto(), sp_pb2.ModelProto()
+    base.ParseFromString((base_dir / "spiece.model").read_bytes())
+    ext.ParseFromString((out / "spiece.model").read_bytes())
+    assert [(p.piece, p.score, p.type) for p in ext.pieces[:len(base.pieces)]] == \
+        [(p.piece, p.score, p.type) for p in base.pieces]
+    listed = ext.pieces[len(base.pieces):len(base.pieces) + 2]
+    assert [p.piece for p in listed] == ["\u2581COVID", "\u2581重症急性呼吸器症候群"]
+    assert all(p.type == sp_pb2.ModelProto.SentencePiece.USER_DEFINED for p in listed)
+    assert (out / "vocab.txt").read_text(encoding="utf-8").splitlines() == [p.piece for p in ext.pieces]
+    from transformers import AutoTokenizer
+
+    assert "▁COVID" in AutoTokenizer.from_pretrained(str(out)).tokenize("ＣＯＶＩＤの患者")
+
+
+def test_a_sentencepiece_library_model_without_a_segmenter_is_refused(tmp_path, domain):
+    base = tmp_path / "spm"
+    train_tokenizer([str(SAMPLE_CORPUS)], base, TokenizerSpec.from_flags(
+        mecab_dic_type="none", tokenizer_type="sentencepiece", spm_model_type="unigram", vocab_size=1500,
+        num_unused_tokens=5), num_workers=1)
+    with pytest.raises(UserError, match=r"extending a sentencepiece tokenizer without a word segmenter "
+                                        r"\(tokenizer.json converted from spiece.model\) is not supported"):
+        extend_tokenizer(base, tmp_path / "tok", input_file=[str(domain)], vocab_size=1600)
+    assert not (tmp_path / "tok").exists()
+
+
+def test_a_plan_knows_an_extension():
+    from lmpretrain.models.vocab_adapt import plan_adaptation
+
+    old = {"[PAD]": 0, "[UNK]": 1, "a": 2, "b": 3}
+    assert plan_adaptation(old, {**old, "ab": 4}).extends
+    assert "the tokenizer extends the model's by 1 tokens (ids 0-3 unchanged): 4 rows kept" in \
+        plan_adaptation(old, {**old, "ab": 4}).summary()
+    assert not plan_adaptation(old, {"[PAD]": 0, "[UNK]": 1, "b": 2, "a": 3, "ab": 4}).extends  # ids moved
+    assert not plan_adaptation(old, {"[PAD]": 0, "[UNK]": 1, "a": 2, "c": 3, "ab": 4}).extends  # a token dropped
+    assert not plan_adaptation(old, dict(old)).extends
+
+
+def test_a_continuation_piece_for_a_sentencepiece_base_is_an_error(tokenizer_factory, words_file, tmp_path):
+    with pytest.raises(UserError, match=r"words.txt, line 3: '##症候群' is a WordPiece continuation piece, but the "
+                                        r"base is unigram"):
+        extend_tokenizer(tokenizer_factory("ipadic", "unigram"), tmp_path / "tok", input_file=None, vocab_size=None,
+                         add_words=str(words_file))
+    assert not (tmp_path / "tok").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_word_list_alone_adds_every_word_and_extensions_chain(tiny_tokenizer_dir, words_file, domain, tmp_path):
+    summary = extend_tokenizer(tiny_tokenizer_dir, tmp_path / "tok", input_file=None, vocab_size=None,
+                               add_words=str(words_file))
+    base = vocab_of(tiny_tokenizer_dir)
+    assert vocab_of(tmp_path / "tok") == base + ["COVID", "重症急性呼吸器症候群", "##症候群"]  # 天気: already there
+    assert (summary["from_words"], summary["learnt"]) == (3, 0)
+    extend_tokenizer(tmp_path / "tok", tmp_path / "tok2", input_file=[str(domain)], vocab_size=len(base) + 13,
+                     min_frequency=1)
+    assert vocab_of(tmp_path / "tok2")[:len(base) + 3] == vocab_of(tmp_path / "tok")
+    assert len(vocab_of(tmp_path / "tok2")) == len(base) + 13
+    record = read_meta(tmp_path / "tok2")["extension"]
+    assert (record["base_vocab_size"], record["learnt"]) == (len(base) + 3, 10)
+    assert record["base_extension"] == read_meta(tmp_path / "tok")["extension"]
+    with pytest.raises(UserError, match=rf"has 3 words the base lacks, but --vocab_size {len(base) + 2} leaves room "
+                                        rf"for 2 beyond the base's {len(base)} tokens"):
+        extend_tokenizer(tiny_tokenizer_dir, tmp_path / "tok2", input_file=None, vocab_size=len(base) + 2,
+                         add_words=str(words_file))
+
+
+def test_flags_asking_for_another_segmenter_are_ignored_out_loud(tiny_tokenizer_dir, domain, tmp_path, caplog):
+    asked = TokenizerSpec.from_flags(mecab_dic_type="unidic_lite", tokenizer_type="unigram")
+    with caplog.at_level(logging.WARNING, logger="lmpretrain"):
+        extend_tokenizer(tiny_tokenizer_dir, tmp_path / "tok", input_file=[str(domain)],
+                         vocab_size=len(vocab_of(tiny_tokenizer_dir)) + 10, min_frequency=1, asked=asked,
+                         given=frozenset({"mecab_dic_type", "tokenizer_type"}))
+    message = " ".join(r.getMessage() for r in caplog.records)
+    assert "mecab_dic_type 'ipadic'" in message and "ignores the flags asking for mecab_dic_type 'unidic_lite'; " \
+        "tokenizer_type 'unigram'" in message
+    config = json.loads((tmp_path / "tok" / "tokenizer_config.json").read_text(encoding="utf-8"))
+    assert config == json.loads((tiny_tokenizer_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
+
+
+def _bad_bases(root: Path, base: Path) -> dict[str, Path]:
+    import shutil
+
+    no_vocab = root / "no-vocab"
+    shutil.copytree(base, no_vocab)
+    (no_vocab / "vocab.txt").unlink()
+    corrupt = root / "corrupt"
+    shutil.copytree(base, corrupt)
+    (corrupt / "lmpretrain_tokenizer.json").write_text("{", encoding="utf-8")
+    plain = root / "plain"
+    plain.mkdir()
+    (plain / "vocab.txt").write_text("[PAD]\n[UNK]\n", encoding="utf-8")
+    (root / "spaced.txt").write_text("良い\n二つ の語\n", encoding="utf-8")
+    (root / "blank.txt").write_text("\n\n\n", encoding="utf-8")
+    return {"no-vocab": no_vocab, "corrupt": corrupt, "plain": plain}
+
+
+BAD = {  # case -> (flags, fragments of the one error line)
+    "missing dir": (["--base_tokenizer_dir", "{root}/nowhere", "--vocab_size", "3000"], ["nowhere does not exist"]),
+    "not ours": (["--base_tokenizer_dir", "{root}/plain", "--vocab_size", "3000"],
+                 ["plain/lmpretrain_tokenizer.json is missing"]),
+    "no vocab.txt": (["--base_tokenizer_dir", "{root}/no-vocab", "--vocab_size", "3000"],
+                     ["no-vocab/vocab.txt is missing"]),
+    "corrupt meta": (["--base_tokenizer_dir", "{root}/corrupt", "--vocab_size", "3000"],
+                     ["corrupt/lmpretrain_tokenizer.json is corrupt"]),
+    "size below the base's": (["--base_tokenizer_dir", "{base}", "--vocab_size", "1000"],
+                              ["--vocab_size 1000 is the extended vocabulary's total size", "above the base's"]),
+    "no size": (["--base_tokenizer_dir", "{base}"], ["needs --vocab_size"]),
+    "spaced word": (["--base_tokenizer_dir", "{base}", "--vocab_size", "3000", "--add_words", "{root}/spaced.txt"],
+                    ["spaced.txt, line 2", "holds a space"]),
+    "words without a base": (["--add_words", "{root}/spaced.txt"], ["--add_words needs --base_tokenizer_dir"]),
+    "a corpus without text": (["--base_tokenizer_dir", "{base}", "--vocab_size", "3000", "--input_file",
+                               "{root}/blank.txt"], ["blank.txt has no text"]),
+    "output is the base": (["--base_tokenizer_dir", "{base}", "--vocab_size", "3000", "--model_dir", "{base}"],
+                           ["is --base_tokenizer_dir"]),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_input_is_one_clear_error_and_nothing_written(tmp_path, tiny_tokenizer_dir, domain, case):
+    _bad_bases(tmp_path, tiny_tokenizer_dir)
+    flags, fragments = BAD[case]
+    flags = [f.format(root=tmp_path, base=tiny_tokenizer_dir) for f in flags]
+    if "--model_dir" not in flags:
+        flags += ["--model_dir", str(tmp_path / "out" / "tok")]
+    before = snapshot(tiny_tokenizer_dir)
+    assert_one_clean_error(train("--input_file", str(domain), *flags), *fragments)
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+    assert snapshot(tiny_tokenizer_dir) == before
+
+
+@pytest.mark.slow
+def test_continued_pretraining_on_the_extension_keeps_every_shared_row(tmp_path, sample_corpus, tiny_tokenizer_dir,
+                                                                       domain):
+    """A tiny BERT pretrained with the base, its own dir extended (a released model's tokenizer), continued by
+    run_pretraining.py with the embeddings frozen: the base's rows stay bit for bit, the new ones train, and the
+    adaptation's log line reports the tokens added."""
+    import torch
+    from safetensors.torch import load_file
+
+    from lmpretrain.models.vocab_adapt import VocabPlan
+    from lmpretrain.trainer import train as pretrain
+    from tests.helpers import run_script
+    from tests.test_run_pretraining import BASE, make_args
+
+    params = tmp_path / "parameter.json"
+    further = {"warmup-steps": 1, "learning-rate": 5e-3, "batch-size": {"-1": 8}, "train-steps": 3, "save-steps": 3,
+               "logging-steps": 1, "dropout": 0.0, "attention-dropout": 0.0, "eval-share": 0.1,
+               "pretrained_model_name_or_path": str(tmp_path / "base"), "flozen-layers": 0, "new-token-init": "pieces"}
+    params.write_text(json.dumps({"bert-test": BASE, "bert-domain": further}))
+    pretrain(make_args(sample_corpus, tiny_tokenizer_dir, tmp_path / "base", params, "bert-test", train_steps=3))
+    base_size = len(vocab_of(tmp_path / "base"))
+    extend_tokenizer(tmp_path / "base", tmp_path / "ext", input_file=[str(domain)], vocab_size=base_size + ADDED,
+                     min_frequency=1)
+    without = run_script("run_pretraining.py", "--input_file", str(domain), "--tokenizer_dir", str(tmp_path / "ext"),
+                         "--model_dir", str(tmp_path / "refused"), "--parameter_file", str(params),
+                         "--model_type", "bert-domain", env={"LMP_NO_PROGRESS": "1"})
+    assert_one_clean_error(without, f"extends the one the model at {tmp_path / 'base'} was trained with ({ADDED} "
+                           f"tokens after its {base_size}); pass --resize_embeddings")
+    result = run_script("run_pretraining.py", "--input_file", str(domain), "--tokenizer_dir", str(tmp_path / "ext"),
+                        "--model_dir", str(tmp_path / "domain-bert"), "--parameter_file", str(params),
+                        "--model_type", "bert-domain", "--resize_embeddings", "--num_workers", "1",
+                        "--max_eval_samples", "16", env={"LMP_NO_PROGRESS": "1"}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(x for x in result.stderr.splitlines() if "vocabulary adapted by token" in x)
+    assert f"the tokenizer extends the model's by {ADDED} tokens (ids 0-{base_size - 1} unchanged): " \
+           f"{base_size} rows kept" in line and f"({base_size} -> {base_size + ADDED} tokens)" in line, line
+    name = "bert.embeddings.word_embeddings.weight"
+    before, after = load_file(tmp_path / "base" / "model.safetensors"), load_file(
+        tmp_path / "domain-bert" / "model.safetensors")
+    assert after[name].shape[0] == base_size + ADDED
+    assert torch.equal(after[name][:base_size], before[name])  # every shared row, bit for bit
+    mean_start = VocabPlan.by_id(base_size, base_size + ADDED).apply(before[name])[base_size:]
+    assert not torch.isclose(after[name][base_size:], mean_start, rtol=0, atol=0).all(-1).any()  # composed, trained
+    assert vocab_of(tmp_path / "domain-bert") == vocab_of(tmp_path / "ext")
