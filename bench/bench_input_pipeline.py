@@ -11,6 +11,13 @@ layer, hidden 16, a 1,500-token MeCab + WordPiece vocabulary (alphabet limited t
 warm-up) is not counted. Tokens/s counts real (non-padding) tokens; the wait share is
 ``train/data_wait_fraction`` (time in the loop's batch fetch over the window's wall time).
 A Markdown section is printed last.
+
+``--mode layouts`` (issue 15, benchmark (a)) measures the input pipeline alone: sequences/s that ``StepBatches``
+delivers to a loop that does nothing else, with each ``--workers`` count, for each instance layout (BERT's
+sentence_pairs, RoBERTa's packed_sentences, ELECTRA's whole_lines with whole-word masking; GPT's causal_blocks, which
+has no masking) at sequence 128, batch 256, over ``--steps`` steps after one untimed step (worker start-up).
+
+    .venv/bin/python bench/bench_input_pipeline.py --mode layouts --workers 0 1 2 [--steps 40]
 """
 
 from __future__ import annotations
@@ -53,6 +60,79 @@ def run(args, workers: int, tokenizer: Path, work: Path) -> dict:
             "losses": [r["train/loss"] for r in rows]}
 
 
+LAYOUT_FAMILIES = {"sentence_pairs": "bert", "packed_sentences": "roberta", "whole_lines": "electra",
+                   "causal_blocks": "gpt"}
+
+
+def pipeline_alone(args, family: str, workers: int, tokenizer: Path, work: Path) -> float:
+    """Sequences/s the input pipeline delivers for this family's layout (nothing else runs in the loop)."""
+    import time
+
+    from lmpretrain.data.loader import StepBatches
+    from lmpretrain.data_setup import build_run_data
+    from lmpretrain.distributed import init_distributed
+    from lmpretrain.prepare import prepare_run
+    from lmpretrain.run_config import TrainArgs
+
+    run = prepare_run(TrainArgs(input_file=[args.corpus], tokenizer_dir=str(tokenizer), model_dir=str(work / "out"),
+                                model_type=f"{family}-pipeline", parameter_file=str(work / "parameter.json"),
+                                num_workers=1, cache_dir=str(work / "cache"), overwrite_output_dir=True,
+                                do_whole_word_mask=family != "gpt"))
+    try:
+        layout = init_distributed(run.params.node_batch_sizes, local_rank=-1, node_rank=-1, device="cpu")
+        data = build_run_data(run, layout)
+        with StepBatches(data.train_dataset, data.collator, layout, next_position=0, steps=args.steps + 1,
+                         accumulation=1, workers=workers) as batches:
+            batches.next_step()  # worker start-up, untimed
+            started = time.perf_counter()
+            for _ in range(args.steps):
+                batches.next_step()
+            elapsed = time.perf_counter() - started
+    finally:
+        run.encoder.close()
+    return args.steps * layout.global_batch_size / elapsed
+
+
+def layouts_main(args) -> None:
+    from lmpretrain.log import setup_logging
+    from lmpretrain.tokenization import TokenizerSpec, train_tokenizer
+
+    setup_logging()
+    load_before = os.getloadavg()[0]
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench-layouts-") as tmp:
+        work = Path(tmp)
+        shape = {k: v for k, v in PRESET.items() if k != "whole-word-mask"}
+        electra = {"embedding-size": 16, "generator-size": "1/1"}  # a generator the 1-head shape divides into
+        presets = {f"{family}-pipeline": {**shape, **(electra if family == "electra" else {})}
+                   for family in LAYOUT_FAMILIES.values()}
+        (work / "parameter.json").write_text(json.dumps(presets))
+        spec = TokenizerSpec(mecab_dic_type="ipadic", tokenizer_type="wordpiece", vocab_size=1500, min_frequency=2,
+                             limit_alphabet=500)
+        train_tokenizer([args.corpus], work / "tokenizer", spec, num_workers=1)
+        for layout_name, family in LAYOUT_FAMILIES.items():
+            for workers in args.workers:
+                results[layout_name, workers] = pipeline_alone(args, family, workers, work / "tokenizer", work)
+                print(f"{layout_name} {workers} worker(s): {results[layout_name, workers]:,.0f} sequences/s",
+                      flush=True)
+    load_after = os.getloadavg()[0]
+    command = "python bench/bench_input_pipeline.py " + shlex.join(sys.argv[1:])
+    header = " | ".join(f"{w} worker(s) seq/s" for w in args.workers)
+    lines = ["## Input pipeline alone, by layout (issue 15, benchmark (a))", "", f"Command: `{command.strip()}`  ",
+             f"Machine: {machine()}; load average {load_before:.2f} at the start, {load_after:.2f} at the end.  ",
+             f"Sequence 128, batch 256, whole-word masking (MeCab + WordPiece, 1,500 tokens) for the masked LMs; "
+             f"{args.steps} steps timed after one untimed step.", "",
+             f"| layout (family) | {header} | "
+             + " | ".join(f"{a} → {b} workers" for a, b in zip(args.workers, args.workers[1:])) + " |",
+             "|---|" + "---:|" * (2 * len(args.workers) - 1)]
+    for layout_name, family in LAYOUT_FAMILIES.items():
+        rates = [results[layout_name, w] for w in args.workers]
+        ratios = [f"{b / a:.2f}×" for a, b in zip(rates, rates[1:])]
+        lines.append(f"| {layout_name} ({family}) | " + " | ".join(f"{r:,.0f}" for r in rates) + " | "
+                     + " | ".join(ratios) + " |")
+    report(lines, args.markdown)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", default=str(REPO.parent / "shared/corpora/ja_aozora_small/train.txt"))
@@ -60,7 +140,12 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--markdown", default=None)
+    parser.add_argument("--mode", choices=("training", "layouts"), default="training",
+                        help="training: tokens/s and wait share of a training run (benchmark (b)); layouts: the input "
+                             "pipeline alone, sequences/s per instance layout (benchmark (a))")
     args = parser.parse_args()
+    if args.mode == "layouts":
+        return layouts_main(args)
     import torch
 
     from lmpretrain.log import setup_logging

@@ -82,13 +82,22 @@ def record_epoch(shards, key: str, epoch: dict) -> None:
         logger.warning("could not record the epoch's figures in %s (%s)", path, error.strerror)
 
 
-def make_collator(params, encoder, *, seed: int, whole_word: bool):
-    """The collator the preset's family trains with (its registry declaration says which)."""
+MASKED_INDEX_BUCKET = 64  # masked_index grows in steps of this: a few shapes per run under torch.compile
+
+
+def make_collator(params, encoder, *, seed: int, whole_word: bool, fixed_shapes: bool = False,
+                  gather_masked: bool = False):
+    """The collator the preset's family trains with (its registry declaration says which). ``fixed_shapes``: pad
+    every batch to the sequence length (torch.compile); ``gather_masked``: give the masked positions as an index list
+    of a host-known size (see ``MaskingConfig.masked_index_bucket``; on a GPU, and with compile)."""
+    pad_to_length = params.sequence_length if fixed_shapes else None
     if get_family(params.family).collator == "causal":
-        return CausalLMCollator(pad_token_id=encoder.pad_token_id)
+        return CausalLMCollator(pad_token_id=encoder.pad_token_id, pad_to_length=pad_to_length,
+                                predicted_index_bucket=MASKED_INDEX_BUCKET if gather_masked else None)
     config = MaskingConfig(mlm_probability=params.mlm_probability, mask_token_prob=params.mask_token_prob,
                            random_token_prob=params.random_token_prob,
-                           whole_word=whole_word, span=params.span_masking)
+                           whole_word=whole_word, span=params.span_masking, pad_to_length=pad_to_length,
+                           masked_index_bucket=MASKED_INDEX_BUCKET if gather_masked else None)
     config.validate()
     return MLMCollator(config, vocab_size=encoder.vocab_size, pad_token_id=encoder.pad_token_id,
                        mask_token_id=encoder.mask_token_id,
@@ -141,10 +150,11 @@ def build_run_data(run, layout: Layout, *, report_batch_size: int | None = None)
         held_out = "eval_file" if args.eval_file else f"eval-share {params.eval_share:g}"
         record_epoch(shards, f"{layout_name} sequence-length {params.sequence_length}, seed {args.seed}, {held_out}, "
                              f"short-seq-prob {params.short_seq_prob:g}, global batch {global_batch}", epoch)
-    whole_word = config.whole_word_mask
+    shapes = dict(whole_word=config.whole_word_mask, fixed_shapes=args.compile,
+                  gather_masked=args.compile or layout.device.type == "cuda")
     data = RunData(train_dataset=train_dataset, eval_dataset=eval_dataset,
-                   collator=make_collator(params, encoder, seed=args.seed, whole_word=whole_word),
-                   eval_collator=make_collator(params, encoder, seed=args.seed + EVAL_SEED_OFFSET,
-                                               whole_word=whole_word), epoch=epoch)
+                   collator=make_collator(params, encoder, seed=args.seed, **shapes),
+                   eval_collator=make_collator(params, encoder, seed=args.seed + EVAL_SEED_OFFSET, **shapes),
+                   epoch=epoch)
     logger.info("dataset: %s", data.describe())
     return data

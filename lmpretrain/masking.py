@@ -68,6 +68,12 @@ class MaskingConfig:
     """Longest span, in words; the geometric distribution is truncated there and renormalized."""
     pad_to_multiple_of: int | None = 8
     """Round the padded length up to a multiple of this (tensor-core friendly); None: the longest instance."""
+    pad_to_length: int | None = None
+    """Pad every batch to this length (the sequence length): one shape, so torch.compile compiles once."""
+    masked_index_bucket: int | None = None
+    """Also give ``masked_index`` (the flat [B x L] indices of the masked positions, row-major) and ``masked_labels``
+    (their labels), padded to a multiple of this with index 0 and label -100: the models gather the masked rows
+    with it instead of a boolean mask, a shape known on the host (no device sync, few shapes under compile)."""
 
     def validate(self) -> None:
         """Raise one :class:`UserError` naming every bad field."""
@@ -85,9 +91,10 @@ class MaskingConfig:
             problems.append("span_geometric_p must be above 0 for span masking")
         if not isinstance(self.span_max_words, int) or self.span_max_words < 1:
             problems.append(f"span_max_words must be an integer of at least 1 (got {self.span_max_words!r})")
-        if self.pad_to_multiple_of is not None and (not isinstance(self.pad_to_multiple_of, int)
-                                                    or self.pad_to_multiple_of < 1):
-            problems.append(f"pad_to_multiple_of must be a positive integer (got {self.pad_to_multiple_of!r})")
+        for name in ("pad_to_multiple_of", "pad_to_length", "masked_index_bucket"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                problems.append(f"{name} must be a positive integer (got {value!r})")
         if problems:
             raise UserError("masking: " + "; ".join(problems))
 
@@ -98,8 +105,9 @@ def _as_array(value, dtype) -> np.ndarray:
     return np.asarray(value, dtype=dtype).reshape(-1)
 
 
-def pad_instances(instances: list[dict], pad_token_id: int, multiple: int | None) -> dict[str, torch.Tensor]:
-    """Stack variable-length instances into right-padded tensors.
+def pad_instances(instances: list[dict], pad_token_id: int, multiple: int | None,
+                  length: int | None = None) -> dict[str, torch.Tensor]:
+    """Stack variable-length instances into right-padded tensors (``length``: at least this long).
 
     Returns input_ids, attention_mask, word_starts (True on padding), positions (the instance's ``position``,
     or its index in the list when absent), and token_type_ids / next_sentence_label when the instances have them.
@@ -108,7 +116,7 @@ def pad_instances(instances: list[dict], pad_token_id: int, multiple: int | None
         raise ValueError("cannot collate an empty list of instances")
     ids = [_as_array(inst["input_ids"], np.int64) for inst in instances]
     lengths = np.array([len(x) for x in ids], dtype=np.int64)
-    length = int(lengths.max())
+    length = max(int(lengths.max()), length or 0)
     if multiple:
         length = -(-length // multiple) * multiple
     filled = np.arange(length)[None, :] < lengths[:, None]  # row-major order matches the concatenation
@@ -169,10 +177,13 @@ class MLMCollator:
         missing = [i for i, inst in enumerate(instances) if "position" not in inst]
         if missing:
             raise ValueError(f"instances {missing[:5]} have no 'position': masks would not be reproducible")
-        batch = pad_instances(instances, self.pad_token_id, self.config.pad_to_multiple_of)
+        batch = pad_instances(instances, self.pad_token_id, self.config.pad_to_multiple_of, self.config.pad_to_length)
         word_starts = batch.pop("word_starts")
         batch["input_ids"], batch["labels"] = self.mask(batch["input_ids"], batch["attention_mask"], word_starts,
                                                         batch["positions"])
+        if self.config.masked_index_bucket:
+            batch["masked_index"], batch["masked_labels"] = masked_index(batch["labels"],
+                                                                         self.config.masked_index_bucket)
         return batch
 
     def mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, word_starts: torch.Tensor,
@@ -264,6 +275,19 @@ class MLMCollator:
         return out
 
 
+def masked_index(labels: torch.Tensor, bucket: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The flat indices of the labelled positions (row-major: the order a boolean mask selects them in) and their
+    labels, padded to a multiple of ``bucket`` (at least one bucket) with index 0 and label -100."""
+    flat = labels.reshape(-1)
+    found = torch.nonzero(flat != -100).flatten()
+    size = max(1, -(-len(found) // bucket)) * bucket
+    index = torch.zeros(size, dtype=torch.int64)
+    index[:len(found)] = found
+    targets = torch.full((size,), -100, dtype=flat.dtype)
+    targets[:len(found)] = flat[found]
+    return index, targets
+
+
 def _words(maskable: torch.Tensor, word_starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per token its word slot in the row; per slot its number of maskable tokens (0: not a word).
 
@@ -294,14 +318,22 @@ def _take_words_in_order(word_count: torch.Tensor, order: torch.Tensor, budget: 
 class CausalLMCollator:
     """Pads instances for a causal LM; labels are the inputs (transformers shifts them), -100 on padding."""
 
-    def __init__(self, *, pad_token_id: int, pad_to_multiple_of: int | None = 8):
+    def __init__(self, *, pad_token_id: int, pad_to_multiple_of: int | None = 8, pad_to_length: int | None = None,
+                 predicted_index_bucket: int | None = None):
         self.pad_token_id = pad_token_id
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.pad_to_length = pad_to_length
+        self.predicted_index_bucket = predicted_index_bucket
+        """Also give ``predicted_index`` / ``predicted_labels``: the positions with a next token, as flat indices into
+        [B x (L - 1)] and their next tokens, padded as ``MaskingConfig.masked_index_bucket`` pads."""
 
     def __call__(self, instances: list[dict]) -> dict[str, torch.Tensor]:
-        batch = pad_instances(instances, self.pad_token_id, self.pad_to_multiple_of)
+        batch = pad_instances(instances, self.pad_token_id, self.pad_to_multiple_of, self.pad_to_length)
         batch.pop("word_starts")
         batch.pop("token_type_ids", None)
         batch.pop("next_sentence_label", None)
         batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        if self.predicted_index_bucket:
+            batch["predicted_index"], batch["predicted_labels"] = masked_index(batch["labels"][:, 1:],
+                                                                               self.predicted_index_bucket)
         return batch

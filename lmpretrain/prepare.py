@@ -4,6 +4,7 @@ the model."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -154,6 +155,8 @@ def prepare_run(args: TrainArgs) -> PreparedRun:
     if args.do_whole_word_mask and get_family(params.family).collator == "causal":
         raise UserError(f"--do_whole_word_mask applies to masked LMs, not to the causal LM family "
                         f"({get_family(params.family).display})")
+    if args.peak_tflops is not None and not (args.peak_tflops > 0 and math.isfinite(args.peak_tflops)):
+        raise UserError(f"--peak_tflops must be a positive number of TFLOPS (got {args.peak_tflops})")
     if args.dataloader_workers is not None and args.dataloader_workers < 0:
         raise UserError(f"--dataloader_workers must be 0 (batches built in the loop's process) or more "
                         f"(got {args.dataloader_workers})")

@@ -63,6 +63,9 @@ class TrainArgs:
     dataloader_workers: int | None = None
     """Background processes building the training batches ahead of the loop (0: in the loop's process). Default:
     min(2, cores per local process - 1), at least 0. The batches are the same for any number."""
+    peak_tflops: float | None = None
+    """The device's dense bf16/fp16 peak in TFLOPS, for train/mfu where the built-in table has none (CPUs, GPUs it
+    lacks); it overrides the table."""
     max_eval_samples: int = 1000
     train_steps: int | None = None
     """Train this many optimizer steps, whatever budget the preset gives (handy for smoke runs)."""
@@ -250,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true")
     p.add_argument("--num_workers", type=int, default=None)
     p.add_argument("--dataloader_workers", type=int, default=None)
+    p.add_argument("--peak_tflops", type=float, default=None,
+                   help="the device's dense bf16/fp16 peak TFLOPS, for train/mfu (model FLOPs utilization) on a "
+                        "device the built-in GPU table lacks, or a CPU; overrides the table")
     p.add_argument("--max_eval_samples", type=int, default=1000)
     p.add_argument("--train_steps", type=int, default=None,
                    help="train this many optimizer steps (replaces the preset's train-steps/-epochs/-tokens)")

@@ -36,6 +36,7 @@ from .distributed import (
 )
 from .errors import Preempted, UserError
 from .log import JsonlLog, MetricsWriter, get_logger, progress
+from .models import BatchShape
 from .optim import apply_settings, build_optimizer, lr_schedule
 from .precision import Precision, make_precision
 from .prepare import PreparedRun, prepare_run
@@ -43,6 +44,7 @@ from .resume import compare, newest_complete
 from .run_config import TrainArgs
 from .run_dir import SUMMARY_FILE, ModelDirLock, check_fresh_run
 from .run_state import RunState
+from .throughput import device_peak_tflops, throughput_scalars
 
 logger = get_logger(__name__)
 
@@ -302,7 +304,11 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
 
     model.train()
     bar = progress(total=config.train_steps, initial=counters.step, desc="train", unit="step")
-    window = _Window()
+    peak, peak_source = device_peak_tflops(layout.device, args.peak_tflops)
+    logger.info("MFU against a peak of %s", peak_source) if peak else \
+        logger.info("train/mfu not logged: %s; give --peak_tflops to log it (train/tflops_per_device is logged)",
+                    peak_source)
+    window = _Window(peak)
     last_eval, started, preempted = first_eval, time.perf_counter(), False
     steps_left = max(0, config.train_steps - counters.step)
     workers = args.dataloader_workers if args.dataloader_workers is not None else \
@@ -320,10 +326,11 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
     with contextlib.closing(writer), contextlib.closing(bar), batches:
         while counters.step < config.train_steps:
             # --- batch: this process's share of the global batch, as micro-batches (built ahead) -------------
-            waited = time.perf_counter()
+            waited = step_started = time.perf_counter()
             micro = batches.next_step()
             waited = time.perf_counter() - waited
             local = [units for _, units in micro]
+            flops = sum(model.train_flops(_batch_shape(batch, units)) for batch, units in micro)  # from shapes: no sync
             global_units = _global_units(local, units_device)
 
             # --- forward / backward with accumulation: no host synchronisation in here -------------------------
@@ -351,6 +358,9 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
             read = torch.stack([v.to(norm.device) for v in values]).tolist()
             global_loss, preempt_now, grad_norm = read[0], read[1] > 0, read[2]
             step_tokens = read[3] if len(read) > 3 else step_tokens
+            if args.compile and window.steps == 0 and not window.total["elapsed"]:  # the first step of this process
+                logger.info("step %d took %.1f s (torch.compile compiled the model in it)", counters.step + 1,
+                            time.perf_counter() - step_started)
             stepped = precision.apply(state.optimizer, grad_norm=grad_norm, loss_finite=math.isfinite(global_loss))
             state.optimizer.zero_grad(set_to_none=True)
             state.scheduler.step()
@@ -362,7 +372,7 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
                                counters.skipped_steps, counters.nonfinite_streak, args.max_nonfinite_steps)
 
             # --- log ---------------------------------------------------------------------------------------------
-            window.add(global_loss, step_tokens, data_wait=waited)
+            window.add(global_loss, step_tokens, flops=flops, data_wait=waited)
             bar.update(1)
             bar.set_postfix(loss=f"{global_loss:.4f}")
             if counters.step % params.logging_steps == 0 or counters.step == config.train_steps:
@@ -396,7 +406,8 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
         logger.warning("preempted: saved checkpoint-%d; rerun with --do_continue to resume", counters.step)
         return {"step": counters.step, "preempted": 1.0}
     summary = {"step": counters.step, "final_loss": counters.last_loss, "skipped_steps": counters.skipped_steps,
-               "tokens_seen": counters.tokens_seen, "train_seconds": round(time.perf_counter() - started, 1)}
+               "tokens_seen": counters.tokens_seen, "train_seconds": round(time.perf_counter() - started, 1),
+               **window.run_totals()}
     summary.update(last_eval)
     if first_eval.get("eval/perplexity") is not None:
         summary["eval/perplexity_at_start"] = first_eval["eval/perplexity"]
@@ -427,6 +438,14 @@ def _wrap(model: torch.nn.Module, layout: Layout, *, compile_model: bool) -> tor
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[layout.device.index] if layout.device.type == "cuda" else None)
     return torch.compile(model) if compile_model else model
+
+
+def _batch_shape(batch: dict[str, torch.Tensor], units: dict[str, float]) -> BatchShape:
+    """What the micro-batch's FLOPs depend on, from its shape and its unit counts (host values)."""
+    sequences, length = batch["input_ids"].shape
+    masked = batch["masked_index"].numel() if "masked_index" in batch else int(units.get("masked", 0))
+    predicted = batch["predicted_index"].numel() if "predicted_index" in batch else int(units.get("next_tokens", 0))
+    return BatchShape(sequences, length, masked=masked, predicted=predicted)
 
 
 def _global_units(local: list[dict[str, float]], device: torch.device) -> dict:
@@ -467,31 +486,47 @@ def _global_metrics(sums: dict, global_units: dict, family, device: torch.device
 
 
 class _Window:
-    """Loss and throughput since the last logged step."""
+    """Loss and throughput since the last logged step, and throughput over the whole run (the summary's)."""
 
-    def __init__(self):
+    def __init__(self, peak_tflops: float | None = None):
+        self.peak_tflops = peak_tflops
+        self.total = {"tokens": 0.0, "flops": 0.0, "data_wait": 0.0, "elapsed": 0.0}
         self._start()
 
     def _start(self) -> None:
-        self.loss, self.tokens, self.steps, self.started = 0.0, 0.0, 0, time.perf_counter()
+        self.loss, self.tokens, self.flops, self.steps, self.started = 0.0, 0.0, 0.0, 0, time.perf_counter()
         self.data_wait = 0.0
 
-    def add(self, loss: float, tokens: float, data_wait: float = 0.0) -> None:
+    def add(self, loss: float, tokens: float, flops: float = 0.0, data_wait: float = 0.0) -> None:
+        """One step: its global loss and tokens, this device's FLOPs, the time the loop waited for its batch."""
         self.loss += loss
         self.tokens += tokens
+        self.flops += flops
         self.steps += 1
         self.data_wait += data_wait
 
     def take(self, *, learning_rate: float, grad_norm: float, skipped_steps: int, metrics: dict) -> dict[str, float]:
         """The scalars to log for this window, which then starts over."""
         elapsed = time.perf_counter() - self.started
+        for key, value in (("tokens", self.tokens), ("flops", self.flops), ("data_wait", self.data_wait),
+                           ("elapsed", elapsed)):
+            self.total[key] += value
         scalars = {"train/loss": self.loss / self.steps, "train/learning_rate": learning_rate,
-                   "train/grad_norm": grad_norm, "train/tokens_per_second": self.tokens / max(elapsed, 1e-9),
-                   "train/skipped_steps": skipped_steps,
-                   "train/data_wait_fraction": self.data_wait / max(elapsed, 1e-9)}  # waiting for the next batch
+                   "train/grad_norm": grad_norm, "train/skipped_steps": skipped_steps,
+                   **throughput_scalars(tokens=self.tokens, flops=self.flops, data_wait=self.data_wait,
+                                        elapsed=elapsed, peak_tflops=self.peak_tflops)}
         scalars.update({f"train/{k}": v for k, v in metrics.items()})
         self._start()
         return scalars
+
+    def run_totals(self) -> dict[str, float]:
+        """Throughput over every logged window of this run (this process's part of it, after a resume)."""
+        if not self.total["elapsed"]:
+            return {}
+        rates = throughput_scalars(tokens=self.total["tokens"], flops=self.total["flops"],
+                                   data_wait=self.total["data_wait"], elapsed=self.total["elapsed"],
+                                   peak_tflops=self.peak_tflops, prefix="")
+        return {k: round(v, 6) for k, v in rates.items()}
 
 
 _chunks = micro_batch_positions  # the name the unit tests use

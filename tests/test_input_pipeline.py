@@ -99,7 +99,7 @@ def test_creating_the_pipeline_leaves_the_global_rng_alone(sample_corpus, tiny_t
         run.encoder.close()
 
 
-TIMINGS = ("train/tokens_per_second", "train/data_wait_fraction")
+TIMINGS = ("train/tokens_per_second", "train/data_wait_fraction", "train/tflops_per_device", "train/mfu")
 
 
 def _log(model_dir):
@@ -199,7 +199,25 @@ def test_no_host_synchronisation_inside_the_micro_batches(sample_corpus, tiny_to
                                                          tmp_path, monkeypatch):
     """The loop's part of each micro-batch (weighted loss, backward, device-side accumulation of loss and metrics)
     runs under ``torch.cuda.set_sync_debug_mode("error")``: a synchronisation there raises. The models' forward is
-    left out: their heads index the masked positions with a boolean mask (a data-dependent shape, so a sync)."""
+    left out here; the next test takes in a masked LM's heads."""
+    _train_strictly(sample_corpus, tiny_tokenizer_dir, parameter_file, tmp_path, monkeypatch, "bert-test")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_no_host_synchronisation_from_the_backbone_on(sample_corpus, tiny_tokenizer_dir, parameter_file, tmp_path,
+                                                      monkeypatch):
+    """With the masked positions gathered by the collator's index list (on a GPU), a masked LM's heads (MLM on the
+    masked rows, NSP), its loss terms and the whole backward run strictly too: strict from the output of the
+    transformers backbone (whose own attention-mask preparation is transformers' business) to the clip."""
+    _train_strictly(sample_corpus, tiny_tokenizer_dir, parameter_file, tmp_path, monkeypatch, "bert-test",
+                    from_backbone=True)
+    # a causal LM: its head on the positions with a next token, gathered the same way
+    _train_strictly(sample_corpus, tiny_tokenizer_dir, parameter_file, tmp_path / "gpt", monkeypatch, "gpt-test",
+                    from_backbone=True, micro_batches=4)
+
+
+def _train_strictly(sample_corpus, tiny_tokenizer_dir, parameter_file, tmp_path, monkeypatch, model_type,
+                    from_backbone=False, micro_batches=12):
     from lmpretrain import trainer
 
     original_loss, original_wrap, make = trainer.weighted_loss, trainer._wrap, trainer.make_precision
@@ -214,9 +232,16 @@ def test_no_host_synchronisation_inside_the_micro_batches(sample_corpus, tiny_to
         if module.training:
             torch.cuda.set_sync_debug_mode(0)
 
+    def strict_heads(module, args, output):
+        if module.training:
+            torch.cuda.set_sync_debug_mode("error")
+
     def wrap(*args, **kwargs):
         module = original_wrap(*args, **kwargs)
         module.register_forward_pre_hook(lenient_forward)
+        if from_backbone:
+            main = next(iter(module.hf_models().values()))
+            getattr(main, main.base_model_prefix).register_forward_hook(strict_heads)
         return module
 
     class StrictPrecision:
@@ -234,8 +259,8 @@ def test_no_host_synchronisation_inside_the_micro_batches(sample_corpus, tiny_to
     monkeypatch.setattr(trainer, "weighted_loss", strict_loss)
     monkeypatch.setattr(trainer, "_wrap", wrap)
     try:
-        train(make_args(sample_corpus, tiny_tokenizer_dir, tmp_path / "out", parameter_file, device="cuda",
-                        dataloader_workers=1, bf16=True))
+        train(make_args(sample_corpus, tiny_tokenizer_dir, tmp_path / "out", parameter_file, model_type,
+                        device="cuda", dataloader_workers=1, bf16=True))
     finally:
         torch.cuda.set_sync_debug_mode(0)
-    assert inside["micro_batches"] == 12  # 6 steps x 2 micro-batches
+    assert inside["micro_batches"] == micro_batches  # bert-test: 6 steps x 2 micro-batches

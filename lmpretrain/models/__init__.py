@@ -19,6 +19,7 @@ from ..errors import UserError
 from ..log import get_logger
 from . import bert, deberta, electra, gpt, llama, modernbert
 from .base import BuildSpec, PretrainingModel
+from .flops import BatchShape
 from .presets import load_parameters, parse_preset, resolve_pretrained_shape
 from .registry import Family, LossTerm, Part, family_names, family_of, get_family, register, usable_positions
 from .vocab_adapt import VocabPlan, plan_adaptation
@@ -54,6 +55,6 @@ def build_model(params: ModelParams, *, vocab_size: int, pad_token_id: int, seed
     return model
 
 
-__all__ = ["BuildSpec", "Family", "LossTerm", "Part", "PretrainingModel", "VocabPlan", "build_model", "family_names",
-           "family_of", "get_family", "load_parameters", "parse_preset", "plan_adaptation", "register",
+__all__ = ["BatchShape", "BuildSpec", "Family", "LossTerm", "Part", "PretrainingModel", "VocabPlan", "build_model",
+           "family_names", "family_of", "get_family", "load_parameters", "parse_preset", "plan_adaptation", "register",
            "resolve_pretrained_shape", "usable_positions"]

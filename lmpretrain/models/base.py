@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from ..config import ModelParams
 from ..errors import LOAD_ERRORS, UserError
+from .flops import BatchShape, train_flops
 from .registry import get_family, usable_positions
 from .vocab_adapt import VocabPlan, adapt_model, train_rows_only
 
@@ -35,21 +36,39 @@ class BuildSpec:
     :mod:`.vocab_adapt`); also given when resuming, for the rows ``flozen-layers`` leaves trainable."""
 
 
+def masked_rows(hidden: torch.Tensor, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The hidden states at the masked positions and their labels: gathered by the collator's ``masked_index``
+    (a host-known size, padding rows labelled -100) where it gives one, else selected by a boolean mask (whose
+    data-dependent size makes the device report the count back: a sync)."""
+    if "masked_index" in batch:
+        return hidden.flatten(0, 1).index_select(0, batch["masked_index"]), batch["masked_labels"]
+    masked = batch["labels"] != -100
+    return hidden[masked], batch["labels"][masked]
+
+
 def masked_lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy (in fp32) and accuracy over the given (already selected) positions."""
+    """Mean cross-entropy (in fp32) and accuracy over the given (already selected) positions; targets of -100
+    (``masked_rows``' padding) count in neither."""
     if targets.numel() == 0:
         nan = logits.new_tensor(float("nan"), dtype=torch.float32)
         return nan, nan
-    loss = F.cross_entropy(logits.float(), targets)
-    accuracy = (logits.detach().argmax(-1) == targets).float().mean()
+    loss = F.cross_entropy(logits.float(), targets)  # ignore_index -100: the mean over the real rows
+    real = targets != -100
+    accuracy = ((logits.detach().argmax(-1) == targets) & real).sum() / real.sum()
     return loss, accuracy
 
 
-def next_token_loss(lm_head, hidden: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-    """A causal LM's loss terms: the head runs only on the positions that have a next token to predict."""
-    targets = labels[:, 1:]
-    keep = targets != -100
-    loss, accuracy = masked_lm_loss(lm_head(hidden[:, :-1][keep]), targets[keep])
+def next_token_loss(lm_head, hidden: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A causal LM's loss terms: the head runs only on the positions that have a next token to predict (gathered by
+    the collator's ``predicted_index`` where it gives one, as :func:`masked_rows` does)."""
+    if "predicted_index" in batch:
+        rows = hidden[:, :-1].flatten(0, 1).index_select(0, batch["predicted_index"])
+        targets = batch["predicted_labels"]
+    else:
+        next_tokens = batch["labels"][:, 1:]
+        keep = next_tokens != -100
+        rows, targets = hidden[:, :-1][keep], next_tokens[keep]
+    loss, accuracy = masked_lm_loss(lm_head(rows), targets)
     return {"lm_loss": loss, "lm_accuracy": accuracy}
 
 
@@ -64,6 +83,10 @@ class PretrainingModel(torch.nn.Module):
 
     def hf_models(self) -> dict[str, torch.nn.Module]:
         raise NotImplementedError
+
+    def train_flops(self, shape: BatchShape) -> int:
+        """FLOPs of a forward and backward pass over a micro-batch of this shape (:mod:`.flops`)."""
+        return train_flops(self, shape)
 
     def save_pretrained(self, path: str | Path) -> None:
         """Each part as a complete HF model dir, in the folder its family declares."""

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from transformers import BertConfig, BertForPreTraining, RobertaConfig, RobertaForMaskedLM
 
 from ..config import ModelParams
-from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss
+from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss, masked_rows
+from .flops import BatchShape, linear, mlm_head_flops, stack_flops
 from .registry import Family, LossTerm, Part
 
 ROBERTA_POSITION_OFFSET = 2  # RoBERTa numbers positions from padding_idx + 1
@@ -40,9 +41,8 @@ class BertPretraining(PretrainingModel):
         # The MLM head runs on the masked positions only: the full [B, L, V] logits are never built.
         hidden, pooled = self.model.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                          token_type_ids=batch.get("token_type_ids"), return_dict=False)[:2]
-        masked = batch["labels"] != -100
-        mlm_logits = self.model.cls.predictions(hidden[masked])
-        mlm_loss, mlm_accuracy = masked_lm_loss(mlm_logits, batch["labels"][masked])
+        rows, targets = masked_rows(hidden, batch)
+        mlm_loss, mlm_accuracy = masked_lm_loss(self.model.cls.predictions(rows), targets)
         out = {"mlm_loss": mlm_loss, "mlm_accuracy": mlm_accuracy}
         if "next_sentence_label" in batch:
             nsp_logits = self.model.cls.seq_relationship(pooled)
@@ -68,21 +68,35 @@ class RobertaPretraining(PretrainingModel):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         hidden = self.model.roberta(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                     return_dict=False)[0]
-        masked = batch["labels"] != -100
-        logits = self.model.lm_head(hidden[masked])
-        loss, accuracy = masked_lm_loss(logits, batch["labels"][masked])
+        rows, targets = masked_rows(hidden, batch)
+        loss, accuracy = masked_lm_loss(self.model.lm_head(rows), targets)
         return {"mlm_loss": loss, "mlm_accuracy": accuracy}
+
+
+def bert_flops(model: BertPretraining, shape: BatchShape) -> int:
+    """Encoder, the MLM head on the masked positions, the pooler and the NSP classifier on each sequence."""
+    config = model.model.config
+    hidden = config.hidden_size
+    return (stack_flops(config, shape) + mlm_head_flops(config, shape.masked)
+            + linear(shape.sequences, hidden, hidden) + linear(shape.sequences, hidden, 2))
+
+
+def encoder_mlm_flops(model, shape: BatchShape) -> int:
+    """Encoder and the MLM head on the masked positions (RoBERTa, DeBERTa-v2)."""
+    config = model.model.config
+    return stack_flops(config, shape) + mlm_head_flops(config, shape.masked)
 
 
 BERT = Family(
     name="bert", display="BERT", model=BertPretraining,
     parts=(Part("model", "BertForPreTraining", role="pretraining"),),
     loss_terms=(LossTerm("mlm_loss", "masked"), LossTerm("nsp_loss", "samples")),
-    layout="sentence_pairs", collator="mlm", hf_model_types=("bert",), hf_shape=ENCODER_SHAPE)
+    layout="sentence_pairs", collator="mlm", hf_model_types=("bert",), hf_shape=ENCODER_SHAPE,
+    forward_flops=bert_flops)
 
 ROBERTA = Family(
     name="roberta", display="RoBERTa", model=RobertaPretraining,
     parts=(Part("model", "RobertaForMaskedLM", role="masked_lm"),),
     loss_terms=(LossTerm("mlm_loss", "masked"),),
     layout="packed_sentences", collator="mlm", hf_model_types=("roberta", "xlm-roberta"), hf_shape=ENCODER_SHAPE,
-    position_offset=ROBERTA_POSITION_OFFSET)
+    position_offset=ROBERTA_POSITION_OFFSET, forward_flops=encoder_mlm_flops)

@@ -38,9 +38,10 @@ from transformers.activations import ACT2FN
 from ..config import ModelParams
 from ..errors import UserError
 from ..log import get_logger
-from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss
+from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss, masked_rows
 from .bert import ENCODER_SHAPE
 from .electra import replaced_token_loss, sample_replacements
+from .flops import BatchShape, linear, mlm_head_flops, stack_flops
 from .registry import Family, LossTerm, Option, Part
 
 logger = get_logger(__name__)
@@ -110,8 +111,8 @@ class DebertaV2Pretraining(PretrainingModel):
         # The MLM head runs on the masked positions only, as bert.py's: the full [B, L, V] logits are never built.
         hidden = self.model.deberta(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                     return_dict=False)[0]
-        masked = batch["labels"] != -100
-        loss, accuracy = masked_lm_loss(mlm_logits(self.model, hidden[masked]), batch["labels"][masked])
+        rows, targets = masked_rows(hidden, batch)
+        loss, accuracy = masked_lm_loss(mlm_logits(self.model, rows), targets)
         return {"mlm_loss": loss, "mlm_accuracy": accuracy}
 
 
@@ -178,9 +179,9 @@ class RtdHead(nn.Module):
         self.transform_act_fn = ACT2FN[config.hidden_act]
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.classifer = nn.Linear(config.hidden_size, 1)  # the official spelling, so that its keys match
-        for linear in (self.dense, self.classifer):
-            nn.init.normal_(linear.weight, std=config.initializer_range)
-            nn.init.zeros_(linear.bias)
+        for layer in (self.dense, self.classifer):
+            nn.init.normal_(layer.weight, std=config.initializer_range)
+            nn.init.zeros_(layer.bias)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         states = self.LayerNorm(hidden[:, :1] + hidden)
@@ -284,17 +285,47 @@ class DebertaV3Pretraining(PretrainingModel):
         input_ids, attention_mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
         masked = labels != -100
         hidden = self.generator.deberta(input_ids=input_ids, attention_mask=attention_mask, return_dict=False)[0]
-        logits = mlm_logits(self.generator, hidden[masked])
-        generator_loss, generator_accuracy = masked_lm_loss(logits, labels[masked])
+        rows, targets = masked_rows(hidden, batch)
+        logits = mlm_logits(self.generator, rows)
+        generator_loss, generator_accuracy = masked_lm_loss(logits, targets)
 
         original = torch.where(masked, labels, input_ids)
         replaced = input_ids.clone()
-        replaced[masked] = sample_replacements(self.seed, logits.detach(), batch["positions"], masked)
+        real = logits if "masked_index" not in batch else logits[targets != -100]  # gathered real rows come first
+        replaced[masked] = sample_replacements(self.seed, real.detach(), batch["positions"], masked)
         is_replaced = (replaced != original).float()  # 1 = replaced: a sampled token equal to the original is not
         disc_hidden = self.discriminator(input_ids=replaced, attention_mask=attention_mask, return_dict=False)[0]
         disc_logits = self.rtd_head(disc_hidden)
         return {"generator_loss": generator_loss, "mlm_accuracy": generator_accuracy,
                 **replaced_token_loss(disc_logits, is_replaced, attention_mask)}
+
+
+def relative_attention_flops(config: DebertaV2Config, shape: BatchShape) -> int:
+    """Disentangled attention beyond the content attention, per layer: the 2 x span relative embeddings projected
+    once per kind (c2p by the key projection, p2c by the query projection; batch-independent), and each position's
+    scores against all 2 x span relative positions per kind (computed in full, then gathered to the ones used)."""
+    if not config.relative_attention:
+        return 0
+    span = config.position_buckets if config.position_buckets > 0 else config.max_relative_positions
+    span = span if span > 0 else config.max_position_embeddings
+    kinds = [k for k in config.pos_att_type if k in POS_ATT_TYPES]
+    per_kind = linear(2 * span, config.hidden_size, config.hidden_size) + \
+        linear(shape.positions, config.hidden_size, 2 * span)
+    return config.num_hidden_layers * len(kinds) * per_kind
+
+
+def debertav2_flops(model: DebertaV2Pretraining, shape: BatchShape) -> int:
+    config = model.model.config
+    return stack_flops(config, shape) + relative_attention_flops(config, shape) + mlm_head_flops(config, shape.masked)
+
+
+def debertav3_flops(model: DebertaV3Pretraining, shape: BatchShape) -> int:
+    """Generator (MLM head on the masked positions) and discriminator (the RTD head on every position)."""
+    generator, discriminator = model.generator.config, model.discriminator.config
+    hidden = discriminator.hidden_size
+    return (sum(stack_flops(c, shape) + relative_attention_flops(c, shape) for c in (generator, discriminator))
+            + mlm_head_flops(generator, shape.masked)
+            + linear(shape.positions, hidden, hidden) + linear(shape.positions, hidden, 1))
 
 
 def _attention_problems(model_type: str, values: dict) -> list[str]:
@@ -360,7 +391,8 @@ DEBERTAV2 = Family(
     parts=(Part("model", "DebertaV2ForMaskedLM", role="masked_lm"),),
     loss_terms=(LossTerm("mlm_loss", "masked"),),
     layout="packed_sentences", collator="mlm", hf_model_types=("deberta-v2",), hf_shape=ENCODER_SHAPE,
-    options=dict(ATTENTION_OPTIONS), check=_attention_problems, check_pretrained=_v2_pretrained_problems)
+    options=dict(ATTENTION_OPTIONS), check=_attention_problems, check_pretrained=_v2_pretrained_problems,
+    forward_flops=debertav2_flops)
 
 DEBERTAV3 = Family(
     name="debertav3", display="DeBERTa-v3", model=DebertaV3Pretraining, aliases=("deberta-v3",),
@@ -377,4 +409,5 @@ DEBERTAV3 = Family(
              "generator-depth": Option("generator_depth", "fraction", 0.5, shape=True),
              "discriminator-weight": Option("discriminator_weight", "pos_float", 50.0)},
     defaults={"mask_token_prob": 1.0, "random_token_prob": 0.0},
-    check=_v3_problems, part_configs=debertav3_configs, check_pretrained=_v3_pretrained_problems)
+    check=_v3_problems, part_configs=debertav3_configs, check_pretrained=_v3_pretrained_problems,
+    forward_flops=debertav3_flops)

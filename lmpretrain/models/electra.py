@@ -18,8 +18,9 @@ from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTrainin
 
 from ..config import ModelParams
 from ..rng import uniform
-from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss
+from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss, masked_rows
 from .bert import ENCODER_SHAPE
+from .flops import BatchShape, linear, stack_flops
 from .registry import Family, LossTerm, Option, Part
 
 _SAMPLING_STREAM = 101
@@ -100,17 +101,35 @@ class ElectraPretraining(PretrainingModel):
         masked = labels != -100
         hidden = self.generator.electra(input_ids=input_ids, attention_mask=attention_mask,
                                         token_type_ids=token_type_ids, return_dict=False)[0]
-        logits = self.generator.generator_lm_head(self.generator.generator_predictions(hidden[masked]))
-        generator_loss, generator_accuracy = masked_lm_loss(logits, labels[masked])
+        rows, targets = masked_rows(hidden, batch)
+        logits = self.generator.generator_lm_head(self.generator.generator_predictions(rows))
+        generator_loss, generator_accuracy = masked_lm_loss(logits, targets)
 
         original = torch.where(masked, labels, input_ids)
         replaced = input_ids.clone()
-        replaced[masked] = self.sample(logits.detach(), batch["positions"], masked)
+        # the draws go to the real masked rows (gathered ones come first, in the boolean mask's order)
+        real = logits if "masked_index" not in batch else logits[targets != -100]
+        replaced[masked] = self.sample(real.detach(), batch["positions"], masked)
         is_replaced = (replaced != original).float()
         disc_logits = self.discriminator(input_ids=replaced, attention_mask=attention_mask,
                                          token_type_ids=token_type_ids).logits
         return {"generator_loss": generator_loss, "mlm_accuracy": generator_accuracy,
                 **replaced_token_loss(disc_logits, is_replaced, attention_mask)}
+
+
+def electra_flops(model: ElectraPretraining, shape: BatchShape) -> int:
+    """Generator and discriminator on the whole batch (each with its embedding projection when the embedding is
+    narrower), the generator's head on the masked positions, the discriminator's on every position."""
+    generator, discriminator = model.generator.config, model.discriminator.config
+    embedding, hidden = discriminator.embedding_size, discriminator.hidden_size
+    total = 0
+    for config in (generator, discriminator):
+        if config.embedding_size != config.hidden_size:
+            total += linear(shape.positions, config.embedding_size, config.hidden_size)
+        total += stack_flops(config, shape)
+    total += linear(shape.masked, generator.hidden_size, embedding)
+    total += linear(shape.masked, embedding, generator.vocab_size)
+    return total + linear(shape.positions, hidden, hidden) + linear(shape.positions, hidden, 1)
 
 
 def _generator_problems(model_type: str, values: dict) -> list[str]:
@@ -138,4 +157,4 @@ ELECTRA = Family(
         "discriminator-weight": Option("discriminator_weight", "pos_float", 50.0),
     },
     defaults={"mask_token_prob": 0.85, "random_token_prob": 0.0},
-    check=_generator_problems, part_configs=electra_configs)
+    check=_generator_problems, part_configs=electra_configs, forward_flops=electra_flops)

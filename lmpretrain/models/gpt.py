@@ -31,7 +31,7 @@ class GptPretraining(PretrainingModel):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         hidden = self.model.transformer(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                         return_dict=False)[0]
-        return next_token_loss(self.model.lm_head, hidden, batch["labels"])
+        return next_token_loss(self.model.lm_head, hidden, batch)
 
 
 def _gpt_inner(config) -> int:

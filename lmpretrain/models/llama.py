@@ -13,6 +13,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from ..config import ModelParams
 from .base import BuildSpec, PretrainingModel, load_pretrained, next_token_loss
 from .bert import ENCODER_SHAPE
+from .flops import BatchShape, linear, stack_flops
 from .registry import Family, LossTerm, Option, Part
 
 
@@ -42,7 +43,14 @@ class LlamaPretraining(PretrainingModel):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         hidden = self.model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                   return_dict=False)[0]
-        return next_token_loss(self.model.lm_head, hidden, batch["labels"])
+        return next_token_loss(self.model.lm_head, hidden, batch)
+
+
+def llama_flops(model: LlamaPretraining, shape: BatchShape) -> int:
+    """Layers with grouped-query projections (k and v num_key_value_heads wide) and a SwiGLU FFN (3 matrices); the
+    LM head on the positions with a next token."""
+    config = model.model.config
+    return stack_flops(config, shape, ffn_matrices=3) + linear(shape.predicted, config.hidden_size, config.vocab_size)
 
 
 def check(model_type: str, values: dict) -> list[str]:
@@ -67,4 +75,4 @@ LLAMA = Family(
              "rope-theta": Option("rope_theta", "pos_float", 10_000.0, shape=True),
              "rms-norm-eps": Option("rms_norm_eps", "pos_float", 1e-5)},
     defaults={"dropout": 0.0, "attention_dropout": 0.0},
-    check=check)
+    check=check, forward_flops=llama_flops)

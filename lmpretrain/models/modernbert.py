@@ -16,8 +16,9 @@ import torch
 from transformers import ModernBertConfig, ModernBertForMaskedLM
 
 from ..config import ModelParams
-from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss
+from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss, masked_rows
 from .bert import ENCODER_SHAPE
+from .flops import BatchShape, mlm_head_flops, stack_flops
 from .registry import Family, LossTerm, Option, Part
 
 MAX_POSITIONS = 8192  # the published models' max_position_embeddings; rotary positions, so a declaration only
@@ -69,10 +70,19 @@ class ModernBertPretraining(PretrainingModel):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         hidden = self.model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                   return_dict=False)[0]
-        masked = batch["labels"] != -100
-        logits = self.model.decoder(self.model.head(hidden[masked]))
-        loss, accuracy = masked_lm_loss(logits, batch["labels"][masked])
+        rows, targets = masked_rows(hidden, batch)
+        loss, accuracy = masked_lm_loss(self.model.decoder(self.model.head(rows)), targets)
         return {"mlm_loss": loss, "mlm_accuracy": accuracy}
+
+
+def modernbert_flops(model: ModernBertPretraining, shape: BatchShape) -> int:
+    """Layers with a GeGLU FFN (Wi is h x 2f: 3 matrices' worth); a local layer attends to its window only under
+    FlashAttention (SDPA masks the full square); the MLM head on the masked positions."""
+    config = model.model.config
+    windowed = config._attn_implementation == "flash_attention_2"
+    keys = [min(shape.length, config.local_attention + 1) if windowed and kind == "sliding_attention" else shape.length
+            for kind in config.layer_types]
+    return stack_flops(config, shape, ffn_matrices=3, keys=keys) + mlm_head_flops(config, shape.masked)
 
 
 def check(model_type: str, values: dict) -> list[str]:
@@ -107,4 +117,4 @@ MODERNBERT = Family(
              "global-rope-theta": Option("global_rope_theta", "pos_float", 160_000.0, shape=True),
              "local-rope-theta": Option("local_rope_theta", "pos_float", 10_000.0, shape=True)},
     defaults={"mlm_probability": 0.3, "dropout": 0.0, "attention_dropout": 0.0},
-    check=check)
+    check=check, forward_flops=modernbert_flops)

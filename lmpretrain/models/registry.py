@@ -90,6 +90,10 @@ class Family:
     """Extra preset checks on the resolved values (model_type, values) -> problems."""
     part_configs: Callable | None = None
     """(params, vocab_size, pad_token_id) -> {part name: HF config}: the sizes training builds each part with."""
+    forward_flops: Callable | None = None
+    """(model, :class:`~.flops.BatchShape`) -> the FLOPs of one forward pass over that micro-batch, counted from the
+    built model's shapes (``flops.py`` has the pieces); None: ``flops.generic_forward_flops`` (the main part's layers
+    and a vocabulary head)."""
     check_pretrained: Callable | None = None
     """(params, pretrained path or name, its HF config) -> problems: structure checks on a model to continue from,
     beyond its ``model_type`` (two families may share one, as DeBERTa-v2 MLM and v3 RTD do)."""
