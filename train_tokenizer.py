@@ -14,21 +14,22 @@ dictionary, and lmpretrain.tokenization.FastEncoder gives the same ids, faster.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
+from lmpretrain.cli import make_parser
 from lmpretrain.errors import run_cli
 from lmpretrain.log import setup_logging
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = make_parser(__doc__)
     p.add_argument("--input_file", required=True, nargs="+", help="corpus file(s) or directories of .txt files")
     p.add_argument("--model_dir", required=True, help="output tokenizer dir")
-    p.add_argument("--intermediate_dir", default=None, help="where MeCab-segmented text goes (default: a temp dir)")
+    p.add_argument("--intermediate_dir", default=None,
+                   help="keep the word-segmented training text here (segmented.txt); None: a temp dir, removed")
     p.add_argument("--num_files", type=int, default=os.cpu_count() or 1,
-                   help="parallel MeCab workers (the result does not depend on it)")
+                   help="parallel segmenter workers (the result does not depend on it; default: the machine's cores)")
     p.add_argument("--word_tokenizer", default=None,
                    help="mecab (default), sudachi, juman or none (no word segmenter)")
     p.add_argument("--mecab_dic_type", default=None, help="ipadic (default), unidic_lite, unidic or none")
@@ -38,7 +39,7 @@ def main(argv=None) -> None:
     p.add_argument("--sudachi_split_mode", default=None, help="A (default, shortest words), B or C (longest)")
     p.add_argument("--sudachi_dict_type", default=None, help="core (default), small or full (sudachidict_<type>)")
     p.add_argument("--tokenizer_type", default="wordpiece", help="wordpiece, bpe (alias: sentencepiece) or unigram")
-    p.add_argument("--vocab_size", type=int, default=32768)
+    p.add_argument("--vocab_size", type=int, default=32768, help="tokens in the vocabulary, special tokens included")
     p.add_argument("--min_frequency", type=int, default=2, help="wordpiece and bpe only")
     p.add_argument("--limit_alphabet", type=int, default=6129, help="wordpiece and bpe only")
     p.add_argument("--num_unused_tokens", type=int, default=10, help="[unused0].. tokens kept in the vocabulary")

@@ -230,10 +230,9 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
 
     # a resume at step N keeps what was logged up to N (its eval included) and drops what an interrupted run wrote
     # after its last checkpoint: TensorBoard purges events at steps >= purge_step from the earlier files
-    writer = MetricsWriter(f"{args.model_dir}/runs/{config.run_name}",
+    writer = MetricsWriter(str(Path(config.logging_dir) / config.run_name),
                            purge_step=counters.step + 1 if counters.step else None)
-    logger.info("TensorBoard: tensorboard --logdir %s/runs (the original wrote ./runs/; here runs go with their "
-                "model dir)", args.model_dir)
+    logger.info("TensorBoard: tensorboard --logdir %s", config.logging_dir)
     step_log = JsonlLog(f"{args.model_dir}/train_log.jsonl", resume_step=counters.step)
     if run.history and run.history[-1]["step"] == counters.step:  # what this resume changed, where it changed
         step_log.write({"step": counters.step, "resumed_with_changes": run.history[-1]["changes"]})

@@ -33,3 +33,14 @@ def test_a_resumed_run_keeps_every_scalar_once(sample_corpus, tiny_tokenizer_dir
     tags = scalar_tags(out / "runs" / "tb")  # both event files, read as TensorBoard reads them
     assert tags["train/loss"] == list(range(1, 9))
     assert tags["eval/perplexity"] == [0, 4, 8]  # the eval at the resume step survives the new event file
+
+
+def test_logging_dir_takes_the_events_and_the_view_command(sample_corpus, tiny_tokenizer_dir, parameter_file,  # noqa: F811
+                                                             tmp_path, caplog):
+    out, logs = tmp_path / "out", tmp_path / "tb-logs"
+    with caplog.at_level("INFO", logger="lmpretrain"):
+        train(make_args(sample_corpus, tiny_tokenizer_dir, out, parameter_file, "bert-test", run_name="tb",
+                        train_steps=2, logging_dir=str(logs)))
+    assert scalar_tags(logs / "tb")["train/loss"] == [1, 2]
+    assert not (out / "runs").exists()
+    assert f"tensorboard --logdir {logs}" in caplog.text
