@@ -226,6 +226,13 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
                        weight_decay=params.weight_decay, adam_epsilon=params.adam_epsilon,
                        adam_betas=tuple(params.adam_betas))
     model, counters = state.model, state.train
+    if counters.step % params.logging_steps and counters.step < config.train_steps:
+        # the steps since the last logged step ran in the interrupted process, whose window was not saved
+        first = min(config.train_steps, (counters.step // params.logging_steps + 1) * params.logging_steps)
+        logger.info("resumed at step %d: the first logged window (step %d) averages the %d step(s) since the resume, "
+                    "not the %d since step %d; windows stay at multiples of logging-steps", counters.step, first,
+                    first - counters.step, first - counters.step // params.logging_steps * params.logging_steps,
+                    counters.step // params.logging_steps * params.logging_steps)
     train_model = _wrap(model, layout, compile_model=args.compile)
 
     # a resume at step N keeps what was logged up to N (its eval included) and drops what an interrupted run wrote
