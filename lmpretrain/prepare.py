@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import checkpoint as ckpt
-from .config import ModelParams
+from .config import ModelParams, read_preset
 from .data import cache_location, resolve_corpus_files
 from .data.corpus import corpus_fingerprint
 from .data.shards import CacheInvalid, read_manifest
@@ -134,10 +134,10 @@ def _check_output_dir(path: Path, flag: str) -> None:
 
 def prepare_run(args: TrainArgs) -> PreparedRun:
     """Validate flags, parameter.json and the tokenizer dir; open the encoder. Raises UserError on bad input."""
-    params = load_parameters(args.parameter_file, args.model_type)
+    params = load_parameters(args.parameter_file, args.model_type, continued=bool(args.pretrained_model_name_or_path))
     config = RunConfig.resolve(args, params)
     pretrained = config.pretrained_model_name_or_path
-    params = resolve_pretrained_shape(params, pretrained)
+    params = resolve_pretrained_shape(params, pretrained, set(read_preset(args.parameter_file, args.model_type)))
     for name in args.input_file + (args.eval_file or []):
         if not Path(name).exists():
             raise UserError(f"--input_file/--eval_file: {name} does not exist")

@@ -90,6 +90,11 @@ class Family:
     """Extra preset checks on the resolved values (model_type, values) -> problems."""
     part_configs: Callable | None = None
     """(params, vocab_size, pad_token_id) -> {part name: HF config}: the sizes training builds each part with."""
+    loaded_options: Callable | None = None
+    """(params, pretrained path, its HF config) -> {option field: value} for the options that models loaded from
+    there fix (ELECTRA's ``generator_size`` when its generator is loaded too). Those take the loaded value (a
+    preset value that contradicts it is an error; the default is replaced, with a note), and ``check``, which is
+    about parts built from scratch, is skipped when the hook returns any."""
     check_pretrained: Callable | None = None
     """(params, pretrained path or name, its HF config) -> problems: structure checks on a model to continue from,
     beyond its ``model_type`` (two families may share one, as DeBERTa-v2 MLM and v3 RTD do)."""
