@@ -41,7 +41,7 @@ def make_collator(params, encoder, *, seed: int, whole_word: bool):
 
 def build_run_data(run, layout: Layout) -> RunData:
     args, config, params, encoder = run.args, run.config, run.params, run.encoder
-    layout_name = get_family(params.family).layout
+    layout_name = get_family(params.family).instance_layout(params)
     cache_dir = config.cache_dir
     build = dict(num_workers=config.num_workers, overwrite=not args.disable_overwrite_cache,
                  is_builder=layout.rank == 0)

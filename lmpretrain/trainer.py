@@ -50,6 +50,8 @@ def weighted_loss(out: dict[str, torch.Tensor], terms, weights: dict[str, float]
     ``global_units``: floats, or 0-dim float64 tensors on the device (NCCL), never read back here."""
     total = None
     for term in terms:
+        if term.name not in out:  # a term the preset turned off (BERT without next-sentence prediction)
+            continue
         count = global_units[term.unit]
         if local[term.unit] == 0 or (not isinstance(count, torch.Tensor) and count == 0):
             continue  # an empty term (e.g. nothing masked here) contributes nothing, not NaN (local > 0: global > 0)
@@ -107,7 +109,7 @@ def evaluate(model, data: RunData, layout: Layout, precision: Precision, max_sam
         with precision.autocast():
             out = model(_to_device(batch, layout.device))
         for i, term in enumerate(terms):
-            if units[term.unit]:
+            if units[term.unit] and term.name in out:
                 sums[2 * i] += float(out[term.name]) * units[term.unit]
                 sums[2 * i + 1] += units[term.unit]
         if "mlm_accuracy" in out and units.get("masked"):

@@ -99,10 +99,11 @@ def resolve_pretrained_shape(params: ModelParams, pretrained: str | None,
         key, option = next((k, o) for k, o in family.options.items() if o.field == name)
         preset_value = extra.get(name)
         explicit = key in preset_keys if preset_keys is not None else preset_value != option.default
-        if explicit and preset_value is not None and abs(float(preset_value) - float(model_value)) > 1e-6:
+        if explicit and preset_value is not None and preset_value != model_value and \
+                abs(float(preset_value) - float(model_value)) > 1e-6:
             problems.append(f"{where}.{key}: {preset_value:g} in the preset but {model_value:g} in the models "
                             f"loaded from {pretrained} (leave it out: it is taken from them)")
-        elif not explicit and preset_value != model_value:
+        elif not explicit and preset_value != model_value and option.default is not None:
             logger.info("%s.%s: %g, taken from the models loaded from %s (the preset's default %s is for a part "
                         "built from scratch)", where, key, model_value, pretrained, option.default)
         extra[name] = model_value

@@ -90,6 +90,9 @@ class Family:
     """Extra preset checks on the resolved values (model_type, values) -> problems."""
     part_configs: Callable | None = None
     """(params, vocab_size, pad_token_id) -> {part name: HF config}: the sizes training builds each part with."""
+    layout_of: Callable | None = None
+    """params -> the layout a preset's options choose (BERT without next-sentence prediction: packed sentences);
+    None: always ``layout``. A loss term whose output the model does not return (no NSP pairs) is then skipped."""
     loaded_options: Callable | None = None
     """(params, pretrained path, its HF config) -> {option field: value} for the options that models loaded from
     there fix (ELECTRA's ``generator_size`` when its generator is loaded too). Those take the loaded value (a
@@ -106,6 +109,10 @@ class Family:
     @property
     def extractable(self) -> tuple[Part, ...]:
         return tuple(p for p in self.parts if p.extract_as)
+
+    def instance_layout(self, params) -> str:
+        """The layout this preset trains on (``layout``, unless an option of the family chooses another)."""
+        return self.layout_of(params) if self.layout_of is not None else self.layout
 
     def loss_weights(self, params) -> dict[str, float]:
         return {t.name: float(params.option(t.weight_option)) if t.weight_option else t.weight

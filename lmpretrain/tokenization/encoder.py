@@ -22,10 +22,14 @@ from .segmenters import get_segmenter, segmenter_from_meta
 from .tokenizer_dir import (
     MAX_INPUT_CHARS_PER_WORD,
     META_FILE,
+    ROLES,
     SPECIAL_TOKENS,
     SPIECE_UNDERLINE,
+    TOKENIZER_FILES,
+    foreign_meta,
     read_meta,
     read_vocabulary,
+    special_tokens_of,
     tokenizer_fingerprint,
 )
 
@@ -33,6 +37,7 @@ logger = get_logger(__name__)
 
 MAX_CACHED_WORDS = 1 << 17  # learned words per process (~20 MB); word frequencies are Zipfian: > 95% hits
 _PARALLEL_MIN_TEXTS = 256
+MASKED_LM_ROLES = ("pad_token", "cls_token", "sep_token", "mask_token")  # what instances and masking need
 _STARTS = [(True,) + (False,) * (n - 1) if n else () for n in range(64)]  # word starts of an n-token word
 _worker_encoder: FastEncoder | None = None
 
@@ -50,6 +55,33 @@ def _init_encoder_worker(encoder: FastEncoder) -> None:
 def _encode_in_worker(task: tuple[list[str], bool]):
     texts, with_starts = task
     return _worker_encoder._encode(texts, with_starts)
+
+
+def _transformers_backend(directory: Path):
+    """(tokenizers pipeline, metadata) of a tokenizer dir saved by transformers: ``AutoTokenizer``'s own backend
+    (transformers 5 builds it from tokenizer.json or converts a slow tokenizer's files, with the normalizer its
+    tokenizer_config.json asks for), so the ids are transformers' whatever the files. A tokenizer without one (a
+    Python tokenizer such as BertJapaneseTokenizer) is one UserError."""
+    from transformers import AutoTokenizer
+
+    if not any((directory / name).is_file() for name in TOKENIZER_FILES if name != META_FILE):
+        raise UserError(f"{directory} is not a tokenizer dir: no {META_FILE} (train_tokenizer.py's) and no tokenizer "
+                        "files saved by transformers (tokenizer.json, tokenizer_config.json, vocab files)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        reason = " ".join(str(error).split())
+        raise UserError(f"{directory} has no {META_FILE} (not a dir of train_tokenizer.py) and AutoTokenizer cannot "
+                        f"load it: {reason}") from None
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise UserError(f"{directory}: {type(tokenizer).__name__} has no tokenizers backend (a Python tokenizer), "
+                        f"which FastEncoder does not run; retrain it with train_tokenizer.py (same segmenter and "
+                        f"algorithm) or use a fast tokenizer")
+    meta = foreign_meta(tokenizer)
+    logger.info("%s: a tokenizer saved by transformers (%s, %s), encoded through the tokenizers pipeline "
+                "AutoTokenizer builds for it", directory, meta["tokenizer_class"], meta["tokenizer_type"])
+    return backend, meta
 
 
 def _word_starts(word_ids: list[int | None]) -> list[bool]:
@@ -70,15 +102,16 @@ class FastEncoder:
     of processes, started on first use and stopped by ``close()``.
     """
 
-    def __init__(self, tokenizer_dir: Path, meta: dict, vocab: dict[str, int], num_workers: int):
+    def __init__(self, tokenizer_dir: Path, meta: dict, vocab: dict[str, int], num_workers: int, backend=None):
         self.tokenizer_dir = Path(tokenizer_dir)
         self.meta = meta
         self.num_workers = max(1, num_workers)
         self.algorithm = meta["tokenizer_type"]
         self.vocab_size = len(vocab)
+        specials = special_tokens_of(meta)
         self.pad_token_id, self.unk_token_id, self.cls_token_id, self.sep_token_id, self.mask_token_id = (
-            vocab[t] for t in SPECIAL_TOKENS)
-        self.all_special_ids = sorted(vocab[t] for t in SPECIAL_TOKENS)
+            vocab.get(t) if t is not None else None for t in specials)
+        self.all_special_ids = sorted(vocab[t] for t in specials if t is not None and t in vocab)
         self.unused_token_ids = sorted(i for t, i in vocab.items() if re.fullmatch(r"\[unused\d+\]", t))
         """``[unused0]``... : reserved for users, never masked nor drawn as random replacements."""
         self.fingerprint = tokenizer_fingerprint(self.tokenizer_dir)
@@ -91,7 +124,7 @@ class FastEncoder:
         if self._segmenter is None:
             from tokenizers import Tokenizer
 
-            self._rust = Tokenizer.from_file(str(self.tokenizer_dir / "tokenizer.json"))
+            self._rust = backend or Tokenizer.from_file(str(self.tokenizer_dir / "tokenizer.json"))
             return
         longest_first = sorted(SPECIAL_TOKENS, key=len, reverse=True)
         self._special = re.compile("(" + "|".join(map(re.escape, longest_first)) + ")")
@@ -115,17 +148,24 @@ class FastEncoder:
         directory = Path(tokenizer_dir)
         if not directory.is_dir():
             raise UserError(f"tokenizer dir {directory} does not exist")
-        if not (directory / META_FILE).is_file():
-            raise UserError(f"{directory} is not a tokenizer dir written by train_tokenizer.py (no {META_FILE})")
         try:
-            meta = read_meta(directory)
-            vocab = read_vocabulary(directory, meta)
-            missing = [t for t in SPECIAL_TOKENS if t not in vocab]
+            meta, backend = read_meta(directory), None
+            if meta is None:  # saved by transformers: encoded by the tokenizers pipeline transformers itself runs
+                backend, meta = _transformers_backend(directory)
+                vocab = backend.get_vocab(with_added_tokens=True)
+            else:
+                vocab = read_vocabulary(directory, meta)
+            if meta.get("saved_by") == "transformers":
+                missing = [f"{role} ({token})" if token else role
+                           for role, token in zip(ROLES, special_tokens_of(meta))
+                           if role in MASKED_LM_ROLES and (token is None or token not in vocab)]
+            else:
+                missing = [t for t in SPECIAL_TOKENS if t not in vocab]
             if missing:
                 raise UserError(f"{directory}: the vocabulary lacks the special tokens {missing}")
         except (OSError, ValueError, KeyError) as error:
             raise UserError(f"{directory}: cannot read the tokenizer files ({error})") from None
-        return cls(directory, meta, vocab, num_workers)
+        return cls(directory, meta, vocab, num_workers, backend=backend)
 
     def __reduce__(self):
         return (FastEncoder.from_pretrained, (str(self.tokenizer_dir), 1))
