@@ -173,6 +173,10 @@ def prepare_run(args: TrainArgs) -> PreparedRun:
     if pretrained is not None and config.resize_embeddings:
         vocab_plan = vocabulary_plan(pretrained, args.tokenizer_dir, compose=params.new_token_init == "pieces")
     encoder = FastEncoder.from_pretrained(args.tokenizer_dir, num_workers=config.num_workers)
+    if family.collator == "mlm" and encoder.mask_token_id is None:
+        encoder.close()
+        raise UserError(f"the tokenizer in {args.tokenizer_dir} declares no mask token, which the masked LM family "
+                        f"{family.display} needs")
     return PreparedRun(args=args, params=params, config=config, encoder=encoder, vocab_plan=vocab_plan)
 
 

@@ -96,3 +96,50 @@ def test_next_sentence_prediction_false_trains_without_nsp(sample_corpus, tiny_t
     assert summary["step"] == 2 and "eval/mlm_loss" in summary and "eval/nsp_loss" not in summary
     records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert not any("nsp" in key for r in records for key in r)
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory, sample_corpus):
+    """A tiny GPT2LMHeadModel and a byte-level BPE GPT2TokenizerFast (only <|endoftext|>, no pad, no mask), trained
+    here and save_pretrained'd into one dir."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+
+    directory = tmp_path_factory.mktemp("hf") / "gpt2"
+    trainer = ByteLevelBPETokenizer()
+    trainer.train([str(sample_corpus)], vocab_size=800, min_frequency=1, special_tokens=["<|endoftext|>"],
+                  show_progress=False)
+    tokenizer = GPT2TokenizerFast(tokenizer_object=trainer._tokenizer, bos_token="<|endoftext|>",
+                                  eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    tokenizer.save_pretrained(directory)
+    end = tokenizer.eos_token_id
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2,
+                               bos_token_id=end, eos_token_id=end)).save_pretrained(directory)
+    return directory
+
+
+def test_a_gpt2_dir_continues_as_a_causal_lm(gpt2_dir, sample_corpus, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lmpretrain.tokenization import FastEncoder
+    from lmpretrain.trainer import train
+    from tests.test_run_pretraining import make_args
+
+    lines = [line for line in sample_corpus.read_text(encoding="utf-8").splitlines() if line.strip()][:100]
+    tokenizer = AutoTokenizer.from_pretrained(gpt2_dir)
+    encoder = FastEncoder.from_pretrained(gpt2_dir)
+    assert encoder.encode_batch(lines) == tokenizer(lines)["input_ids"]  # GPT-2 adds nothing around a text
+    assert encoder.sep_token_id == encoder.cls_token_id == tokenizer.eos_token_id
+    for ids, starts in encoder.encode_batch_with_word_starts(lines + ["hello big world"]):  # 'Ġ' starts a word
+        tokens = tokenizer.convert_ids_to_tokens(ids)
+        assert all(start for token, start in zip(tokens, starts) if token.startswith("Ġ"))
+    params = tmp_path / "parameter.json"
+    params.write_text(json.dumps({"gpt-further": FURTHER}))
+    out = tmp_path / "out"
+    summary = train(make_args(sample_corpus, gpt2_dir, out, params, "gpt-further",
+                              pretrained_model_name_or_path=str(gpt2_dir)))
+    assert summary["step"] == 3 and summary["eval/perplexity"] < summary["eval/perplexity_at_start"]
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert type(model).__name__ == "GPT2LMHeadModel"
+    exported = AutoTokenizer.from_pretrained(out)
+    assert exported.eos_token == "<|endoftext|>" and exported(lines[0])["input_ids"] == encoder.encode_batch(lines[:1])[0]

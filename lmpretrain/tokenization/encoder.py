@@ -37,7 +37,7 @@ logger = get_logger(__name__)
 
 MAX_CACHED_WORDS = 1 << 17  # learned words per process (~20 MB); word frequencies are Zipfian: > 95% hits
 _PARALLEL_MIN_TEXTS = 256
-MASKED_LM_ROLES = ("pad_token", "cls_token", "sep_token", "mask_token")  # what instances and masking need
+REQUIRED_ROLES = ("cls_token", "sep_token")  # what every layout needs (a masked LM needs mask_token too: prepare)
 _STARTS = [(True,) + (False,) * (n - 1) if n else () for n in range(64)]  # word starts of an n-token word
 _worker_encoder: FastEncoder | None = None
 
@@ -112,6 +112,8 @@ class FastEncoder:
         self.pad_token_id, self.unk_token_id, self.cls_token_id, self.sep_token_id, self.mask_token_id = (
             vocab.get(t) if t is not None else None for t in specials)
         self.all_special_ids = sorted(vocab[t] for t in specials if t is not None and t in vocab)
+        if self.pad_token_id is None:  # a GPT-2 tokenizer declares no padding: pad with its end of text, as is usual
+            self.pad_token_id = self.sep_token_id
         self.unused_token_ids = sorted(i for t, i in vocab.items() if re.fullmatch(r"\[unused\d+\]", t))
         """``[unused0]``... : reserved for users, never masked nor drawn as random replacements."""
         self.fingerprint = tokenizer_fingerprint(self.tokenizer_dir)
@@ -158,7 +160,7 @@ class FastEncoder:
             if meta.get("saved_by") == "transformers":
                 missing = [f"{role} ({token})" if token else role
                            for role, token in zip(ROLES, special_tokens_of(meta))
-                           if role in MASKED_LM_ROLES and (token is None or token not in vocab)]
+                           if role in REQUIRED_ROLES and (token is None or token not in vocab)]
             else:
                 missing = [t for t in SPECIAL_TOKENS if t not in vocab]
             if missing:
