@@ -142,4 +142,5 @@ def test_a_gpt2_dir_continues_as_a_causal_lm(gpt2_dir, sample_corpus, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(out)
     assert type(model).__name__ == "GPT2LMHeadModel"
     exported = AutoTokenizer.from_pretrained(out)
-    assert exported.eos_token == "<|endoftext|>" and exported(lines[0])["input_ids"] == encoder.encode_batch(lines[:1])[0]
+    assert exported.eos_token == exported.pad_token == "<|endoftext|>"
+    assert exported(lines[0])["input_ids"] == encoder.encode_batch(lines[:1])[0]
