@@ -144,3 +144,26 @@ def test_a_gpt2_dir_continues_as_a_causal_lm(gpt2_dir, sample_corpus, tmp_path):
     exported = AutoTokenizer.from_pretrained(out)
     assert exported.eos_token == exported.pad_token == "<|endoftext|>"
     assert exported(lines[0])["input_ids"] == encoder.encode_batch(lines[:1])[0]
+
+
+def test_a_bert_japanese_tokenizer_saved_by_transformers_is_encoded_through_transformers(tiny_tokenizer_dir,
+                                                                                         sample_corpus, tmp_path,
+                                                                                         caplog):
+    """BertJapaneseTokenizer (MeCab + WordPiece) has no tokenizers backend: its ids come from transformers itself,
+    with a note on speed, and whole words are MeCab's words ('##' continues one)."""
+    from transformers import AutoTokenizer
+
+    from lmpretrain.tokenization import FastEncoder
+
+    saved = tmp_path / "bert-japanese"
+    AutoTokenizer.from_pretrained(tiny_tokenizer_dir).save_pretrained(saved)
+    assert not (saved / "lmpretrain_tokenizer.json").exists()
+    tokenizer = AutoTokenizer.from_pretrained(saved)
+    assert type(tokenizer).__name__ == "BertJapaneseTokenizer"
+    lines = [line for line in sample_corpus.read_text(encoding="utf-8").splitlines() if line.strip()][:50]
+    with caplog.at_level("WARNING", logger="lmpretrain"):
+        encoder = FastEncoder.from_pretrained(saved)
+    assert "BertJapaneseTokenizer is a Python tokenizer" in caplog.text and "slower" in caplog.text
+    assert encoder.encode_batch(lines, add_special_tokens=True) == tokenizer(lines)["input_ids"]
+    ours = FastEncoder.from_pretrained(tiny_tokenizer_dir)  # the toolkit's own encoder on the original dir
+    assert encoder.encode_batch_with_word_starts(lines) == ours.encode_batch_with_word_starts(lines)

@@ -74,11 +74,13 @@ def _transformers_backend(directory: Path):
         raise UserError(f"{directory} has no {META_FILE} (not a dir of train_tokenizer.py) and AutoTokenizer cannot "
                         f"load it: {reason}") from None
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        raise UserError(f"{directory}: {type(tokenizer).__name__} has no tokenizers backend (a Python tokenizer), "
-                        f"which FastEncoder does not run; retrain it with train_tokenizer.py (same segmenter and "
-                        f"algorithm) or use a fast tokenizer")
     meta = foreign_meta(tokenizer)
+    if backend is None:
+        logger.warning("%s: %s is a Python tokenizer (no tokenizers backend): the dataset is encoded through "
+                       "transformers itself, typically 10x or more slower than the toolkit's encoder; "
+                       "train_tokenizer.py with the same segmenter and algorithm gives a dir it encodes fast",
+                       directory, meta["tokenizer_class"])
+        return tokenizer, meta
     logger.info("%s: a tokenizer saved by transformers (%s, %s), encoded through the tokenizers pipeline "
                 "AutoTokenizer builds for it", directory, meta["tokenizer_class"], meta["tokenizer_type"])
     return backend, meta
@@ -122,6 +124,10 @@ class FastEncoder:
         self._ids: dict[str, tuple[int, ...]] = {}  # word -> subword ids
         self._known: dict[str, tuple[int, ...]] = {}  # words the cache always holds
         self._starts: dict[str, tuple[bool, ...]] = {}  # word -> (True, False, ...)
+        self._python = None  # a Python tokenizer of transformers (BertJapaneseTokenizer), run as it is
+        if backend is not None and not hasattr(backend, "encode_batch"):
+            self._python, self._segmenter = backend, None
+            return
         self._segmenter = get_segmenter(*segmenter_from_meta(meta))
         if self._segmenter is None:
             from tokenizers import Tokenizer
@@ -154,7 +160,8 @@ class FastEncoder:
             meta, backend = read_meta(directory), None
             if meta is None:  # saved by transformers: encoded by the tokenizers pipeline transformers itself runs
                 backend, meta = _transformers_backend(directory)
-                vocab = backend.get_vocab(with_added_tokens=True)
+                vocab = backend.get_vocab(with_added_tokens=True) if hasattr(backend, "encode_batch") else \
+                    backend.get_vocab()
             else:
                 vocab = read_vocabulary(directory, meta)
             if meta.get("saved_by") == "transformers":
@@ -262,6 +269,15 @@ class FastEncoder:
         return all_ids, all_starts
 
     def _encode(self, texts: list[str], with_starts: bool) -> tuple[list[list[int]], list[list[bool]] | None]:
+        if self._python is not None:
+            ids = self._python(texts, add_special_tokens=False)["input_ids"]
+            if not with_starts:
+                return ids, None
+            # its subword markers: WordPiece's '##' continues a word, SentencePiece's '▁' starts one
+            marker = self.algorithm == "wordpiece"
+            starts = [[not t.startswith("##") if marker else t.startswith(SPIECE_UNDERLINE) or k == 0
+                       for k, t in enumerate(self._python.convert_ids_to_tokens(row))] for row in ids]
+            return ids, starts
         if self._rust is not None:
             encodings = self._rust.encode_batch(texts, add_special_tokens=False)
             return [e.ids for e in encodings], [_word_starts(e.word_ids) for e in encodings] if with_starts else None

@@ -178,7 +178,9 @@ def foreign_meta(tokenizer) -> dict:
     """What ``lmpretrain_tokenizer.json`` would record, for a tokenizer dir saved by transformers (no metadata of
     ours), from ``AutoTokenizer``'s ``tokenizer`` with a tokenizers backend: no word segmenter, the backend's subword
     model, and the special tokens by role (cls/sep fall back to bos/eos, as GPT-2 and RoBERTa-style ones have)."""
-    model_type = type(tokenizer.backend_tokenizer.model).__name__
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    model_type = type(backend.model).__name__ if backend is not None else \
+        {"sentencepiece": "Unigram"}.get(getattr(tokenizer, "subword_tokenizer_type", None), "WordPiece")
     roles = {role: getattr(tokenizer, role, None) for role in ROLES}
     roles["cls_token"] = roles["cls_token"] or tokenizer.bos_token
     roles["sep_token"] = roles["sep_token"] or tokenizer.eos_token
