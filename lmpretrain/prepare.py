@@ -173,6 +173,10 @@ def prepare_run(args: TrainArgs) -> PreparedRun:
     if pretrained is not None and config.resize_embeddings:
         vocab_plan = vocabulary_plan(pretrained, args.tokenizer_dir, compose=params.new_token_init == "pieces")
     encoder = FastEncoder.from_pretrained(args.tokenizer_dir, num_workers=config.num_workers)
+    if config.whole_word_mask and not encoder.has_word_boundaries:
+        logger.warning("--do_whole_word_mask: the tokenizer in %s has no word boundaries (its tokenizer.json has no "
+                       "pre-tokenizer), so whole-word masking treats each line as one word; train the "
+                       "tokenizer with a word segmenter or a pre-tokenizer", args.tokenizer_dir)
     if family.collator == "mlm" and encoder.mask_token_id is None:
         encoder.close()
         raise UserError(f"the tokenizer in {args.tokenizer_dir} declares no mask token, which the masked LM family "

@@ -167,3 +167,20 @@ def test_a_bert_japanese_tokenizer_saved_by_transformers_is_encoded_through_tran
     assert encoder.encode_batch(lines, add_special_tokens=True) == tokenizer(lines)["input_ids"]
     ours = FastEncoder.from_pretrained(tiny_tokenizer_dir)  # the toolkit's own encoder on the original dir
     assert encoder.encode_batch_with_word_starts(lines) == ours.encode_batch_with_word_starts(lines)
+
+
+def test_a_tokenizer_without_word_boundaries_says_so(masked_lm_dir, tmp_path):
+    import shutil
+
+    from lmpretrain.tokenization import FastEncoder
+
+    bare = tmp_path / "bare"
+    shutil.copytree(masked_lm_dir, bare)
+    data = json.loads((bare / "tokenizer.json").read_text(encoding="utf-8"))
+    data["pre_tokenizer"] = None
+    (bare / "tokenizer.json").write_text(json.dumps(data), encoding="utf-8")
+    config = json.loads((bare / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"  # BertTokenizer would rebuild BERT's pre-tokenizer
+    (bare / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    assert FastEncoder.from_pretrained(masked_lm_dir).has_word_boundaries
+    assert not FastEncoder.from_pretrained(bare).has_word_boundaries

@@ -124,6 +124,8 @@ class FastEncoder:
         self._ids: dict[str, tuple[int, ...]] = {}  # word -> subword ids
         self._known: dict[str, tuple[int, ...]] = {}  # words the cache always holds
         self._starts: dict[str, tuple[bool, ...]] = {}  # word -> (True, False, ...)
+        self.has_word_boundaries = True
+        """False for a tokenizer.json without a pre-tokenizer: whole-word masking then sees each text as one word."""
         self._python = None  # a Python tokenizer of transformers (BertJapaneseTokenizer), run as it is
         if backend is not None and not hasattr(backend, "encode_batch"):
             self._python, self._segmenter = backend, None
@@ -133,6 +135,7 @@ class FastEncoder:
             from tokenizers import Tokenizer
 
             self._rust = backend or Tokenizer.from_file(str(self.tokenizer_dir / "tokenizer.json"))
+            self.has_word_boundaries = self._rust.pre_tokenizer is not None
             return
         longest_first = sorted(SPECIAL_TOKENS, key=len, reverse=True)
         self._special = re.compile("(" + "|".join(map(re.escape, longest_first)) + ")")
