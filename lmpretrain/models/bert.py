@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from transformers import BertConfig, BertForPreTraining, RobertaConfig, RobertaForMaskedLM
 
 from ..config import ModelParams
+from ..errors import LOAD_ERRORS
 from ..log import get_logger
 from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss
 from .registry import Family, LossTerm, Option, Part
@@ -97,8 +98,11 @@ def _has_nsp_head(pretrained: str, hf_config) -> bool:
 
     weights = Path(pretrained) / "model.safetensors"
     if weights.is_file():
-        with safe_open(str(weights), "pt") as f:
-            return any("seq_relationship" in name for name in f.keys())
+        try:
+            with safe_open(str(weights), "pt") as f:
+                return any("seq_relationship" in name for name in f.keys())
+        except LOAD_ERRORS:  # a broken file: loading the model reports it, naming the dir
+            pass
     return any("PreTraining" in a or "NextSentence" in a for a in (hf_config.architectures or []))
 
 
