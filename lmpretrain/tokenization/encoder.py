@@ -77,7 +77,7 @@ def _transformers_backend(directory: Path):
     meta = foreign_meta(tokenizer)
     if backend is None:
         logger.warning("%s: %s is a Python tokenizer (no tokenizers backend): the dataset is encoded through "
-                       "transformers itself, typically 10x or more slower than the toolkit's encoder; "
+                       "transformers itself, slower than the toolkit's encoder (no word cache, no fast path); "
                        "train_tokenizer.py with the same segmenter and algorithm gives a dir it encodes fast",
                        directory, meta["tokenizer_class"])
         return tokenizer, meta
