@@ -12,19 +12,19 @@ checked: the written dir, loaded back through transformers, must give the checkp
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from lmpretrain.cli import make_parser
 from lmpretrain.errors import UserError, run_cli
 from lmpretrain.log import setup_logging
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser(__doc__)
     parser.add_argument("--input_dir", required=True, help="a checkpoint-<step>/ folder of an ELECTRA run")
-    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--output_dir", required=True, help="writes <output_dir>/generator and/or /discriminator")
     parser.add_argument("--parameter_file", default=None, help="optional: cross-check sizes against this preset")
-    parser.add_argument("--model_type", default=None)
+    parser.add_argument("--model_type", default=None, help="the preset in --parameter_file to cross-check against")
     parser.add_argument("--generator", action="store_true", help="write output_dir/generator")
     parser.add_argument("--discriminator", action="store_true", help="write output_dir/discriminator")
     args = parser.parse_args(argv)

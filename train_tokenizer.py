@@ -26,6 +26,7 @@ import argparse
 import os
 import sys
 
+from lmpretrain.cli import make_parser
 from lmpretrain.errors import run_cli
 from lmpretrain.log import setup_logging
 
@@ -37,12 +38,13 @@ def _boolean(value: str) -> bool:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = make_parser(__doc__)
     p.add_argument("--input_file", nargs="+", help="corpus file(s) or directories of .txt files")
     p.add_argument("--model_dir", required=True, help="output tokenizer dir")
-    p.add_argument("--intermediate_dir", default=None, help="where MeCab-segmented text goes (default: a temp dir)")
+    p.add_argument("--intermediate_dir", default=None,
+                   help="keep the word-segmented training text here (segmented.txt); None: a temp dir, removed")
     p.add_argument("--num_files", type=int, default=os.cpu_count() or 1,
-                   help="parallel MeCab workers (the result does not depend on it)")
+                   help="parallel segmenter workers (the result does not depend on it; default: the machine's cores)")
     p.add_argument("--word_tokenizer", default=None,
                    help="mecab (default), sudachi, juman or none (no word segmenter)")
     p.add_argument("--mecab_dic_type", default=None, help="ipadic (default), unidic_lite, unidic or none")

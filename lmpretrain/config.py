@@ -254,7 +254,8 @@ def _convert(kind: str, value):
 
 
 def parse_preset(model_type: str, preset: dict, where: str, *, family: str | None, options: dict | None = None,
-                 defaults: dict | None = None, check=None, family_problem: str | None = None) -> ModelParams:
+                 defaults: dict | None = None, check=None, family_problem: str | None = None,
+                 continued: bool = False) -> ModelParams:
     """Validate one preset of ``family``; every problem is collected into one UserError.
 
     ``options`` (JSON key -> an object with ``field``, ``kind``, ``default``), ``defaults`` (field -> value) and
@@ -283,7 +284,9 @@ def parse_preset(model_type: str, preset: dict, where: str, *, family: str | Non
             values[name] = _convert(kind, raw)
         except ValueError as error:
             problems.append(f"{model_type}.{key}: {error}")
-    continued = "pretrained_model_name_or_path" in values
+    # continuing (the preset's key or the command line's): the shape comes from the model, and what depends on
+    # it is checked once it is known (resolve_pretrained_shape)
+    continued = continued or "pretrained_model_name_or_path" in values
     for key in REQUIRED_KEYS + (() if continued else SHAPE_KEYS):
         if key not in preset:
             problems.append(f"{model_type}.{key}: missing")
@@ -314,7 +317,7 @@ def parse_preset(model_type: str, preset: dict, where: str, *, family: str | Non
         values.setdefault(name, value)
     if values.get("mask_token_prob", 0.8) + values.get("random_token_prob", 0.1) > 1 + 1e-9:
         problems.append(f"{model_type}.mask-token-prob: mask-token-prob + random-token-prob exceed 1")
-    if not problems and all(KEYS[key][0] in values for key in SHAPE_KEYS):
+    if not problems and not continued and all(KEYS[key][0] in values for key in SHAPE_KEYS):
         problems.extend(shape_problems(model_type, {**values, **extra}, check))
     if problems:
         raise UserError(f"{where}: " + f"\n{where}: ".join(problems))

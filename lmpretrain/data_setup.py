@@ -113,7 +113,7 @@ def _say_built(shards, layout: Layout) -> None:
 def build_run_data(run, layout: Layout, *, report_batch_size: int | None = None) -> RunData:
     """``report_batch_size``: the global batch the epoch's steps are counted at (default: this layout's)."""
     args, config, params, encoder = run.args, run.config, run.params, run.encoder
-    layout_name = get_family(params.family).layout
+    layout_name = get_family(params.family).instance_layout(params)
     cache_dir = config.cache_dir
     # rank 0 says in the job's store when a cache is complete; a rank that still does not see it --peer_timeout
     # seconds later (a node-local --cache_dir) stops with an error instead of waiting out the build timeout

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import checkpoint as ckpt
-from .config import ModelParams
+from .config import ModelParams, read_preset
 from .data import cache_location, resolve_corpus_files
 from .data.corpus import corpus_fingerprint
 from .data.shards import CacheInvalid, read_manifest
@@ -135,10 +135,10 @@ def _check_output_dir(path: Path, flag: str) -> None:
 
 def prepare_run(args: TrainArgs) -> PreparedRun:
     """Validate flags, parameter.json and the tokenizer dir; open the encoder. Raises UserError on bad input."""
-    params = load_parameters(args.parameter_file, args.model_type)
+    params = load_parameters(args.parameter_file, args.model_type, continued=bool(args.pretrained_model_name_or_path))
     config = RunConfig.resolve(args, params)
     pretrained = config.pretrained_model_name_or_path
-    params = resolve_pretrained_shape(params, pretrained)
+    params = resolve_pretrained_shape(params, pretrained, set(read_preset(args.parameter_file, args.model_type)))
     for name in args.input_file + (args.eval_file or []):
         if not Path(name).exists():
             raise UserError(f"--input_file/--eval_file: {name} does not exist")
@@ -174,6 +174,14 @@ def prepare_run(args: TrainArgs) -> PreparedRun:
     if pretrained is not None and config.resize_embeddings:
         vocab_plan = vocabulary_plan(pretrained, args.tokenizer_dir, compose=params.new_token_init == "pieces")
     encoder = FastEncoder.from_pretrained(args.tokenizer_dir, num_workers=config.num_workers)
+    if config.whole_word_mask and not encoder.has_word_boundaries:
+        logger.warning("--do_whole_word_mask: the tokenizer in %s has no word boundaries (its tokenizer.json has no "
+                       "pre-tokenizer), so whole-word masking treats each line as one word; train the "
+                       "tokenizer with a word segmenter or a pre-tokenizer", args.tokenizer_dir)
+    if family.collator == "mlm" and encoder.mask_token_id is None:
+        encoder.close()
+        raise UserError(f"the tokenizer in {args.tokenizer_dir} declares no mask token, which the masked LM family "
+                        f"{family.display} needs")
     return PreparedRun(args=args, params=params, config=config, encoder=encoder, vocab_plan=vocab_plan)
 
 

@@ -11,6 +11,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .cli import HelpFormatter
 from .errors import UserError
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ class TrainArgs:
     node_rank: int = -1
     local_rank: int = -1
     run_name: str | None = None
+    logging_dir: str | None = None
+    """TensorBoard event files go under <logging_dir>/<run_name>/ (default: <model_dir>/runs)."""
     eval_file: list[str] | None = None
     cache_dir: str | None = None
     """Where the tokenized dataset cache lives (default: <model_dir>/cache)."""
@@ -113,7 +116,9 @@ class RunConfig:
     num_workers: int
     """Tokenization processes: --num_workers, else the machine's cores."""
     run_name: str
-    """TensorBoard run name (events under <model_dir>/runs/<run_name>/): --run_name, else --model_type."""
+    """TensorBoard run name (events under <logging_dir>/<run_name>/): --run_name, else --model_type."""
+    logging_dir: str = ""
+    """Where TensorBoard runs go: --logging_dir, else <model_dir>/runs."""
     warmup_steps: int | None = None
     """Warmup steps: the preset's warmup-steps, or ``ceil(warmup-ratio x train_steps)`` (as transformers'
     ``TrainingArguments.get_warmup_steps``) once the steps are resolved."""
@@ -145,6 +150,7 @@ class RunConfig:
             cache_dir=args.cache_dir or str(Path(args.model_dir) / "cache"),
             num_workers=args.num_workers or os.cpu_count() or 1,
             run_name=args.run_name or args.model_type,
+            logging_dir=args.logging_dir or str(Path(args.model_dir) / "runs"),
             fp16_type=args.fp16_type if args.fp16_type is not None else params.fp16_type,
             bf16=args.bf16 or params.bf16,
         )
@@ -227,36 +233,63 @@ def budget_steps(budget: tuple[str, float], *, global_batch_size: int, sequence_
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Pretrain BERT / RoBERTa / ELECTRA / GPT models.")
-    p.add_argument("--input_file", nargs="+", required=True)
-    p.add_argument("--tokenizer_dir", required=True)
-    p.add_argument("--model_dir", required=True)
-    p.add_argument("--model_type", required=True)
-    p.add_argument("--parameter_file", default="parameter.json")
-    p.add_argument("--fp16_type", type=int, default=None, choices=[0, 1, 2, 3])
-    p.add_argument("--bf16", action="store_true")
-    p.add_argument("--tokenizer_type", default=None)
-    p.add_argument("--mecab_dic_type", default=None)
-    p.add_argument("--word_tokenizer_type", "--word_tokenizer", dest="word_tokenizer", default=None)
-    p.add_argument("--do_whole_word_mask", action="store_true")
-    p.add_argument("--do_continue", action="store_true")
-    p.add_argument("--disable_overwrite_cache", action="store_true")
-    p.add_argument("--node_rank", type=int, default=-1)
-    p.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=-1)
-    p.add_argument("--run_name", default=None)
-    p.add_argument("--eval_file", nargs="+", default=None)
-    p.add_argument("--cache_dir", default=None)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--build_dataset_only", action="store_true")
-    p.add_argument("--pretrained_model_name_or_path", default=None)
-    p.add_argument("--resize_embeddings", action="store_true")
-    p.add_argument("--compile", action="store_true")
-    p.add_argument("--num_workers", type=int, default=None)
-    p.add_argument("--dataloader_workers", type=int, default=None)
+    p = argparse.ArgumentParser(description="Pretrain BERT / RoBERTa / ELECTRA / DeBERTa / ModernBERT / GPT-2 / Llama "
+                                "models (see the README for launching with torchrun or accelerate).",
+                                formatter_class=HelpFormatter)
+    p.add_argument("--input_file", nargs="+", required=True,
+                   help="corpus: .txt files (one sentence a line, a blank line between documents), directories of "
+                        "them, .jsonl or .gz")
+    p.add_argument("--tokenizer_dir", required=True,
+                   help="a tokenizer dir written by train_tokenizer.py (or one saved by transformers)")
+    p.add_argument("--model_dir", required=True,
+                   help="output: checkpoint-<step>/ folders, the final model, train_log.jsonl, TensorBoard runs")
+    p.add_argument("--model_type", required=True,
+                   help="a preset name in --parameter_file (bert-tiny, electra-small, ...)")
+    p.add_argument("--parameter_file", default="parameter.json", help="the JSON file of model presets")
+    p.add_argument("--fp16_type", type=int, default=None, choices=[0, 1, 2, 3],
+                   help="0 fp32, 1 mixed precision, 2 'almost fp16', 3 pure fp16 (the Apex levels, served by "
+                        "torch.amp); None: the preset's fp16-type, else 0")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (where the hardware has it)")
+    p.add_argument("--tokenizer_type", default=None,
+                   help="the original's flag: checked against the tokenizer dir's algorithm (None: not checked)")
+    p.add_argument("--mecab_dic_type", default=None,
+                   help="the original's flag: checked against the tokenizer dir's MeCab dictionary (None: not checked)")
+    p.add_argument("--word_tokenizer_type", "--word_tokenizer", dest="word_tokenizer", default=None,
+                   help="mecab, sudachi, juman or none: checked against the tokenizer dir (None: not checked)")
+    p.add_argument("--do_whole_word_mask", action="store_true",
+                   help="mask whole words (the segmenter's words, or the tokenizer's own word boundaries)")
+    p.add_argument("--do_continue", action="store_true",
+                   help="resume from the newest complete checkpoint-<step>/ in --model_dir")
+    p.add_argument("--disable_overwrite_cache", action="store_true",
+                   help="reuse the existing dataset cache as it is, without checking it against the corpus")
+    p.add_argument("--node_rank", type=int, default=-1,
+                   help="this node's rank (-1: from the launcher's environment, else 0)")
+    p.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=-1,
+                   help="set by python -m torch.distributed.launch (-1: from LOCAL_RANK, else 0)")
+    p.add_argument("--run_name", default=None,
+                   help="TensorBoard run name (events under --logging_dir/<run_name>/); None: --model_type")
+    p.add_argument("--logging_dir", default=None,
+                   help="where TensorBoard event files go, one folder per run name (None: <model_dir>/runs)")
+    p.add_argument("--eval_file", nargs="+", default=None,
+                   help="held-out corpus for evaluation (None: a share of the training documents)")
+    p.add_argument("--cache_dir", default=None,
+                   help="where the tokenized dataset cache lives (None: <model_dir>/cache)")
+    p.add_argument("--seed", type=int, default=42, help="seeds the model's initialisation, the data order and masking")
+    p.add_argument("--build_dataset_only", action="store_true", help="build and cache the dataset, then exit")
+    p.add_argument("--pretrained_model_name_or_path", default=None,
+                   help="continue pretraining from this Hugging Face model dir (overrides the preset's key)")
+    p.add_argument("--resize_embeddings", action="store_true",
+                   help="continue a pretrained model with another tokenizer: embedding rows are mapped by token")
+    p.add_argument("--compile", action="store_true", help="opt in to torch.compile")
+    p.add_argument("--num_workers", type=int, default=None,
+                   help="tokenization processes for the dataset build (None: the machine's cores)")
+    p.add_argument("--dataloader_workers", type=int, default=None,
+                   help="background processes building batches ahead of the loop (0: in the loop's process; None: "
+                        "min(2, cores per local process - 1)); the batches are the same for any number")
+    p.add_argument("--max_eval_samples", type=int, default=1000, help="evaluate on at most this many instances")
     p.add_argument("--peak_tflops", type=float, default=None,
                    help="the device's dense bf16/fp16 peak TFLOPS, for train/mfu (model FLOPs utilization) on a "
                         "device the built-in GPU table lacks, or a CPU; overrides the table")
-    p.add_argument("--max_eval_samples", type=int, default=1000)
     p.add_argument("--train_steps", type=int, default=None,
                    help="train this many optimizer steps (replaces the preset's train-steps/-epochs/-tokens)")
     p.add_argument("--train_epochs", type=float, default=None,
@@ -266,12 +299,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train a budget of this many tokens: steps = tokens // (global batch x sequence-length), "
                         "Megatron's meaning (replaces the preset's budget)")
     p.add_argument("--lr_schedule", choices=["linear", "cosine"], default=None,
-                   help="decay after warmup: linear (default) or cosine, down to the preset's min-lr-ratio")
-    p.add_argument("--device", default=None)
-    p.add_argument("--peer_timeout", type=float, default=120.0)
-    p.add_argument("--max_nonfinite_steps", type=int, default=20)
-    p.add_argument("--overwrite_output_dir", action="store_true")
-    p.add_argument("--accept_changed_run", action="store_true")
+                   help="decay after warmup: linear (None: the preset's lr-schedule, else linear) or cosine, down "
+                        "to the preset's min-lr-ratio")
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:1 ... (None: cuda:<local_rank> when a GPU is present, else cpu)")
+    p.add_argument("--peer_timeout", type=float, default=120.0,
+                   help="seconds without a heartbeat from another process before this one stops, and how long a "
+                        "process waits for a dataset cache that rank 0 has finished but it cannot see")
+    p.add_argument("--max_nonfinite_steps", type=int, default=20,
+                   help="stop with an error after this many consecutive steps whose loss is NaN/inf")
+    p.add_argument("--overwrite_output_dir", action="store_true",
+                   help="a fresh run into a --model_dir that holds an earlier run deletes that run's outputs first")
+    p.add_argument("--accept_changed_run", action="store_true",
+                   help="--do_continue: continue even though the seed, batch size, corpus or masking changed")
     return p
 
 

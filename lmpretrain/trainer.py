@@ -61,6 +61,8 @@ def weighted_loss(out: dict[str, torch.Tensor], terms, weights: dict[str, float]
     ``global_units``: floats, or 0-dim float64 tensors on the device (NCCL), never read back here."""
     total = None
     for term in terms:
+        if term.name not in out:  # a term the preset turned off (BERT without next-sentence prediction)
+            continue
         count = global_units[term.unit]
         if local[term.unit] == 0 or (not isinstance(count, torch.Tensor) and count == 0):
             continue  # an empty term (e.g. nothing masked here) contributes nothing, not NaN (local > 0: global > 0)
@@ -126,7 +128,7 @@ def evaluate(model, data: RunData, layout: Layout, precision: Precision, max_sam
         with precision.autocast():
             out = model(_to_device(batch, layout.device))
         for i, term in enumerate(terms):
-            if units[term.unit]:
+            if units[term.unit] and term.name in out:
                 sums[2 * i] += float(out[term.name]) * units[term.unit]
                 sums[2 * i + 1] += units[term.unit]
         if "mlm_accuracy" in out and units.get("masked"):
@@ -282,14 +284,20 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
                        weight_decay=params.weight_decay, adam_epsilon=params.adam_epsilon,
                        adam_betas=tuple(params.adam_betas))
     model, counters = state.model, state.train
+    if counters.step % params.logging_steps and counters.step < config.train_steps:
+        # the steps since the last logged step ran in the interrupted process, whose window was not saved
+        first = min(config.train_steps, (counters.step // params.logging_steps + 1) * params.logging_steps)
+        logger.info("resumed at step %d: the first logged window (step %d) averages the %d step(s) since the resume, "
+                    "not the %d since step %d; windows stay at multiples of logging-steps", counters.step, first,
+                    first - counters.step, first - counters.step // params.logging_steps * params.logging_steps,
+                    counters.step // params.logging_steps * params.logging_steps)
     train_model = _wrap(model, layout, compile_model=args.compile)
 
     # a resume at step N keeps what was logged up to N (its eval included) and drops what an interrupted run wrote
     # after its last checkpoint: TensorBoard purges events at steps >= purge_step from the earlier files
-    writer = MetricsWriter(f"{args.model_dir}/runs/{config.run_name}",
+    writer = MetricsWriter(str(Path(config.logging_dir) / config.run_name),
                            purge_step=counters.step + 1 if counters.step else None)
-    logger.info("TensorBoard: tensorboard --logdir %s/runs (the original wrote ./runs/; here runs go with their "
-                "model dir)", args.model_dir)
+    logger.info("TensorBoard: tensorboard --logdir %s", config.logging_dir)
     step_log = JsonlLog(f"{args.model_dir}/train_log.jsonl", resume_step=counters.step)
     if run.history and run.history[-1]["step"] == counters.step:  # what this resume changed, where it changed
         step_log.write({"step": counters.step, "resumed_with_changes": run.history[-1]["changes"]})

@@ -174,7 +174,8 @@ ROWS = [
     ("run: tokenizer dir is a file", RP, lambda f: pretraining_args(f, tokenizer_dir=f["regular_file"]),
      "regular_file is not a directory"),
     ("run: tokenizer dir that is not one", RP, lambda f: pretraining_args(f, tokenizer_dir=f["empty_dir"]),
-     "is not a tokenizer dir written by train_tokenizer.py"),
+     "is not a tokenizer dir: no lmpretrain_tokenizer.json (train_tokenizer.py's) and no tokenizer files saved by "
+     "transformers"),
     ("run: checkpoint of another tokenizer", RP,
      lambda f: pretraining_args(f, model_dir=f["run"], tokenizer_dir=f["other_tokenizer"], extra=["--do_continue"]),
      "checkpoint-2 cannot be continued by this run: the tokenizer differs"),

@@ -87,3 +87,68 @@ def test_truncated_pretrained_weights_are_one_clear_error(pretrained, sample_cor
                      pretrained_model_name_or_path=str(broken))
     with pytest.raises(UserError, match=f"cannot load a BertForPreTraining from {broken}"):
         train(args)
+
+
+@pytest.fixture(scope="module")
+def electra_pair(tmp_path_factory, tiny_tokenizer_dir):
+    """A discriminator (hidden 32, 2 heads) with its generator (hidden 16, 1 head: generator-size 1/2) in
+    ``generator/``, saved by transformers with the tokenizer files; the preset default 1/4 would give 0.5 heads."""
+    import shutil
+
+    from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
+
+    from lmpretrain.tokenization import FastEncoder
+
+    root = tmp_path_factory.mktemp("electra-pair")
+    vocab = FastEncoder.from_pretrained(tiny_tokenizer_dir).vocab_size
+    common = dict(vocab_size=vocab, embedding_size=16, num_hidden_layers=2, max_position_embeddings=64)
+    torch.manual_seed(0)
+    ElectraForPreTraining(ElectraConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64, **common)) \
+        .save_pretrained(root / "pair")
+    ElectraForMaskedLM(ElectraConfig(hidden_size=16, num_attention_heads=1, intermediate_size=32, **common)) \
+        .save_pretrained(root / "pair" / "generator")
+    for file in tiny_tokenizer_dir.iterdir():
+        shutil.copy(file, root / "pair" / file.name)
+    further = {"warmup-steps": 1, "learning-rate": 5e-3, "batch-size": {"-1": 8}, "train-steps": 2,
+               "save-steps": 2, "logging-steps": 1, "eval-share": 0.1}
+    params = root / "parameter.json"
+    params.write_text(json.dumps({
+        "electra-further": {**further, "pretrained_discriminator_model_name_or_path": str(root / "pair")},
+        "electra-further-cli": further,  # the pretrained dir comes from --pretrained_model_name_or_path
+        "electra-further-matching": {**further, "generator-size": "1/2", "hidden-size": 32,
+                                     "pretrained_discriminator_model_name_or_path": str(root / "pair")},
+        "electra-further-wrong": {**further, "generator-size": "1/4",
+                                  "pretrained_discriminator_model_name_or_path": str(root / "pair")},
+        "electra-further-separate": {**further, "pretrained_discriminator_model_name_or_path": str(root / "pair"),
+                                     "pretrained_generator_model_name_or_path": str(root / "pair" / "generator")}}))
+    return root, params
+
+
+@pytest.mark.parametrize("model_type", ["electra-further", "electra-further-cli", "electra-further-matching",
+                                        "electra-further-separate"])
+def test_electra_continues_with_the_shapes_of_both_loaded_models(electra_pair, sample_corpus, tiny_tokenizer_dir,
+                                                                  model_type, caplog):
+    from transformers import ElectraForMaskedLM
+
+    root, params = electra_pair
+    out = root / f"out-{model_type}"
+    cli = {"pretrained_model_name_or_path": str(root / "pair")} if model_type.endswith("-cli") else {}
+    with caplog.at_level("INFO", logger="lmpretrain"):
+        summary = train(make_args(sample_corpus, tiny_tokenizer_dir, out, params, model_type, **cli))
+    assert summary["step"] == 2
+    if model_type != "electra-further-matching":  # the default is replaced by the loaded shape, with a note
+        assert f"{model_type}.generator-size: 0.5, taken from the models loaded from" in caplog.text
+    generator = ElectraForMaskedLM.from_pretrained(out / "generator")
+    loaded = ElectraForMaskedLM.from_pretrained(root / "pair" / "generator")
+    assert generator.config.to_diff_dict() | {"transformers_version": None} == \
+        loaded.config.to_diff_dict() | {"transformers_version": None}
+    assert json.loads((out / "lmpretrain_config.json").read_text())["params"]["generator_size"] == 0.5
+
+
+def test_electra_generator_size_contradicting_the_loaded_generator_is_an_error(electra_pair, sample_corpus,
+                                                                                tiny_tokenizer_dir):
+    root, params = electra_pair
+    with pytest.raises(UserError, match=r"electra-further-wrong\.generator-size: 0\.25 in the preset but 0\.5 in "
+                                        r"the models loaded from"):
+        train(make_args(sample_corpus, tiny_tokenizer_dir, root / "out-wrong", params, "electra-further-wrong"))
+    assert not (root / "out-wrong").exists()

@@ -211,7 +211,7 @@ def test_a_corpus_smaller_than_one_batch_is_one_clear_error(tmp_path, monkeypatc
     config = SimpleNamespace(cache_dir=str(tmp_path / "cache"), num_workers=1, whole_word_mask=False)
     params = SimpleNamespace(family="bert", sequence_length=128, short_seq_prob=0.1, nsp_probability=0.5,
                              eval_share=0.0, mlm_probability=0.15, mask_token_prob=0.8, random_token_prob=0.1,
-                             whole_word_mask=False, span_masking=False)
+                             whole_word_mask=False, span_masking=False, option=lambda name: None)
     run = SimpleNamespace(args=args, config=config, params=params, encoder=FakeEncoder(),
                           data_fingerprints=lambda: {"corpus": None, "eval": None})
     with pytest.raises(UserError, match=r"tiny\.txt yields 3 training instances, fewer than one global batch \(64\)"):

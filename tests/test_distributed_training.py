@@ -99,7 +99,7 @@ def two_procs(setup):
 
 
 def metrics(model_dir):
-    """Per-term metrics of each logged step (train/mlm_loss, train/nsp_accuracy, ...; loss, rates and throughput left out)."""
+    """Per-term metrics of each logged step (train/mlm_loss, train/nsp_accuracy, ...; loss, rates, throughput out)."""
     lines = [json.loads(x) for x in (model_dir / "train_log.jsonl").read_text().splitlines()]
     shared = ("train/loss", "train/learning_rate", "train/grad_norm", "train/tokens_per_second",
               "train/skipped_steps", "train/data_wait_fraction", "train/tflops_per_device", "train/mfu")

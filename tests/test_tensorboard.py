@@ -33,3 +33,30 @@ def test_a_resumed_run_keeps_every_scalar_once(sample_corpus, tiny_tokenizer_dir
     tags = scalar_tags(out / "runs" / "tb")  # both event files, read as TensorBoard reads them
     assert tags["train/loss"] == list(range(1, 9))
     assert tags["eval/perplexity"] == [0, 4, 8]  # the eval at the resume step survives the new event file
+
+
+def test_logging_dir_takes_the_events_and_the_view_command(sample_corpus, tiny_tokenizer_dir, parameter_file,  # noqa: F811
+                                                             tmp_path, caplog):
+    out, logs = tmp_path / "out", tmp_path / "tb-logs"
+    with caplog.at_level("INFO", logger="lmpretrain"):
+        train(make_args(sample_corpus, tiny_tokenizer_dir, out, parameter_file, "bert-test", run_name="tb",
+                        train_steps=2, logging_dir=str(logs)))
+    assert scalar_tags(logs / "tb")["train/loss"] == [1, 2]
+    assert not (out / "runs").exists()
+    assert f"tensorboard --logdir {logs}" in caplog.text
+
+
+def test_the_first_window_after_a_resume_says_what_it_averages(sample_corpus, tiny_tokenizer_dir, tmp_path, caplog):
+    import json
+
+    from tests.test_run_pretraining import BASE
+
+    params = tmp_path / "parameter.json"
+    params.write_text(json.dumps({"bert-test": {**BASE, "logging-steps": 3, "eval-steps": 3}}))
+    out = tmp_path / "out"
+    train(make_args(sample_corpus, tiny_tokenizer_dir, out, params, "bert-test", train_steps=2))
+    with caplog.at_level("INFO", logger="lmpretrain"):
+        train(make_args(sample_corpus, tiny_tokenizer_dir, out, params, "bert-test", train_steps=6, do_continue=True))
+    assert "resumed at step 2: the first logged window (step 3) averages the 1 step(s) since the resume, not the 3 " \
+           "since step 0" in caplog.text
+    assert scalar_tags(out / "runs" / "bert-test")["train/loss"] == [2, 3, 6]  # the last step, then multiples of 3

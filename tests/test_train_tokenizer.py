@@ -44,7 +44,7 @@ def trained(tmp_path_factory, sample_corpus):
     return root, result
 
 
-def test_every_flag_of_the_original_and_the_artifacts(trained):
+def test_every_flag_of_the_original_and_the_artifacts(trained, sample_corpus):
     root, result = trained
     assert result.returncode == 0, result.stderr
     summary = result.stdout.strip().splitlines()[-1]
@@ -61,7 +61,15 @@ def test_every_flag_of_the_original_and_the_artifacts(trained):
     assert len((tok / "vocab.txt").read_text(encoding="utf-8").splitlines()) == vocab_size > 1000
     assert (lines, characters) == (meta["training"]["lines"], meta["training"]["characters"]) and lines > 300
     assert sorted(p.name for p in root.iterdir()) == ["intermediate", "tok"]  # no temp dirs left beside it
-    assert list((root / "intermediate").iterdir()) == []  # the segmented text is removed after training
+    # --intermediate_dir keeps the segmented text, as the original does: MeCab's words, one corpus line a line
+    assert [p.name for p in (root / "intermediate").iterdir()] == ["segmented.txt"]
+    segmented = (root / "intermediate" / "segmented.txt").read_text(encoding="utf-8").splitlines()
+    assert len(segmented) == lines
+    from lmpretrain.tokenization.segmenters import get_segmenter
+
+    corpus = [line for line in sample_corpus.read_text(encoding="utf-8").splitlines() if line.strip()]
+    words = get_segmenter("mecab", {"mecab_dic_type": "ipadic", "mecab_option": None}).wakati_batch(corpus[:20])
+    assert segmented[:20] == words and all(" " in line for line in segmented[:20])
 
 
 def test_output_loads_with_autotokenizer(trained, sample_corpus):
@@ -190,3 +198,12 @@ def test_unidic_without_its_dictionary(tmp_path, sample_corpus):
     except ModuleNotFoundError:  # this machine: the package is not installed at all
         assert_one_clean_error(train(*args), "not installed", "pip install unidic", "python -m unidic download")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]
+
+
+@pytest.mark.parametrize("flags", [["--mecab_dic_type", "none"], ["--word_tokenizer", "none"]])
+def test_no_segmenter_is_named_as_none(tmp_path, sample_corpus, flags):
+    result = train("--input_file", str(sample_corpus), "--model_dir", str(tmp_path / "tok"), "--num_files", "1",
+                   *flags, *SMALL)
+    assert result.returncode == 0, result.stderr
+    assert "tokenizer: wordpiece on no word segmenter," in result.stdout
+    assert "MeCab" not in result.stdout + result.stderr

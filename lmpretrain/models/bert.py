@@ -1,15 +1,22 @@
-"""BERT (masked LM + next-sentence prediction) and RoBERTa (masked LM on full sentences)."""
+"""BERT (masked LM + next-sentence prediction, or masked LM only with ``next-sentence-prediction: false``) and
+RoBERTa (masked LM on full sentences)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from transformers import BertConfig, BertForPreTraining, RobertaConfig, RobertaForMaskedLM
 
 from ..config import ModelParams
+from ..errors import LOAD_ERRORS
+from ..log import get_logger
 from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss, masked_rows
 from .flops import BatchShape, linear, mlm_head_flops, stack_flops
-from .registry import Family, LossTerm, Part
+from .registry import Family, LossTerm, Option, Part
+
+logger = get_logger(__name__)
 
 ROBERTA_POSITION_OFFSET = 2  # RoBERTa numbers positions from padding_idx + 1
 ENCODER_SHAPE = {"number_of_layers": "num_hidden_layers", "hidden_size": "hidden_size",
@@ -87,12 +94,51 @@ def encoder_mlm_flops(model, shape: BatchShape) -> int:
     return stack_flops(config, shape) + mlm_head_flops(config, shape.masked)
 
 
+def next_sentence_prediction(params: ModelParams) -> bool:
+    """``next-sentence-prediction`` (None, the default: on, unless the model continued from has no NSP head)."""
+    return params.option("next_sentence_prediction") is not False
+
+
+def _bert_layout(params: ModelParams) -> str:
+    return "sentence_pairs" if next_sentence_prediction(params) else "packed_sentences"
+
+
+def _has_nsp_head(pretrained: str, hf_config) -> bool:
+    """Whether a BERT model dir holds a next-sentence-prediction head (``BertForPreTraining`` /
+    ``BertForNextSentencePrediction``; a ``BertForMaskedLM`` dir has none): its weights' names, else its config's
+    ``architectures``."""
+    from safetensors import safe_open
+
+    weights = Path(pretrained) / "model.safetensors"
+    if weights.is_file():
+        try:
+            with safe_open(str(weights), "pt") as f:
+                return any("seq_relationship" in name for name in f.keys())
+        except LOAD_ERRORS:  # a broken file: loading the model reports it, naming the dir
+            pass
+    return any("PreTraining" in a or "NextSentence" in a for a in (hf_config.architectures or []))
+
+
+def _bert_loaded_options(params: ModelParams, pretrained: str, hf_config) -> dict:
+    """Continuing from a model without an NSP head (``BertForMaskedLM``): MLM-only on packed sentences, unless the
+    preset asks for NSP (``next-sentence-prediction: true`` trains a new head)."""
+    if params.option("next_sentence_prediction") is not None or _has_nsp_head(pretrained, hf_config):
+        return {}
+    logger.info("the model at %s has no next-sentence-prediction head (%s): training MLM-only on packed sentences "
+                "(next-sentence-prediction: true in the preset trains a new head)", pretrained,
+                ", ".join(hf_config.architectures or ["no architectures recorded"]))
+    return {"next_sentence_prediction": False}
+
+
 BERT = Family(
     name="bert", display="BERT", model=BertPretraining,
     parts=(Part("model", "BertForPreTraining", role="pretraining"),),
     loss_terms=(LossTerm("mlm_loss", "masked"), LossTerm("nsp_loss", "samples")),
     layout="sentence_pairs", collator="mlm", hf_model_types=("bert",), hf_shape=ENCODER_SHAPE,
-    forward_flops=bert_flops)
+    # false: masked LM only, on packed sentences as RoBERTa (the NSP head is kept, untrained); None: on, unless
+    # the model continued from has no NSP head
+    options={"next-sentence-prediction": Option("next_sentence_prediction", "bool", None)},
+    layout_of=_bert_layout, loaded_options=_bert_loaded_options, forward_flops=bert_flops)
 
 ROBERTA = Family(
     name="roberta", display="RoBERTa", model=RobertaPretraining,

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
 
 from ..config import ModelParams
+from ..errors import UserError
 from ..rng import uniform
 from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss, masked_rows
 from .bert import ENCODER_SHAPE
@@ -72,9 +73,9 @@ class ElectraPretraining(PretrainingModel):
         generator_config, discriminator_config = configs["generator"], configs["discriminator"]
         if spec.pretrained_dir:
             self.discriminator = load_pretrained(ElectraForPreTraining, spec, params.sequence_length)
-            generator_dir = params.pretrained_generator or Path(spec.pretrained_dir) / "generator"
-            if params.pretrained_generator or (Path(generator_dir) / "config.json").is_file():
-                self.generator = load_pretrained(ElectraForMaskedLM, spec, params.sequence_length, str(generator_dir))
+            generator_dir = pretrained_generator_dir(params, spec.pretrained_dir)
+            if generator_dir is not None:
+                self.generator = load_pretrained(ElectraForMaskedLM, spec, params.sequence_length, generator_dir)
             else:
                 generator_config.embedding_size = self.discriminator.config.embedding_size
                 generator_config.max_position_embeddings = self.discriminator.config.max_position_embeddings
@@ -132,6 +133,33 @@ def electra_flops(model: ElectraPretraining, shape: BatchShape) -> int:
     return total + linear(shape.positions, hidden, hidden) + linear(shape.positions, hidden, 1)
 
 
+def pretrained_generator_dir(params: ModelParams, pretrained: str) -> str | None:
+    """The generator continued pretraining loads: ``pretrained_generator_model_name_or_path``, else a
+    ``generator/`` folder beside the discriminator (as a checkpoint of this toolkit has); None: built from scratch."""
+    if params.pretrained_generator:
+        return params.pretrained_generator
+    folder = Path(pretrained) / "generator"
+    return str(folder) if (folder / "config.json").is_file() else None
+
+
+def _loaded_options(params: ModelParams, pretrained: str, hf_config) -> dict:
+    """With both models loaded, the generator's size is theirs: hidden size over the discriminator's."""
+    generator_dir = pretrained_generator_dir(params, pretrained)
+    if generator_dir is None:
+        return {}
+    from transformers import AutoConfig
+
+    try:
+        generator = AutoConfig.from_pretrained(generator_dir)
+    except (OSError, ValueError) as error:
+        raise UserError(f"pretrained_generator_model_name_or_path {generator_dir}: cannot read its config.json "
+                        f"({error})") from None
+    if generator.model_type != "electra":
+        raise UserError(f"pretrained_generator_model_name_or_path {generator_dir} is a {generator.model_type!r} "
+                        "model, not an ELECTRA generator")
+    return {"generator_size": generator.hidden_size / hf_config.hidden_size}
+
+
 def _generator_problems(model_type: str, values: dict) -> list[str]:
     scale = values["generator_size"]
     generator_hidden, generator_heads = values["hidden_size"] * scale, values["attention_heads"] * scale
@@ -157,4 +185,5 @@ ELECTRA = Family(
         "discriminator-weight": Option("discriminator_weight", "pos_float", 50.0),
     },
     defaults={"mask_token_prob": 0.85, "random_token_prob": 0.0},
-    check=_generator_problems, part_configs=electra_configs, forward_flops=electra_flops)
+    check=_generator_problems, part_configs=electra_configs, loaded_options=_loaded_options,
+    forward_flops=electra_flops)

@@ -16,10 +16,13 @@ from pathlib import Path
 from .. import config
 from ..config import ModelParams
 from ..errors import UserError
+from ..log import get_logger
 from .registry import _FAMILIES, family_names, family_of, get_family, usable_positions
 
+logger = get_logger(__name__)
 
-def parse_preset(model_type: str, preset: dict, where: str) -> ModelParams:
+
+def parse_preset(model_type: str, preset: dict, where: str, *, continued: bool = False) -> ModelParams:
     """Validate one preset (its family found by :func:`family_of`); every problem is one UserError."""
     explicit = preset.get("model-family") if isinstance(preset, dict) else None
     problem = None
@@ -32,7 +35,7 @@ def parse_preset(model_type: str, preset: dict, where: str) -> ModelParams:
         return config.parse_preset(model_type, preset, where, family=None, family_problem=problem)
     family = get_family(name)
     params = config.parse_preset(model_type, preset, where, family=name, options=family.options,
-                                 defaults=family.defaults, check=family.check)
+                                 defaults=family.defaults, check=family.check, continued=continued)
     if family.collator == "causal":  # masking keys mean nothing to a causal LM: say so rather than ignore them
         given = [key for key in ("whole-word-mask", "span-masking") if preset.get(key)]
         if given:
@@ -41,14 +44,17 @@ def parse_preset(model_type: str, preset: dict, where: str) -> ModelParams:
     return params
 
 
-def load_parameters(path: str | Path, model_type: str) -> ModelParams:
-    """Load ``model_type`` from parameter.json; any problem is one UserError naming the file and key."""
-    return parse_preset(model_type, config.read_preset(path, model_type), str(path))
+def load_parameters(path: str | Path, model_type: str, *, continued: bool = False) -> ModelParams:
+    """Load ``model_type`` from parameter.json; any problem is one UserError naming the file and key. ``continued``:
+    the command line gives a model to continue from, so the architecture keys may come from it."""
+    return parse_preset(model_type, config.read_preset(path, model_type), str(path), continued=continued)
 
 
-def resolve_pretrained_shape(params: ModelParams, pretrained: str | None) -> ModelParams:
+def resolve_pretrained_shape(params: ModelParams, pretrained: str | None,
+                             preset_keys: set[str] | None = None) -> ModelParams:
     """Fill the architecture fields a continued-pretraining preset left out from the pretrained model's config,
-    and check the ones it gave against it. Without a pretrained model, only checks ``flozen-layers``."""
+    and check the ones it gave against it. Without a pretrained model, only checks ``flozen-layers``. ``preset_keys``:
+    the preset's keys (None: a family option counts as given where it differs from its default)."""
     where = params.model_type
     if pretrained is None:
         if params.frozen_layers >= 0:
@@ -88,9 +94,22 @@ def resolve_pretrained_shape(params: ModelParams, pretrained: str | None) -> Mod
     elif params.sequence_length > positions:
         problems.append(f"{where}.sequence-length: {params.sequence_length} is above the {positions} positions of "
                         f"{pretrained}")
+    loaded = family.loaded_options(params, pretrained, hf_config) if family.loaded_options else {}
+    for name, model_value in loaded.items():
+        key, option = next((k, o) for k, o in family.options.items() if o.field == name)
+        preset_value = extra.get(name)
+        explicit = key in preset_keys if preset_keys is not None else preset_value != option.default
+        if explicit and preset_value is not None and preset_value != model_value and \
+                abs(float(preset_value) - float(model_value)) > 1e-6:
+            problems.append(f"{where}.{key}: {preset_value:g} in the preset but {model_value:g} in the models "
+                            f"loaded from {pretrained} (leave it out: it is taken from them)")
+        elif not explicit and preset_value != model_value and option.default is not None:
+            logger.info("%s.%s: %g, taken from the models loaded from %s (the preset's default %s is for a part "
+                        "built from scratch)", where, key, model_value, pretrained, option.default)
+        extra[name] = model_value
     merged = {**asdict(params), **values, **extra}
     if not problems:
-        problems = config.shape_problems(where, merged, family.check)
+        problems = config.shape_problems(where, merged, None if loaded else family.check)
     if problems:
         raise UserError("; ".join(problems))
     return replace(params, extra=extra, **values)

@@ -94,6 +94,14 @@ class Family:
     """(model, :class:`~.flops.BatchShape`) -> the FLOPs of one forward pass over that micro-batch, counted from the
     built model's shapes (``flops.py`` has the pieces); None: ``flops.generic_forward_flops`` (the main part's layers
     and a vocabulary head)."""
+    layout_of: Callable | None = None
+    """params -> the layout a preset's options choose (BERT without next-sentence prediction: packed sentences);
+    None: always ``layout``. A loss term whose output the model does not return (no NSP pairs) is then skipped."""
+    loaded_options: Callable | None = None
+    """(params, pretrained path, its HF config) -> {option field: value} for the options that models loaded from
+    there fix (ELECTRA's ``generator_size`` when its generator is loaded too). Those take the loaded value (a
+    preset value that contradicts it is an error; the default is replaced, with a note), and ``check``, which is
+    about parts built from scratch, is skipped when the hook returns any."""
     check_pretrained: Callable | None = None
     """(params, pretrained path or name, its HF config) -> problems: structure checks on a model to continue from,
     beyond its ``model_type`` (two families may share one, as DeBERTa-v2 MLM and v3 RTD do)."""
@@ -105,6 +113,10 @@ class Family:
     @property
     def extractable(self) -> tuple[Part, ...]:
         return tuple(p for p in self.parts if p.extract_as)
+
+    def instance_layout(self, params) -> str:
+        """The layout this preset trains on (``layout``, unless an option of the family chooses another)."""
+        return self.layout_of(params) if self.layout_of is not None else self.layout
 
     def loss_weights(self, params) -> dict[str, float]:
         return {t.name: float(params.option(t.weight_option)) if t.weight_option else t.weight

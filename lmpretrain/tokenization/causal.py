@@ -35,6 +35,8 @@ def adds_nothing(meta: dict | None) -> bool:
 def check_causal_tokenizer(directory: str | Path) -> None:
     """A causal LM needs its end-of-text token in the vocabulary: one UserError naming the dir otherwise."""
     directory = Path(directory)
+    if read_meta(directory) is None:  # saved by transformers: its own bos/eos serve (FastEncoder checks them)
+        return
     try:
         vocab = read_vocabulary(directory, read_meta(directory)) or {}
     except (OSError, ValueError, KeyError) as error:
@@ -70,6 +72,11 @@ def declare_causal_lm(directory: str | Path) -> None:
     """Rewrite the tokenizer files copied into a causal model's dir: bos/eos ``[SEP]``, pad ``[PAD]``, and no
     ``[CLS] ... [SEP]`` wrapping where the tokenizer is a tokenizer.json (see the module docstring)."""
     directory = Path(directory)
+    if read_meta(directory) is None:  # a tokenizer saved by transformers keeps its own special tokens; one without
+        # padding (GPT-2's) pads with its end of text in the copy, as training did (FastEncoder's pad_token_id)
+        _update_json(directory / "tokenizer_config.json",
+                     lambda config: config.get("pad_token") or config.update(pad_token=config.get("eos_token")))
+        return
     _update_json(directory / "tokenizer_config.json", lambda config: config.update(SPECIAL_TOKENS))
     _update_json(directory / "special_tokens_map.json", lambda tokens: tokens.update(SPECIAL_TOKENS))
     if adds_nothing(read_meta(directory)):

@@ -23,10 +23,14 @@ from .segmenters import get_segmenter, segmenter_from_meta
 from .tokenizer_dir import (
     MAX_INPUT_CHARS_PER_WORD,
     META_FILE,
+    ROLES,
     SPECIAL_TOKENS,
     SPIECE_UNDERLINE,
+    TOKENIZER_FILES,
+    foreign_meta,
     read_meta,
     read_vocabulary,
+    special_tokens_of,
     tokenizer_fingerprint,
 )
 
@@ -34,6 +38,7 @@ logger = get_logger(__name__)
 
 MAX_CACHED_WORDS = 1 << 17  # learned words per process (~20 MB); word frequencies are Zipfian: > 95% hits
 _PARALLEL_MIN_TEXTS = 256
+REQUIRED_ROLES = ("cls_token", "sep_token")  # what every layout needs (a masked LM needs mask_token too: prepare)
 _STARTS = [(True,) + (False,) * (n - 1) if n else () for n in range(64)]  # word starts of an n-token word
 _worker_encoder: FastEncoder | None = None
 
@@ -51,6 +56,35 @@ def _init_encoder_worker(encoder: FastEncoder) -> None:
 def _encode_in_worker(task: tuple[list[str], bool]):
     texts, with_starts = task
     return _worker_encoder._encode(texts, with_starts)
+
+
+def _transformers_backend(directory: Path):
+    """(tokenizers pipeline, metadata) of a tokenizer dir saved by transformers: ``AutoTokenizer``'s own backend
+    (transformers 5 builds it from tokenizer.json or converts a slow tokenizer's files, with the normalizer its
+    tokenizer_config.json asks for), so the ids are transformers' whatever the files. A tokenizer without one (a
+    Python tokenizer such as BertJapaneseTokenizer) is one UserError."""
+    from transformers import AutoTokenizer
+
+    if not any((directory / name).is_file() for name in TOKENIZER_FILES if name != META_FILE):
+        raise UserError(f"{directory} is not a tokenizer dir: no {META_FILE} (train_tokenizer.py's) and no tokenizer "
+                        "files saved by transformers (tokenizer.json, tokenizer_config.json, vocab files)")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        reason = " ".join(str(error).split())
+        raise UserError(f"{directory} has no {META_FILE} (not a dir of train_tokenizer.py) and AutoTokenizer cannot "
+                        f"load it: {reason}") from None
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    meta = foreign_meta(tokenizer)
+    if backend is None:
+        logger.warning("%s: %s is a Python tokenizer (no tokenizers backend): the dataset is encoded through "
+                       "transformers itself, slower than the toolkit's encoder (no word cache, no fast path); "
+                       "train_tokenizer.py with the same segmenter and algorithm gives a dir it encodes fast",
+                       directory, meta["tokenizer_class"])
+        return tokenizer, meta
+    logger.info("%s: a tokenizer saved by transformers (%s, %s), encoded through the tokenizers pipeline "
+                "AutoTokenizer builds for it", directory, meta["tokenizer_class"], meta["tokenizer_type"])
+    return backend, meta
 
 
 def _word_starts(word_ids: list[int | None]) -> list[bool]:
@@ -81,15 +115,18 @@ class FastEncoder:
     of processes, started on first use and stopped by ``close()``.
     """
 
-    def __init__(self, tokenizer_dir: Path, meta: dict, vocab: dict[str, int], num_workers: int):
+    def __init__(self, tokenizer_dir: Path, meta: dict, vocab: dict[str, int], num_workers: int, backend=None):
         self.tokenizer_dir = Path(tokenizer_dir)
         self.meta = meta
         self.num_workers = max(1, num_workers)
         self.algorithm = meta["tokenizer_type"]
         self.vocab_size = len(vocab)
+        specials = special_tokens_of(meta)
         self.pad_token_id, self.unk_token_id, self.cls_token_id, self.sep_token_id, self.mask_token_id = (
-            vocab[t] for t in SPECIAL_TOKENS)
-        self.all_special_ids = sorted(vocab[t] for t in SPECIAL_TOKENS)
+            vocab.get(t) if t is not None else None for t in specials)
+        self.all_special_ids = sorted(vocab[t] for t in specials if t is not None and t in vocab)
+        if self.pad_token_id is None:  # a GPT-2 tokenizer declares no padding: pad with its end of text, as is usual
+            self.pad_token_id = self.sep_token_id
         self.unused_token_ids = sorted(i for t, i in vocab.items() if re.fullmatch(r"\[unused\d+\]", t))
         """``[unused0]``... : reserved for users, never masked nor drawn as random replacements."""
         self.fingerprint = tokenizer_fingerprint(self.tokenizer_dir)
@@ -98,11 +135,18 @@ class FastEncoder:
         self._ids: dict[str, tuple[int, ...]] = {}  # word -> subword ids
         self._known: dict[str, tuple[int, ...]] = {}  # words the cache always holds
         self._starts: dict[str, tuple[bool, ...]] = {}  # word -> (True, False, ...)
+        self.has_word_boundaries = True
+        """False for a tokenizer.json without a pre-tokenizer: whole-word masking then sees each text as one word."""
+        self._python = None  # a Python tokenizer of transformers (BertJapaneseTokenizer), run as it is
+        if backend is not None and not hasattr(backend, "encode_batch"):
+            self._python, self._segmenter = backend, None
+            return
         self._segmenter = get_segmenter(*segmenter_from_meta(meta))
         if self._segmenter is None:
             from tokenizers import Tokenizer
 
-            self._rust = Tokenizer.from_file(str(self.tokenizer_dir / "tokenizer.json"))
+            self._rust = backend or Tokenizer.from_file(str(self.tokenizer_dir / "tokenizer.json"))
+            self.has_word_boundaries = self._rust.pre_tokenizer is not None
             # a SentencePiece model whose pieces may span spaces is not split into words before it: a word then
             # starts at each piece that starts with a space (its "▁"), not once per text
             self._starts_at_spaces = (meta.get("spec") or {}).get("spm_split_by_whitespace") is False
@@ -129,17 +173,25 @@ class FastEncoder:
         directory = Path(tokenizer_dir)
         if not directory.is_dir():
             raise UserError(f"tokenizer dir {directory} does not exist")
-        if not (directory / META_FILE).is_file():
-            raise UserError(f"{directory} is not a tokenizer dir written by train_tokenizer.py (no {META_FILE})")
         try:
-            meta = read_meta(directory)
-            vocab = read_vocabulary(directory, meta)
-            missing = [t for t in SPECIAL_TOKENS if t not in vocab]
+            meta, backend = read_meta(directory), None
+            if meta is None:  # saved by transformers: encoded by the tokenizers pipeline transformers itself runs
+                backend, meta = _transformers_backend(directory)
+                vocab = backend.get_vocab(with_added_tokens=True) if hasattr(backend, "encode_batch") else \
+                    backend.get_vocab()
+            else:
+                vocab = read_vocabulary(directory, meta)
+            if meta.get("saved_by") == "transformers":
+                missing = [f"{role} ({token})" if token else role
+                           for role, token in zip(ROLES, special_tokens_of(meta))
+                           if role in REQUIRED_ROLES and (token is None or token not in vocab)]
+            else:
+                missing = [t for t in SPECIAL_TOKENS if t not in vocab]
             if missing:
                 raise UserError(f"{directory}: the vocabulary lacks the special tokens {missing}")
         except (OSError, ValueError, KeyError) as error:
             raise UserError(f"{directory}: cannot read the tokenizer files ({error})") from None
-        return cls(directory, meta, vocab, num_workers)
+        return cls(directory, meta, vocab, num_workers, backend=backend)
 
     @property
     def max_line_bytes(self) -> int | None:
@@ -240,6 +292,15 @@ class FastEncoder:
         return all_ids, all_starts
 
     def _encode(self, texts: list[str], with_starts: bool) -> tuple[list[list[int]], list[list[bool]] | None]:
+        if self._python is not None:
+            ids = self._python(texts, add_special_tokens=False)["input_ids"]
+            if not with_starts:
+                return ids, None
+            # its subword markers: WordPiece's '##' continues a word, SentencePiece's '▁' starts one
+            marker = self.algorithm == "wordpiece"
+            starts = [[not t.startswith("##") if marker else t.startswith(SPIECE_UNDERLINE) or k == 0
+                       for k, t in enumerate(self._python.convert_ids_to_tokens(row))] for row in ids]
+            return ids, starts
         if self._rust is not None:
             encodings = self._rust.encode_batch(texts, add_special_tokens=False)
             if not with_starts:

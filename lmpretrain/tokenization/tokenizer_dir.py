@@ -39,7 +39,8 @@ ALGORITHMS = {"wordpiece": "wordpiece", "bpe": "bpe", "sentencepiece": "bpe", "u
 MAX_INPUT_CHARS_PER_WORD = 100  # as transformers' WordpieceTokenizer
 SPIECE_UNDERLINE = "\u2581"  # Metaspace's word marker
 TOKENIZER_FILES = ("vocab.txt", "spiece.model", "tokenizer.json", "tokenizer_config.json",
-                   "special_tokens_map.json", SUBWORD_FILE, META_FILE)
+                   "special_tokens_map.json", SUBWORD_FILE, META_FILE, "vocab.json", "merges.txt",
+                   "sentencepiece.bpe.model", "added_tokens.json")
 
 
 @dataclass(frozen=True)
@@ -224,6 +225,32 @@ def tokenizer_fingerprint(tokenizer_dir: str | Path) -> str:
         if path.is_file():
             digest.update(f"{name}:{sha256_file(path)}\n".encode())
     return digest.hexdigest()
+
+
+ROLES = ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token")
+"""The special tokens' roles, in the order of ``SPECIAL_TOKENS`` (this toolkit's names for them)."""
+_ALGORITHM_OF_MODEL = {"WordPiece": "wordpiece", "BPE": "bpe", "Unigram": "unigram"}
+
+
+def foreign_meta(tokenizer) -> dict:
+    """What ``lmpretrain_tokenizer.json`` would record, for a tokenizer dir saved by transformers (no metadata of
+    ours), from ``AutoTokenizer``'s ``tokenizer`` with a tokenizers backend: no word segmenter, the backend's subword
+    model, and the special tokens by role (cls/sep fall back to bos/eos, as GPT-2 and RoBERTa-style ones have)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    model_type = type(backend.model).__name__ if backend is not None else \
+        {"sentencepiece": "Unigram"}.get(getattr(tokenizer, "subword_tokenizer_type", None), "WordPiece")
+    roles = {role: getattr(tokenizer, role, None) for role in ROLES}
+    roles["cls_token"] = roles["cls_token"] or tokenizer.bos_token
+    roles["sep_token"] = roles["sep_token"] or tokenizer.eos_token
+    return {"word_tokenizer": "none", "mecab_dic_type": "none",
+            "tokenizer_type": _ALGORITHM_OF_MODEL.get(model_type, model_type.lower()),
+            "saved_by": "transformers", "tokenizer_class": type(tokenizer).__name__, "special_tokens": roles}
+
+
+def special_tokens_of(meta: dict) -> list[str | None]:
+    """The special tokens in the order of ``SPECIAL_TOKENS``: ours, or those a foreign dir declares (None: none)."""
+    roles = meta.get("special_tokens")
+    return SPECIAL_TOKENS if roles is None else [roles.get(role) for role in ROLES]
 
 
 def read_meta(directory: Path) -> dict | None:

@@ -160,9 +160,14 @@ def _save(trainer: SubwordTrainer, segmenter: WordSegmenter | None, spec: Tokeni
     _write_json(out / META_FILE, meta)
 
 
+SEGMENTED_FILE = "segmented.txt"
+"""The word-segmented training text (one corpus line a line, words joined by spaces), kept in --intermediate_dir."""
+
+
 def train_tokenizer(input_file: str | list[str], model_dir: str | Path, spec: TokenizerSpec, *, num_workers: int,
                     intermediate_dir: str | None = None) -> dict:
-    """Train and save a tokenizer; returns a summary. Nothing is written to ``model_dir`` until it is complete."""
+    """Train and save a tokenizer; returns a summary. Nothing is written to ``model_dir`` until it is complete;
+    ``intermediate_dir`` keeps the segmented text (``segmented.txt``, replaced as a whole) after training."""
     from ..data.corpus import resolve_corpus_files
 
     started = time.perf_counter()
@@ -179,13 +184,14 @@ def train_tokenizer(input_file: str | list[str], model_dir: str | Path, spec: To
     model_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.tmp-", dir=model_dir.parent))
     work = tmp / "work"
+    kept = Path(intermediate_dir) / SEGMENTED_FILE if intermediate_dir else None
     try:
-        if intermediate_dir:
-            Path(intermediate_dir).mkdir(parents=True, exist_ok=True)
-            work = Path(tempfile.mkdtemp(prefix="pretokenized-", dir=intermediate_dir))
+        if kept is not None:  # the segmented text is kept there (users inspect it), renamed into place when complete
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix=".pretokenized-", dir=kept.parent))
         else:
             work.mkdir()
-        segmented = work / "segmented.txt"
+        segmented = work / SEGMENTED_FILE
         lines, chars = _pretokenize(files, segmenter, trainer, segmented, num_workers)
         if lines == 0:
             raise UserError(f"--input_file {', '.join(map(str, files))} has no text")
@@ -194,6 +200,8 @@ def train_tokenizer(input_file: str | list[str], model_dir: str | Path, spec: To
             raise UserError(f"--vocab_size {spec.vocab_size} is too small: the alphabet (up to --limit_alphabet "
                             f"{spec.limit_alphabet} characters) and {len(spec.special_tokens())} special tokens "
                             f"already need {trained_size}")
+        if kept is not None:
+            segmented.replace(kept)
         shutil.rmtree(work, ignore_errors=True)
         _save(trainer, segmenter, spec, tmp, trained_size,
               {"lines": lines, "characters": chars, "files": [str(f) for f in files]})

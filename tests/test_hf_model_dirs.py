@@ -1,0 +1,186 @@
+"""Continued pretraining of a model dir saved by transformers with its own tokenizer (issue 14, item 3): the
+tokenizer's own ids, its own word boundaries for whole-word masking, MLM-only for a BertForMaskedLM, an export that
+fill-mask runs on; and BERT's ``next-sentence-prediction: false``."""
+
+import json
+
+import pytest
+
+from lmpretrain.errors import UserError
+from lmpretrain.models import get_family, parse_preset
+from tests.helpers import run_script
+from tests.test_run_pretraining import BASE
+
+FURTHER = {"warmup-steps": 1, "learning-rate": 5e-3, "batch-size": {"-1": 8}, "train-steps": 3, "save-steps": 3,
+           "logging-steps": 1, "eval-share": 0.1, "sequence-length": 64}
+
+
+@pytest.fixture(scope="module")
+def masked_lm_dir(tmp_path_factory, sample_corpus):
+    """A tiny BertForMaskedLM and a BertTokenizerFast trained here on the sample corpus, both save_pretrained'd
+    into one dir (as a hub bert-base-* dir is)."""
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+    directory = tmp_path_factory.mktemp("hf") / "bert-mlm"
+    trainer = BertWordPieceTokenizer(lowercase=False)
+    trainer.train([str(sample_corpus)], vocab_size=1500, min_frequency=1,
+                  special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], show_progress=False)
+    tokenizer = BertTokenizerFast(tokenizer_object=trainer._tokenizer, unk_token="[UNK]", pad_token="[PAD]",
+                                  cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    tokenizer.save_pretrained(directory)
+    BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                               intermediate_size=64, max_position_embeddings=64)).save_pretrained(directory)
+    assert not (directory / "lmpretrain_tokenizer.json").exists()
+    return directory
+
+
+def test_the_encoder_gives_transformers_ids_and_word_boundaries(masked_lm_dir, sample_corpus):
+    from transformers import AutoTokenizer
+
+    from lmpretrain.tokenization import FastEncoder
+
+    lines = [line for line in sample_corpus.read_text(encoding="utf-8").splitlines() if line.strip()][:100]
+    lines += ["Hello, WORLD! naïve café", "[MASK] は 猫 [SEP] である"]
+    tokenizer = AutoTokenizer.from_pretrained(masked_lm_dir)
+    encoder = FastEncoder.from_pretrained(masked_lm_dir)
+    assert encoder.encode_batch(lines) == tokenizer(lines, add_special_tokens=False)["input_ids"]
+    assert encoder.encode_batch(lines, add_special_tokens=True) == tokenizer(lines)["input_ids"]
+    assert (encoder.cls_token_id, encoder.sep_token_id, encoder.mask_token_id, encoder.pad_token_id) == \
+        (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.mask_token_id, tokenizer.pad_token_id)
+    for ids, starts in encoder.encode_batch_with_word_starts(lines):  # a word continues exactly at '##' pieces
+        assert starts == [not token.startswith("##") for token in tokenizer.convert_ids_to_tokens(ids)]
+
+
+def test_a_bert_masked_lm_dir_continues_mlm_only_and_exports_for_fill_mask(masked_lm_dir, sample_corpus, tmp_path):
+    from transformers import pipeline
+
+    params = tmp_path / "parameter.json"
+    params.write_text(json.dumps({"bert-further": FURTHER}))
+    out = tmp_path / "out"
+    result = run_script("run_pretraining.py", "--input_file", str(sample_corpus), "--tokenizer_dir", str(masked_lm_dir),
+                        "--pretrained_model_name_or_path", str(masked_lm_dir), "--model_dir", str(out),
+                        "--parameter_file", str(params), "--model_type", "bert-further", "--num_workers", "1",
+                        "--do_whole_word_mask", env={"LMP_NO_PROGRESS": "1"}, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "no next-sentence-prediction head (BertForMaskedLM): training MLM-only" in result.stderr
+    assert "a tokenizer saved by transformers (BertTokenizer" in result.stderr
+    records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    trained = [r for r in records if "train/loss" in r]
+    assert [r["step"] for r in trained] == [1, 2, 3]
+    assert all("train/mlm_loss" in r for r in trained)
+    assert not any(key.startswith(("train/nsp", "eval/nsp")) for r in records for key in r)
+    fill = pipeline("fill-mask", model=str(out), tokenizer=str(out))
+    assert len(fill("吾輩は[MASK]である。")) == 5
+
+
+def test_next_sentence_prediction_false_packs_sentences(tmp_path):
+    family = get_family("bert")
+    off = parse_preset("bert-mlm", {**BASE, "next-sentence-prediction": False}, "p.json")
+    on = parse_preset("bert-nsp", BASE, "p.json")
+    assert family.instance_layout(off) == "packed_sentences" and family.instance_layout(on) == "sentence_pairs"
+    with pytest.raises(UserError, match=r"p\.json: bert-x\.next-sentence-prediction: expected true or false"):
+        parse_preset("bert-x", {**BASE, "next-sentence-prediction": "no"}, "p.json")
+    with pytest.raises(UserError, match=r"roberta-x\.next-sentence-prediction: unknown key"):
+        parse_preset("roberta-x", {**BASE, "next-sentence-prediction": False}, "p.json")
+
+
+def test_next_sentence_prediction_false_trains_without_nsp(sample_corpus, tiny_tokenizer_dir, tmp_path):
+    from lmpretrain.trainer import train
+    from tests.test_run_pretraining import make_args
+
+    params = tmp_path / "parameter.json"
+    params.write_text(json.dumps({"bert-mlm": {**BASE, "next-sentence-prediction": False}}))
+    out = tmp_path / "out"
+    summary = train(make_args(sample_corpus, tiny_tokenizer_dir, out, params, "bert-mlm", train_steps=2))
+    assert summary["step"] == 2 and "eval/mlm_loss" in summary and "eval/nsp_loss" not in summary
+    records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert not any("nsp" in key for r in records for key in r)
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory, sample_corpus):
+    """A tiny GPT2LMHeadModel and a byte-level BPE GPT2TokenizerFast (only <|endoftext|>, no pad, no mask), trained
+    here and save_pretrained'd into one dir."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+
+    directory = tmp_path_factory.mktemp("hf") / "gpt2"
+    trainer = ByteLevelBPETokenizer()
+    trainer.train([str(sample_corpus)], vocab_size=800, min_frequency=1, special_tokens=["<|endoftext|>"],
+                  show_progress=False)
+    tokenizer = GPT2TokenizerFast(tokenizer_object=trainer._tokenizer, bos_token="<|endoftext|>",
+                                  eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    tokenizer.save_pretrained(directory)
+    end = tokenizer.eos_token_id
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2,
+                               bos_token_id=end, eos_token_id=end)).save_pretrained(directory)
+    return directory
+
+
+def test_a_gpt2_dir_continues_as_a_causal_lm(gpt2_dir, sample_corpus, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lmpretrain.tokenization import FastEncoder
+    from lmpretrain.trainer import train
+    from tests.test_run_pretraining import make_args
+
+    lines = [line for line in sample_corpus.read_text(encoding="utf-8").splitlines() if line.strip()][:100]
+    tokenizer = AutoTokenizer.from_pretrained(gpt2_dir)
+    encoder = FastEncoder.from_pretrained(gpt2_dir)
+    assert encoder.encode_batch(lines) == tokenizer(lines)["input_ids"]  # GPT-2 adds nothing around a text
+    assert encoder.sep_token_id == encoder.cls_token_id == tokenizer.eos_token_id
+    for ids, starts in encoder.encode_batch_with_word_starts(lines + ["hello big world"]):  # 'Ġ' starts a word
+        tokens = tokenizer.convert_ids_to_tokens(ids)
+        assert all(start for token, start in zip(tokens, starts) if token.startswith("Ġ"))
+    params = tmp_path / "parameter.json"
+    params.write_text(json.dumps({"gpt-further": FURTHER}))
+    out = tmp_path / "out"
+    summary = train(make_args(sample_corpus, gpt2_dir, out, params, "gpt-further",
+                              pretrained_model_name_or_path=str(gpt2_dir)))
+    assert summary["step"] == 3 and summary["eval/perplexity"] < summary["eval/perplexity_at_start"]
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert type(model).__name__ == "GPT2LMHeadModel"
+    exported = AutoTokenizer.from_pretrained(out)
+    assert exported.eos_token == exported.pad_token == "<|endoftext|>"
+    assert exported(lines[0])["input_ids"] == encoder.encode_batch(lines[:1])[0]
+
+
+def test_a_bert_japanese_tokenizer_saved_by_transformers_is_encoded_through_transformers(tiny_tokenizer_dir,
+                                                                                         sample_corpus, tmp_path,
+                                                                                         caplog):
+    """BertJapaneseTokenizer (MeCab + WordPiece) has no tokenizers backend: its ids come from transformers itself,
+    with a note on speed, and whole words are MeCab's words ('##' continues one)."""
+    from transformers import AutoTokenizer
+
+    from lmpretrain.tokenization import FastEncoder
+
+    saved = tmp_path / "bert-japanese"
+    AutoTokenizer.from_pretrained(tiny_tokenizer_dir).save_pretrained(saved)
+    assert not (saved / "lmpretrain_tokenizer.json").exists()
+    tokenizer = AutoTokenizer.from_pretrained(saved)
+    assert type(tokenizer).__name__ == "BertJapaneseTokenizer"
+    lines = [line for line in sample_corpus.read_text(encoding="utf-8").splitlines() if line.strip()][:50]
+    with caplog.at_level("WARNING", logger="lmpretrain"):
+        encoder = FastEncoder.from_pretrained(saved)
+    assert "BertJapaneseTokenizer is a Python tokenizer" in caplog.text and "slower" in caplog.text
+    assert encoder.encode_batch(lines, add_special_tokens=True) == tokenizer(lines)["input_ids"]
+    ours = FastEncoder.from_pretrained(tiny_tokenizer_dir)  # the toolkit's own encoder on the original dir
+    assert encoder.encode_batch_with_word_starts(lines) == ours.encode_batch_with_word_starts(lines)
+
+
+def test_a_tokenizer_without_word_boundaries_says_so(masked_lm_dir, tmp_path):
+    import shutil
+
+    from lmpretrain.tokenization import FastEncoder
+
+    bare = tmp_path / "bare"
+    shutil.copytree(masked_lm_dir, bare)
+    data = json.loads((bare / "tokenizer.json").read_text(encoding="utf-8"))
+    data["pre_tokenizer"] = None
+    (bare / "tokenizer.json").write_text(json.dumps(data), encoding="utf-8")
+    config = json.loads((bare / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"  # BertTokenizer would rebuild BERT's pre-tokenizer
+    (bare / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    assert FastEncoder.from_pretrained(masked_lm_dir).has_word_boundaries
+    assert not FastEncoder.from_pretrained(bare).has_word_boundaries
