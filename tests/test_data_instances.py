@@ -207,7 +207,7 @@ def test_a_corpus_smaller_than_one_batch_is_one_clear_error(tmp_path, monkeypatc
     corpus = write_txt(tmp_path / "tiny.txt", make_documents(3, seed=0, max_sentences=2))
     tok = fake_tokenizer_dir(tmp_path / "tok")
     args = SimpleNamespace(disable_overwrite_cache=False, input_file=[str(corpus)], tokenizer_dir=str(tok),
-                           eval_file=None, seed=0)
+                           eval_file=None, seed=0, peer_timeout=120.0)
     config = SimpleNamespace(cache_dir=str(tmp_path / "cache"), num_workers=1, whole_word_mask=False)
     params = SimpleNamespace(family="bert", sequence_length=128, short_seq_prob=0.1, nsp_probability=0.5,
                              eval_share=0.0, mlm_probability=0.15, mask_token_prob=0.8, random_token_prob=0.1,
