@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from . import checkpoint as ckpt
@@ -27,6 +27,7 @@ from .models import (
 )
 from .resume import compare, judge
 from .run_config import RunConfig, TrainArgs
+from .run_dir import earlier_run_outputs
 from .tokenization import (
     META_FILE,
     FastEncoder,
@@ -166,7 +167,7 @@ def prepare_run(args: TrainArgs) -> PreparedRun:
         raise UserError("--do_continue resumes the run in --model_dir and --overwrite_output_dir deletes it: "
                         "give one of them")
     if args.do_continue and not ckpt.list_checkpoints(args.model_dir):
-        raise UserError(f"--do_continue: no checkpoint-<step> folder in {args.model_dir}")
+        args = _start_over_or_refuse(args)
     if pretrained is not None and not args.do_continue:
         check_tokenizer_matches(pretrained, args.tokenizer_dir,
                                 allow_different=config.resize_embeddings)
@@ -183,6 +184,24 @@ def prepare_run(args: TrainArgs) -> PreparedRun:
         raise UserError(f"the tokenizer in {args.tokenizer_dir} declares no mask token, which the masked LM family "
                         f"{family.display} needs")
     return PreparedRun(args=args, params=params, config=config, encoder=encoder, vocab_plan=vocab_plan)
+
+
+def _start_over_or_refuse(args: TrainArgs) -> TrainArgs:
+    """--do_continue into a dir without a checkpoint. A dir that a run has used but that holds no checkpoint and
+    no finished model (a run preempted or stopped before its first save, or made by the job script, as a requeued
+    job finds it) starts over from step 0, with a warning, as Megatron-LM's ``--load`` and transformers' examples
+    (``get_last_checkpoint``) do without a checkpoint; a missing dir (a mistyped --model_dir, most likely) stays an
+    error."""
+    model_dir = Path(args.model_dir)
+    if not model_dir.is_dir():
+        raise UserError(f"--do_continue: no checkpoint-<step> folder in {model_dir}, which does not exist (is "
+                        f"--model_dir right? leave out --do_continue to start a new run)")
+    if earlier_run_outputs(model_dir):  # a finished model without checkpoints: resuming it is not possible
+        raise UserError(f"--do_continue: no checkpoint-<step> folder in {model_dir}, which holds a finished model "
+                        f"({', '.join(earlier_run_outputs(model_dir)[:3])}); --overwrite_output_dir starts over")
+    logger.warning("--do_continue: %s holds no checkpoint yet (the run stopped before its first save): starting "
+                   "from step 0", model_dir)
+    return replace(args, do_continue=False)
 
 
 def vocabulary_plan(pretrained: str, tokenizer_dir: str | Path, *, compose: bool = False) -> VocabPlan | None:

@@ -165,6 +165,7 @@ def train(args: TrainArgs) -> dict[str, float]:
 def _train(args: TrainArgs, preemption: _Preemption) -> dict[str, float]:
     # --- setup: validate everything before any long work -------------------------------------------------------
     run = prepare_run(args)  # params, encoder, checks; raises UserError before anything is built
+    args = run.args  # --do_continue into a dir without a checkpoint may have become a fresh start
     params = run.params
     layout = init_distributed(params.node_batch_sizes, local_rank=args.local_rank, node_rank=args.node_rank,
                               device=args.device, training=not args.build_dataset_only,

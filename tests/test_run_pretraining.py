@@ -129,3 +129,31 @@ def test_tokenizer_dir_that_is_not_one(sample_corpus, parameter_file, tmp_path):
                         str(parameter_file), "--model_type", "bert-test")
     assert result.returncode == 2 and "is not a tokenizer dir" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_do_continue_without_a_checkpoint_starts_over_in_a_used_dir(sample_corpus, tiny_tokenizer_dir, parameter_file,
+                                                                    tmp_path):
+    """A requeued job (always --do_continue) whose first try stopped before its first save starts from step 0; a dir
+    holding a finished model but no checkpoint is refused, nothing in it touched (a missing dir: the row above)."""
+    base = ["--input_file", str(sample_corpus), "--tokenizer_dir", str(tiny_tokenizer_dir), "--parameter_file",
+            str(parameter_file), "--model_type", "bert-test", "--train_steps", "2", "--num_workers", "1",
+            "--do_continue"]
+    out = tmp_path / "requeued"
+    out.mkdir()
+    (out / "train_log.jsonl").write_text('{"step": 1, "train/loss": 9.0}\n')  # a log of the try that saved nothing
+    result = run_script("run_pretraining.py", *base, "--model_dir", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "holds no checkpoint yet" in result.stderr and "starting from step 0" in result.stderr
+    assert json.loads((out / "train_summary.json").read_text())["step"] == 2
+    steps = [json.loads(x)["step"] for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and 9.0 not in [json.loads(x).get("train/loss") for x in
+                                                  (out / "train_log.jsonl").read_text().splitlines()]
+
+    finished = tmp_path / "finished"
+    finished.mkdir()
+    (finished / "train_summary.json").write_text('{"step": 5}')
+    result = run_script("run_pretraining.py", *base, "--model_dir", str(finished))
+    assert result.returncode == 2
+    assert "holds a finished model (train_summary.json)" in result.stderr and "Traceback" not in result.stderr
+    assert sorted(p.name for p in finished.iterdir()) == ["train_summary.json"]
+    assert (finished / "train_summary.json").read_text() == '{"step": 5}'
