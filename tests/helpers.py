@@ -17,3 +17,12 @@ def run_script(script: str, *args: str, cwd: Path | None = None, env: dict | Non
     full_env["PYTHONPATH"] = str(REPO) + os.pathsep + full_env.get("PYTHONPATH", "")
     return subprocess.run([sys.executable, str(REPO / script), *args], cwd=cwd or REPO, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie does not count); Linux, through /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

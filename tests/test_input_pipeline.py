@@ -20,7 +20,7 @@ from lmpretrain.errors import UserError
 from lmpretrain.prepare import prepare_run
 from lmpretrain.run_config import TrainArgs
 from lmpretrain.trainer import train
-from tests.helpers import REPO
+from tests.helpers import REPO, alive
 from tests.test_run_pretraining import BASE
 
 PRESETS = {"bert-test": {**BASE, "gradient-accumulation-steps": 2, "train-steps": 6, "save-steps": 3,
@@ -168,27 +168,19 @@ with StepBatches(Slow(), collate, _layout(0, 1, 2), next_position=0, steps=10 **
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_workers_die_with_a_killed_parent():
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-c", _PARENT], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
     try:
         pids = [int(p) for p in proc.stdout.readline().split()]
-        assert len(pids) == 2 and all(_alive(p) for p in pids)
+        assert len(pids) == 2 and all(alive(p) for p in pids)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         deadline = time.monotonic() + 20  # the workers check on their parent every few seconds
-        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        while any(alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not any(_alive(p) for p in pids)
+        assert not any(alive(p) for p in pids)
     finally:
         if proc.poll() is None:
             proc.kill()

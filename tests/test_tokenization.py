@@ -93,6 +93,13 @@ def first_difference(texts, ours, theirs):
     return None
 
 
+def assert_same_ids(encoder, tokenizer, texts: list[str]) -> None:
+    """FastEncoder's ids equal AutoTokenizer's on every text, without and with the special tokens."""
+    for special in (False, True):
+        ours = encoder.encode_batch(texts, add_special_tokens=special)
+        assert first_difference(texts, ours, reference_ids(tokenizer, texts, special)) is None
+
+
 # ---- the saved dir ----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dic,algorithm", COMBOS)

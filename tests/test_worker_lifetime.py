@@ -12,17 +12,9 @@ import time
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, alive
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def _children(pid: int) -> list[int]:
@@ -66,15 +58,15 @@ def test_workers_die_with_a_killed_parent(kind, big_corpus, tiny_tokenizer_dir, 
             assert proc.poll() is None, f"{kind} ended before its workers started: {proc.stderr.read()[-2000:]}"
             assert time.monotonic() < deadline, f"{kind}: no workers after 120 s"
             time.sleep(0.2)
-            workers = [p for p in _children(proc.pid) if _alive(p)]
+            workers = [p for p in _children(proc.pid) if alive(p)]
         time.sleep(1.0)  # into the work itself
         assert proc.poll() is None, f"{kind} finished too fast to be killed mid-work"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         deadline = time.monotonic() + 10
-        while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        while any(alive(p) for p in workers) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not [p for p in workers if _alive(p)], f"{kind}: workers outlived their killed parent"
+        assert not [p for p in workers if alive(p)], f"{kind}: workers outlived their killed parent"
     finally:
         if proc.poll() is None:
             proc.kill()
