@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import BertConfig, BertForPreTraining, RobertaConfig, RobertaForMaskedLM
+import transformers  # its lazy module: a model class loads on first use, not when the registry is imported
 
 from ..config import ModelParams
 from ..errors import LOAD_ERRORS
@@ -35,11 +35,12 @@ class BertPretraining(PretrainingModel):
     def __init__(self, params: ModelParams, spec: BuildSpec):
         super().__init__(params)
         if spec.pretrained_dir:
-            self.model = load_pretrained(BertForPreTraining, spec, params.sequence_length)
+            self.model = load_pretrained(transformers.BertForPreTraining, spec, params.sequence_length)
         else:
-            config = BertConfig(**_encoder_kwargs(params, spec), type_vocab_size=2,
-                                max_position_embeddings=params.max_position_embeddings or params.sequence_length)
-            self.model = BertForPreTraining(config)
+            positions = params.max_position_embeddings or params.sequence_length
+            config = transformers.BertConfig(**_encoder_kwargs(params, spec), type_vocab_size=2,
+                                             max_position_embeddings=positions)
+            self.model = transformers.BertForPreTraining(config)
 
     def hf_models(self):
         return {"model": self.model}
@@ -62,12 +63,12 @@ class RobertaPretraining(PretrainingModel):
     def __init__(self, params: ModelParams, spec: BuildSpec):
         super().__init__(params)
         if spec.pretrained_dir:
-            self.model = load_pretrained(RobertaForMaskedLM, spec, params.sequence_length)
+            self.model = load_pretrained(transformers.RobertaForMaskedLM, spec, params.sequence_length)
         else:
             positions = (params.max_position_embeddings or params.sequence_length) + ROBERTA_POSITION_OFFSET
-            config = RobertaConfig(**_encoder_kwargs(params, spec), type_vocab_size=1,
-                                   max_position_embeddings=positions)
-            self.model = RobertaForMaskedLM(config)
+            config = transformers.RobertaConfig(**_encoder_kwargs(params, spec), type_vocab_size=1,
+                                                max_position_embeddings=positions)
+            self.model = transformers.RobertaForMaskedLM(config)
 
     def hf_models(self):
         return {"model": self.model}

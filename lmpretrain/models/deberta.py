@@ -31,9 +31,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import transformers  # its lazy module: a model class loads on first use, not when the registry is imported
 from torch import nn
-from transformers import DebertaV2Config, DebertaV2ForMaskedLM, DebertaV2Model
-from transformers.activations import ACT2FN
 
 from ..config import ModelParams
 from ..errors import UserError
@@ -64,7 +63,7 @@ ATTENTION_FIELDS = tuple(o.field for o in ATTENTION_OPTIONS.values())
 
 
 def deberta_config(params: ModelParams, vocab_size: int, pad_token_id: int, layers: int | None = None):
-    return DebertaV2Config(
+    return transformers.DebertaV2Config(
         vocab_size=vocab_size, hidden_size=params.hidden_size, num_hidden_layers=layers or params.number_of_layers,
         num_attention_heads=params.attention_heads, intermediate_size=params.ffn_inner_hidden_size,
         hidden_dropout_prob=params.dropout, attention_probs_dropout_prob=params.attention_dropout,
@@ -74,7 +73,7 @@ def deberta_config(params: ModelParams, vocab_size: int, pad_token_id: int, laye
         **{name: params.option(name) for name in ATTENTION_FIELDS})
 
 
-def mlm_logits(model: DebertaV2ForMaskedLM, hidden: torch.Tensor) -> torch.Tensor:
+def mlm_logits(model: transformers.DebertaV2ForMaskedLM, hidden: torch.Tensor) -> torch.Tensor:
     """The masked-LM head of ``model`` on the given (selected) hidden states, either head layout transformers has."""
     if model.legacy:
         return model.cls(hidden)
@@ -99,10 +98,10 @@ class DebertaV2Pretraining(PretrainingModel):
     def __init__(self, params: ModelParams, spec: BuildSpec):
         super().__init__(params)
         if spec.pretrained_dir:
-            self.model = load_pretrained(DebertaV2ForMaskedLM, spec, params.sequence_length)
+            self.model = load_pretrained(transformers.DebertaV2ForMaskedLM, spec, params.sequence_length)
             _check_continued_attention(self.model, params, spec.pretrained_dir)
         else:
-            self.model = DebertaV2ForMaskedLM(deberta_config(params, spec.vocab_size, spec.pad_token_id))
+            self.model = transformers.DebertaV2ForMaskedLM(deberta_config(params, spec.vocab_size, spec.pad_token_id))
 
     def hf_models(self):
         return {"model": self.model}
@@ -173,9 +172,11 @@ class RtdHead(nn.Module):
     """The official ``LMMaskPredictionHead``: one replaced/original logit per token, from the last hidden states
     with the [CLS] state added (LayerNorm first, then dense and activation, then the classifier)."""
 
-    def __init__(self, config: DebertaV2Config):
+    def __init__(self, config: transformers.DebertaV2Config):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        from transformers.activations import ACT2FN  # here: it loads transformers' model machinery
+
         self.transform_act_fn = ACT2FN[config.hidden_act]
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.classifer = nn.Linear(config.hidden_size, 1)  # the official spelling, so that its keys match
@@ -188,20 +189,22 @@ class RtdHead(nn.Module):
         return self.classifer(self.transform_act_fn(self.dense(states))).squeeze(-1)
 
 
-def debertav3_configs(params: ModelParams, vocab_size: int, pad_token_id: int) -> dict[str, DebertaV2Config]:
+def debertav3_configs(params: ModelParams, vocab_size: int,
+                      pad_token_id: int) -> dict[str, transformers.DebertaV2Config]:
     layers = round(params.number_of_layers * params.option("generator_depth"))
     return {"discriminator": deberta_config(params, vocab_size, pad_token_id),
             "generator": deberta_config(params, vocab_size, pad_token_id, layers=layers)}
 
 
-def generator_from_discriminator(discriminator: DebertaV2Model, layers: int) -> DebertaV2ForMaskedLM:
+def generator_from_discriminator(discriminator: transformers.DebertaV2Model,
+                                 layers: int) -> transformers.DebertaV2ForMaskedLM:
     """A new generator for a discriminator continued alone: its embeddings and lower ``layers`` layers copied (the
     MLM head new). Copying gives E_generator = the discriminator's embedding, so E_delta starts at zero and the
     discriminator sees exactly its pretrained input on step one; a generator from scratch would make near-random
     replacements at first, which the pretrained discriminator detects trivially while its embeddings drift."""
-    config = DebertaV2Config.from_dict({**discriminator.config.to_dict(), "num_hidden_layers": layers,
-                                        "legacy": False, "architectures": ["DebertaV2ForMaskedLM"]})
-    generator = DebertaV2ForMaskedLM(config)
+    config = transformers.DebertaV2Config.from_dict({**discriminator.config.to_dict(), "num_hidden_layers": layers,
+                                                     "legacy": False, "architectures": ["DebertaV2ForMaskedLM"]})
+    generator = transformers.DebertaV2ForMaskedLM(config)
     state = {k: v for k, v in discriminator.state_dict().items()
              if not k.startswith("encoder.layer.") or int(k.split(".")[2]) < layers}
     missing, unexpected = generator.deberta.load_state_dict(state, strict=False)
@@ -225,12 +228,12 @@ class DebertaV3Pretraining(PretrainingModel):
         self.seed = spec.seed
         configs = debertav3_configs(params, spec.vocab_size, spec.pad_token_id)
         if spec.pretrained_dir:
-            self.discriminator = load_pretrained(DebertaV2Model, spec, params.sequence_length)
+            self.discriminator = load_pretrained(transformers.DebertaV2Model, spec, params.sequence_length)
             _check_continued_attention(self.discriminator, params, spec.pretrained_dir)
             generator_dir = params.pretrained_generator or Path(spec.pretrained_dir) / "generator"
             if params.pretrained_generator or (Path(generator_dir) / "config.json").is_file():
-                self.generator = load_pretrained(DebertaV2ForMaskedLM, spec, params.sequence_length,
-                                                 str(generator_dir))
+                self.generator = load_pretrained(transformers.DebertaV2ForMaskedLM, spec, params.sequence_length,
+                                                              str(generator_dir))
             else:
                 self.generator = generator_from_discriminator(self.discriminator,
                                                               configs["generator"].num_hidden_layers)
@@ -244,8 +247,8 @@ class DebertaV3Pretraining(PretrainingModel):
                 logger.info("no %s in %s: the RTD head starts new", RTD_HEAD_FILE, spec.pretrained_dir)
             merged = self.discriminator.embeddings.word_embeddings.weight.detach().clone()
         else:
-            self.discriminator = DebertaV2Model(configs["discriminator"])
-            self.generator = DebertaV2ForMaskedLM(configs["generator"])
+            self.discriminator = transformers.DebertaV2Model(configs["discriminator"])
+            self.generator = transformers.DebertaV2ForMaskedLM(configs["generator"])
             self.rtd_head = RtdHead(configs["discriminator"])
             merged = None
         self.gdes = GdesEmbedding(self.generator.deberta.embeddings.word_embeddings)
@@ -300,7 +303,7 @@ class DebertaV3Pretraining(PretrainingModel):
                 **replaced_token_loss(disc_logits, is_replaced, attention_mask)}
 
 
-def relative_attention_flops(config: DebertaV2Config, shape: BatchShape) -> int:
+def relative_attention_flops(config: transformers.DebertaV2Config, shape: BatchShape) -> int:
     """Disentangled attention beyond the content attention, per layer: the 2 x span relative embeddings projected
     once per kind (c2p by the key projection, p2c by the query projection; batch-independent), and each position's
     scores against all 2 x span relative positions per kind (computed in full, then gathered to the ones used)."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
+import transformers  # its lazy module: a model class loads on first use, not when the registry is imported
 
 from ..config import ModelParams
 from ..errors import UserError
@@ -27,19 +27,20 @@ from .registry import Family, LossTerm, Option, Part
 _SAMPLING_STREAM = 101
 
 
-def electra_configs(params: ModelParams, vocab_size: int, pad_token_id: int) -> dict[str, ElectraConfig]:
+def electra_configs(params: ModelParams, vocab_size: int, pad_token_id: int) -> dict[str, transformers.ElectraConfig]:
     """The generator's and the discriminator's configs as training builds them (extraction checks against them)."""
     common = dict(vocab_size=vocab_size, embedding_size=params.option("embedding_size") or params.hidden_size,
                   num_hidden_layers=params.number_of_layers, hidden_dropout_prob=params.dropout,
                   attention_probs_dropout_prob=params.attention_dropout, pad_token_id=pad_token_id,
                   max_position_embeddings=params.max_position_embeddings or params.sequence_length,
                   initializer_range=params.initializer_range)
-    discriminator = ElectraConfig(hidden_size=params.hidden_size, num_attention_heads=params.attention_heads,
-                                  intermediate_size=params.ffn_inner_hidden_size, **common)
+    discriminator = transformers.ElectraConfig(hidden_size=params.hidden_size,
+                                               num_attention_heads=params.attention_heads,
+                                               intermediate_size=params.ffn_inner_hidden_size, **common)
     scale = params.option("generator_size")
-    generator = ElectraConfig(hidden_size=round(params.hidden_size * scale),
-                              num_attention_heads=max(1, round(params.attention_heads * scale)),
-                              intermediate_size=round(params.ffn_inner_hidden_size * scale), **common)
+    generator = transformers.ElectraConfig(hidden_size=round(params.hidden_size * scale),
+                                           num_attention_heads=max(1, round(params.attention_heads * scale)),
+                                           intermediate_size=round(params.ffn_inner_hidden_size * scale), **common)
     return {"generator": generator, "discriminator": discriminator}
 
 
@@ -72,17 +73,18 @@ class ElectraPretraining(PretrainingModel):
         configs = electra_configs(params, spec.vocab_size, spec.pad_token_id)
         generator_config, discriminator_config = configs["generator"], configs["discriminator"]
         if spec.pretrained_dir:
-            self.discriminator = load_pretrained(ElectraForPreTraining, spec, params.sequence_length)
+            self.discriminator = load_pretrained(transformers.ElectraForPreTraining, spec, params.sequence_length)
             generator_dir = pretrained_generator_dir(params, spec.pretrained_dir)
             if generator_dir is not None:
-                self.generator = load_pretrained(ElectraForMaskedLM, spec, params.sequence_length, generator_dir)
+                self.generator = load_pretrained(transformers.ElectraForMaskedLM, spec, params.sequence_length,
+                                                 generator_dir)
             else:
                 generator_config.embedding_size = self.discriminator.config.embedding_size
                 generator_config.max_position_embeddings = self.discriminator.config.max_position_embeddings
-                self.generator = ElectraForMaskedLM(generator_config)
+                self.generator = transformers.ElectraForMaskedLM(generator_config)
         else:
-            self.discriminator = ElectraForPreTraining(discriminator_config)
-            self.generator = ElectraForMaskedLM(generator_config)
+            self.discriminator = transformers.ElectraForPreTraining(discriminator_config)
+            self.generator = transformers.ElectraForMaskedLM(generator_config)
         self.tie_embeddings()
 
     def tie_embeddings(self) -> None:

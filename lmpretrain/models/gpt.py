@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
+import transformers  # its lazy module: a model class loads on first use, not when the registry is imported
 
 from ..config import ModelParams
 from .base import BuildSpec, PretrainingModel, load_pretrained, next_token_loss
@@ -14,16 +14,17 @@ class GptPretraining(PretrainingModel):
     def __init__(self, params: ModelParams, spec: BuildSpec):
         super().__init__(params)
         if spec.pretrained_dir:
-            self.model = load_pretrained(GPT2LMHeadModel, spec, params.sequence_length)
+            self.model = load_pretrained(transformers.GPT2LMHeadModel, spec, params.sequence_length)
         else:
-            config = GPT2Config(vocab_size=spec.vocab_size, n_embd=params.hidden_size, n_layer=params.number_of_layers,
-                                n_head=params.attention_heads, n_inner=params.ffn_inner_hidden_size,
-                                n_positions=params.max_position_embeddings or params.sequence_length,
-                                resid_pdrop=params.dropout, embd_pdrop=params.dropout,
-                                attn_pdrop=params.attention_dropout, pad_token_id=spec.pad_token_id,
-                                bos_token_id=spec.eos_token_id,
-                                eos_token_id=spec.eos_token_id, initializer_range=params.initializer_range)
-            self.model = GPT2LMHeadModel(config)
+            config = transformers.GPT2Config(vocab_size=spec.vocab_size, n_embd=params.hidden_size,
+                                             n_layer=params.number_of_layers, n_head=params.attention_heads,
+                                             n_inner=params.ffn_inner_hidden_size,
+                                             n_positions=params.max_position_embeddings or params.sequence_length,
+                                             resid_pdrop=params.dropout, embd_pdrop=params.dropout,
+                                             attn_pdrop=params.attention_dropout, pad_token_id=spec.pad_token_id,
+                                             bos_token_id=spec.eos_token_id,
+                                             eos_token_id=spec.eos_token_id, initializer_range=params.initializer_range)
+            self.model = transformers.GPT2LMHeadModel(config)
 
     def hf_models(self):
         return {"model": self.model}

@@ -8,7 +8,7 @@ attention (each key/value head serves attention-heads / num-key-value-heads quer
 from __future__ import annotations
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+import transformers  # its lazy module: a model class loads on first use, not when the registry is imported
 
 from ..config import ModelParams
 from .base import BuildSpec, PretrainingModel, load_pretrained, next_token_loss
@@ -17,8 +17,8 @@ from .flops import BatchShape, linear, stack_flops
 from .registry import Family, LossTerm, Option, Part
 
 
-def hf_config(params: ModelParams, spec: BuildSpec) -> LlamaConfig:
-    return LlamaConfig(
+def hf_config(params: ModelParams, spec: BuildSpec) -> transformers.LlamaConfig:
+    return transformers.LlamaConfig(
         vocab_size=spec.vocab_size, hidden_size=params.hidden_size, num_hidden_layers=params.number_of_layers,
         num_attention_heads=params.attention_heads, intermediate_size=params.ffn_inner_hidden_size,
         num_key_value_heads=params.option("num_key_value_heads") or params.attention_heads,
@@ -33,9 +33,9 @@ class LlamaPretraining(PretrainingModel):
     def __init__(self, params: ModelParams, spec: BuildSpec):
         super().__init__(params)
         if spec.pretrained_dir:
-            self.model = load_pretrained(LlamaForCausalLM, spec, params.sequence_length)
+            self.model = load_pretrained(transformers.LlamaForCausalLM, spec, params.sequence_length)
         else:
-            self.model = LlamaForCausalLM(hf_config(params, spec))
+            self.model = transformers.LlamaForCausalLM(hf_config(params, spec))
 
     def hf_models(self):
         return {"model": self.model}

@@ -13,7 +13,7 @@ on a CUDA GPU; PyTorch SDPA everywhere else (CPU).
 from __future__ import annotations
 
 import torch
-from transformers import ModernBertConfig, ModernBertForMaskedLM
+import transformers  # its lazy module: a model class loads on first use, not when the registry is imported
 
 from ..config import ModelParams
 from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss, masked_rows
@@ -37,13 +37,13 @@ def attention_implementation() -> str:
     return "flash_attention_2" if torch.cuda.is_available() and is_flash_attn_2_available() else "sdpa"
 
 
-def hf_config(params: ModelParams, spec: BuildSpec) -> ModernBertConfig:
+def hf_config(params: ModelParams, spec: BuildSpec) -> transformers.ModernBertConfig:
     every = params.option("global_attn_every_n_layers")
     layer_types = ["sliding_attention" if i % every else "full_attention" for i in range(params.number_of_layers)]
     rope = {"full_attention": {"rope_type": "default", "rope_theta": params.option("global_rope_theta")},
             "sliding_attention": {"rope_type": "default", "rope_theta": params.option("local_rope_theta")}}
     special = spec.cls_token_id if spec.cls_token_id is not None else spec.pad_token_id
-    return ModernBertConfig(
+    return transformers.ModernBertConfig(
         vocab_size=spec.vocab_size, hidden_size=params.hidden_size, num_hidden_layers=params.number_of_layers,
         num_attention_heads=params.attention_heads, intermediate_size=params.ffn_inner_hidden_size,
         max_position_embeddings=params.max_position_embeddings or MAX_POSITIONS, layer_types=layer_types,
@@ -58,11 +58,11 @@ class ModernBertPretraining(PretrainingModel):
     def __init__(self, params: ModelParams, spec: BuildSpec):
         super().__init__(params)
         if spec.pretrained_dir:
-            self.model = load_pretrained(ModernBertForMaskedLM, spec, params.sequence_length)
+            self.model = load_pretrained(transformers.ModernBertForMaskedLM, spec, params.sequence_length)
         else:
             config = hf_config(params, spec)
             config._attn_implementation = attention_implementation()
-            self.model = ModernBertForMaskedLM(config)
+            self.model = transformers.ModernBertForMaskedLM(config)
 
     def hf_models(self):
         return {"model": self.model}
