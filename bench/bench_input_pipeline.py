@@ -17,7 +17,10 @@ delivers to a loop that does nothing else, with each ``--workers`` count, for ea
 sentence_pairs, RoBERTa's packed_sentences, ELECTRA's whole_lines with whole-word masking; GPT's causal_blocks, which
 has no masking) at sequence 128, batch 256, over ``--steps`` steps after one untimed step (worker start-up).
 
-    .venv/bin/python bench/bench_input_pipeline.py --mode layouts --workers 0 1 2 [--steps 40]
+    .venv/bin/python bench/bench_input_pipeline.py --mode layouts --workers 0 1 2 [--steps 40] [--unpacked]
+
+``--unpacked`` also runs each worker count with every tensor sent on its own (``StepBatches(pack=False)``), the
+transfer before workers packed a micro-batch into one shared-memory buffer, in the same invocation.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ LAYOUT_FAMILIES = {"sentence_pairs": "bert", "packed_sentences": "roberta", "who
                    "causal_blocks": "gpt"}
 
 
-def pipeline_alone(args, family: str, workers: int, tokenizer: Path, work: Path) -> float:
+def pipeline_alone(args, family: str, workers: int, tokenizer: Path, work: Path, pack: bool = True) -> float:
     """Sequences/s the input pipeline delivers for this family's layout (nothing else runs in the loop)."""
     import time
 
@@ -82,7 +85,7 @@ def pipeline_alone(args, family: str, workers: int, tokenizer: Path, work: Path)
         layout = init_distributed(run.params.node_batch_sizes, local_rank=-1, node_rank=-1, device="cpu")
         data = build_run_data(run, layout)
         with StepBatches(data.train_dataset, data.collator, layout, next_position=0, steps=args.steps + 1,
-                         accumulation=1, workers=workers) as batches:
+                         accumulation=1, workers=workers, pack=pack) as batches:
             batches.next_step()  # worker start-up, untimed
             started = time.perf_counter()
             for _ in range(args.steps):
@@ -115,6 +118,11 @@ def layouts_main(args) -> None:
                 results[layout_name, workers] = pipeline_alone(args, family, workers, work / "tokenizer", work)
                 print(f"{layout_name} {workers} worker(s): {results[layout_name, workers]:,.0f} sequences/s",
                       flush=True)
+                if args.unpacked and workers > 0:  # the same, each tensor sent on its own (before the packing)
+                    results[layout_name, workers, "unpacked"] = pipeline_alone(args, family, workers,
+                                                                               work / "tokenizer", work, pack=False)
+                    print(f"{layout_name} {workers} worker(s), unpacked: "
+                          f"{results[layout_name, workers, 'unpacked']:,.0f} sequences/s", flush=True)
     load_after = os.getloadavg()[0]
     command = "python bench/bench_input_pipeline.py " + shlex.join(sys.argv[1:])
     header = " | ".join(f"{w} worker(s) seq/s" for w in args.workers)
@@ -130,6 +138,16 @@ def layouts_main(args) -> None:
         ratios = [f"{b / a:.2f}×" for a, b in zip(rates, rates[1:])]
         lines.append(f"| {layout_name} ({family}) | " + " | ".join(f"{r:,.0f}" for r in rates) + " | "
                      + " | ".join(ratios) + " |")
+    if args.unpacked:
+        counts = [w for w in args.workers if w > 0]
+        lines += ["", "Each tensor sent on its own (`pack=False`, the transfer before one-buffer packing), same "
+                  "invocation:", "",
+                  "| layout (family) | " + " | ".join(f"{w} worker(s): packed / unpacked seq/s" for w in counts)
+                  + " |", "|---|" + "---:|" * len(counts)]
+        for layout_name, family in LAYOUT_FAMILIES.items():
+            cells = [f"{results[layout_name, w]:,.0f} / {results[layout_name, w, 'unpacked']:,.0f} "
+                     f"({results[layout_name, w] / results[layout_name, w, 'unpacked']:.2f}×)" for w in counts]
+            lines.append(f"| {layout_name} ({family}) | " + " | ".join(cells) + " |")
     report(lines, args.markdown)
 
 
@@ -140,6 +158,9 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--markdown", default=None)
+    parser.add_argument("--unpacked", action="store_true",
+                        help="layouts mode: also run each worker count sending every tensor on its own (the transfer "
+                             "before one-buffer packing), for a same-run ratio")
     parser.add_argument("--mode", choices=("training", "layouts"), default="training",
                         help="training: tokens/s and wait share of a training run (benchmark (b)); layouts: the input "
                              "pipeline alone, sequences/s per instance layout (benchmark (a))")

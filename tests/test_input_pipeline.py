@@ -13,6 +13,7 @@ import time
 import pytest
 import torch
 
+from lmpretrain.data import loader
 from lmpretrain.data.loader import StepBatches, count_units, default_dataloader_workers, micro_batch_positions
 from lmpretrain.data_setup import build_run_data
 from lmpretrain.distributed import Layout
@@ -25,7 +26,8 @@ from tests.test_run_pretraining import BASE
 
 PRESETS = {"bert-test": {**BASE, "gradient-accumulation-steps": 2, "train-steps": 6, "save-steps": 3,
                          "logging-steps": 1, "eval-steps": 3, "whole-word-mask": True},
-           "gpt-test": {**BASE, "train-steps": 4}}
+           "gpt-test": {**BASE, "train-steps": 4},
+           "electra-test": {**BASE, "train-steps": 4, "embedding-size": 16, "generator-size": "1/2"}}
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +50,9 @@ def _layout(rank: int, world_size: int, per_device: int) -> Layout:
                   device=torch.device("cpu"))
 
 
-def _batches(data, layout, workers, *, next_position=0, steps=3, accumulation=2):
+def _batches(data, layout, workers, *, next_position=0, steps=3, accumulation=2, pack=True):
     with StepBatches(data.train_dataset, data.collator, layout, next_position=next_position, steps=steps,
-                     accumulation=accumulation, workers=workers) as batches:
+                     accumulation=accumulation, workers=workers, pack=pack) as batches:
         return [batches.next_step() for _ in range(steps)]
 
 
@@ -67,8 +69,8 @@ def test_batches_are_identical_for_0_1_and_2_workers(model_type, sample_corpus, 
             start = 40 + step * layout.global_batch_size + layout.rank_offset
             chunks = micro_batch_positions(list(range(start, start + 4)), 2)
             expected.append([data.collator([data.train_dataset[p] for p in chunk]) for chunk in chunks])
-        for workers in (0, 1, 2):
-            got = _batches(data, layout, workers, next_position=40)
+        for workers, pack in ((0, True), (1, True), (2, True), (1, False)):  # pack=False: each tensor on its own
+            got = _batches(data, layout, workers, next_position=40, pack=pack)
             assert len(got) == 3
             for step_expected, step_got in zip(expected, got):
                 assert len(step_got) == 2
@@ -77,6 +79,7 @@ def test_batches_are_identical_for_0_1_and_2_workers(model_type, sample_corpus, 
                     for key in want:
                         assert torch.equal(batch[key], want[key]), (workers, key)
                     assert units == count_units(want)
+                    assert all(t.is_contiguous() for t in batch.values())
         # the collator travels to spawned workers by pickling: the copy masks the same way
         instances = [data.train_dataset[p] for p in range(8)]
         copy = pickle.loads(pickle.dumps(data.collator))
@@ -137,6 +140,32 @@ def test_bad_worker_count_is_one_error(sample_corpus, tiny_tokenizer_dir, parame
     with pytest.raises(UserError, match="--dataloader_workers must be 0"):
         prepare_run(make_args(sample_corpus, tiny_tokenizer_dir, tmp_path / "out", parameter_file,
                               dataloader_workers=-1))
+
+
+def test_a_packed_batch_gives_back_each_tensor(monkeypatch):
+    """What a worker sends: every dtype and shape the collators make (odd byte counts, an empty tensor, bool,
+    float), through shared memory, pickling to another process's view, and the DataLoader's pin-memory step."""
+    from multiprocessing.reduction import ForkingPickler
+
+    from torch.utils.data._utils.pin_memory import pin_memory
+
+    g = torch.Generator().manual_seed(0)
+    batch = {"input_ids": torch.randint(0, 30000, (3, 7), generator=g), "flags": torch.rand(5, generator=g) > 0.5,
+             "empty": torch.zeros(0, dtype=torch.long), "weights": torch.rand(2, 3, generator=g),
+             "small": torch.arange(3, dtype=torch.int16), "labels": torch.full((3, 7), -100)}
+    for shared in (False, True):
+        packed = loader.PackedBatch.pack(batch, shared=shared)
+        assert packed.buffer.is_shared() == shared
+        assert packed.buffer.numel() % 8 == 0 and packed.buffer.numel() < 2 * sum(t.nbytes + 8 for t in batch.values())
+        received = pickle.loads(ForkingPickler.dumps(packed))
+        monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self, *a: self.clone())  # no CUDA here
+        for item in (packed, received, pin_memory((packed, {"samples": 3.0}))[0]):
+            out = loader.to_device(item, torch.device("cpu"))
+            assert list(out) == list(batch)
+            for key, tensor in batch.items():
+                assert out[key].dtype == tensor.dtype and torch.equal(out[key], tensor), key
+                assert out[key].is_contiguous()
+        monkeypatch.undo()
 
 
 def test_default_worker_count():
@@ -206,6 +235,10 @@ def test_no_host_synchronisation_from_the_backbone_on(sample_corpus, tiny_tokeni
     # a causal LM: its head on the positions with a next token, gathered the same way
     _train_strictly(sample_corpus, tiny_tokenizer_dir, parameter_file, tmp_path / "gpt", monkeypatch, "gpt-test",
                     from_backbone=True, micro_batches=4)
+    # ELECTRA: the generator's head, the replacement draws (no data-dependent size with the gathered index), the
+    # discriminator's head and the weighted RTD loss; lenient only inside each transformers backbone
+    _train_strictly(sample_corpus, tiny_tokenizer_dir, parameter_file, tmp_path / "electra", monkeypatch,
+                    "electra-test", from_backbone=True, micro_batches=4)
 
 
 def _train_strictly(sample_corpus, tiny_tokenizer_dir, parameter_file, tmp_path, monkeypatch, model_type,
@@ -231,9 +264,10 @@ def _train_strictly(sample_corpus, tiny_tokenizer_dir, parameter_file, tmp_path,
     def wrap(*args, **kwargs):
         module = original_wrap(*args, **kwargs)
         module.register_forward_pre_hook(lenient_forward)
-        if from_backbone:
-            main = next(iter(module.hf_models().values()))
-            getattr(main, main.base_model_prefix).register_forward_hook(strict_heads)
+        if from_backbone:  # lenient inside every transformers backbone (its own mask preparation), strict after
+            for part in module.hf_models().values():
+                part.base_model.register_forward_pre_hook(lenient_forward)
+                part.base_model.register_forward_hook(strict_heads)
         return module
 
     class StrictPrecision:

@@ -39,7 +39,7 @@ from ..errors import UserError
 from ..log import get_logger
 from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss, masked_rows
 from .bert import ENCODER_SHAPE
-from .electra import replaced_token_loss, sample_replacements
+from .electra import replaced_input_ids, replaced_token_loss
 from .flops import BatchShape, linear, mlm_head_flops, stack_flops
 from .registry import Family, LossTerm, Option, Part
 
@@ -293,9 +293,7 @@ class DebertaV3Pretraining(PretrainingModel):
         generator_loss, generator_accuracy = masked_lm_loss(logits, targets)
 
         original = torch.where(masked, labels, input_ids)
-        replaced = input_ids.clone()
-        real = logits if "masked_index" not in batch else logits[targets != -100]  # gathered real rows come first
-        replaced[masked] = sample_replacements(self.seed, real.detach(), batch["positions"], masked)
+        replaced = replaced_input_ids(self.seed, batch, logits.detach(), targets)
         is_replaced = (replaced != original).float()  # 1 = replaced: a sampled token equal to the original is not
         disc_hidden = self.discriminator(input_ids=replaced, attention_mask=attention_mask, return_dict=False)[0]
         disc_logits = self.rtd_head(disc_hidden)

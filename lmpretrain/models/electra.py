@@ -44,26 +44,57 @@ def electra_configs(params: ModelParams, vocab_size: int, pad_token_id: int) -> 
     return {"generator": generator, "discriminator": discriminator}
 
 
-@torch.no_grad()
-def sample_replacements(seed: int, logits: torch.Tensor, positions: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
-    """One token per masked position from softmax(logits), by inverse CDF with counter-based uniforms: the draw
-    depends only on (seed, the sample's position, the token's place in it), never on the batch or process layout."""
-    u = uniform(seed, positions.to(logits.device), masked.shape[1], _SAMPLING_STREAM)[masked]
+def _inverse_cdf(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Per row of ``logits``, the token whose softmax CDF first reaches that row's uniform ``u``."""
     cdf = torch.softmax(logits.float(), dim=-1).cumsum(dim=-1)
     cdf = cdf / cdf[:, -1:]  # guard against rounding: the last value is exactly 1
     return torch.searchsorted(cdf, u[:, None]).squeeze(1).clamp(max=logits.shape[-1] - 1)
 
 
+@torch.no_grad()
+def sample_replacements(seed: int, logits: torch.Tensor, positions: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+    """One token per masked position from softmax(logits), by inverse CDF with counter-based uniforms: the draw
+    depends only on (seed, the sample's position, the token's place in it), never on the batch or process layout."""
+    u = uniform(seed, positions.to(logits.device), masked.shape[1], _SAMPLING_STREAM)[masked]
+    return _inverse_cdf(logits, u)
+
+
+@torch.no_grad()
+def replaced_input_ids(seed: int, batch: dict[str, torch.Tensor], logits: torch.Tensor,
+                       targets: torch.Tensor) -> torch.Tensor:
+    """The discriminator's input: ``input_ids`` with a token drawn from the generator at every masked position.
+    ``logits`` and ``targets`` are the generator's rows as :func:`masked_rows` gave them.
+
+    With the collator's ``masked_index`` (a GPU or ``--compile``) nothing here has a data-dependent size, so the
+    host never waits: a uniform is read per gathered row, every row is drawn, and the padding rows (label -100)
+    write into a spare slot past the end that is then dropped. The draws equal the boolean path's, row for row
+    (the same uniforms, the same per-row inverse CDF)."""
+    input_ids = batch["input_ids"]
+    if "masked_index" not in batch:
+        masked = batch["labels"] != -100
+        replaced = input_ids.clone()
+        replaced[masked] = sample_replacements(seed, logits, batch["positions"], masked)
+        return replaced
+    index = batch["masked_index"]
+    u = uniform(seed, batch["positions"].to(logits.device), input_ids.shape[1], _SAMPLING_STREAM)
+    drawn = _inverse_cdf(logits, u.flatten().index_select(0, index))
+    flat = torch.cat([input_ids.flatten(), input_ids.new_zeros(1)])
+    spare = torch.full_like(index, flat.numel() - 1)
+    flat.index_copy_(0, torch.where(targets != -100, index, spare), drawn.to(flat.dtype))
+    return flat[:-1].view_as(input_ids)
+
+
 def replaced_token_loss(disc_logits: torch.Tensor, is_replaced: torch.Tensor,
                         attention_mask: torch.Tensor) -> dict[str, torch.Tensor]:
     """Replaced-token detection over the real (non-padding) tokens: the discriminator's loss term (labels 1 =
-    replaced) and its metrics. ELECTRA and DeBERTa-v3 both train on it."""
-    real = attention_mask.bool()
-    targets = is_replaced[real]
-    logits = disc_logits[real]
-    return {"discriminator_loss": F.binary_cross_entropy_with_logits(logits.float(), targets),
-            "discriminator_accuracy": ((logits > 0).float() == targets).float().mean(),
-            "replaced_share": targets.mean()}
+    replaced) and its metrics. ELECTRA and DeBERTa-v3 both train on it. Padding is weighted out rather than
+    selected away, so that no size depends on the data (no host sync, one shape under compile)."""
+    real = attention_mask.to(torch.float32)
+    count = real.sum()
+    per_token = F.binary_cross_entropy_with_logits(disc_logits.float(), is_replaced, reduction="none")
+    return {"discriminator_loss": (per_token * real).sum() / count,
+            "discriminator_accuracy": (((disc_logits > 0).float() == is_replaced).float() * real).sum() / count,
+            "replaced_share": (is_replaced * real).sum() / count}
 
 
 class ElectraPretraining(PretrainingModel):
@@ -95,9 +126,6 @@ class ElectraPretraining(PretrainingModel):
     def hf_models(self):
         return {"discriminator": self.discriminator, "generator": self.generator}
 
-    def sample(self, logits: torch.Tensor, positions: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
-        return sample_replacements(self.seed, logits, positions, masked)
-
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         input_ids, attention_mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
         token_type_ids = batch.get("token_type_ids")
@@ -109,10 +137,7 @@ class ElectraPretraining(PretrainingModel):
         generator_loss, generator_accuracy = masked_lm_loss(logits, targets)
 
         original = torch.where(masked, labels, input_ids)
-        replaced = input_ids.clone()
-        # the draws go to the real masked rows (gathered ones come first, in the boolean mask's order)
-        real = logits if "masked_index" not in batch else logits[targets != -100]
-        replaced[masked] = self.sample(real.detach(), batch["positions"], masked)
+        replaced = replaced_input_ids(self.seed, batch, logits.detach(), targets)
         is_replaced = (replaced != original).float()
         disc_logits = self.discriminator(input_ids=replaced, attention_mask=attention_mask,
                                          token_type_ids=token_type_ids).logits
