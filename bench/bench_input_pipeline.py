@@ -17,10 +17,13 @@ delivers to a loop that does nothing else, with each ``--workers`` count, for ea
 sentence_pairs, RoBERTa's packed_sentences, ELECTRA's whole_lines with whole-word masking; GPT's causal_blocks, which
 has no masking) at sequence 128, batch 256, over ``--steps`` steps after one untimed step (worker start-up).
 
-    .venv/bin/python bench/bench_input_pipeline.py --mode layouts --workers 0 1 2 [--steps 40] [--unpacked]
+    .venv/bin/python bench/bench_input_pipeline.py --mode layouts --workers 0 1 2 [--steps 40] [--unpacked] \\
+        [--repeat 3]
 
 ``--unpacked`` also runs each worker count with every tensor sent on its own (``StepBatches(pack=False)``), the
-transfer before workers packed a micro-batch into one shared-memory buffer, in the same invocation.
+transfer before workers packed a micro-batch into one shared-memory buffer, in the same invocation. ``--repeat N``
+runs every case N times, the worker counts interleaved, and reports the medians (a 2-core machine shared with
+other work moves a single run by 2x).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import argparse
 import json
 import os
 import shlex
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -102,7 +106,6 @@ def layouts_main(args) -> None:
 
     setup_logging()
     load_before = os.getloadavg()[0]
-    results = {}
     with tempfile.TemporaryDirectory(prefix="bench-layouts-") as tmp:
         work = Path(tmp)
         shape = {k: v for k, v in PRESET.items() if k != "whole-word-mask"}
@@ -113,23 +116,25 @@ def layouts_main(args) -> None:
         spec = TokenizerSpec(mecab_dic_type="ipadic", tokenizer_type="wordpiece", vocab_size=1500, min_frequency=2,
                              limit_alphabet=500)
         train_tokenizer([args.corpus], work / "tokenizer", spec, num_workers=1)
+        runs: dict[tuple, list[float]] = {}
         for layout_name, family in LAYOUT_FAMILIES.items():
-            for workers in args.workers:
-                results[layout_name, workers] = pipeline_alone(args, family, workers, work / "tokenizer", work)
-                print(f"{layout_name} {workers} worker(s): {results[layout_name, workers]:,.0f} sequences/s",
-                      flush=True)
-                if args.unpacked and workers > 0:  # the same, each tensor sent on its own (before the packing)
-                    results[layout_name, workers, "unpacked"] = pipeline_alone(args, family, workers,
-                                                                               work / "tokenizer", work, pack=False)
-                    print(f"{layout_name} {workers} worker(s), unpacked: "
-                          f"{results[layout_name, workers, 'unpacked']:,.0f} sequences/s", flush=True)
+            for repeat in range(args.repeat):  # interleaved: machine noise spreads over every worker count alike
+                for workers in args.workers:
+                    for pack in ((True, False) if args.unpacked and workers > 0 else (True,)):
+                        key = (layout_name, workers) if pack else (layout_name, workers, "unpacked")
+                        rate = pipeline_alone(args, family, workers, work / "tokenizer", work, pack=pack)
+                        runs.setdefault(key, []).append(rate)
+                        print(f"{layout_name} {workers} worker(s){'' if pack else ', unpacked'} "
+                              f"(run {repeat + 1}/{args.repeat}): {rate:,.0f} sequences/s", flush=True)
+        results = {key: statistics.median(rates) for key, rates in runs.items()}
     load_after = os.getloadavg()[0]
     command = "python bench/bench_input_pipeline.py " + shlex.join(sys.argv[1:])
     header = " | ".join(f"{w} worker(s) seq/s" for w in args.workers)
     lines = ["## Input pipeline alone, by layout (issue 15, benchmark (a))", "", f"Command: `{command.strip()}`  ",
              f"Machine: {machine()}; load average {load_before:.2f} at the start, {load_after:.2f} at the end.  ",
              f"Sequence 128, batch 256, whole-word masking (MeCab + WordPiece, 1,500 tokens) for the masked LMs; "
-             f"{args.steps} steps timed after one untimed step.", "",
+             f"{args.steps} steps timed after one untimed step; each figure the median of {args.repeat} "
+             f"interleaved run(s).", "",
              f"| layout (family) | {header} | "
              + " | ".join(f"{a} → {b} workers" for a, b in zip(args.workers, args.workers[1:])) + " |",
              "|---|" + "---:|" * (2 * len(args.workers) - 1)]
@@ -158,6 +163,8 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--markdown", default=None)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="layouts mode: run each worker count this many times, interleaved, and report medians")
     parser.add_argument("--unpacked", action="store_true",
                         help="layouts mode: also run each worker count sending every tensor on its own (the transfer "
                              "before one-buffer packing), for a same-run ratio")
