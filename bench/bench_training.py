@@ -64,7 +64,8 @@ def batches_and_model(args, model_type: str, tokenizer: Path, work: Path):
 
     params = work / "parameter.json"
     targs = TrainArgs(input_file=[args.corpus], tokenizer_dir=str(tokenizer), model_dir=str(work / "hf"),
-                      model_type=model_type, parameter_file=str(params), num_workers=1, cache_dir=str(work / "cache"))
+                      model_type=model_type, parameter_file=str(params), num_workers=1, cache_dir=str(work / "cache"),
+                      train_steps=args.steps)
     run = prepare_run(targs)
     layout = init_distributed(run.params.node_batch_sizes, local_rank=-1, node_rank=-1, device="cpu")
     data = build_run_data(run, layout)
@@ -79,11 +80,13 @@ def batches_and_model(args, model_type: str, tokenizer: Path, work: Path):
     torch.manual_seed(targs.seed)
     model = run.build_model()
     run.encoder.close()
-    return batches, model.model, run.params
+    return batches, model.model, run
 
 
-def hf_trainer(args, batches, hf_model, params, work: Path) -> list[float]:
-    """Per-step seconds of transformers' Trainer over the same batches."""
+def hf_trainer(args, batches, hf_model, run, work: Path) -> list[float]:
+    """Per-step seconds of transformers' Trainer over the same batches (the warmup as our run resolves it: the
+    preset's warmup-steps, or its warmup-ratio of --steps)."""
+    params = run.params
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
@@ -108,7 +111,7 @@ def hf_trainer(args, batches, hf_model, params, work: Path) -> list[float]:
     training_args = TrainingArguments(
         output_dir=str(work / "hf-out"), per_device_train_batch_size=1, max_steps=len(batches),
         learning_rate=params.learning_rate, weight_decay=params.weight_decay, adam_epsilon=params.adam_epsilon,
-        warmup_steps=params.warmup_steps, max_grad_norm=params.max_grad_norm, lr_scheduler_type="linear",
+        warmup_steps=run.config.warmup_steps, max_grad_norm=params.max_grad_norm, lr_scheduler_type="linear",
         logging_steps=10**9, save_strategy="no", report_to=[], use_cpu=True, dataloader_num_workers=0,
         remove_unused_columns=False, disable_tqdm=True, seed=42)
     trainer = Trainer(model=hf_model, args=training_args, train_dataset=Steps(), data_collator=lambda items: items[0],
@@ -142,15 +145,15 @@ def main() -> None:
             if args.batch:
                 preset["batch-size"] = {"-1": args.batch}
             (work / "parameter.json").write_text(json.dumps({model_type: preset}))
-            batches, hf_model, params = batches_and_model(args, model_type, tokenizer, work)
+            batches, hf_model, run = batches_and_model(args, model_type, tokenizer, work)
             tokens = [int(b["attention_mask"].sum()) for b in batches]
             log = ours(args, model_type, tokenizer, work)
             ours_seconds = [tokens[r["step"] - 1] / r["train/tokens_per_second"] for r in log]
-            hf_seconds = hf_trainer(args, batches, hf_model, params, work)
+            hf_seconds = hf_trainer(args, batches, hf_model, run, work)
             timed = slice(args.warmup, args.steps)
             n_tokens = sum(tokens[timed])
             ours_tps, hf_tps = n_tokens / sum(ours_seconds[timed]), n_tokens / sum(hf_seconds[timed])
-            rows.append((model_type, params, preset["batch-size"]["-1"], ours_tps, hf_tps))
+            rows.append((model_type, run.params, preset["batch-size"]["-1"], ours_tps, hf_tps))
             print(f"{model_type}: ours {ours_tps:,.0f} tokens/s, Trainer {hf_tps:,.0f} tokens/s, "
                   f"ratio {ours_tps / hf_tps:.2f}", flush=True)
     command = "python bench/bench_training.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
