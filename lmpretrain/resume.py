@@ -32,14 +32,14 @@ HELD_OUT = "<a held-out share of the corpus>"
 _PRESET_KEY = {field: key for key, (field, _) in KEYS.items()}
 _BREAKS = {"family", "number_of_layers", "hidden_size", "ffn_inner_hidden_size", "attention_heads",
            "sequence_length", "max_position_embeddings", "frozen_layers"}
-_CONTINUES = {"warmup_steps", "warmup_ratio", "min_lr_ratio", "learning_rate", "save_steps", "logging_steps",
+_CONTINUES = {"warmup_steps", "warmup_ratio", "learning_rate", "save_steps", "logging_steps",
               "save_total_limit", "gradient_accumulation_steps", "max_grad_norm", "weight_decay", "adam_epsilon",
               "adam_betas", "dropout", "attention_dropout"}
 # settled elsewhere (resolved.*, the global batch) or without effect on a resumed run (its weights are the checkpoint's)
 _NOT_COMPARED = {"model_type", "pretrained_model_name_or_path", "pretrained_generator", "resize_embeddings",
                  "initializer_range", "train_steps", "train_epochs", "train_tokens",
-                 "lr_schedule", "eval_steps", "whole_word_mask", "node_batch_sizes"}
-_RESOLVED_NEWER = {"train budget": "budget", "lr schedule": "lr_schedule"}
+                 "lr_schedule", "min_lr_ratio", "eval_steps", "whole_word_mask", "node_batch_sizes"}
+_RESOLVED_NEWER = {"train budget": "budget", "lr schedule": "lr_schedule", "min lr ratio": "min_lr_ratio"}
 _ARGS_CONTINUE = ("fp16_type", "bf16", "max_eval_samples", "max_nonfinite_steps")
 
 

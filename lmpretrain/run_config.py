@@ -78,6 +78,8 @@ class TrainArgs:
     """Train on a budget of this many tokens (steps x global batch x sequence-length), whatever the preset gives."""
     lr_schedule: str | None = None
     """linear or cosine: overrides the preset's lr-schedule."""
+    min_lr_ratio: float | None = None
+    """Where the decay ends, as a share of the learning rate: overrides the preset's min-lr-ratio."""
     device: str | None = None
     """cpu, cuda, cuda:1 ... (default: cuda:<local_rank> when a GPU is present, else cpu)."""
     peer_timeout: float = 120.0
@@ -128,6 +130,8 @@ class RunConfig:
     """What decides the steps: ("train-steps" | "train-epochs" | "train-tokens", the number given)."""
     lr_schedule: str = "linear"
     """--lr_schedule, else the preset's lr-schedule (linear by default)."""
+    min_lr_ratio: float = 0.0
+    """--min_lr_ratio, else the preset's min-lr-ratio (0 by default): the decay ends at this share of the rate."""
     fp16_type: int = 0
     """0 fp32, 1 mixed, 2 almost fp16, 3 pure fp16: --fp16_type when given, else the preset's fp16-type, else 0."""
     bf16: bool = False
@@ -143,6 +147,7 @@ class RunConfig:
             warmup_ratio=params.warmup_ratio,
             budget=budget,
             lr_schedule=args.lr_schedule or params.lr_schedule,
+            min_lr_ratio=_min_lr_ratio(args, params),
             eval_steps=params.eval_steps or params.logging_steps,
             pretrained_model_name_or_path=args.pretrained_model_name_or_path or params.pretrained_model_name_or_path,
             resize_embeddings=args.resize_embeddings or params.resize_embeddings,
@@ -169,6 +174,14 @@ class RunConfig:
         data = asdict(self)
         data["budget"] = list(self.budget)
         return data
+
+
+def _min_lr_ratio(args: TrainArgs, params: ModelParams) -> float:
+    if args.min_lr_ratio is None:
+        return params.min_lr_ratio
+    if not 0.0 <= args.min_lr_ratio <= 1.0:
+        raise UserError(f"--min_lr_ratio {args.min_lr_ratio}: a share of the learning rate, from 0 to 1")
+    return args.min_lr_ratio
 
 
 def _warmup_steps(params: ModelParams, train_steps: int | None) -> int | None:
@@ -300,7 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "Megatron's meaning (replaces the preset's budget)")
     p.add_argument("--lr_schedule", choices=["linear", "cosine"], default=None,
                    help="decay after warmup: linear (None: the preset's lr-schedule, else linear) or cosine, down "
-                        "to the preset's min-lr-ratio")
+                        "to --min_lr_ratio")
+    p.add_argument("--min_lr_ratio", type=float, default=None,
+                   help="the decay ends at this share of the learning rate, 0 to 1 (Megatron's min-lr / lr; None: "
+                        "the preset's min-lr-ratio, else 0)")
     p.add_argument("--device", default=None,
                    help="cpu, cuda, cuda:1 ... (None: cuda:<local_rank> when a GPU is present, else cpu)")
     p.add_argument("--peer_timeout", type=float, default=120.0,

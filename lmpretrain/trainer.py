@@ -437,7 +437,7 @@ def _build_state(run, layout: Layout, precision: Precision) -> RunState:
                                 adam_epsilon=params.adam_epsilon, adam_betas=tuple(params.adam_betas),
                                 device=layout.device)
     scheduler = lr_schedule(optimizer, warmup_steps=run.config.warmup_steps, train_steps=run.config.train_steps,
-                            schedule=run.config.lr_schedule, min_lr_ratio=params.min_lr_ratio)
+                            schedule=run.config.lr_schedule, min_lr_ratio=run.config.min_lr_ratio)
     return RunState(model, optimizer, scheduler, precision.scaler)
 
 

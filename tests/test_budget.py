@@ -169,6 +169,21 @@ def test_linear_schedule_is_unchanged_and_transformers_after_warmup():
 
 # --- resume --------------------------------------------------------------------------------------------------------
 
+def test_min_lr_ratio_flag_replaces_the_presets_and_is_checked():
+    assert RunConfig.resolve(args(), preset(**{"train-steps": 9})).min_lr_ratio == 0.0
+    assert RunConfig.resolve(args(), preset(**{"train-steps": 9, "min-lr-ratio": 0.1})).min_lr_ratio == 0.1
+    assert RunConfig.resolve(args(min_lr_ratio=0.05), preset(**{"train-steps": 9, "min-lr-ratio": 0.1})) \
+        .min_lr_ratio == 0.05
+    assert parse_args(["--input_file", "c", "--tokenizer_dir", "t", "--model_dir", "m", "--model_type", "x",
+                       "--min_lr_ratio", "0.1"]).min_lr_ratio == 0.1
+    for bad in (-0.1, 1.5):
+        with pytest.raises(UserError, match=rf"--min_lr_ratio {bad}: a share of the learning rate, from 0 to 1"):
+            RunConfig.resolve(args(min_lr_ratio=bad), preset(**{"train-steps": 9}))
+    saved = {"params": {"min_lr_ratio": 0.0}, "args": {}, "resolved": {"train_steps": 10, "min_lr_ratio": 0.0}}
+    current = {"params": {"min_lr_ratio": 0.0}, "args": {}, "resolved": {"train_steps": 10, "min_lr_ratio": 0.1}}
+    assert [(c.name, c.kind) for c in compare(saved, current)] == [("min lr ratio", CONTINUES)]
+
+
 def test_a_changed_budget_continues_the_run():
     saved = {"params": {}, "args": {}, "resolved": {"train_steps": 10, "budget": ["train-epochs", 1],
                                                     "lr_schedule": "linear"}}
@@ -208,7 +223,7 @@ def test_one_epoch_takes_the_steps_the_build_reported(small_corpus, tiny_tokeniz
 
     parameter_file = tmp_path / "parameter.json"
     parameter_file.write_text(json.dumps({"gpt-test": {**PRESET, "train-epochs": 1, "lr-schedule": "cosine",
-                                                       "min-lr-ratio": 0.1}}))
+                                                       "min-lr-ratio": 0.5}}))
     common = ["--input_file", str(small_corpus), "--tokenizer_dir", str(tiny_tokenizer_dir), "--model_dir",
               str(tmp_path / "out"), "--parameter_file", str(parameter_file), "--model_type", "gpt-test",
               "--num_workers", "1", "--dataloader_workers", "0", "--max_eval_samples", "8"]
@@ -220,7 +235,7 @@ def test_one_epoch_takes_the_steps_the_build_reported(small_corpus, tiny_tokeniz
     assert epoch["steps_per_epoch"] == epoch["instances"] // 6 >= 3
     assert epoch["tokens_per_epoch"] == epoch["steps_per_epoch"] * 6 * 32
 
-    trained = run_script("run_pretraining.py", *common)
+    trained = run_script("run_pretraining.py", *common, "--min_lr_ratio", "0.1")  # the flag over the preset's
     assert trained.returncode == 0, trained.stderr
     steps = epoch["steps_per_epoch"]
     summary = json.loads((tmp_path / "out" / "train_summary.json").read_text())
