@@ -215,6 +215,7 @@ def test_workers_die_with_a_killed_parent():
             proc.kill()
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_no_host_synchronisation_inside_the_micro_batches(sample_corpus, tiny_tokenizer_dir, parameter_file,
                                                          tmp_path, monkeypatch):
@@ -224,6 +225,7 @@ def test_no_host_synchronisation_inside_the_micro_batches(sample_corpus, tiny_to
     _train_strictly(sample_corpus, tiny_tokenizer_dir, parameter_file, tmp_path, monkeypatch, "bert-test")
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_no_host_synchronisation_from_the_backbone_on(sample_corpus, tiny_tokenizer_dir, parameter_file, tmp_path,
                                                       monkeypatch):
