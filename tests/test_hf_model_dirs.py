@@ -184,3 +184,98 @@ def test_a_tokenizer_without_word_boundaries_says_so(masked_lm_dir, tmp_path):
     (bare / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
     assert FastEncoder.from_pretrained(masked_lm_dir).has_word_boundaries
     assert not FastEncoder.from_pretrained(bare).has_word_boundaries
+
+
+@pytest.fixture(scope="module")
+def roberta_dir(tmp_path_factory, sample_corpus):
+    """A tiny RobertaForMaskedLM and a byte-level BPE RobertaTokenizerFast (<s> <pad> </s> <unk> <mask>), trained
+    here and save_pretrained'd into one dir, as a hub roberta-base dir is."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaForMaskedLM, RobertaTokenizerFast
+
+    directory = tmp_path_factory.mktemp("hf") / "roberta"
+    trainer = ByteLevelBPETokenizer()
+    trainer.train([str(sample_corpus)], vocab_size=900, min_frequency=1,
+                  special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"], show_progress=False)
+    tokenizer = RobertaTokenizerFast(tokenizer_object=trainer._tokenizer, bos_token="<s>", eos_token="</s>",
+                                     cls_token="<s>", sep_token="</s>", unk_token="<unk>", pad_token="<pad>",
+                                     mask_token="<mask>")
+    tokenizer.save_pretrained(directory)
+    RobertaForMaskedLM(RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=66,
+                                     pad_token_id=tokenizer.pad_token_id)).save_pretrained(directory)
+    assert not (directory / "lmpretrain_tokenizer.json").exists()
+    return directory
+
+
+def test_a_roberta_dir_continues_with_its_own_tokenizer_and_exports_for_fill_mask(roberta_dir, sample_corpus,
+                                                                                  tmp_path):
+    """Its special tokens by role (<s> as [CLS], </s> as [SEP], <mask>, <pad>), transformers' ids for every line,
+    whole-word masking on 'Ġ' word starts, and an export whose fill-mask fills <mask>."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
+
+    from lmpretrain.tokenization import FastEncoder
+    from lmpretrain.trainer import train
+    from tests.test_run_pretraining import make_args
+
+    lines = [line for line in sample_corpus.read_text(encoding="utf-8").splitlines() if line.strip()][:100]
+    lines += ["Hello, WORLD! naïve café", "<mask> は 猫 </s> である"]
+    tokenizer = AutoTokenizer.from_pretrained(roberta_dir)
+    encoder = FastEncoder.from_pretrained(roberta_dir)
+    assert encoder.encode_batch(lines) == tokenizer(lines, add_special_tokens=False)["input_ids"]
+    assert encoder.encode_batch(lines, add_special_tokens=True) == tokenizer(lines)["input_ids"]
+    assert (encoder.cls_token_id, encoder.sep_token_id, encoder.mask_token_id, encoder.pad_token_id) == \
+        (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.mask_token_id, tokenizer.pad_token_id)
+    assert tokenizer.convert_ids_to_tokens([encoder.cls_token_id, encoder.sep_token_id]) == ["<s>", "</s>"]
+    for ids, starts in encoder.encode_batch_with_word_starts(lines[:20] + ["hello big world"]):
+        tokens = tokenizer.convert_ids_to_tokens(ids)
+        assert all(start for token, start in zip(tokens, starts) if token.startswith("Ġ"))
+    params = tmp_path / "parameter.json"
+    params.write_text(json.dumps({"roberta-further": FURTHER}))
+    out = tmp_path / "out"
+    summary = train(make_args(sample_corpus, roberta_dir, out, params, "roberta-further",
+                              pretrained_model_name_or_path=str(roberta_dir), do_whole_word_mask=True))
+    assert summary["step"] == 3 and summary["eval/perplexity"] < summary["eval/perplexity_at_start"]
+    assert type(AutoModelForMaskedLM.from_pretrained(out)).__name__ == "RobertaForMaskedLM"
+    exported = AutoTokenizer.from_pretrained(out)
+    assert exported(lines[:5])["input_ids"] == tokenizer(lines[:5])["input_ids"]
+    fill = pipeline("fill-mask", model=str(out), tokenizer=str(out))
+    assert len(fill("吾輩は<mask>である。")) == 5
+
+
+def test_an_electra_discriminator_dir_continues_with_a_new_generator(masked_lm_dir, sample_corpus, tmp_path):
+    """A hub-style ELECTRA dir holds the discriminator and an ElectraTokenizerFast (WordPiece) only: training
+    continues it with a generator built new (a third of its width), the tokenizer's own ids, and exports both."""
+    import transformers
+    from transformers import AutoTokenizer
+
+    from lmpretrain.tokenization import FastEncoder
+    from lmpretrain.trainer import train
+    from tests.test_run_pretraining import make_args
+
+    base = AutoTokenizer.from_pretrained(masked_lm_dir)
+    directory = tmp_path / "electra-discriminator"
+    tokenizer = transformers.ElectraTokenizerFast(tokenizer_object=base.backend_tokenizer, unk_token="[UNK]",
+                                                  pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+                                                  mask_token="[MASK]")
+    tokenizer.save_pretrained(directory)
+    transformers.ElectraForPreTraining(transformers.ElectraConfig(
+        vocab_size=len(tokenizer), embedding_size=32, hidden_size=48, num_hidden_layers=2, num_attention_heads=3,
+        intermediate_size=96, max_position_embeddings=64)).save_pretrained(directory)
+    lines = [line for line in sample_corpus.read_text(encoding="utf-8").splitlines() if line.strip()][:50]
+    encoder = FastEncoder.from_pretrained(directory)
+    assert encoder.encode_batch(lines, add_special_tokens=True) == AutoTokenizer.from_pretrained(directory)(
+        lines)["input_ids"]
+    params = tmp_path / "parameter.json"
+    params.write_text(json.dumps({"electra-further": {**FURTHER, "generator-size": "1/3"}}))
+    out = tmp_path / "out"
+    summary = train(make_args(sample_corpus, directory, out, params, "electra-further",
+                              pretrained_model_name_or_path=str(directory)))
+    assert summary["step"] == 3 and summary["eval/perplexity"] < summary["eval/perplexity_at_start"]
+    discriminator = transformers.AutoModelForPreTraining.from_pretrained(out)
+    generator = transformers.AutoModelForMaskedLM.from_pretrained(out / "generator")
+    assert type(discriminator).__name__ == "ElectraForPreTraining"
+    assert discriminator.config.hidden_size == 48 and discriminator.config.embedding_size == 32  # the loaded shapes
+    assert generator.config.hidden_size == 16 and generator.config.embedding_size == 32  # 1/3, embeddings shared
+    assert AutoTokenizer.from_pretrained(out)(lines[:5])["input_ids"] == encoder.encode_batch(
+        lines[:5], add_special_tokens=True)
