@@ -35,7 +35,7 @@ from .distributed import (
     shutdown,
 )
 from .errors import Preempted, UserError
-from .log import JsonlLog, MetricsWriter, get_logger, progress
+from .log import JsonlLog, MetricsWriter, get_logger, is_main_process, progress
 from .models import BatchShape
 from .optim import apply_settings, build_optimizer, lr_schedule
 from .precision import Precision, make_precision
@@ -296,8 +296,8 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
 
     # a resume at step N keeps what was logged up to N (its eval included) and drops what an interrupted run wrote
     # after its last checkpoint: TensorBoard purges events at steps >= purge_step from the earlier files
-    writer = MetricsWriter(str(Path(config.logging_dir) / config.run_name),
-                           purge_step=counters.step + 1 if counters.step else None)
+    tb_dir = Path(config.logging_dir) / config.run_name
+    writer = MetricsWriter(str(tb_dir), purge_step=counters.step + 1 if counters.step else _fresh_purge(tb_dir))
     logger.info("TensorBoard: tensorboard --logdir %s", config.logging_dir)
     step_log = JsonlLog(f"{args.model_dir}/train_log.jsonl", resume_step=counters.step)
     if run.history and run.history[-1]["step"] == counters.step:  # what this resume changed, where it changed
@@ -439,6 +439,17 @@ def _build_state(run, layout: Layout, precision: Precision) -> RunState:
     scheduler = lr_schedule(optimizer, warmup_steps=run.config.warmup_steps, train_steps=run.config.train_steps,
                             schedule=run.config.lr_schedule, min_lr_ratio=run.config.min_lr_ratio)
     return RunState(model, optimizer, scheduler, precision.scaler)
+
+
+def _fresh_purge(tb_dir: Path) -> int | None:
+    """A run from step 0 whose TensorBoard dir already holds events (another run's: an --overwrite_output_dir
+    with --logging_dir outside the model dir, or another model dir with the same --logging_dir and --run_name):
+    purge from step 0, so that TensorBoard shows this run alone rather than two curves mixed. The old files stay."""
+    if is_main_process() and tb_dir.is_dir() and any(tb_dir.glob("events.out.tfevents.*")):
+        logger.warning("%s holds TensorBoard events of an earlier run: this run's replace them in TensorBoard (the "
+                       "files stay; --run_name NAME keeps both runs side by side)", tb_dir)
+        return 0
+    return None
 
 
 def _wrap(model: torch.nn.Module, layout: Layout, *, compile_model: bool) -> torch.nn.Module:

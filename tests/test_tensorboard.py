@@ -60,3 +60,28 @@ def test_the_first_window_after_a_resume_says_what_it_averages(sample_corpus, ti
     assert "resumed at step 2: the first logged window (step 3) averages the 1 step(s) since the resume, not the 3 " \
            "since step 0" in caplog.text
     assert scalar_tags(out / "runs" / "bert-test")["train/loss"] == [2, 3, 6]  # the last step, then multiples of 3
+
+
+def test_a_fresh_run_over_old_events_in_an_outside_logging_dir_shows_alone(
+        sample_corpus, tiny_tokenizer_dir, parameter_file, tmp_path, caplog):  # noqa: F811
+    """--overwrite_output_dir removes the model dir's runs/, not a --logging_dir elsewhere: the new run purges from
+    step 0, so that TensorBoard shows its curve alone (each step once, its own values), and says so."""
+    import json
+
+    out, logs = tmp_path / "out", tmp_path / "tb-logs"
+    train(make_args(sample_corpus, tiny_tokenizer_dir, out, parameter_file, "bert-test", run_name="tb",
+                    train_steps=4, logging_dir=str(logs), seed=1))
+    with caplog.at_level("WARNING", logger="lmpretrain"):
+        train(make_args(sample_corpus, tiny_tokenizer_dir, out, parameter_file, "bert-test", run_name="tb",
+                        train_steps=3, logging_dir=str(logs), seed=2, overwrite_output_dir=True))
+    assert "holds TensorBoard events of an earlier run" in caplog.text
+    assert len(list((logs / "tb").glob("events.out.tfevents.*"))) == 2  # nothing deleted outside the model dir
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(logs / "tb"))
+    events.Reload()
+    shown = {e.step: e.value for e in events.Scalars("train/loss")}
+    logged = {r["step"]: r["train/loss"] for r in map(json.loads, (out / "train_log.jsonl").read_text().splitlines())
+              if "train/loss" in r}
+    assert sorted(shown) == [1, 2, 3] and all(abs(shown[s] - logged[s]) < 1e-5 for s in shown)
+    assert [e.step for e in events.Scalars("eval/perplexity")] == [0, 3]
