@@ -11,11 +11,10 @@ batch sizes or accumulation steps.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -40,9 +39,8 @@ from .models import BatchShape
 from .optim import apply_settings, build_optimizer, lr_schedule
 from .precision import Precision, make_precision
 from .prepare import PreparedRun, prepare_run
-from .resume import compare, newest_complete
 from .run_config import TrainArgs
-from .run_dir import SUMMARY_FILE, ModelDirLock, check_fresh_run
+from .run_dir import own_model_dir
 from .run_state import RunState
 from .throughput import device_peak_tflops, throughput_scalars
 
@@ -180,7 +178,7 @@ def _train(args: TrainArgs, preemption: _Preemption) -> dict[str, float]:
             logger.info("dataset built; --build_dataset_only: exiting")
             return dict(data.epoch)
         data = _resolve_steps(run, layout)
-        with _own_model_dir(run, layout) as finished:
+        with own_model_dir(run, layout) as finished:
             if finished is not None:
                 return finished
             data = data or build_run_data(run, layout)
@@ -208,68 +206,6 @@ def _resolve_steps(run: PreparedRun, layout: Layout) -> RunData | None:
         logger.info("%s %g: %d train steps at global batch %d and sequence-length %d", kind, value,
                     run.config.train_steps, layout.global_batch_size, run.params.sequence_length)
     return data
-
-
-@contextlib.contextmanager
-def _own_model_dir(run: PreparedRun, layout: Layout) -> Iterator[dict | None]:
-    """Hold the model dir's lock for the run's life (global rank 0, the only writer of the dir) and settle, before
-    any long work, what this run does with what the dir holds. Yields the finished run's summary when there is
-    nothing left to do. Every process learns rank 0's outcome through one all-reduce (0 go, 1 finished, 2 failed)."""
-    outcome, failure, finished = 0.0, None, None
-    with contextlib.ExitStack() as stack:
-        if layout.is_main:
-            try:
-                stack.enter_context(ModelDirLock(run.args.model_dir))
-                finished = _settle_model_dir(run, layout)
-                outcome = 1.0 if finished is not None else 0.0
-            except UserError as error:
-                failure, outcome = error, 2.0
-        agreed = float(all_reduce_sum(torch.tensor([outcome], dtype=torch.float64))[0])
-        if failure is not None:
-            raise failure
-        if agreed >= 2:
-            raise UserError("rank 0 stopped before training (its error line says why)")
-        yield finished if layout.is_main else ({} if agreed >= 1 else None)
-
-
-def _settle_model_dir(run: PreparedRun, layout: Layout) -> dict | None:
-    """A fresh run: refuse a used dir, or clear it with --overwrite_output_dir. --do_continue: compare the newest
-    checkpoint's config with this run's (every difference printed; breaking or unaccepted ones are an error), and
-    return the summary of a run that has already reached its steps."""
-    args, model_dir = run.args, Path(run.args.model_dir)
-    if not args.do_continue:
-        keep = [Path(run.config.cache_dir), Path(args.tokenizer_dir), *map(Path, args.input_file),
-                *map(Path, args.eval_file or [])]
-        check_fresh_run(model_dir, overwrite=args.overwrite_output_dir, keep=keep, tokenizer_dir=args.tokenizer_dir,
-                        part_folders=[p.folder for p in run.family.parts if p.folder])
-        return None
-    newest = newest_complete(model_dir)
-    if newest is None:
-        return None  # the resume itself says why no checkpoint is usable
-    path, saved = newest
-    current = run.resolved_config(layout.global_batch_size)
-
-    changes = compare(saved, current, run.family.shape_fields())
-    run.check_checkpoint(path, saved, current, announce=True)
-    step, train_steps = ckpt.step_of(path), run.config.train_steps
-    summary_path = model_dir / SUMMARY_FILE
-    if step >= train_steps and summary_path.is_file():
-        try:
-            summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            summary = {}
-        if summary.get("step") == step:
-            logger.warning("--do_continue: the run in %s is finished: %s is at step %d and the run has %d train "
-                           "steps; nothing to do (its outputs are left as they are)", model_dir, path.name, step,
-                           train_steps)
-            return summary
-    if step > train_steps:
-        logger.warning("--do_continue: %s is past the run's %d train steps: exporting it as the final model",
-                       path.name, train_steps)
-    if changes:
-        run.history = [*saved.get("history", []), {"step": step, "changes": [str(c) for c in changes],
-                                                    "kinds": [c.kind for c in changes]}]
-    return None
 
 
 def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data: RunData,
