@@ -35,19 +35,28 @@ def masked_lm_dir(tmp_path_factory, sample_corpus):
     return directory
 
 
-def test_the_encoder_gives_transformers_ids_and_word_boundaries(masked_lm_dir, sample_corpus):
+def same_ids_as_transformers(directory, sample_corpus, specials_line: str):
+    """The FastEncoder of a transformers-saved dir gives AutoTokenizer's ids (with and without special tokens, on
+    corpus lines, accents, case and special tokens written in the text) and its special tokens' ids."""
     from transformers import AutoTokenizer
 
     from lmpretrain.tokenization import FastEncoder
 
     lines = [line for line in sample_corpus.read_text(encoding="utf-8").splitlines() if line.strip()][:100]
-    lines += ["Hello, WORLD! naïve café", "[MASK] は 猫 [SEP] である"]
-    tokenizer = AutoTokenizer.from_pretrained(masked_lm_dir)
-    encoder = FastEncoder.from_pretrained(masked_lm_dir)
+    lines += ["Hello, WORLD! naïve café", specials_line]
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    encoder = FastEncoder.from_pretrained(directory)
     assert encoder.encode_batch(lines) == tokenizer(lines, add_special_tokens=False)["input_ids"]
     assert encoder.encode_batch(lines, add_special_tokens=True) == tokenizer(lines)["input_ids"]
     assert (encoder.cls_token_id, encoder.sep_token_id, encoder.mask_token_id, encoder.pad_token_id) == \
         (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.mask_token_id, tokenizer.pad_token_id)
+    return lines, tokenizer, encoder
+
+
+def test_the_encoder_gives_transformers_ids_and_word_boundaries(masked_lm_dir, sample_corpus):
+
+
+    lines, tokenizer, encoder = same_ids_as_transformers(masked_lm_dir, sample_corpus, "[MASK] は 猫 [SEP] である")
     for ids, starts in encoder.encode_batch_with_word_starts(lines):  # a word continues exactly at '##' pieces
         assert starts == [not token.startswith("##") for token in tokenizer.convert_ids_to_tokens(ids)]
 
@@ -214,18 +223,10 @@ def test_a_roberta_dir_continues_with_its_own_tokenizer_and_exports_for_fill_mas
     whole-word masking on 'Ġ' word starts, and an export whose fill-mask fills <mask>."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
 
-    from lmpretrain.tokenization import FastEncoder
     from lmpretrain.trainer import train
     from tests.test_run_pretraining import make_args
 
-    lines = [line for line in sample_corpus.read_text(encoding="utf-8").splitlines() if line.strip()][:100]
-    lines += ["Hello, WORLD! naïve café", "<mask> は 猫 </s> である"]
-    tokenizer = AutoTokenizer.from_pretrained(roberta_dir)
-    encoder = FastEncoder.from_pretrained(roberta_dir)
-    assert encoder.encode_batch(lines) == tokenizer(lines, add_special_tokens=False)["input_ids"]
-    assert encoder.encode_batch(lines, add_special_tokens=True) == tokenizer(lines)["input_ids"]
-    assert (encoder.cls_token_id, encoder.sep_token_id, encoder.mask_token_id, encoder.pad_token_id) == \
-        (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.mask_token_id, tokenizer.pad_token_id)
+    lines, tokenizer, encoder = same_ids_as_transformers(roberta_dir, sample_corpus, "<mask> は 猫 </s> である")
     assert tokenizer.convert_ids_to_tokens([encoder.cls_token_id, encoder.sep_token_id]) == ["<s>", "</s>"]
     for ids, starts in encoder.encode_batch_with_word_starts(lines[:20] + ["hello big world"]):
         tokens = tokenizer.convert_ids_to_tokens(ids)
