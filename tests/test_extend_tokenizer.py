@@ -475,6 +475,27 @@ def test_a_bert_japanese_base_records_its_segmenter(hf_extensions):
     assert (read_meta(out)["spec"]["spm_model_type"], read_meta(out)["mecab_dic_type"]) == ("unigram", "ipadic")
 
 
+def test_an_extension_of_a_transformers_base_extends_again(hf_extensions, domain, tmp_path):
+    """The extension keeps the base's pipeline (BERT's lowercasing, which transformers 5 reads from its
+    tokenizer_config.json, not from tokenizer.json): extended again, every id stays and a listed word is added as
+    that pipeline sees it."""
+    from transformers import AutoTokenizer
+
+    _, first = hf_extensions("fast-wordpiece")
+    words = tmp_path / "words.txt"
+    words.write_text("ロキソプロフェン\nＨｂＡ１ｃ\n", encoding="utf-8")
+    extend_tokenizer(first, tmp_path / "tok", input_file=[str(domain)], vocab_size=len(vocab_of(first)) + 12,
+                     add_words=str(words), min_frequency=1)
+    before, after = AutoTokenizer.from_pretrained(str(first)), AutoTokenizer.from_pretrained(str(tmp_path / "tok"))
+    assert vocab_of(tmp_path / "tok")[:len(vocab_of(first))] == vocab_of(first)
+    assert after.tokenize("ＨｂＡ１ｃ") == ["ｈｂａ１ｃ"] != before.tokenize("ＨｂＡ１ｃ")  # lowercased, not NFKC
+    assert after.tokenize("ロキソプロフェン") == ["ロキソフロフェン"]  # accents stripped too (BERT)
+    assert read_meta(tmp_path / "tok")["extension"]["base_extension"] == read_meta(first)["extension"]
+    with FastEncoder.from_pretrained(tmp_path / "tok") as encoder:
+        texts = domain.read_text(encoding="utf-8").splitlines()[:40]
+        assert encoder.encode_batch(texts, add_special_tokens=True) == [after(t)["input_ids"] for t in texts]
+
+
 def _edited(base: Path, root: Path, **config) -> Path:
     """A copy of the saved dir ``base`` with its tokenizer_config.json keys set (None: removed)."""
     import shutil

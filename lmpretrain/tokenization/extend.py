@@ -17,10 +17,18 @@ start from their pieces or the mean (:mod:`lmpretrain.models.vocab_adapt`, ``--r
 - **Bases.** Dirs of this toolkit (or a run's model dir, which carries its tokenizer): with a word segmenter every
   kind (vocab.txt, spiece.model of `tokenizers` or of the SentencePiece library); without one WordPiece and
   Unigram tokenizer.json (not BPE's merges, nor the tokenizer.json converted from a SentencePiece-library model).
-- **Word list.** One word per line, NFKC-normalized as all text here; blank lines, duplicates and words the base
-  has are skipped. WordPiece: the word as a word-initial token (a ``##piece`` line as a continuation piece);
-  sentencepiece: a user-defined ``▁word`` piece (sentencepiece always takes it whole). Either applies where a word of
-  the segmenter begins with it: a listed word the segmenter splits is added with a warning.
+  And dirs saved by transformers alone (no ``lmpretrain_tokenizer.json``; :mod:`.transformers_base`): a
+  ``BertJapaneseTokenizer`` with MeCab (ipadic, unidic_lite, unidic), Sudachi or Juman++ and WordPiece (vocab.txt) or
+  sentencepiece (spiece.model), its tokenizer_config.json mapped to this toolkit's settings (one that asks for what
+  the toolkit cannot reproduce, such as ``do_lower_case``, is one error naming the file and key); and a fast
+  WordPiece or Unigram tokenizer.json, whose new tokens are learnt behind the normalizer and pre-tokenizer
+  AutoTokenizer runs for it. The extension is written as this toolkit's dir and checked to load in AutoTokenizer
+  with every base token at its id.
+- **Word list.** One word per line, NFKC-normalized as all text here (for a fast tokenizer saved by transformers:
+  by its own normalizer); blank lines, duplicates and words the base has are skipped. WordPiece: the word as a
+  word-initial token (a ``##piece`` line as a continuation piece); sentencepiece: a user-defined ``▁word`` piece
+  (sentencepiece always takes it whole). Either applies where a word of the segmenter begins with it: a listed word
+  the segmenter splits is added with a warning.
 
 Where the new tokens apply, the ids of a text change (greedy longest match takes a new, longer piece; Viterbi a new
 piece that scores better); a text whose ids changed always uses a new token, since a path of base tokens only is
@@ -75,8 +83,9 @@ class BaseTokenizer:
 
     @property
     def saved_by_transformers(self) -> bool:
-        """A dir of transformers alone: its metadata was derived here (:mod:`.transformers_base`)."""
-        return not (self.directory / META_FILE).is_file()
+        """A dir of transformers alone (its metadata derived by :mod:`.transformers_base`), or an extension of one:
+        AutoTokenizer's reading of its tokenizer_config.json, not ours, decides its pipeline."""
+        return self.meta.get("saved_by") == "transformers"
 
 
 def _model_file(meta: dict) -> str:

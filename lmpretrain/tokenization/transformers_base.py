@@ -4,18 +4,24 @@ published model's tokenizer): what this toolkit's metadata would record for it, 
 
 - ``BertJapaneseTokenizer`` (tokenizer_config.json's ``word_tokenizer_type``): MeCab (``mecab_kwargs``: a dictionary
   of ``segmenters.mecab``, with its ``mecab_option``), Sudachi (``sudachi_kwargs``: split mode and dictionary) or
-  Juman++, then WordPiece (vocab.txt) or sentencepiece (spiece.model). transformers' defaults are read from the
-  installed transformers (a config without ``mecab_dic`` gets its ``MecabTokenizer``'s default). Refused:
-  lowercasing, no word or subword step, the ``basic`` and ``character`` tokenizers, MeCab without a named dictionary,
-  Sudachi's config path, resource dir, projection or whitespace trimming, no NFKC, and special tokens other than
-  ``[PAD] [UNK] [CLS] [SEP] [MASK]`` (the encoder splits those off the text).
-- A fast tokenizer (tokenizer.json) whose model is WordPiece (with ``##`` pieces) or Unigram: no word segmenter,
-  the recorded special tokens by role (:func:`.tokenizer_dir.foreign_meta`). Refused: BPE (merges).
+  Juman++, then WordPiece (vocab.txt) or sentencepiece (spiece.model: unigram, bpe or char). Defaults are the
+  installed transformers' (a config without ``mecab_dic`` gets its ``MecabTokenizer``'s, said in a warning).
+  Refused, all problems in one error: ``do_lower_case`` true, ``do_word_tokenize``/``do_subword_tokenize`` false,
+  ``word_tokenizer_type`` basic, ``subword_tokenizer_type`` character, ``mecab_dic`` null (a dictionary through
+  ``mecab_option`` alone) or one the toolkit lacks, ``normalize_text`` false, Sudachi's ``sudachi_config_path``,
+  ``sudachi_resource_dir``, ``sudachi_projection`` or ``trim_whitespace``, an unknown ``*_kwargs`` key, and special
+  tokens other than ``[PAD] [UNK] [CLS] [SEP] [MASK]`` in their roles (the encoder splits just those off the text).
+  ``never_split`` only exempts words from lowercasing, which is off: it changes nothing.
+- A fast tokenizer (tokenizer.json) whose model is WordPiece (``##`` pieces) or Unigram, without a word segmenter:
+  the special tokens recorded by role (:func:`.tokenizer_dir.foreign_meta`). transformers 5 applies
+  tokenizer_config.json to its pipeline (BERT's ``do_lower_case``), so the pipeline AutoTokenizer runs is the one
+  the new tokens are learnt behind (:func:`learn_in_base_pipeline`), the listed words are normalized by, and the
+  extension's tokenizer.json holds. Refused: BPE (merges), another continuation prefix, added tokens past a Unigram
+  model's pieces.
 
-Either way ``AutoTokenizer`` must load the dir and give the vocabulary its subword file holds (no added tokens
-beyond it), since the extension appends after that file's last id.
+Either way ``AutoTokenizer`` must load the dir with the vocabulary its subword file holds (the extension appends
+after that file's last id), and the written extension is loaded by it again and checked: every base token at its id.
 """
-
 from __future__ import annotations
 
 import inspect
@@ -26,9 +32,12 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import UserError
+from ..log import get_logger
 from .normalization import NORMALIZATION
 from .segmenters import get_segmenter
 from .tokenizer_dir import META_FILE, ROLES, SPECIAL_TOKENS, TokenizerSpec, foreign_meta
+
+logger = get_logger(__name__)
 
 _WORD_TOKENIZERS = {"mecab": "mecab", "sudachi": "sudachi", "jumanpp": "juman"}  # transformers' name -> ours
 _SPM_MODEL_TYPES = {1: "unigram", 2: "bpe", 4: "char"}  # sentencepiece's TrainerSpec.ModelType (3 is WORD)
@@ -80,6 +89,9 @@ def _segmenter_flags(word: str, kwargs_key: str, kwargs: dict, problems: list[st
                             f"{'null' if allowed[key] == 'null' else json.dumps(allowed[key])})")
     if word == "mecab":
         dic = kwargs.get("mecab_dic", _mecab_default_dic())
+        if "mecab_dic" not in kwargs:
+            logger.warning("the base's mecab_kwargs name no mecab_dic: AutoTokenizer runs MeCab with transformers' "
+                           "default dictionary, %s, and so does the extension", dic)
         from .segmenters.mecab import DICTIONARIES
 
         if dic not in DICTIONARIES:
@@ -138,7 +150,10 @@ def _bert_japanese_meta(directory: Path, config: dict, flag: str, config_path: P
     else:
         flags["tokenizer_type"] = "wordpiece"
     spec = TokenizerSpec.from_flags(**flags, vocab_size=len(vocab), num_unused_tokens=_unused_count(vocab))
-    segmenter = get_segmenter(*spec.word_segmenter())  # a clear error now for a dictionary that is not installed
+    try:
+        segmenter = get_segmenter(*spec.word_segmenter())  # a dictionary that is not installed: one error now
+    except UserError as error:
+        raise UserError(f"{flag}: {config_path}: {error}") from None
     recorded = segmenter.record()
     return {"lmpretrain_version": __version__, "spec": asdict(spec), "word_tokenizer": segmenter.name,
             "mecab_dic_type": spec.legacy_mecab_dic_type, "tokenizer_type": spec.algorithm,
