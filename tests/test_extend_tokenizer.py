@@ -496,6 +496,24 @@ def test_an_extension_of_a_transformers_base_extends_again(hf_extensions, domain
         assert encoder.encode_batch(texts, add_special_tokens=True) == [after(t)["input_ids"] for t in texts]
 
 
+def test_a_mecab_base_without_a_dictionary_gets_the_one_transformers_uses(hf_base, tmp_path, caplog):
+    """cl-tohoku/bert-base-japanese's tokenizer_config.json names no mecab_dic: AutoTokenizer then runs
+    MecabTokenizer's default dictionary, and so must the extension (said in a warning)."""
+    import inspect
+
+    from transformers.models.bert_japanese.tokenization_bert_japanese import MecabTokenizer
+
+    from lmpretrain.tokenization.extend import read_base
+
+    base = _edited(hf_base("mecab-wordpiece"), tmp_path, mecab_kwargs=None)
+    with caplog.at_level(logging.WARNING, logger="lmpretrain"):
+        spec = read_base(base).spec
+    default = inspect.signature(MecabTokenizer.__init__).parameters["mecab_dic"].default
+    assert (spec.word_segmenter()[0], spec.mecab_dic_type) == ("mecab", default) != ("mecab", "ipadic")
+    assert f"mecab_kwargs name no mecab_dic: AutoTokenizer runs MeCab with transformers' default dictionary, " \
+        f"{default}" in caplog.text
+
+
 def _edited(base: Path, root: Path, **config) -> Path:
     """A copy of the saved dir ``base`` with its tokenizer_config.json keys set (None: removed)."""
     import shutil
@@ -512,13 +530,13 @@ def _edited(base: Path, root: Path, **config) -> Path:
 HF_BAD = {  # case -> (kind, tokenizer_config.json keys, fragments of the error)
     "lowercasing": ("mecab-wordpiece", {"do_lower_case": True}, ["do_lower_case true (this toolkit never lowercases)"]),
     "a system dictionary": ("mecab-wordpiece", {"mecab_kwargs": {"mecab_dic": None, "mecab_option": "-d /opt/dic"}},
-                            ["mecab_kwargs.mecab_dic None"]),
+                            ["mecab_kwargs.mecab_dic null"]),
     "no NFKC": ("mecab-wordpiece", {"mecab_kwargs": {"mecab_dic": "ipadic", "normalize_text": False}},
-                ["mecab_kwargs.normalize_text False"]),
-    "basic": ("mecab-wordpiece", {"word_tokenizer_type": "basic"}, ["word_tokenizer_type 'basic'"]),
-    "character": ("mecab-wordpiece", {"subword_tokenizer_type": "character"}, ["subword_tokenizer_type 'character'"]),
+                ["mecab_kwargs.normalize_text false (the toolkit needs true)"]),
+    "basic": ("mecab-wordpiece", {"word_tokenizer_type": "basic"}, ['word_tokenizer_type "basic"']),
+    "character": ("mecab-wordpiece", {"subword_tokenizer_type": "character"}, ['subword_tokenizer_type "character"']),
     "projection": ("sudachi-wordpiece", {"sudachi_kwargs": {"sudachi_projection": "normalized"}},
-                   ["sudachi_kwargs.sudachi_projection 'normalized'"]),
+                   ['sudachi_kwargs.sudachi_projection "normalized" (the toolkit needs null)']),
 }
 
 

@@ -41,11 +41,12 @@ logger = get_logger(__name__)
 
 _WORD_TOKENIZERS = {"mecab": "mecab", "sudachi": "sudachi", "jumanpp": "juman"}  # transformers' name -> ours
 _SPM_MODEL_TYPES = {1: "unigram", 2: "bpe", 4: "char"}  # sentencepiece's TrainerSpec.ModelType (3 is WORD)
-_KWARGS = {  # key -> (value the toolkit reproduces, or None: any that the segmenter accepts), per word tokenizer
-    "mecab_kwargs": {"mecab_dic": None, "mecab_option": None, "normalize_text": True},
-    "sudachi_kwargs": {"sudachi_split_mode": None, "sudachi_dict_type": None, "normalize_text": True,
-                       "trim_whitespace": False, "sudachi_config_path": "null", "sudachi_resource_dir": "null",
-                       "sudachi_projection": "null"},
+_ANY = object()  # any value the segmenter accepts (it checks them)
+_KWARGS = {  # per word tokenizer: its keys the toolkit reproduces -> the one value it reproduces, or _ANY
+    "mecab_kwargs": {"mecab_dic": _ANY, "mecab_option": _ANY, "normalize_text": True},
+    "sudachi_kwargs": {"sudachi_split_mode": _ANY, "sudachi_dict_type": _ANY, "normalize_text": True,
+                       "trim_whitespace": False, "sudachi_config_path": None, "sudachi_resource_dir": None,
+                       "sudachi_projection": None},
     "jumanpp_kwargs": {"normalize_text": True, "trim_whitespace": False},
 }
 
@@ -78,24 +79,23 @@ def _mecab_default_dic() -> str | None:
     return inspect.signature(MecabTokenizer.__init__).parameters["mecab_dic"].default
 
 
-def _segmenter_flags(word: str, kwargs_key: str, kwargs: dict, problems: list[str]) -> dict:
+def _segmenter_flags(word: str, kwargs_key: str, kwargs: dict, config_path: Path, problems: list[str]) -> dict:
     """train_tokenizer.py's segmenter flags for ``word_tokenizer_type`` ``word`` and its ``kwargs``."""
     allowed = _KWARGS[kwargs_key]
     for key, value in kwargs.items():
         if key not in allowed:
-            problems.append(f"{kwargs_key}.{key} {value!r} (not an option this toolkit reproduces)")
-        elif allowed[key] is not None and value != (None if allowed[key] == "null" else allowed[key]):
-            problems.append(f"{kwargs_key}.{key} {value!r} (the toolkit needs "
-                            f"{'null' if allowed[key] == 'null' else json.dumps(allowed[key])})")
+            problems.append(f"{kwargs_key}.{key} {_json(value)} (not an option this toolkit reproduces)")
+        elif allowed[key] is not _ANY and value != allowed[key]:
+            problems.append(f"{kwargs_key}.{key} {_json(value)} (the toolkit needs {_json(allowed[key])})")
     if word == "mecab":
         dic = kwargs.get("mecab_dic", _mecab_default_dic())
         if "mecab_dic" not in kwargs:
-            logger.warning("the base's mecab_kwargs name no mecab_dic: AutoTokenizer runs MeCab with transformers' "
-                           "default dictionary, %s, and so does the extension", dic)
+            logger.warning("%s: mecab_kwargs name no mecab_dic: AutoTokenizer runs MeCab with transformers' default "
+                           "dictionary, %s, and so does the extension", config_path, dic)
         from .segmenters.mecab import DICTIONARIES
 
         if dic not in DICTIONARIES:
-            problems.append(f"mecab_kwargs.mecab_dic {dic!r} (this toolkit's MeCab dictionaries are "
+            problems.append(f"mecab_kwargs.mecab_dic {_json(dic)} (this toolkit's MeCab dictionaries are "
                             f"{', '.join(DICTIONARIES)}; a dictionary given through mecab_option alone is not)")
         return {"word_tokenizer": "mecab", "mecab_dic_type": dic, "mecab_option": kwargs.get("mecab_option")}
     if word == "sudachi":
@@ -104,7 +104,7 @@ def _segmenter_flags(word: str, kwargs_key: str, kwargs: dict, problems: list[st
 
         for key, choices in (("sudachi_split_mode", SPLIT_MODES), ("sudachi_dict_type", SUDACHI_DICTIONARIES)):
             if kwargs.get(key) is not None and kwargs[key] not in choices:
-                problems.append(f"sudachi_kwargs.{key} {kwargs[key]!r} (not one of {', '.join(choices)})")
+                problems.append(f"sudachi_kwargs.{key} {_json(kwargs[key])} (not one of {', '.join(choices)})")
         return {"word_tokenizer": "sudachi", "sudachi_split_mode": kwargs.get("sudachi_split_mode") or "A",
                 "sudachi_dict_type": kwargs.get("sudachi_dict_type") or "core"}
     return {"word_tokenizer": _WORD_TOKENIZERS[word]}
@@ -116,26 +116,26 @@ def _bert_japanese_meta(directory: Path, config: dict, flag: str, config_path: P
         problems.append("do_lower_case true (this toolkit never lowercases)")
     for key in ("do_word_tokenize", "do_subword_tokenize"):
         if config.get(key, True) is not True:
-            problems.append(f"{key} {json.dumps(config[key])} (this toolkit always runs both steps)")
+            problems.append(f"{key} {_json(config[key])} (this toolkit always runs both steps)")
     word = config.get("word_tokenizer_type", "basic")
     flags: dict = {}
     if word not in _WORD_TOKENIZERS:
-        problems.append(f"word_tokenizer_type {word!r} (this toolkit's word segmenters are MeCab, Sudachi and "
+        problems.append(f"word_tokenizer_type {_json(word)} (this toolkit's word segmenters are MeCab, Sudachi and "
                         "Juman++: mecab, sudachi, jumanpp)")
     else:
         kwargs_key = f"{word}_kwargs"
         kwargs = config.get(kwargs_key) or {}
         if not isinstance(kwargs, dict):
-            problems.append(f"{kwargs_key} {kwargs!r} (not an object)")
+            problems.append(f"{kwargs_key} {_json(kwargs)} (not an object)")
             kwargs = {}
-        flags = _segmenter_flags(word, kwargs_key, kwargs, problems)
+        flags = _segmenter_flags(word, kwargs_key, kwargs, config_path, problems)
     subword = config.get("subword_tokenizer_type", "wordpiece")
     model_file = {"wordpiece": "vocab.txt", "sentencepiece": "spiece.model"}.get(subword)
     if model_file is None:
-        problems.append(f"subword_tokenizer_type {subword!r} (this toolkit's are wordpiece and sentencepiece)")
+        problems.append(f"subword_tokenizer_type {_json(subword)} (this toolkit's are wordpiece and sentencepiece)")
     for role, token in zip(ROLES, SPECIAL_TOKENS):
         if role in config and _content(config[role]) != token:
-            problems.append(f"{role} {_content(config[role])!r} (this toolkit's {role} is {token})")
+            problems.append(f"{role} {_json(_content(config[role]))} (this toolkit's {role} is {token})")
     if problems:
         raise UserError(f"{flag}: {config_path} asks for a tokenizer this toolkit cannot reproduce: "
                         f"{'; '.join(problems)}")
@@ -160,6 +160,11 @@ def _bert_japanese_meta(directory: Path, config: dict, flag: str, config_path: P
             "dictionary": recorded["dictionary"], "mecab_option": spec.mecab_option, "word_segmenter": recorded,
             "normalization": NORMALIZATION, "subword_library": spec.subword_library, "vocab_size": len(vocab),
             "training": None, "saved_by": "transformers", "tokenizer_class": "BertJapaneseTokenizer"}
+
+
+def _json(value) -> str:
+    """A value as tokenizer_config.json writes it (the errors quote the file)."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _content(token) -> str | None:
