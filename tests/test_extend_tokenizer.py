@@ -357,3 +357,212 @@ def test_continued_pretraining_on_the_extension_keeps_every_shared_row(tmp_path,
     mean_start = VocabPlan.by_id(base_size, base_size + ADDED).apply(before[name])[base_size:]
     assert not torch.isclose(after[name][base_size:], mean_start, rtol=0, atol=0).all(-1).any()  # composed, trained
     assert vocab_of(tmp_path / "domain-bert") == vocab_of(tmp_path / "ext")
+
+
+# -- bases saved by transformers alone (a published model's tokenizer dir, no lmpretrain_tokenizer.json) ----------
+
+HF_WORDS = ["ＣＯＶＩＤ", "ヘリコバクター"]
+HF_KINDS = ["mecab-wordpiece", "mecab-sentencepiece", "sudachi-wordpiece", "fast-wordpiece", "fast-unigram"]
+
+
+@pytest.fixture(scope="module")
+def hf_base(tmp_path_factory, tokenizer_factory):
+    """Return kind -> a tokenizer dir written by transformers' save_pretrained alone: BertJapaneseTokenizer built
+    by hand (MeCab ipadic or Sudachi split mode C; WordPiece over vocab.txt or sentencepiece over spiece.model), a
+    BertTokenizerFast trained by `tokenizers`, and a fast Unigram tokenizer.json re-saved by transformers."""
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import AutoTokenizer, BertJapaneseTokenizer, BertTokenizerFast
+
+    made = {}
+
+    def make(kind: str) -> Path:
+        if kind not in made:
+            directory = tmp_path_factory.mktemp(f"hf-{kind}") / "tok"
+            wordpiece, unigram = tokenizer_factory("ipadic", "wordpiece"), tokenizer_factory("ipadic", "unigram")
+            if kind == "mecab-wordpiece":
+                tokenizer = BertJapaneseTokenizer(vocab_file=str(wordpiece / "vocab.txt"), word_tokenizer_type="mecab",
+                                                  mecab_kwargs={"mecab_dic": "ipadic"})
+            elif kind == "mecab-sentencepiece":
+                tokenizer = BertJapaneseTokenizer(vocab_file=str(unigram / "vocab.txt"),
+                                                  spm_file=str(unigram / "spiece.model"), word_tokenizer_type="mecab",
+                                                  subword_tokenizer_type="sentencepiece",
+                                                  mecab_kwargs={"mecab_dic": "ipadic"})
+            elif kind == "sudachi-wordpiece":
+                tokenizer = BertJapaneseTokenizer(vocab_file=str(wordpiece / "vocab.txt"),
+                                                  word_tokenizer_type="sudachi",
+                                                  sudachi_kwargs={"sudachi_split_mode": "C"})
+            elif kind == "fast-wordpiece":
+                trainer = BertWordPieceTokenizer(lowercase=False)
+                trainer.train([str(SAMPLE_CORPUS)], vocab_size=1500, min_frequency=1,
+                              special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], show_progress=False)
+                tokenizer = BertTokenizerFast(tokenizer_object=trainer._tokenizer, unk_token="[UNK]",
+                                              pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+                                              mask_token="[MASK]")
+            else:
+                tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_factory("none", "unigram")))
+            tokenizer.save_pretrained(str(directory))
+            assert not (directory / "lmpretrain_tokenizer.json").exists()
+            made[kind] = directory
+        return made[kind]
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def hf_extensions(tmp_path_factory, hf_base, domain):
+    """Return kind -> (base, its extension by a domain corpus and HF_WORDS)."""
+    made = {}
+
+    def make(kind: str) -> tuple[Path, Path]:
+        if kind not in made:
+            base = hf_base(kind)
+            out = tmp_path_factory.mktemp(f"hf-ext-{kind}") / "tok"
+            words = out.parent / "words.txt"
+            words.write_text("\n".join(HF_WORDS) + "\n", encoding="utf-8")
+            extend_tokenizer(base, out, input_file=[str(domain)], vocab_size=len(vocab_of(base)) + 60,
+                             add_words=str(words), min_frequency=1)
+            made[kind] = base, out
+        return made[kind]
+
+    return make
+
+
+@pytest.mark.parametrize("kind", HF_KINDS)
+def test_a_base_saved_by_transformers_keeps_its_ids(hf_extensions, sample_corpus, domain, kind):
+    """The extension of a transformers-saved dir loads in AutoTokenizer as the base's class, every base token at its
+    id (the special tokens included); on real text its ids are the base's wherever no new token is used; the listed
+    words come out whole; the toolkit's encoder gives AutoTokenizer's ids; the metadata records the base."""
+    from transformers import AutoTokenizer
+
+    base_dir, out = hf_extensions(kind)
+    base, ext = AutoTokenizer.from_pretrained(str(base_dir)), AutoTokenizer.from_pretrained(str(out))
+    assert type(ext) is type(base)
+    base_vocab, ext_vocab = base.get_vocab(), ext.get_vocab()
+    assert all(ext_vocab[t] == i for t, i in base_vocab.items())
+    assert len(ext_vocab) == read_meta(out)["vocab_size"] > len(base_vocab) + len(HF_WORDS)  # learnt ones too
+    assert [ext.convert_tokens_to_ids(t) for t in base.all_special_tokens] == \
+        [base.convert_tokens_to_ids(t) for t in base.all_special_tokens]
+    sample = [line for line in sample_corpus.read_text(encoding="utf-8").splitlines() if line.strip()][:150]
+    clinical = domain.read_text(encoding="utf-8").splitlines()[:60]
+    changed = 0
+    for text in sample + clinical:
+        before, after = base(text)["input_ids"], ext(text)["input_ids"]
+        if before != after:
+            assert max(after) >= len(base_vocab), text  # only a new token moves the ids
+            changed += 1
+    if kind != "mecab-sentencepiece":  # there the domain's model adds '▁。', which most sample lines end with
+        assert sum(base(t)["input_ids"] == ext(t)["input_ids"] for t in sample) > 0.8 * len(sample)
+    assert changed > len(clinical) / 2  # the domain text uses the new tokens
+    for word in HF_WORDS:
+        pieces = ext.tokenize(word)
+        assert len(pieces) == 1 and ext_vocab[pieces[0]] >= len(base_vocab), (word, pieces)
+    with FastEncoder.from_pretrained(out) as encoder:
+        assert encoder.encode_batch(sample + clinical, add_special_tokens=True) == \
+            [ext(t)["input_ids"] for t in sample + clinical]
+    meta = read_meta(out)
+    assert meta["saved_by"] == "transformers" and meta["tokenizer_class"] == type(base).__name__
+    assert meta["extension"]["base_tokenizer_dir"] == str(base_dir.resolve())
+    assert meta["extension"]["base_fingerprint"] == tokenizer_fingerprint(base_dir)
+    assert (meta["extension"]["base_vocab_size"], meta["extension"]["from_words"]) == (len(base_vocab), 2)
+
+
+def test_a_bert_japanese_base_records_its_segmenter(hf_extensions):
+    _, out = hf_extensions("sudachi-wordpiece")
+    meta = read_meta(out)
+    assert meta["word_segmenter"]["name"] == "sudachi"
+    assert meta["word_segmenter"]["options"] == {"sudachi_split_mode": "C", "sudachi_dict_type": "core"}
+    _, out = hf_extensions("mecab-sentencepiece")
+    assert (read_meta(out)["spec"]["spm_model_type"], read_meta(out)["mecab_dic_type"]) == ("unigram", "ipadic")
+
+
+def test_an_extension_of_a_transformers_base_extends_again(hf_extensions, domain, tmp_path):
+    """The extension keeps the base's pipeline (BERT's lowercasing, which transformers 5 reads from its
+    tokenizer_config.json, not from tokenizer.json): extended again, every id stays and a listed word is added as
+    that pipeline sees it."""
+    from transformers import AutoTokenizer
+
+    _, first = hf_extensions("fast-wordpiece")
+    words = tmp_path / "words.txt"
+    words.write_text("ロキソプロフェン\nＨｂＡ１ｃ\n", encoding="utf-8")
+    extend_tokenizer(first, tmp_path / "tok", input_file=[str(domain)], vocab_size=len(vocab_of(first)) + 12,
+                     add_words=str(words), min_frequency=1)
+    before, after = AutoTokenizer.from_pretrained(str(first)), AutoTokenizer.from_pretrained(str(tmp_path / "tok"))
+    assert vocab_of(tmp_path / "tok")[:len(vocab_of(first))] == vocab_of(first)
+    assert after.tokenize("ＨｂＡ１ｃ") == ["ｈｂａ１ｃ"] != before.tokenize("ＨｂＡ１ｃ")  # lowercased, not NFKC
+    assert after.tokenize("ロキソプロフェン") == ["ロキソフロフェン"]  # accents stripped too (BERT)
+    assert read_meta(tmp_path / "tok")["extension"]["base_extension"] == read_meta(first)["extension"]
+    with FastEncoder.from_pretrained(tmp_path / "tok") as encoder:
+        texts = domain.read_text(encoding="utf-8").splitlines()[:40]
+        assert encoder.encode_batch(texts, add_special_tokens=True) == [after(t)["input_ids"] for t in texts]
+
+
+def test_a_mecab_base_without_a_dictionary_gets_the_one_transformers_uses(hf_base, tmp_path, caplog):
+    """cl-tohoku/bert-base-japanese's tokenizer_config.json names no mecab_dic: AutoTokenizer then runs
+    MecabTokenizer's default dictionary, and so must the extension (said in a warning)."""
+    import inspect
+
+    from transformers.models.bert_japanese.tokenization_bert_japanese import MecabTokenizer
+
+    from lmpretrain.tokenization.extend import read_base
+
+    base = _edited(hf_base("mecab-wordpiece"), tmp_path, mecab_kwargs=None)
+    with caplog.at_level(logging.WARNING, logger="lmpretrain"):
+        spec = read_base(base).spec
+    default = inspect.signature(MecabTokenizer.__init__).parameters["mecab_dic"].default
+    assert (spec.word_segmenter()[0], spec.mecab_dic_type) == ("mecab", default) != ("mecab", "ipadic")
+    assert f"mecab_kwargs name no mecab_dic: AutoTokenizer runs MeCab with transformers' default dictionary, " \
+        f"{default}" in caplog.text
+
+
+def _edited(base: Path, root: Path, **config) -> Path:
+    """A copy of the saved dir ``base`` with its tokenizer_config.json keys set (None: removed)."""
+    import shutil
+
+    directory = root / "edited"
+    shutil.copytree(base, directory)
+    path = directory / "tokenizer_config.json"
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data.update(config)
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return directory
+
+
+HF_BAD = {  # case -> (kind, tokenizer_config.json keys, fragments of the error)
+    "lowercasing": ("mecab-wordpiece", {"do_lower_case": True}, ["do_lower_case true (this toolkit never lowercases)"]),
+    "a system dictionary": ("mecab-wordpiece", {"mecab_kwargs": {"mecab_dic": None, "mecab_option": "-d /opt/dic"}},
+                            ["mecab_kwargs.mecab_dic null"]),
+    "no NFKC": ("mecab-wordpiece", {"mecab_kwargs": {"mecab_dic": "ipadic", "normalize_text": False}},
+                ["mecab_kwargs.normalize_text false (the toolkit needs true)"]),
+    "basic": ("mecab-wordpiece", {"word_tokenizer_type": "basic"}, ['word_tokenizer_type "basic"']),
+    "character": ("mecab-wordpiece", {"subword_tokenizer_type": "character"}, ['subword_tokenizer_type "character"']),
+    "projection": ("sudachi-wordpiece", {"sudachi_kwargs": {"sudachi_projection": "normalized"}},
+                   ['sudachi_kwargs.sudachi_projection "normalized" (the toolkit needs null)']),
+}
+
+
+@pytest.mark.parametrize("case", HF_BAD)
+def test_a_transformers_config_the_toolkit_cannot_reproduce_is_one_error(hf_base, tmp_path, domain, case):
+    kind, config, fragments = HF_BAD[case]
+    base = _edited(hf_base(kind), tmp_path, **config)
+    with pytest.raises(UserError) as error:
+        extend_tokenizer(base, tmp_path / "out" / "tok", input_file=[str(domain)], vocab_size=3000)
+    message = str(error.value)
+    assert message.startswith(f"--base_tokenizer_dir {base}: {base / 'tokenizer_config.json'} asks for a tokenizer "
+                              "this toolkit cannot reproduce: "), message
+    assert all(f in message for f in fragments), message
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_transformers_bpe_base_is_one_clean_error_of_the_script(tmp_path, domain, sample_corpus):
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2TokenizerFast
+
+    trainer = ByteLevelBPETokenizer()
+    trainer.train([str(sample_corpus)], vocab_size=600, min_frequency=1, special_tokens=["<|endoftext|>"],
+                  show_progress=False)
+    base = tmp_path / "gpt2"
+    GPT2TokenizerFast(tokenizer_object=trainer._tokenizer, eos_token="<|endoftext|>").save_pretrained(str(base))
+    assert_one_clean_error(train("--base_tokenizer_dir", str(base), "--input_file", str(domain), "--model_dir",
+                                 str(tmp_path / "out"), "--vocab_size", "700"),
+                           f"{base / 'tokenizer.json'} is a BPE model", "not supported")
+    assert not (tmp_path / "out").exists()

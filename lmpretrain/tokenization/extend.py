@@ -17,10 +17,18 @@ start from their pieces or the mean (:mod:`lmpretrain.models.vocab_adapt`, ``--r
 - **Bases.** Dirs of this toolkit (or a run's model dir, which carries its tokenizer): with a word segmenter every
   kind (vocab.txt, spiece.model of `tokenizers` or of the SentencePiece library); without one WordPiece and
   Unigram tokenizer.json (not BPE's merges, nor the tokenizer.json converted from a SentencePiece-library model).
-- **Word list.** One word per line, NFKC-normalized as all text here; blank lines, duplicates and words the base
-  has are skipped. WordPiece: the word as a word-initial token (a ``##piece`` line as a continuation piece);
-  sentencepiece: a user-defined ``▁word`` piece (sentencepiece always takes it whole). Either applies where a word of
-  the segmenter begins with it: a listed word the segmenter splits is added with a warning.
+  And dirs saved by transformers alone (no ``lmpretrain_tokenizer.json``; :mod:`.transformers_base`): a
+  ``BertJapaneseTokenizer`` with MeCab (ipadic, unidic_lite, unidic), Sudachi or Juman++ and WordPiece (vocab.txt) or
+  sentencepiece (spiece.model), its tokenizer_config.json mapped to this toolkit's settings (one that asks for what
+  the toolkit cannot reproduce, such as ``do_lower_case``, is one error naming the file and key); and a fast
+  WordPiece or Unigram tokenizer.json, whose new tokens are learnt behind the normalizer and pre-tokenizer
+  AutoTokenizer runs for it. The extension is written as this toolkit's dir and checked to load in AutoTokenizer
+  with every base token at its id.
+- **Word list.** One word per line, NFKC-normalized as all text here (for a fast tokenizer saved by transformers:
+  by its own normalizer); blank lines, duplicates and words the base has are skipped. WordPiece: the word as a
+  word-initial token (a ``##piece`` line as a continuation piece); sentencepiece: a user-defined ``▁word`` piece
+  (sentencepiece always takes it whole). Either applies where a word of the segmenter begins with it: a listed word
+  the segmenter splits is added with a warning.
 
 Where the new tokens apply, the ids of a text change (greedy longest match takes a new, longer piece; Viterbi a new
 piece that scores better); a text whose ids changed always uses a new token, since a path of base tokens only is
@@ -46,6 +54,12 @@ from ..fsutil import replace_dir, sha256_file
 from ..log import get_logger, progress
 from .segmenters import get_segmenter
 from .tokenizer_dir import META_FILE, SPIECE_UNDERLINE, TokenizerSpec, read_vocabulary, tokenizer_fingerprint
+from .transformers_base import (
+    check_auto_vocabulary,
+    learn_in_base_pipeline,
+    load_auto_tokenizer,
+    transformers_base_meta,
+)
 
 logger = get_logger(__name__)
 
@@ -67,6 +81,12 @@ class BaseTokenizer:
     def segmented(self) -> bool:
         return self.model_file != "tokenizer.json"
 
+    @property
+    def saved_by_transformers(self) -> bool:
+        """A dir of transformers alone (its metadata derived by :mod:`.transformers_base`), or an extension of one:
+        AutoTokenizer's reading of its tokenizer_config.json, not ours, decides its pipeline."""
+        return self.meta.get("saved_by") == "transformers"
+
 
 def _model_file(meta: dict) -> str:
     from .segmenters import segmenter_from_meta
@@ -83,11 +103,10 @@ def read_base(directory: str | Path) -> BaseTokenizer:
     if not directory.is_dir():
         raise UserError(f"{flag} does not exist or is not a directory")
     meta_path = directory / META_FILE
-    if not meta_path.is_file():
-        raise UserError(f"{flag} is not a tokenizer dir of this toolkit: {meta_path} is missing (a dir written by "
-                        "train_tokenizer.py, or a model dir of run_pretraining.py, which carries its tokenizer)")
+    # a dir saved by transformers alone (a published model's): the metadata this toolkit would have written for it
+    foreign = None if meta_path.is_file() else transformers_base_meta(directory, flag)
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = foreign or json.loads(meta_path.read_text(encoding="utf-8"))
         recorded = meta["spec"]
         model_file = _model_file(meta)
     except (ValueError, KeyError, TypeError) as error:
@@ -109,6 +128,8 @@ def read_base(directory: str | Path) -> BaseTokenizer:
     tokens = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
     if sorted(vocab.values()) != list(range(len(tokens))):
         raise UserError(f"{flag}: the ids in {directory / model_file} are not 0..{len(tokens) - 1}")
+    if foreign is not None:  # the ids the extension keeps are the ones transformers gives
+        check_auto_vocabulary(directory, tokens, flag, f"the base {directory}")
     return BaseTokenizer(directory, meta, spec, model_file, tokens)
 
 
@@ -150,13 +171,13 @@ def read_words(path: str | Path, base: BaseTokenizer) -> list[str]:
         lines = path.read_text(encoding="utf-8").split("\n")
     except UnicodeDecodeError as error:
         raise UserError(f"--add_words {path} is not UTF-8 text ({error})") from None
-    known, words = set(base.tokens), []
+    known, words, normalize = set(base.tokens), [], _word_normalizer(base)
     for number, line in enumerate(lines, 1):
-        word = unicodedata.normalize("NFKC", line.strip())
+        if any(c.isspace() for c in unicodedata.normalize("NFKC", line.strip())):
+            raise UserError(f"--add_words {path}, line {number}: {line.strip()!r} holds a space; one word per line")
+        word = normalize(line.strip())
         if not word:
             continue
-        if any(c.isspace() for c in word):
-            raise UserError(f"--add_words {path}, line {number}: {line.strip()!r} holds a space; one word per line")
         if word.startswith("##") and base.spec.algorithm != "wordpiece":
             raise UserError(f"--add_words {path}, line {number}: {word!r} is a WordPiece continuation piece, but the "
                             f"base is {base.spec.algorithm}: give whole words")
@@ -165,6 +186,28 @@ def read_words(path: str | Path, base: BaseTokenizer) -> list[str]:
             known.add(token)
             words.append(token)
     return words
+
+
+def _word_normalizer(base: BaseTokenizer):
+    """A listed word as the base's subword model sees text: NFKC (the segmenters and the toolkit's tokenizer.json),
+    or the normalizer of a tokenizer.json saved by transformers (BERT's keeps full-width letters and spaces out CJK
+    ideographs: the spaces are dropped, and the word is then said to be more than one word)."""
+    if base.segmented or not base.saved_by_transformers:
+        return lambda word: unicodedata.normalize("NFKC", word)
+    normalizer = _pipeline(base).normalizer
+    return lambda word: "".join((normalizer.normalize_str(word) if normalizer is not None else word).split())
+
+
+def _pipeline(base: BaseTokenizer):
+    """The `tokenizers` pipeline of a base without a word segmenter, as AutoTokenizer runs it: for a dir saved by
+    transformers its backend (transformers 5 applies tokenizer_config.json to it: BERT's ``do_lower_case``), which
+    the extension's tokenizer.json then holds, so that the toolkit's encoder runs it too."""
+    from tokenizers import Tokenizer
+
+    if not base.saved_by_transformers:
+        return Tokenizer.from_file(str(base.directory / "tokenizer.json"))
+    backend = load_auto_tokenizer(base.directory, f"--base_tokenizer_dir {base.directory}").backend_tokenizer
+    return Tokenizer.from_str(backend.to_str())
 
 
 def _word_token(base: BaseTokenizer, word: str) -> str:
@@ -179,10 +222,11 @@ def _warn_split_words(base: BaseTokenizer, words: list[str]) -> None:
     if segmenter is not None:
         split = [w for w, line in zip(texts, segmenter.wakati_batch(texts)) if len(line.split()) > 1]
     else:
-        from tokenizers import Tokenizer
 
-        pre = Tokenizer.from_file(str(base.directory / "tokenizer.json")).pre_tokenizer
-        split = [w for w in texts if pre is not None and len(pre.pre_tokenize_str(w)) > 1]
+        tokenizer = _pipeline(base)
+        pre, normalizer = tokenizer.pre_tokenizer, tokenizer.normalizer
+        split = [w for w in texts if pre is not None
+                 and len(pre.pre_tokenize_str(normalizer.normalize_str(w) if normalizer is not None else w)) > 1]
     if split:
         logger.warning("%d of the --add_words words are more than one word for the word segmenter (%s%s): like "
                        "every word-initial token they apply only where one of its words begins with them",
@@ -197,6 +241,12 @@ def _learn(files: list[Path], base: BaseTokenizer, spec: TokenizerSpec, work: Pa
     from .encoder import FastEncoder
     from .training import train_tokenizer
 
+    if base.saved_by_transformers and not base.segmented:  # learnt behind its own normalizer and pre-tokenizer
+        ranked, scores, stats = learn_in_base_pipeline(files, _pipeline(base), base.spec.algorithm,
+                                                       vocab_size=spec.vocab_size, min_frequency=spec.min_frequency,
+                                                       limit_alphabet=spec.limit_alphabet)
+        known = set(base.tokens)
+        return [t for t in ranked if t not in known], scores, stats
     summary = train_tokenizer([str(f) for f in files], work / "domain", spec, num_workers=num_workers,
                               intermediate_dir=intermediate_dir)
     counts: Counter = Counter()
@@ -297,7 +347,7 @@ def _write_extended(base: BaseTokenizer, out: Path, words: list[str], learnt: li
         (out / "spiece.model").write_bytes(proto.SerializeToString())
         _write_vocab_txt(out / "vocab.txt", base.tokens + new)
     else:
-        tokenizer = json.loads((base.directory / "tokenizer.json").read_text(encoding="utf-8"))
+        tokenizer = json.loads(_pipeline(base).to_str())
         model = tokenizer["model"]
         if base.spec.algorithm == "wordpiece":
             model["vocab"].update({t: len(base.tokens) + k for k, t in enumerate(new)})
@@ -360,6 +410,9 @@ def extend_tokenizer(base_dir: str | Path, model_dir: str | Path, *, input_file:
             listed = set(words)
             learnt = [t for t in learnt if t not in listed][:vocab_size - base_size - len(words)]
         _write_extended(base, tmp, words, learnt, scores)
+        if base.saved_by_transformers:  # its tokenizer_config.json is not ours: the extension must load as the base
+            check_auto_vocabulary(tmp, base.tokens + words + learnt, f"--model_dir {model_dir}",
+                                  f"the extension of {base.directory}")
         size = base_size + len(words) + len(learnt)
         extension = {"base_tokenizer_dir": str(base.directory.resolve()),
                      "base_fingerprint": tokenizer_fingerprint(base.directory), "base_vocab_size": base_size,
