@@ -70,8 +70,9 @@ def main(argv=None) -> None:
     p.add_argument("--min_frequency", type=int, default=2, help="wordpiece and bpe only (not --spm_model_type)")
     p.add_argument("--limit_alphabet", type=int, default=6129, help="wordpiece and bpe only (not --spm_model_type)")
     p.add_argument("--num_unused_tokens", type=int, default=None, help="[unused0].. tokens kept (default 10)")
-    p.add_argument("--base_tokenizer_dir", default=None, help="extend this tokenizer dir, its ids and settings kept: "
-                   "tokens learnt from --input_file are appended")
+    p.add_argument("--base_tokenizer_dir", default=None, help="extend this tokenizer dir (train_tokenizer.py's, a "
+                   "run's model dir, or one saved by transformers: BertJapaneseTokenizer, a WordPiece/Unigram "
+                   "tokenizer.json), its ids and settings kept: tokens learnt from --input_file are appended")
     p.add_argument("--add_words", default=None,
                    help="with --base_tokenizer_dir: a file of words (one a line) appended before the learnt tokens")
     args = p.parse_args(argv)

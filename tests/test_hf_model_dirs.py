@@ -155,11 +155,13 @@ def test_a_gpt2_dir_continues_as_a_causal_lm(gpt2_dir, sample_corpus, tmp_path):
     assert exported(lines[0])["input_ids"] == encoder.encode_batch(lines[:1])[0]
 
 
-def test_a_bert_japanese_tokenizer_saved_by_transformers_is_encoded_through_transformers(tiny_tokenizer_dir,
-                                                                                         sample_corpus, tmp_path,
-                                                                                         caplog):
-    """BertJapaneseTokenizer (MeCab + WordPiece) has no tokenizers backend: its ids come from transformers itself,
-    with a note on speed, and whole words are MeCab's words ('##' continues one)."""
+def test_a_bert_japanese_tokenizer_saved_by_transformers_is_encoded_fast_with_its_ids(tiny_tokenizer_dir,
+                                                                                      sample_corpus, tmp_path,
+                                                                                      caplog):
+    """A BertJapaneseTokenizer dir saved by transformers alone (a hub model's, no metadata of ours) whose settings
+    the toolkit reproduces is encoded by its fast encoder: transformers' ids, MeCab's words ('##' continues one).
+    One it cannot reproduce (here do_lower_case) is encoded through transformers itself, with a warning saying why;
+    its ids are transformers' too."""
     from transformers import AutoTokenizer
 
     from lmpretrain.tokenization import FastEncoder
@@ -170,12 +172,26 @@ def test_a_bert_japanese_tokenizer_saved_by_transformers_is_encoded_through_tran
     tokenizer = AutoTokenizer.from_pretrained(saved)
     assert type(tokenizer).__name__ == "BertJapaneseTokenizer"
     lines = [line for line in sample_corpus.read_text(encoding="utf-8").splitlines() if line.strip()][:50]
-    with caplog.at_level("WARNING", logger="lmpretrain"):
+    lines += ["Hello, WORLD! ｶﾀｶﾅ ①②", "[MASK] は 猫 [SEP] である"]
+    with caplog.at_level("INFO", logger="lmpretrain"):
         encoder = FastEncoder.from_pretrained(saved)
-    assert "BertJapaneseTokenizer is a Python tokenizer" in caplog.text and "slower" in caplog.text
+    assert "encoded by the toolkit's fast encoder" in caplog.text and "Python tokenizer" not in caplog.text
+    assert encoder._python is None and encoder._segmenter is not None
     assert encoder.encode_batch(lines, add_special_tokens=True) == tokenizer(lines)["input_ids"]
     ours = FastEncoder.from_pretrained(tiny_tokenizer_dir)  # the toolkit's own encoder on the original dir
     assert encoder.encode_batch_with_word_starts(lines) == ours.encode_batch_with_word_starts(lines)
+
+    lowered = tmp_path / "bert-japanese-lower"
+    AutoTokenizer.from_pretrained(tiny_tokenizer_dir).save_pretrained(lowered)
+    config = json.loads((lowered / "tokenizer_config.json").read_text(encoding="utf-8"))
+    (lowered / "tokenizer_config.json").write_text(json.dumps({**config, "do_lower_case": True}), encoding="utf-8")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lmpretrain"):
+        slow = FastEncoder.from_pretrained(lowered)
+    assert "do_lower_case true" in caplog.text and "BertJapaneseTokenizer is a Python tokenizer" in caplog.text
+    assert slow._python is not None
+    assert slow.encode_batch(lines, add_special_tokens=True) == AutoTokenizer.from_pretrained(lowered)(lines)[
+        "input_ids"]
 
 
 def test_a_tokenizer_without_word_boundaries_says_so(masked_lm_dir, tmp_path):

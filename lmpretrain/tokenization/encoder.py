@@ -11,6 +11,7 @@ library itself: the same code).
 from __future__ import annotations
 
 import gc
+import json
 import os
 import re
 from pathlib import Path
@@ -85,6 +86,31 @@ def _transformers_backend(directory: Path):
     logger.info("%s: a tokenizer saved by transformers (%s, %s), encoded through the tokenizers pipeline "
                 "AutoTokenizer builds for it", directory, meta["tokenizer_class"], meta["tokenizer_type"])
     return backend, meta
+
+
+def _bert_japanese_meta(directory: Path) -> dict | None:
+    """A BertJapaneseTokenizer dir saved by transformers (a hub model's, e.g. cl-tohoku's) whose settings this
+    toolkit reproduces (MeCab or Sudachi, WordPiece or sentencepiece, no lowercasing; see
+    :mod:`.transformers_base`): its metadata, so that it is encoded fast, as the toolkit's own dirs are (the same
+    ids: they are BertJapaneseTokenizer dirs too). None for any other dir; one it cannot reproduce is encoded
+    through transformers itself, with a warning saying why."""
+    from .transformers_base import is_bert_japanese, transformers_base_meta
+
+    config_path = directory / "tokenizer_config.json"
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    except ValueError:
+        return None  # AutoTokenizer's own error names the file
+    if not isinstance(config, dict) or not is_bert_japanese(config):
+        return None
+    try:
+        meta = transformers_base_meta(directory, str(directory))
+    except UserError as error:
+        logger.warning("%s: not encoded by the toolkit's fast encoder: %s", directory, error)
+        return None
+    logger.info("%s: a BertJapaneseTokenizer saved by transformers (%s + %s), encoded by the toolkit's fast encoder",
+                directory, meta["word_tokenizer"], meta["tokenizer_type"])
+    return meta
 
 
 def _word_starts(word_ids: list[int | None]) -> list[bool]:
@@ -175,6 +201,8 @@ class FastEncoder:
             raise UserError(f"tokenizer dir {directory} does not exist")
         try:
             meta, backend = read_meta(directory), None
+            if meta is None:
+                meta = _bert_japanese_meta(directory)
             if meta is None:  # saved by transformers: encoded by the tokenizers pipeline transformers itself runs
                 backend, meta = _transformers_backend(directory)
                 vocab = backend.get_vocab(with_added_tokens=True) if hasattr(backend, "encode_batch") else \
