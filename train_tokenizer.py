@@ -65,6 +65,10 @@ def main(argv=None) -> None:
     p.add_argument("--spm_byte_fallback", action="store_const", const=True, default=None,
                    help="spell characters outside the vocabulary as UTF-8 bytes, not [UNK]; without a word "
                         "segmenter the text is also kept as written, so decode(encode(text)) == text (causal LMs)")
+    p.add_argument("--spm_character_coverage", type=float, default=None,
+                   help="the share of the corpus's characters kept as pieces, above 0 to 1 (default 0.9995, the "
+                        "library's, for Japanese and Chinese; 1.0 for a small alphabet); rarer ones become [UNK], or "
+                        "bytes with --spm_byte_fallback (needs --spm_model_type)")
     p.add_argument("--vocab_size", type=int, default=None, help="the most tokens in the vocabulary (default 32768; "
                    "with --base_tokenizer_dir the extended total, base included)")
     p.add_argument("--min_frequency", type=int, default=2, help="wordpiece and bpe only (not --spm_model_type)")
@@ -90,7 +94,8 @@ def main(argv=None) -> None:
         mecab_option=args.mecab_option, sudachi_split_mode=args.sudachi_split_mode,
         sudachi_dict_type=args.sudachi_dict_type, tokenizer_type=args.tokenizer_type or "wordpiece",
         spm_model_type=args.spm_model_type, spm_split_by_whitespace=args.spm_split_by_whitespace,
-        spm_byte_fallback=args.spm_byte_fallback, vocab_size=32768 if args.vocab_size is None else args.vocab_size,
+        spm_byte_fallback=args.spm_byte_fallback, spm_character_coverage=args.spm_character_coverage,
+        vocab_size=32768 if args.vocab_size is None else args.vocab_size,
         min_frequency=args.min_frequency, limit_alphabet=args.limit_alphabet,
         num_unused_tokens=10 if args.num_unused_tokens is None else args.num_unused_tokens)
     if args.base_tokenizer_dir is not None:

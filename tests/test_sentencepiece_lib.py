@@ -143,6 +143,36 @@ def test_split_by_whitespace_false_lets_pieces_span_spaces(tmp_path):
     assert made[True][1] == [] and any(p.startswith("\u2581of\u2581the") for p in made[False][1]), made[False][1]
 
 
+def test_character_coverage_decides_which_rare_characters_are_pieces(tmp_path):
+    """--spm_character_coverage: at the default 0.9995 a character seen a few times in a corpus of many is left out
+    (it encodes as [UNK]); at 1.0 it is a piece. The default is not recorded (earlier dirs keep their spec); another
+    value is, and a value outside (0, 1] is one error naming the flag."""
+    corpus = tmp_path / "en.txt"
+    lines = [f"the cat and the dog number {i} are in the house" for i in range(2000)] + ["Ωmega"] * 2
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    pieces = {}
+    for coverage in (None, 1.0):
+        out = tmp_path / f"coverage-{coverage}"
+        spec = TokenizerSpec.from_flags(mecab_dic_type="none", tokenizer_type="sentencepiece", spm_model_type="unigram",
+                                        vocab_size=200, num_unused_tokens=0, spm_character_coverage=coverage)
+        train_tokenizer([str(corpus)], out, spec, num_workers=1)
+        pieces[coverage] = {library(out).id_to_piece(i) for i in range(library(out).get_piece_size())}
+        recorded = read_meta(out)["spec"]
+        assert recorded["spm_character_coverage"] == coverage
+        tokenizer = AutoTokenizer.from_pretrained(str(out))
+        assert (tokenizer.unk_token_id in tokenizer("Ωmega", add_special_tokens=False)["input_ids"]) == \
+            (coverage is None)
+    assert not any("Ω" in p for p in pieces[None]) and any("Ω" in p for p in pieces[1.0])
+    assert TokenizerSpec.from_flags(mecab_dic_type="none", tokenizer_type="sentencepiece", spm_model_type="bpe",
+                                    spm_character_coverage=0.9995).spm_character_coverage is None
+    for bad in (0.0, 1.5):
+        with pytest.raises(UserError, match=rf"--spm_character_coverage {bad} is not a share of the characters"):
+            TokenizerSpec.from_flags(mecab_dic_type="none", tokenizer_type="sentencepiece", spm_model_type="bpe",
+                                     spm_character_coverage=bad)
+    with pytest.raises(UserError, match="--spm_character_coverage is for the SentencePiece library"):
+        TokenizerSpec.from_flags(tokenizer_type="wordpiece", spm_character_coverage=1.0)
+
+
 def test_jsonl_documents_train_the_same_tokenizer_as_text(tmp_path, sample_corpus):
     """The Megatron-style recipe's corpus is jsonl (one document per line, its sentences in "text")."""
     import json

@@ -64,6 +64,10 @@ class TokenizerSpec:
     (``tokenizer_type`` "sentencepiece"). The two ``spm_`` options below are None unless this is set."""
     spm_split_by_whitespace: bool | None = None
     spm_byte_fallback: bool | None = None
+    spm_character_coverage: float | None = None
+    """The share of the corpus's characters the SentencePiece library keeps as pieces (the rarer ones become
+    [UNK], or bytes with byte fallback); None: its usual 0.9995 for Japanese and Chinese (1.0 suits a small
+    alphabet). Recorded only when another value is given, so that earlier dirs keep their spec."""
 
     def __post_init__(self):  # one form per tokenizer: MeCab and none are word_tokenizer None, as in older dirs
         if self.word_tokenizer == "none":
@@ -78,7 +82,8 @@ class TokenizerSpec:
                    mecab_dic: str | None = None, mecab_option: str | None = None,
                    sudachi_split_mode: str | None = None, sudachi_dict_type: str | None = None,
                    spm_model_type: str | None = None, spm_split_by_whitespace: bool | None = None,
-                   spm_byte_fallback: bool | None = None, **subword) -> TokenizerSpec:
+                   spm_byte_fallback: bool | None = None, spm_character_coverage: float | None = None,
+                   **subword) -> TokenizerSpec:
         """The spec train_tokenizer.py's flags ask for (an empty flag is an absent one), in one form per tokenizer:
         MeCab and "none" keep ``word_tokenizer`` None, so a dir written before ``--word_tokenizer`` existed has the
         same spec. A combination that contradicts itself is one ``UserError`` naming the flags."""
@@ -107,7 +112,7 @@ class TokenizerSpec:
                 problems.append(f"{' and '.join(given)} need{'s' if len(given) == 1 else ''} --word_tokenizer sudachi")
         segmented = word_tokenizer != "none" and (word_tokenizer not in (None, "mecab") or dic != "none")
         spm, spm_problems = _spm_options(subword.get("tokenizer_type", "wordpiece"), segmented, spm_model_type or None,
-                                         spm_split_by_whitespace, spm_byte_fallback)
+                                         spm_split_by_whitespace, spm_byte_fallback, spm_character_coverage)
         problems += spm_problems
         if problems:
             raise UserError("; ".join(problems))
@@ -175,18 +180,19 @@ class TokenizerSpec:
 
 
 SPM_MODEL_TYPES = ("unigram", "bpe", "char")
-SPM_FLAGS = ("--spm_model_type", "--spm_split_by_whitespace", "--spm_byte_fallback")
+SPM_FLAGS = ("--spm_model_type", "--spm_split_by_whitespace", "--spm_byte_fallback", "--spm_character_coverage")
+SPM_CHARACTER_COVERAGE = 0.9995  # the library's own default, as its docs recommend for Japanese and Chinese
 
 
 def _spm_options(tokenizer_type: str, segmented: bool, model_type: str | None, split_by_whitespace: bool | None,
-                 byte_fallback: bool | None) -> tuple[dict, list[str]]:
+                 byte_fallback: bool | None, character_coverage: float | None = None) -> tuple[dict, list[str]]:
     """The SentencePiece-library fields of a spec, and the problems of the flags that ask for them.
 
     ``--spm_model_type`` is the switch: given (with ``--tokenizer_type sentencepiece``), the library trains; the
     other two options mean nothing without it. With a word segmenter pieces never cross a word (transformers applies
     the model to each word), so ``--spm_split_by_whitespace false`` contradicts it."""
-    given = [flag for flag, value in zip(SPM_FLAGS, (model_type, split_by_whitespace, byte_fallback))
-             if value is not None]
+    given = [flag for flag, value in zip(SPM_FLAGS, (model_type, split_by_whitespace, byte_fallback,
+                                                      character_coverage)) if value is not None]
     if not given:
         return {}, []
     if tokenizer_type != "sentencepiece":
@@ -203,8 +209,14 @@ def _spm_options(tokenizer_type: str, segmented: bool, model_type: str | None, s
         return {}, ["--spm_split_by_whitespace false contradicts the word segmenter: its pieces never cross a word "
                     "(transformers applies the model to each word); give --word_tokenizer none to let pieces span "
                     "spaces"]
-    return {"spm_model_type": model_type, "spm_split_by_whitespace": True if split_by_whitespace is None
-            else split_by_whitespace, "spm_byte_fallback": bool(byte_fallback)}, []
+    if character_coverage is not None and not 0.0 < character_coverage <= 1.0:
+        return {}, [f"--spm_character_coverage {character_coverage} is not a share of the characters: give a value "
+                    f"above 0 and at most 1 (the library's default {SPM_CHARACTER_COVERAGE}; 1.0 keeps them all)"]
+    options = {"spm_model_type": model_type, "spm_split_by_whitespace": True if split_by_whitespace is None
+               else split_by_whitespace, "spm_byte_fallback": bool(byte_fallback)}
+    if character_coverage is not None and character_coverage != SPM_CHARACTER_COVERAGE:
+        options["spm_character_coverage"] = float(character_coverage)
+    return options, []
 
 
 def word_tokenizer_of(meta: dict) -> str | None:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ...errors import UserError
 from ...log import get_logger
-from ..tokenizer_dir import SPIECE_UNDERLINE, TokenizerSpec
+from ..tokenizer_dir import SPIECE_UNDERLINE, SPM_CHARACTER_COVERAGE, TokenizerSpec
 from .base import SubwordTrainer
 
 logger = get_logger(__name__)
@@ -63,6 +63,7 @@ class SentencePieceLibraryTrainer(SubwordTrainer):
         super().__init__(spec, word_segmented)
         self._spm = import_sentencepiece()  # fails before the corpus is pre-tokenized
         self.verbatim = bool(spec.spm_byte_fallback) and not word_segmented
+        self.character_coverage = spec.spm_character_coverage or SPM_CHARACTER_COVERAGE
         self._model: bytes | None = None
 
     def train(self, segmented: Path, num_lines: int) -> int:
@@ -70,7 +71,8 @@ class SentencePieceLibraryTrainer(SubwordTrainer):
         specials = spec.special_tokens()
         options = dict(
             input=str(segmented), model_type=spec.spm_model_type, vocab_size=spec.vocab_size,
-            hard_vocab_limit=False, character_coverage=0.9995, max_sentence_length=MAX_SENTENCE_BYTES,
+            hard_vocab_limit=False, character_coverage=self.character_coverage,
+            max_sentence_length=MAX_SENTENCE_BYTES,
             split_by_whitespace=True if self.word_segmented else bool(spec.spm_split_by_whitespace),
             byte_fallback=bool(spec.spm_byte_fallback),
             pad_id=0, unk_id=1, bos_id=-1, eos_id=-1, pad_piece=specials[0], unk_piece=specials[1],
@@ -90,7 +92,8 @@ class SentencePieceLibraryTrainer(SubwordTrainer):
             if "Vocabulary size is smaller than required_chars" in message:
                 needed = message.split(" vs ")[-1].split(".")[0]
                 raise UserError(f"--vocab_size {spec.vocab_size} is too small: SentencePiece keeps the characters "
-                                f"covering 99.95% of the corpus, and they and {len(specials)} special tokens "
+                                f"covering {100 * self.character_coverage:g}% of the corpus "
+                                f"(--spm_character_coverage), and they and {len(specials)} special tokens "
                                 f"already need {needed}") from None
             raise UserError(f"SentencePiece could not train on the corpus: {message.splitlines()[-1]}") from None
         self._model = _without_paths(model.getvalue())
