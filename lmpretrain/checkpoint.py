@@ -36,7 +36,7 @@ from .fsutil import atomic_write_text, replace_dir, sha256_file
 from .log import get_logger, strict_dumps
 from .models.registry import usable_positions
 from .run_state import RunState
-from .tokenization import declare_causal_lm
+from .tokenization import copy_tokenizer_files
 
 logger = get_logger(__name__)
 
@@ -77,7 +77,7 @@ class Checkpoints:
         positions = usable_positions(model.hf_models()[model.family.main_part.name].config)
         for part in model.family.parts:  # each part's dir is complete on its own: tokenizer files in every one
             copy_tokenizer_files(self.tokenizer_dir, directory / part.folder, positions,
-                                 causal_lm=model.family.collator == "causal")
+                                 causal_lm=model.family.collator == "causal", skip=OWN_FILES)
         (directory / CONFIG_FILE).write_text(strict_dumps(self.config, indent=1, default=str), encoding="utf-8")
         save_training_state(directory, state.state_dict())
 
@@ -383,27 +383,5 @@ def load_training_state(path: Path) -> dict:
         raise CheckpointError(f"{path / STATE_FILE} cannot be loaded ({type(error).__name__}: {error})") from None
 
 
-# files of a model or of our training state: never taken for tokenizer files when copying a tokenizer
-_NOT_TOKENIZER = {"config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
-                  "pytorch_model.bin", "training_args.bin", MANIFEST, STATE_FILE, CONFIG_FILE}
-
-
-def copy_tokenizer_files(source_dir: str | Path, dest: Path, model_max_length: int | None = None, *,
-                         causal_lm: bool = False) -> None:
-    """Copy a tokenizer's files (no model weights/config, sub-folders or hidden files) so AutoTokenizer loads dest.
-
-    ``model_max_length`` (the model's usable positions) replaces the tokenizer's own in the copy, so that
-    ``truncation=True`` when fine-tuning cuts at what the model can take, not at the tokenizer's generic 512.
-    ``causal_lm``: the copy declares a causal LM's special tokens (``tokenization.declare_causal_lm``)."""
-    for file in Path(source_dir).iterdir():
-        if file.is_file() and not file.name.startswith(".") and file.name not in _NOT_TOKENIZER \
-                and not file.name.endswith(".safetensors"):
-            shutil.copy2(file, dest / file.name)
-    config_path = dest / "tokenizer_config.json"
-    if model_max_length is not None and config_path.is_file():
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-        if config.get("model_max_length") != model_max_length:
-            config["model_max_length"] = model_max_length
-            config_path.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    if causal_lm:
-        declare_causal_lm(dest)
+OWN_FILES = (MANIFEST, STATE_FILE, CONFIG_FILE)
+"""A checkpoint's files of training state: never taken for tokenizer files (``copy_tokenizer_files`` skip)."""

@@ -20,7 +20,7 @@ from .data.cache import process_is_running
 from .errors import UserError
 from .log import get_logger
 from .models import family_names, get_family
-from .tokenization import META_FILE, FastEncoder
+from .tokenization import META_FILE, FastEncoder, copy_tokenizer_files
 
 logger = get_logger(__name__)
 
@@ -285,7 +285,7 @@ def extract_parts(input_dir: str | Path, output_dir: str | Path, names: list[str
 def _write_part(model, tmp: Path, input_dir: Path, output_dir: Path, part) -> None:
     try:
         model.save_pretrained(str(tmp))
-        ckpt.copy_tokenizer_files(input_dir, tmp)
+        copy_tokenizer_files(input_dir, tmp, skip=ckpt.OWN_FILES)
         for name in part.extra_files:  # a head transformers has no class for (DeBERTa-v3's RTD head)
             if (input_dir / part.folder / name).is_file():
                 shutil.copy2(input_dir / part.folder / name, tmp / name)

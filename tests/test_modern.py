@@ -202,8 +202,7 @@ def test_decode_returns_held_out_lines_exactly_up_to_nfkc(algorithm, sample_corp
 def test_causal_tokenizer_files_and_fast_encoder_agree(tokenizer_factory, tmp_path):
     from transformers import AutoTokenizer
 
-    from lmpretrain.checkpoint import copy_tokenizer_files
-    from lmpretrain.tokenization import FastEncoder
+    from lmpretrain.tokenization import FastEncoder, copy_tokenizer_files
 
     for dic, algorithm in (("none", "bpe"), ("ipadic", "wordpiece")):
         source, dest = tokenizer_factory(dic, algorithm), tmp_path / dic

@@ -22,6 +22,7 @@ The stable public face (these import paths stay valid)::
 from .causal import check_auto_tokenizer_loads, check_causal_tokenizer, declare_causal_lm
 from .encoder import FastEncoder
 from .extend import extend_tokenizer
+from .saving import copy_tokenizer_files
 from .tokenizer_dir import (
     META_FILE,
     SPECIAL_TOKENS,
@@ -37,7 +38,7 @@ from .training import train_tokenizer
 from .vocabulary import ModelVocabulary, model_vocabulary, token_text
 
 __all__ = ["META_FILE", "SPECIAL_TOKENS", "TOKENIZER_FILES", "FastEncoder", "ModelVocabulary", "TokenizerSpec",
-           "check_auto_tokenizer_loads", "check_causal_tokenizer", "check_tokenizer_matches", "declare_causal_lm",
-           "extend_tokenizer",
+           "check_auto_tokenizer_loads", "check_causal_tokenizer", "check_tokenizer_matches", "copy_tokenizer_files",
+           "declare_causal_lm", "extend_tokenizer",
            "model_vocabulary", "read_meta", "read_vocabulary", "token_text", "tokenizer_fingerprint", "train_tokenizer",
            "word_tokenizer_of"]
