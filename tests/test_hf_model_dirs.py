@@ -107,6 +107,13 @@ def test_next_sentence_prediction_false_trains_without_nsp(sample_corpus, tiny_t
     assert not any("nsp" in key for r in records for key in r)
 
 
+def assert_byte_level_word_starts(encoder, tokenizer, lines):
+    """Whole-word masking on a byte-level BPE: every piece that begins with 'Ġ' (a space) starts a word."""
+    for ids, starts in encoder.encode_batch_with_word_starts(lines + ["hello big world"]):
+        tokens = tokenizer.convert_ids_to_tokens(ids)
+        assert all(start for token, start in zip(tokens, starts) if token.startswith("Ġ"))
+
+
 @pytest.fixture(scope="module")
 def gpt2_dir(tmp_path_factory, sample_corpus):
     """A tiny GPT2LMHeadModel and a byte-level BPE GPT2TokenizerFast (only <|endoftext|>, no pad, no mask), trained
@@ -139,9 +146,7 @@ def test_a_gpt2_dir_continues_as_a_causal_lm(gpt2_dir, sample_corpus, tmp_path):
     encoder = FastEncoder.from_pretrained(gpt2_dir)
     assert encoder.encode_batch(lines) == tokenizer(lines)["input_ids"]  # GPT-2 adds nothing around a text
     assert encoder.sep_token_id == encoder.cls_token_id == tokenizer.eos_token_id
-    for ids, starts in encoder.encode_batch_with_word_starts(lines + ["hello big world"]):  # 'Ġ' starts a word
-        tokens = tokenizer.convert_ids_to_tokens(ids)
-        assert all(start for token, start in zip(tokens, starts) if token.startswith("Ġ"))
+    assert_byte_level_word_starts(encoder, tokenizer, lines)
     params = tmp_path / "parameter.json"
     params.write_text(json.dumps({"gpt-further": FURTHER}))
     out = tmp_path / "out"
@@ -244,9 +249,7 @@ def test_a_roberta_dir_continues_with_its_own_tokenizer_and_exports_for_fill_mas
 
     lines, tokenizer, encoder = same_ids_as_transformers(roberta_dir, sample_corpus, "<mask> は 猫 </s> である")
     assert tokenizer.convert_ids_to_tokens([encoder.cls_token_id, encoder.sep_token_id]) == ["<s>", "</s>"]
-    for ids, starts in encoder.encode_batch_with_word_starts(lines[:20] + ["hello big world"]):
-        tokens = tokenizer.convert_ids_to_tokens(ids)
-        assert all(start for token, start in zip(tokens, starts) if token.startswith("Ġ"))
+    assert_byte_level_word_starts(encoder, tokenizer, lines[:20])
     params = tmp_path / "parameter.json"
     params.write_text(json.dumps({"roberta-further": FURTHER}))
     out = tmp_path / "out"
