@@ -12,10 +12,10 @@ generator, never from the global torch RNG, so creating it (at the start or at a
 random stream either.
 
 A worker sends each micro-batch as one buffer (:class:`PackedBatch`: every tensor's bytes, 8-byte aligned, in one
-shared-memory block) and the loop takes views of it. Sending a tensor between processes costs
-a shared-memory segment and a file-descriptor hand-over each; one per batch instead of one per tensor roughly halves
-the transfer (``bench/bench_input_pipeline.py --mode layouts --unpacked``), and on CUDA it is one pinned block and one
-host-to-device copy per micro-batch.
+shared-memory block) and the loop takes views of it. Sending a tensor between processes costs a shared-memory
+segment and a file-descriptor hand-over each; with one per batch instead of one per tensor, two workers deliver
+1.10-1.17x the sequences/s (``bench/bench_input_pipeline.py --mode layouts --unpacked``, BENCHMARKS.md), and on
+CUDA it is one pinned block and one host-to-device copy per micro-batch.
 
 Workers ignore SIGTERM / SIGUSR1 (the loop's process decides what a preemption does, and shuts them down), are
 shut down on every exit of the ``with`` block, and exit by themselves within seconds when the loop's process dies
@@ -71,7 +71,7 @@ def micro_batch_positions(positions: list[int], parts: int) -> list[list[int]]:
 
 class PackedBatch:
     """A micro-batch's tensors in one uint8 buffer (8-byte aligned, in shared memory when a worker built it) and
-    the ``(key, dtype, shape, offset)`` of each: what a worker sends. The DataLoader's pin-memory thread pins the
+    the ``(key, dtype, shape, offset, bytes)`` of each: what a worker sends. The DataLoader's pin-memory thread pins the
     one buffer (``pin_memory``); :meth:`to` copies it to the device once and returns the tensors as views."""
 
     __slots__ = ("buffer", "spec")
@@ -83,15 +83,15 @@ class PackedBatch:
     def pack(cls, batch: dict[str, torch.Tensor], *, shared: bool = False) -> PackedBatch:
         spec, offset = [], 0
         for key, tensor in batch.items():
-            spec.append((key, tensor.dtype, tuple(tensor.shape), offset))
-            offset += -(-tensor.numel() * tensor.element_size() // _ALIGN) * _ALIGN
+            size = tensor.numel() * tensor.element_size()
+            spec.append((key, tensor.dtype, tuple(tensor.shape), offset, size))
+            offset += -(-size // _ALIGN) * _ALIGN
         if shared:  # allocated in shared memory at once, so that sending it copies nothing more
             storage = torch.UntypedStorage._new_shared(max(offset, 1))
             buffer = torch.empty(0, dtype=torch.uint8).set_(storage)[:offset]
         else:
             buffer = torch.empty(offset, dtype=torch.uint8)
-        for (_, dtype, _shape, start), tensor in zip(spec, batch.values()):
-            size = tensor.numel() * tensor.element_size()
+        for (_, dtype, _shape, start, size), tensor in zip(spec, batch.values()):
             if size:
                 buffer[start:start + size].view(dtype).copy_(tensor.reshape(-1))
         return cls(buffer, tuple(spec))
@@ -102,8 +102,7 @@ class PackedBatch:
     def to(self, device: torch.device, non_blocking: bool = False) -> dict[str, torch.Tensor]:
         buffer = self.buffer.to(device, non_blocking=non_blocking)
         out = {}
-        for key, dtype, shape, start in self.spec:
-            size = torch.Size(shape).numel() * torch.empty(0, dtype=dtype).element_size()
+        for key, dtype, shape, start, size in self.spec:
             out[key] = buffer[start:start + size].view(dtype).view(shape)
         return out
 
