@@ -94,7 +94,7 @@ def _bert_japanese_meta(directory: Path) -> dict | None:
     :mod:`.transformers_base`): its metadata, so that it is encoded fast, as the toolkit's own dirs are (the same
     ids: they are BertJapaneseTokenizer dirs too). None for any other dir; one it cannot reproduce is encoded
     through transformers itself, with a warning saying why."""
-    from .transformers_base import is_bert_japanese, transformers_base_meta
+    from .transformers_base import bert_japanese_meta, is_bert_japanese
 
     config_path = directory / "tokenizer_config.json"
     try:
@@ -104,7 +104,7 @@ def _bert_japanese_meta(directory: Path) -> dict | None:
     if not isinstance(config, dict) or not is_bert_japanese(config):
         return None
     try:
-        meta = transformers_base_meta(directory, str(directory))
+        meta = bert_japanese_meta(directory, config, str(directory), config_path)
     except UserError as error:
         logger.warning("%s: not encoded by the toolkit's fast encoder: %s", directory, error)
         return None

@@ -63,7 +63,7 @@ def transformers_base_meta(directory: Path, flag: str) -> dict:
     except ValueError as error:
         raise UserError(f"{flag}: {config_path} is not JSON ({error})") from None
     if is_bert_japanese(config):
-        meta = _bert_japanese_meta(directory, config, flag, config_path)
+        meta = bert_japanese_meta(directory, config, flag, config_path)
     elif (directory / "tokenizer.json").is_file():
         meta = _fast_meta(directory, flag)
     else:
@@ -110,7 +110,9 @@ def _segmenter_flags(word: str, kwargs_key: str, kwargs: dict, config_path: Path
     return {"word_tokenizer": _WORD_TOKENIZERS[word]}
 
 
-def _bert_japanese_meta(directory: Path, config: dict, flag: str, config_path: Path) -> dict:
+def bert_japanese_meta(directory: Path, config: dict, flag: str, config_path: Path) -> dict:
+    """The metadata of a BertJapaneseTokenizer dir from its parsed ``tokenizer_config.json`` (``config``); one
+    UserError listing every key the toolkit cannot reproduce."""
     problems: list[str] = []
     if config.get("do_lower_case"):
         problems.append("do_lower_case true (this toolkit never lowercases)")
