@@ -152,21 +152,21 @@ def batches_and_model(args, case: Case, tokenizer: Path, work: Path):
     from lmpretrain.data import positions_for_step
     from lmpretrain.data_setup import build_run_data
     from lmpretrain.distributed import init_distributed
-    from lmpretrain.prepare import prepare_run
+    from lmpretrain.prepare import place_run, prepare_run
 
     run = prepare_run(train_args(args, case, tokenizer, work, work / "hf", compiled=False))
     try:
-        layout = init_distributed(run.params.node_batch_sizes, local_rank=-1, node_rank=-1, device="cpu")
-        data = build_run_data(run, layout)
+        layout = init_distributed(run.description.system.node_batch_sizes, local_rank=-1, node_rank=-1, device="cpu")
+        data = build_run_data(place_run(run, layout), layout)
         batches = []
         for step in range(args.warmup + args.steps):
             positions = positions_for_step(step * layout.global_batch_size, layout)
             batches.append(data.collator([data.train_dataset[p] for p in positions]))
-        torch.manual_seed(run.args.seed)
+        torch.manual_seed(run.description.data.seed)
         model = run.build_model()
     finally:
         run.encoder.close()
-    return batches, model, run.params
+    return batches, model, run.description.model.params
 
 
 def hf_trainer(args, case: Case, batches, model, params, work: Path, *, compiled: bool) -> dict | None:

@@ -78,7 +78,7 @@ def pipeline_alone(args, family: str, workers: int, tokenizer: Path, work: Path,
     from lmpretrain.data.loader import StepBatches
     from lmpretrain.data_setup import build_run_data
     from lmpretrain.distributed import init_distributed
-    from lmpretrain.prepare import prepare_run
+    from lmpretrain.prepare import place_run, prepare_run
     from lmpretrain.run_config import TrainArgs
 
     run = prepare_run(TrainArgs(input_file=[args.corpus], tokenizer_dir=str(tokenizer), model_dir=str(work / "out"),
@@ -86,8 +86,8 @@ def pipeline_alone(args, family: str, workers: int, tokenizer: Path, work: Path,
                                 num_workers=1, cache_dir=str(work / "cache"), overwrite_output_dir=True,
                                 do_whole_word_mask=family != "gpt"))
     try:
-        layout = init_distributed(run.params.node_batch_sizes, local_rank=-1, node_rank=-1, device="cpu")
-        data = build_run_data(run, layout)
+        layout = init_distributed(run.description.system.node_batch_sizes, local_rank=-1, node_rank=-1, device="cpu")
+        data = build_run_data(place_run(run, layout), layout)
         with StepBatches(data.train_dataset, data.collator, layout, next_position=0, steps=args.steps + 1,
                          accumulation=1, workers=workers, pack=pack) as batches:
             batches.next_step()  # worker start-up, untimed

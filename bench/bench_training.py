@@ -59,7 +59,7 @@ def batches_and_model(args, model_type: str, tokenizer: Path, work: Path):
     from lmpretrain.data import positions_for_step
     from lmpretrain.data_setup import build_run_data
     from lmpretrain.distributed import init_distributed
-    from lmpretrain.prepare import prepare_run
+    from lmpretrain.prepare import place_run, prepare_run
     from lmpretrain.run_config import TrainArgs
 
     params = work / "parameter.json"
@@ -67,8 +67,8 @@ def batches_and_model(args, model_type: str, tokenizer: Path, work: Path):
                       model_type=model_type, parameter_file=str(params), num_workers=1, cache_dir=str(work / "cache"),
                       train_steps=args.steps)
     run = prepare_run(targs)
-    layout = init_distributed(run.params.node_batch_sizes, local_rank=-1, node_rank=-1, device="cpu")
-    data = build_run_data(run, layout)
+    layout = init_distributed(run.description.system.node_batch_sizes, local_rank=-1, node_rank=-1, device="cpu")
+    data = build_run_data(place_run(run, layout), layout)
     batches = []
     for step in range(args.steps):
         positions = positions_for_step(step * layout.global_batch_size, layout)
@@ -86,7 +86,7 @@ def batches_and_model(args, model_type: str, tokenizer: Path, work: Path):
 def hf_trainer(args, batches, hf_model, run, work: Path) -> list[float]:
     """Per-step seconds of transformers' Trainer over the same batches (the warmup as our run resolves it: the
     preset's warmup-steps, or its warmup-ratio of --steps)."""
-    params = run.params
+    params = run.description.optim
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
@@ -111,7 +111,7 @@ def hf_trainer(args, batches, hf_model, run, work: Path) -> list[float]:
     training_args = TrainingArguments(
         output_dir=str(work / "hf-out"), per_device_train_batch_size=1, max_steps=len(batches),
         learning_rate=params.learning_rate, weight_decay=params.weight_decay, adam_epsilon=params.adam_epsilon,
-        warmup_steps=run.config.warmup_steps, max_grad_norm=params.max_grad_norm, lr_scheduler_type="linear",
+        warmup_steps=params.warmup_steps, max_grad_norm=params.max_grad_norm, lr_scheduler_type="linear",
         logging_steps=10**9, save_strategy="no", report_to=[], use_cpu=True, dataloader_num_workers=0,
         remove_unused_columns=False, disable_tqdm=True, seed=42)
     trainer = Trainer(model=hf_model, args=training_args, train_dataset=Steps(), data_collator=lambda items: items[0],
@@ -153,7 +153,7 @@ def main() -> None:
             timed = slice(args.warmup, args.steps)
             n_tokens = sum(tokens[timed])
             ours_tps, hf_tps = n_tokens / sum(ours_seconds[timed]), n_tokens / sum(hf_seconds[timed])
-            rows.append((model_type, run.params, preset["batch-size"]["-1"], ours_tps, hf_tps))
+            rows.append((model_type, run.description.model.params, preset["batch-size"]["-1"], ours_tps, hf_tps))
             print(f"{model_type}: ours {ours_tps:,.0f} tokens/s, Trainer {hf_tps:,.0f} tokens/s, "
                   f"ratio {ours_tps / hf_tps:.2f}", flush=True)
     command = "python bench/bench_training.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])

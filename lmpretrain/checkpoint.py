@@ -63,7 +63,7 @@ class Checkpoints:
     def save(self, state: RunState) -> Path:
         """Write ``checkpoint-<step>`` atomically (rank 0; every process waits for it). NaN weights are refused."""
         step = state.step
-        if not state.weights_finite():
+        if not all(bool(torch.isfinite(p).all()) for p in state.model.parameters()):
             raise UserError(f"step {step}: the weights contain NaN/inf; not saving them "
                             f"(the last checkpoint in {self.model_dir} is intact)")
         if self.layout.is_main:

@@ -27,13 +27,14 @@ class ModelParams:
     model_type: str
     family: str
     warmup_steps: int
-    """``warmup-steps``; 0 when the preset gives ``warmup-ratio`` instead (then ``RunConfig.warmup_steps`` decides)."""
+    """``warmup-steps``; 0 when the preset gives ``warmup-ratio`` instead (then the run description's
+    ``OptimSettings.warmup_steps`` decides)."""
     learning_rate: float
     node_batch_sizes: dict[int, int]
     """``batch-size``: node rank -> that node's batch per optimizer step; -1 is the size for unlisted nodes."""
     train_steps: int | None = None
     """``train-steps``; exactly one of train-steps, train-epochs and train-tokens is given (the run resolves the
-    other two to steps: ``RunConfig.train_steps``)."""
+    other two to steps: ``OptimSettings.train_steps``)."""
     warmup_ratio: float | None = None
     """``warmup-ratio``: warmup over this share of the resolved train steps (rounded up), instead of warmup-steps."""
     train_epochs: float | None = None

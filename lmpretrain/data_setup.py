@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -13,7 +14,9 @@ from .errors import UserError
 from .fsutil import atomic_write_text
 from .log import get_logger
 from .masking import CausalLMCollator, MaskingConfig, MLMCollator
-from .models import get_family
+
+if TYPE_CHECKING:
+    from .run_description import DataSettings
 
 logger = get_logger(__name__)
 
@@ -85,19 +88,19 @@ def record_epoch(shards, key: str, epoch: dict) -> None:
 MASKED_INDEX_BUCKET = 64  # masked_index grows in steps of this: a few shapes per run under torch.compile
 
 
-def make_collator(params, encoder, *, seed: int, whole_word: bool, fixed_shapes: bool = False,
-                  gather_masked: bool = False):
-    """The collator the preset's family trains with (its registry declaration says which). ``fixed_shapes``: pad
-    every batch to the sequence length (torch.compile); ``gather_masked``: give the masked positions as an index list
-    of a host-known size (see ``MaskingConfig.masked_index_bucket``; on a GPU, and with compile)."""
-    pad_to_length = params.sequence_length if fixed_shapes else None
-    if get_family(params.family).collator == "causal":
+def make_collator(kind: str, data: DataSettings, encoder, *, seed: int):
+    """The collator of ``kind`` (the family's declaration: ``mlm`` or ``causal``) with the run's masking settings.
+    ``data.fixed_shapes``: pad every batch to the sequence length (torch.compile); ``data.gather_masked``: give the
+    masked positions as an index list of a host-known size (see ``MaskingConfig.masked_index_bucket``; on a GPU,
+    and with compile)."""
+    pad_to_length = data.sequence_length if data.fixed_shapes else None
+    bucket = MASKED_INDEX_BUCKET if data.gather_masked else None
+    if kind == "causal":
         return CausalLMCollator(pad_token_id=encoder.pad_token_id, pad_to_length=pad_to_length,
-                                predicted_index_bucket=MASKED_INDEX_BUCKET if gather_masked else None)
-    config = MaskingConfig(mlm_probability=params.mlm_probability, mask_token_prob=params.mask_token_prob,
-                           random_token_prob=params.random_token_prob,
-                           whole_word=whole_word, span=params.span_masking, pad_to_length=pad_to_length,
-                           masked_index_bucket=MASKED_INDEX_BUCKET if gather_masked else None)
+                                predicted_index_bucket=bucket)
+    config = MaskingConfig(mlm_probability=data.mlm_probability, mask_token_prob=data.mask_token_prob,
+                           random_token_prob=data.random_token_prob, whole_word=data.whole_word_mask,
+                           span=data.span_masking, pad_to_length=pad_to_length, masked_index_bucket=bucket)
     config.validate()
     return MLMCollator(config, vocab_size=encoder.vocab_size, pad_token_id=encoder.pad_token_id,
                        mask_token_id=encoder.mask_token_id,
@@ -110,51 +113,51 @@ def _say_built(shards, layout: Layout) -> None:
         store_set(f"cache_built/{shards.directory.name}", "1")
 
 
-def build_run_data(run, layout: Layout, *, report_batch_size: int | None = None) -> RunData:
-    """``report_batch_size``: the global batch the epoch's steps are counted at (default: this layout's)."""
-    args, config, params, encoder = run.args, run.config, run.params, run.encoder
-    layout_name = get_family(params.family).instance_layout(params)
-    cache_dir = config.cache_dir
+def build_run_data(run, layout: Layout) -> RunData:
+    """This process's datasets and collators. ``run``: a ``prepare.Run`` placed on its process layout (its
+    ``system.report_batch_size`` is the global batch the epoch's steps are counted at)."""
+    description, encoder = run.description, run.encoder
+    data, family = description.data, description.model.family
+    if data.gather_masked is None:
+        raise ValueError("build_run_data needs a run description placed on its process layout (prepare.place_run)")
     # rank 0 says in the job's store when a cache is complete; a rank that still does not see it --peer_timeout
     # seconds later (a node-local --cache_dir) stops with an error instead of waiting out the build timeout
-    build = dict(num_workers=config.num_workers, overwrite=not args.disable_overwrite_cache,
-                 is_builder=layout.rank == 0, unseen_timeout_s=args.peer_timeout,
+    build = dict(num_workers=data.num_workers, overwrite=data.check_cache,
+                 is_builder=layout.rank == 0, unseen_timeout_s=data.peer_timeout,
                  builder_done=lambda location: store_has(f"cache_built/{location.name}"))
     fingerprints = run.data_fingerprints()  # hashed once: the checkpoints record them, the cache reuses them
-    shards = build_or_load_dataset(args.input_file, args.tokenizer_dir, cache_dir, **build,
+    shards = build_or_load_dataset(list(data.input_files), data.tokenizer_dir, data.cache_dir, **build,
                                    files_fingerprint=fingerprints["corpus"])
     _say_built(shards, layout)
-    instance_options = dict(sequence_length=params.sequence_length, cls_id=encoder.cls_token_id,
-                            sep_id=encoder.sep_token_id, short_seq_prob=params.short_seq_prob,
-                            nsp_probability=params.nsp_probability)
-    if args.eval_file:
-        eval_shards = build_or_load_dataset(args.eval_file, args.tokenizer_dir, cache_dir, **build,
+    instance_options = dict(sequence_length=data.sequence_length, cls_id=encoder.cls_token_id,
+                            sep_id=encoder.sep_token_id, short_seq_prob=data.short_seq_prob,
+                            nsp_probability=data.nsp_probability)
+    if data.eval_files:
+        eval_shards = build_or_load_dataset(list(data.eval_files), data.tokenizer_dir, data.cache_dir, **build,
                                             files_fingerprint=fingerprints["eval"])
         _say_built(eval_shards, layout)
         train_docs, eval_docs = None, None
     else:
         eval_shards = shards
-        train_docs, eval_docs = split_eval(shards, params.eval_share, args.seed)
-    train_dataset = make_instances(shards, layout_name, seed=args.seed, doc_ids=train_docs, **instance_options)
+        train_docs, eval_docs = split_eval(shards, data.eval_share, data.seed)
+    train_dataset = make_instances(shards, data.layout, seed=data.seed, doc_ids=train_docs, **instance_options)
     eval_dataset = None
     if eval_docs is None or len(eval_docs):
-        eval_dataset = make_instances(eval_shards, layout_name, seed=args.seed + EVAL_SEED_OFFSET,
+        eval_dataset = make_instances(eval_shards, data.layout, seed=data.seed + EVAL_SEED_OFFSET,
                                       doc_ids=eval_docs, **instance_options)
     if len(train_dataset) < layout.global_batch_size:
-        raise UserError(f"the corpus {', '.join(args.input_file)} yields {len(train_dataset)} training instances, "
+        raise UserError(f"the corpus {', '.join(data.input_files)} yields {len(train_dataset)} training instances, "
                         f"fewer than one global batch ({layout.global_batch_size}); add text or lower batch-size")
-    global_batch = report_batch_size or layout.global_batch_size
+    global_batch = description.system.report_batch_size or layout.global_batch_size
     epoch = epoch_stats(shards, train_docs, len(train_dataset), global_batch_size=global_batch,
-                        sequence_length=params.sequence_length)
+                        sequence_length=data.sequence_length)
+    collator, eval_collator = (make_collator(family.collator, data, encoder, seed=data.seed + offset)
+                               for offset in (0, EVAL_SEED_OFFSET))
+    result = RunData(train_dataset=train_dataset, eval_dataset=eval_dataset, collator=collator,
+                     eval_collator=eval_collator, epoch=epoch)
     if layout.rank == 0:
-        held_out = "eval_file" if args.eval_file else f"eval-share {params.eval_share:g}"
-        record_epoch(shards, f"{layout_name} sequence-length {params.sequence_length}, seed {args.seed}, {held_out}, "
-                             f"short-seq-prob {params.short_seq_prob:g}, global batch {global_batch}", epoch)
-    shapes = dict(whole_word=config.whole_word_mask, fixed_shapes=args.compile,
-                  gather_masked=args.compile or layout.device.type == "cuda")
-    data = RunData(train_dataset=train_dataset, eval_dataset=eval_dataset,
-                   collator=make_collator(params, encoder, seed=args.seed, **shapes),
-                   eval_collator=make_collator(params, encoder, seed=args.seed + EVAL_SEED_OFFSET, **shapes),
-                   epoch=epoch)
-    logger.info("dataset: %s", data.describe())
-    return data
+        held_out = "eval_file" if data.eval_files else f"eval-share {data.eval_share:g}"
+        record_epoch(shards, f"{data.layout} sequence-length {data.sequence_length}, seed {data.seed}, {held_out}, "
+                             f"short-seq-prob {data.short_seq_prob:g}, global batch {global_batch}", epoch)
+    logger.info("dataset: %s", result.describe())
+    return result

@@ -1,32 +1,32 @@
-"""Everything a run checks before long work starts, and what it builds from that: the resolved config, the encoder,
-the model."""
+"""Everything a run checks before long work starts, and what it builds from that: the run description (phase (a):
+flags and preset; phase (b): once the process layout is known), the encoder, the model."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import checkpoint as ckpt
-from .config import ModelParams, read_preset
+from .config import read_preset
 from .data import cache_location, resolve_corpus_files
 from .data.corpus import corpus_fingerprint
 from .data.shards import CacheInvalid, read_manifest
+from .data_setup import RunData, build_run_data
+from .distributed import Layout
 from .errors import UserError
 from .log import get_logger
 from .models import (
-    Family,
     VocabPlan,
     build_model,
     get_family,
-    load_parameters,
+    parse_preset,
     plan_adaptation,
     resolve_pretrained_shape,
 )
-from .resume import compare, judge
-from .run_config import RunConfig, TrainArgs
+from .run_config import TrainArgs
+from .run_description import DataSettings, RunDescription, describe
 from .run_dir import earlier_run_outputs
 from .tokenization import (
     META_FILE,
@@ -41,64 +41,66 @@ from .tokenization import (
 
 logger = get_logger(__name__)
 
-@dataclass
-class PreparedRun:
-    args: TrainArgs
-    params: ModelParams
-    config: RunConfig
-    encoder: FastEncoder
-    vocab_plan: VocabPlan | None = None
-    """The pretrained model's embeddings, mapped by token to this tokenizer (None: same vocabulary, or no model)."""
 
-    @property
-    def family(self) -> Family:
-        return get_family(self.params.family)
+class Resources:
+    """What a run opens, beside its settings: the encoder, and the corpus fingerprints (hashed once, on first use)."""
 
-    def build_model(self):
-        # a resumed run's weights come from its checkpoint
-        pretrained = None if self.args.do_continue else self.config.pretrained_model_name_or_path
-        return build_model(self.params, vocab_size=self.encoder.vocab_size, pad_token_id=self.encoder.pad_token_id,
-                           seed=self.args.seed, pretrained_dir=pretrained,
-                           resize_embeddings=self.config.resize_embeddings,
-                           eos_token_id=self.encoder.sep_token_id, cls_token_id=self.encoder.cls_token_id,
-                           vocab_plan=self.vocab_plan)
+    def __init__(self, encoder: FastEncoder):
+        self.encoder = encoder
+        self._fingerprints: dict | None = None
 
-    history: list = field(default_factory=list)
-    """The changes earlier resumes of this run accepted (saved with each checkpoint)."""
-    _fingerprints: dict | None = field(default=None, repr=False)
-
-    def data_fingerprints(self) -> dict:
+    def data_fingerprints(self, data: DataSettings) -> dict:
         """Content fingerprints of the corpus and of the --eval_file data (None: a held-out share), computed once
         and handed to the dataset cache, which then does not hash the files again."""
         if self._fingerprints is None:
-            eval_file = self.args.eval_file
-            self._fingerprints = {"corpus": self._files_fingerprint(self.args.input_file),
-                                  "eval": self._files_fingerprint(eval_file) if eval_file else None}
+            self._fingerprints = {"corpus": _files_fingerprint(data, data.input_files),
+                                  "eval": _files_fingerprint(data, data.eval_files) if data.eval_files else None}
         return self._fingerprints
 
-    def _files_fingerprint(self, paths: list[str]) -> list[dict]:
-        if self.args.disable_overwrite_cache:  # the cache is reused unchecked: what it records is what is trained on
-            try:
-                location = cache_location(self.config.cache_dir, paths, self.args.tokenizer_dir)
-                return read_manifest(location)["components"]["corpus"]
-            except (CacheInvalid, KeyError, TypeError):
-                pass
-        return corpus_fingerprint(resolve_corpus_files(paths))
+    def close(self) -> None:
+        self.encoder.close()
 
-    def resolved_config(self, global_batch_size: int | None = None) -> dict:
-        """What each checkpoint records of its run (``lmpretrain_config.json``); --do_continue compares it."""
-        args = {k: v for k, v in asdict(self.args).items() if k != "extra"}
-        config = {"params": self.params.to_dict(), "args": args, "tokenizer_fingerprint": self.encoder.fingerprint,
-                  "resolved": self.config.to_dict(), "data": self.data_fingerprints(), "history": self.history}
-        if global_batch_size is not None:
-            config["global_batch_size"] = global_batch_size
-        return config
 
-    def check_checkpoint(self, path: Path, saved: dict, current: dict, *, announce: bool = False) -> None:
-        """Raise UserError unless a checkpoint's saved config (``resolved_config()`` then) fits this run, as
-        :mod:`lmpretrain.resume` judges it (``current``: this run's ``resolved_config``)."""
-        judge(compare(saved, current, self.family.shape_fields()), path,
-              accept_changed_run=self.args.accept_changed_run, announce=announce)
+def _files_fingerprint(data: DataSettings, paths) -> list[dict]:
+    if not data.check_cache:  # --disable_overwrite_cache: the cache is reused unchecked, what it records is trained on
+        try:
+            location = cache_location(data.cache_dir, list(paths), data.tokenizer_dir)
+            return read_manifest(location)["components"]["corpus"]
+        except (CacheInvalid, KeyError, TypeError):
+            pass
+    return corpus_fingerprint(resolve_corpus_files(list(paths)))
+
+
+@dataclass(frozen=True)
+class Run:
+    """A prepared run: its description (:mod:`.run_description`: settings only, frozen) and the resources it opened.
+    ``prepare_run`` makes the first phase's; ``settle_run`` the one the loop reads."""
+
+    description: RunDescription
+    resources: Resources
+
+    @property
+    def encoder(self) -> FastEncoder:
+        return self.resources.encoder
+
+    def data_fingerprints(self) -> dict:
+        return self.resources.data_fingerprints(self.description.data)
+
+    def build_model(self):
+        """The family's model, seeded: from scratch, or continued from the pretrained model (a resumed run's weights
+        come from its checkpoint)."""
+        model, data, encoder = self.description.model, self.description.data, self.encoder
+        return build_model(model.params, vocab_size=encoder.vocab_size, pad_token_id=encoder.pad_token_id,
+                           seed=data.seed, pretrained_dir=None if self.description.outputs.resume else model.pretrained,
+                           resize_embeddings=model.resize_embeddings, eos_token_id=encoder.sep_token_id,
+                           cls_token_id=encoder.cls_token_id, vocab_plan=model.vocab_plan)
+
+    def record(self, history: list | None = None) -> dict:
+        """What each checkpoint records of its run (``lmpretrain_config.json``); --do_continue compares it.
+        ``history``: the changes earlier resumes of this run accepted."""
+        return {**self.description.record(), "fingerprints": {"tokenizer": self.encoder.fingerprint,
+                                                              **self.data_fingerprints()},
+                "history": list(history or [])}
 
 
 def _check_tokenizer_flags(args: TrainArgs, meta: dict) -> None:
@@ -134,65 +136,90 @@ def _check_output_dir(path: Path, flag: str) -> None:
         raise UserError(f"{flag} {path} cannot be created: {parent} is not writable")
 
 
-def prepare_run(args: TrainArgs) -> PreparedRun:
-    """Validate flags, parameter.json and the tokenizer dir; open the encoder. Raises UserError on bad input."""
-    params = load_parameters(args.parameter_file, args.model_type, continued=bool(args.pretrained_model_name_or_path))
-    config = RunConfig.resolve(args, params)
-    pretrained = config.pretrained_model_name_or_path
-    params = resolve_pretrained_shape(params, pretrained, set(read_preset(args.parameter_file, args.model_type)))
-    for name in args.input_file + (args.eval_file or []):
+def prepare_run(args: TrainArgs) -> Run:
+    """Phase (a): validate flags, parameter.json and the tokenizer dir, resolve the run description, open the
+    encoder. Raises UserError on bad input, before any long work."""
+    preset = read_preset(args.parameter_file, args.model_type)  # read once
+    params = parse_preset(args.model_type, preset, args.parameter_file,
+                          continued=bool(args.pretrained_model_name_or_path))
+    family = get_family(params.family)
+    params = resolve_pretrained_shape(params, args.pretrained_model_name_or_path or
+                                      params.pretrained_model_name_or_path, set(preset))
+    description = describe(args, params, family)
+    data, outputs = description.data, description.outputs
+    for name in data.input_files + (data.eval_files or ()):
         if not Path(name).exists():
             raise UserError(f"--input_file/--eval_file: {name} does not exist")
-    tokenizer_dir = Path(args.tokenizer_dir)
+    tokenizer_dir = Path(data.tokenizer_dir)
     if not tokenizer_dir.is_dir():
         raise UserError(f"--tokenizer_dir {tokenizer_dir} is not a directory")
     meta_path = tokenizer_dir / META_FILE
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
     _check_tokenizer_flags(args, meta)
-    family = get_family(params.family)
     check_auto_tokenizer_loads(tokenizer_dir, family.hf_model_types[0], family.display)
     if family.collator == "causal":
         check_causal_tokenizer(tokenizer_dir)
-    if args.do_whole_word_mask and get_family(params.family).collator == "causal":
+    if args.do_whole_word_mask and family.collator == "causal":
         raise UserError(f"--do_whole_word_mask applies to masked LMs, not to the causal LM family "
-                        f"({get_family(params.family).display})")
-    if args.peak_tflops is not None and not (args.peak_tflops > 0 and math.isfinite(args.peak_tflops)):
-        raise UserError(f"--peak_tflops must be a positive number of TFLOPS (got {args.peak_tflops})")
-    if args.dataloader_workers is not None and args.dataloader_workers < 0:
-        raise UserError(f"--dataloader_workers must be 0 (batches built in the loop's process) or more "
-                        f"(got {args.dataloader_workers})")
-    _check_output_dir(Path(args.model_dir), "--model_dir")
-    _check_output_dir(Path(config.cache_dir), "--cache_dir" if args.cache_dir else "the dataset cache")
-    if args.do_continue and args.overwrite_output_dir:
+                        f"({family.display})")
+    _check_output_dir(Path(outputs.model_dir), "--model_dir")
+    _check_output_dir(Path(data.cache_dir), "--cache_dir" if args.cache_dir else "the dataset cache")
+    if outputs.resume and outputs.overwrite_output_dir:
         raise UserError("--do_continue resumes the run in --model_dir and --overwrite_output_dir deletes it: "
                         "give one of them")
-    if args.do_continue and not ckpt.list_checkpoints(args.model_dir):
-        args = _start_over_or_refuse(args)
-    if pretrained is not None and not args.do_continue:
-        check_tokenizer_matches(pretrained, args.tokenizer_dir,
-                                allow_different=config.resize_embeddings)
+    resume = outputs.resume and (bool(ckpt.list_checkpoints(outputs.model_dir)) or
+                                 _start_over_or_refuse(Path(outputs.model_dir)))
+    pretrained = description.model.pretrained
+    if pretrained is not None and not resume:
+        check_tokenizer_matches(pretrained, data.tokenizer_dir, allow_different=description.model.resize_embeddings)
     vocab_plan = None
-    if pretrained is not None and config.resize_embeddings:
-        vocab_plan = vocabulary_plan(pretrained, args.tokenizer_dir, compose=params.new_token_init == "pieces")
-    encoder = FastEncoder.from_pretrained(args.tokenizer_dir, num_workers=config.num_workers)
-    if config.whole_word_mask and not encoder.has_word_boundaries:
+    if pretrained is not None and description.model.resize_embeddings:
+        vocab_plan = vocabulary_plan(pretrained, data.tokenizer_dir, compose=params.new_token_init == "pieces")
+    encoder = FastEncoder.from_pretrained(data.tokenizer_dir, num_workers=data.num_workers)
+    if data.whole_word_mask and not encoder.has_word_boundaries:
         logger.warning("--do_whole_word_mask: the tokenizer in %s has no word boundaries (its tokenizer.json has no "
                        "pre-tokenizer), so whole-word masking treats each line as one word; train the "
-                       "tokenizer with a word segmenter or a pre-tokenizer", args.tokenizer_dir)
+                       "tokenizer with a word segmenter or a pre-tokenizer", data.tokenizer_dir)
     if family.collator == "mlm" and encoder.mask_token_id is None:
         encoder.close()
-        raise UserError(f"the tokenizer in {args.tokenizer_dir} declares no mask token, which the masked LM family "
+        raise UserError(f"the tokenizer in {data.tokenizer_dir} declares no mask token, which the masked LM family "
                         f"{family.display} needs")
-    return PreparedRun(args=args, params=params, config=config, encoder=encoder, vocab_plan=vocab_plan)
+    description = replace(description, model=replace(description.model, vocab_plan=vocab_plan),
+                          outputs=replace(outputs, resume=resume))
+    return Run(description, Resources(encoder))
 
 
-def _start_over_or_refuse(args: TrainArgs) -> TrainArgs:
+def place_run(run: Run, layout: Layout) -> Run:
+    """Phase (b), first half: what depends on the process layout (``RunDescription.placed``)."""
+    return Run(run.description.placed(layout), run.resources)
+
+
+def settle_run(run: Run, layout: Layout) -> tuple[Run, RunData | None]:
+    """Phase (b): the run description the loop reads, settled on the process layout, and the datasets where this
+    phase needs them: an epoch budget's steps need the training instances, so for it the dataset is built (or read
+    from its cache) here and returned with it, before the model dir is settled (a token budget needs the global batch
+    only). --build_dataset_only builds the dataset alone."""
+    placed = place_run(run, layout)
+    optim, build_only = placed.description.optim, placed.description.system.build_dataset_only
+    data = build_run_data(placed, layout) if build_only or optim.budget[0] == "train-epochs" else None
+    if build_only:
+        return placed, data
+    settled = Run(placed.description.settled(instances=len(data.train_dataset) if data is not None else None),
+                  run.resources)
+    kind, value = optim.budget
+    if kind != "train-steps":
+        logger.info("%s %g: %d train steps at global batch %d and sequence-length %d", kind, value,
+                    settled.description.optim.train_steps, layout.global_batch_size,
+                    settled.description.data.sequence_length)
+    return settled, data
+
+
+def _start_over_or_refuse(model_dir: Path) -> bool:
     """--do_continue into a dir without a checkpoint. A dir that a run has used but that holds no checkpoint and
     no finished model (a run preempted or stopped before its first save, or made by the job script, as a requeued
-    job finds it) starts over from step 0, with a warning, as Megatron-LM's ``--load`` and transformers' examples
-    (``get_last_checkpoint``) do without a checkpoint; a missing dir (a mistyped --model_dir, most likely) stays an
-    error."""
-    model_dir = Path(args.model_dir)
+    job finds it) starts over from step 0 (returns False, the run does not resume), with a warning, as Megatron-LM's
+    ``--load`` and transformers' examples (``get_last_checkpoint``) do without a checkpoint; a missing dir (a
+    mistyped --model_dir, most likely) stays an error."""
     if not model_dir.is_dir():
         raise UserError(f"--do_continue: no checkpoint-<step> folder in {model_dir}, which does not exist (is "
                         f"--model_dir right? leave out --do_continue to start a new run)")
@@ -201,7 +228,7 @@ def _start_over_or_refuse(args: TrainArgs) -> TrainArgs:
                         f"({', '.join(earlier_run_outputs(model_dir)[:3])}); --overwrite_output_dir starts over")
     logger.warning("--do_continue: %s holds no checkpoint yet (the run stopped before its first save): starting "
                    "from step 0", model_dir)
-    return replace(args, do_continue=False)
+    return False
 
 
 def vocabulary_plan(pretrained: str, tokenizer_dir: str | Path, *, compose: bool = False) -> VocabPlan | None:

@@ -68,32 +68,66 @@ def _files(entries) -> str | None:
     return "<" + ", ".join(f"{Path(e['path']).name} sha256 {e['sha256'][:12]}" for e in entries) + ">"
 
 
+def _flat(config: dict) -> tuple[dict, dict]:
+    """(the preset's fields, the run's compared settings by name) of a saved record: a run description's
+    (``format`` 2) or the flat ``params``/``args``/``resolved`` record of checkpoints written before it. A setting
+    a record lacks (older versions saved fewer) is left out."""
+    if "format" in config:
+        model, optim, data = config.get("model", {}), config.get("optim", {}), config.get("data", {})
+        outputs, system, prints = config.get("outputs", {}), config.get("system", {}), config.get("fingerprints", {})
+        sources = {"seed": (data, "seed"), "fp16_type": (optim, "fp16_type"), "bf16": (optim, "bf16"),
+                   "max_eval_samples": (data, "max_eval_samples"),
+                   "max_nonfinite_steps": (optim, "max_nonfinite_steps"), "eval_file": (data, "eval_files"),
+                   "train_steps": (optim, "train_steps"), "budget": (optim, "budget"),
+                   "lr_schedule": (optim, "lr_schedule"), "min_lr_ratio": (optim, "min_lr_ratio"),
+                   "eval_steps": (outputs, "eval_steps"), "whole_word_mask": (data, "whole_word_mask"),
+                   "run_name": (outputs, "run_name"), "global_batch_size": (system, "global_batch_size"),
+                   "tokenizer_fingerprint": (prints, "tokenizer")}
+        settings = {name: group[key] for name, (group, key) in sources.items() if key in group}
+        if "corpus" in prints:
+            settings["data"] = {"corpus": prints["corpus"], "eval": prints.get("eval")}
+        return model.get("params", {}), settings
+    args, resolved = config.get("args", {}), config.get("resolved", {})
+    settings = {name: args[name] for name in ("seed", "eval_file", "max_eval_samples", "max_nonfinite_steps")
+                if name in args}
+    for name in ("fp16_type", "bf16"):  # the resolved value where the record has it, else the flag as given
+        if name in resolved or name in args:
+            settings[name] = resolved.get(name, args.get(name))
+    settings.update({name: resolved[name] for name in ("train_steps", "budget", "lr_schedule", "min_lr_ratio",
+                                                        "eval_steps", "whole_word_mask", "run_name")
+                     if name in resolved})
+    for name in ("global_batch_size", "tokenizer_fingerprint", "data"):
+        if name in config:
+            settings[name] = config[name]
+    return config.get("params", {}), settings
+
+
 def _view(config: dict, shape_fields: tuple[str, ...]) -> dict[str, tuple[str, object]]:
     """name -> (class, value) of everything compared."""
-    params, args, resolved = config.get("params", {}), config.get("args", {}), config.get("resolved", {})
-    view: dict[str, tuple[str, object]] = {"tokenizer": (BREAKS, config.get("tokenizer_fingerprint"))}
+    params, settings = _flat(config)
+    view: dict[str, tuple[str, object]] = {"tokenizer": (BREAKS, settings.get("tokenizer_fingerprint"))}
     for field, value in params.items():
         if field in _NOT_COMPARED:
             continue
-        if field == "eval_share" and args.get("eval_file"):
+        if field == "eval_share" and settings.get("eval_file"):
             continue  # no held-out split when an eval file is given
         kind = BREAKS if field in _BREAKS or field in shape_fields else CONTINUES if field in _CONTINUES else DIFFERENT
         view[_PRESET_KEY.get(field, field)] = (kind, value)
-    view["train steps"] = (CONTINUES, resolved.get("train_steps"))
+    view["train steps"] = (CONTINUES, settings.get("train_steps"))
     for name, key in _RESOLVED_NEWER.items():  # absent from the checkpoints of older versions
-        if key in resolved:
-            view[name] = (CONTINUES, resolved[key])
-    view["eval steps"] = (CONTINUES, resolved.get("eval_steps"))
-    view["whole-word masking"] = (DIFFERENT, resolved.get("whole_word_mask"))
-    view["--run_name"] = (CONTINUES, resolved.get("run_name"))
-    view["--seed"] = (DIFFERENT, args.get("seed"))
+        if key in settings:
+            view[name] = (CONTINUES, settings[key])
+    view["eval steps"] = (CONTINUES, settings.get("eval_steps"))
+    view["whole-word masking"] = (DIFFERENT, settings.get("whole_word_mask"))
+    view["--run_name"] = (CONTINUES, settings.get("run_name"))
+    view["--seed"] = (DIFFERENT, settings.get("seed"))
     for name in _ARGS_CONTINUE:
-        view[f"--{name}"] = (CONTINUES, args.get(name))
-    if "global_batch_size" in config:
-        view["global batch size"] = (DIFFERENT, config["global_batch_size"])
+        view[f"--{name}"] = (CONTINUES, settings.get(name))
+    if "global_batch_size" in settings:
+        view["global batch size"] = (DIFFERENT, settings["global_batch_size"])
     else:  # checkpoints of older versions record the preset's mapping only
         view["batch-size"] = (DIFFERENT, params.get("node_batch_sizes"))
-    data = config.get("data")
+    data = settings.get("data")
     if data is not None:
         view["corpus"] = (DIFFERENT, _files(data.get("corpus")))
         view["eval data"] = (CONTINUES, _files(data.get("eval")) or HELD_OUT)
@@ -101,11 +135,12 @@ def _view(config: dict, shape_fields: tuple[str, ...]) -> dict[str, tuple[str, o
 
 
 def compare(saved: dict, current: dict, shape_fields: tuple[str, ...] = ()) -> list[Change]:
-    """Every difference between a checkpoint's saved config and this run's (both as ``resolved_config()``)."""
+    """Every difference between a checkpoint's saved config and this run's (``prepare.Run.record()``; either may
+    be a record of an older version)."""
     old, new = _view(saved, shape_fields), _view(current, shape_fields)
     if "global batch size" in new and "global batch size" not in old:
         new.pop("global batch size")
-        new["batch-size"] = (DIFFERENT, current.get("params", {}).get("node_batch_sizes"))
+        new["batch-size"] = (DIFFERENT, _flat(current)[0].get("node_batch_sizes"))
     for name in _RESOLVED_NEWER:
         if name not in old:
             new.pop(name, None)
@@ -139,6 +174,13 @@ def judge(changes: list[Change], path: Path, *, accept_changed_run: bool, announ
     if different and not accept_changed_run:
         raise UserError(f"--do_continue: these changes make {path} another run, not a continuation: "
                         f"{'; '.join(different)}; restore them, or pass --accept_changed_run to continue anyway")
+
+
+def check_checkpoint(description, path: Path, saved: dict, current: dict, *, announce: bool = False) -> None:
+    """Raise UserError unless a checkpoint's saved record fits the run of ``description`` (its run description),
+    as :func:`judge` judges their differences (``current``: this run's record, ``prepare.Run.record()``)."""
+    judge(compare(saved, current, description.model.family.shape_fields()), path,
+          accept_changed_run=description.outputs.accept_changed_run, announce=announce)
 
 
 def newest_complete(model_dir: Path) -> tuple[Path, dict] | None:

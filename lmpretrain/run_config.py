@@ -1,14 +1,12 @@
-"""Command-line options of run_pretraining.py (the original tool's flags verbatim, plus ours), and the run config
-they resolve to together with the preset: flag over preset over default, settled once."""
+"""Command-line options of run_pretraining.py (the original tool's flags verbatim, plus ours) and the budget rules
+they share with the preset; :mod:`lmpretrain.run_description` resolves flags and preset into the run's one
+description."""
 
 from __future__ import annotations
 
 import argparse
-import math
-import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from fractions import Fraction
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .cli import HelpFormatter
@@ -94,106 +92,10 @@ class TrainArgs:
     extra: dict = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class RunConfig:
-    """The settings that a flag and the preset both decide, or that have a computed default. ``prepare_run``
-    resolves them once; every module reads them from here (never ``args.x or params.x``). Saved with each
-    checkpoint (the ``resolved`` key of its config file)."""
-
-    train_steps: int | None
-    """Optimizer steps of the whole run, from its budget (see :func:`budget_steps`): --train_steps /
-    --train_epochs / --train_tokens, else the preset's train-steps / train-epochs / train-tokens. None until
-    :meth:`with_steps` has resolved an epoch or token budget (it needs the global batch and the instances)."""
-    eval_steps: int
-    """Steps between evaluations: the preset's eval-steps, else its logging-steps."""
-    pretrained_model_name_or_path: str | None
-    """The model to continue pretraining from: --pretrained_model_name_or_path, else the preset's key; None: a
-    model initialised from scratch. (A --do_continue run takes its weights from the checkpoint instead.)"""
-    resize_embeddings: bool
-    """Resize a pretrained model's embeddings to this tokenizer: --resize_embeddings or the preset's key."""
-    whole_word_mask: bool
-    """Mask whole words: --do_whole_word_mask or the preset's whole-word-mask."""
-    cache_dir: str
-    """The tokenized dataset cache: --cache_dir, else <model_dir>/cache."""
-    num_workers: int
-    """Tokenization processes: --num_workers, else the machine's cores."""
-    run_name: str
-    """TensorBoard run name (events under <logging_dir>/<run_name>/): --run_name, else --model_type."""
-    logging_dir: str = ""
-    """Where TensorBoard runs go: --logging_dir, else <model_dir>/runs."""
-    warmup_steps: int | None = None
-    """Warmup steps: the preset's warmup-steps, or ``ceil(warmup-ratio x train_steps)`` (as transformers'
-    ``TrainingArguments.get_warmup_steps``) once the steps are resolved."""
-    warmup_ratio: float | None = None
-    """The preset's warmup-ratio (None: warmup-steps decides)."""
-    budget: tuple[str, float] = ("train-steps", 0)
-    """What decides the steps: ("train-steps" | "train-epochs" | "train-tokens", the number given)."""
-    lr_schedule: str = "linear"
-    """--lr_schedule, else the preset's lr-schedule (linear by default)."""
-    min_lr_ratio: float = 0.0
-    """--min_lr_ratio, else the preset's min-lr-ratio (0 by default): the decay ends at this share of the rate."""
-    fp16_type: int = 0
-    """0 fp32, 1 mixed, 2 almost fp16, 3 pure fp16: --fp16_type when given, else the preset's fp16-type, else 0."""
-    bf16: bool = False
-    """bf16 autocast: --bf16 or the preset's bf16."""
-
-    @classmethod
-    def resolve(cls, args: TrainArgs, params: ModelParams) -> RunConfig:
-        budget = _budget(args, params)
-        train_steps = int(budget[1]) if budget[0] == "train-steps" else None
-        return cls(
-            train_steps=train_steps,
-            warmup_steps=_warmup_steps(params, train_steps),
-            warmup_ratio=params.warmup_ratio,
-            budget=budget,
-            lr_schedule=args.lr_schedule or params.lr_schedule,
-            min_lr_ratio=_min_lr_ratio(args, params),
-            eval_steps=params.eval_steps or params.logging_steps,
-            pretrained_model_name_or_path=args.pretrained_model_name_or_path or params.pretrained_model_name_or_path,
-            resize_embeddings=args.resize_embeddings or params.resize_embeddings,
-            whole_word_mask=args.do_whole_word_mask or params.whole_word_mask,
-            cache_dir=args.cache_dir or str(Path(args.model_dir) / "cache"),
-            num_workers=args.num_workers or os.cpu_count() or 1,
-            run_name=args.run_name or args.model_type,
-            logging_dir=args.logging_dir or str(Path(args.model_dir) / "runs"),
-            fp16_type=args.fp16_type if args.fp16_type is not None else params.fp16_type,
-            bf16=args.bf16 or params.bf16,
-        )
-
-    def with_steps(self, *, global_batch_size: int, sequence_length: int, instances: int | None = None) -> RunConfig:
-        """This config with ``train_steps`` resolved from its budget (``instances``: training instances per epoch,
-        needed for an epoch budget only). Raises UserError for a budget of less than one step."""
-        if self.train_steps is not None:
-            return self
-        steps = budget_steps(self.budget, global_batch_size=global_batch_size, sequence_length=sequence_length,
-                             instances=instances)
-        return replace(self, train_steps=steps, warmup_steps=self.warmup_steps if self.warmup_steps is not None
-                       else math.ceil(self.warmup_ratio * steps))
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["budget"] = list(self.budget)
-        return data
-
-
-def _min_lr_ratio(args: TrainArgs, params: ModelParams) -> float:
-    if args.min_lr_ratio is None:
-        return params.min_lr_ratio
-    if not 0.0 <= args.min_lr_ratio <= 1.0:
-        raise UserError(f"--min_lr_ratio {args.min_lr_ratio}: a share of the learning rate, from 0 to 1")
-    return args.min_lr_ratio
-
-
-def _warmup_steps(params: ModelParams, train_steps: int | None) -> int | None:
-    if params.warmup_ratio is None:
-        return params.warmup_steps
-    return math.ceil(params.warmup_ratio * train_steps) if train_steps is not None else None
-
-
 _BUDGET_FLAGS = {"train-steps": "train_steps", "train-epochs": "train_epochs", "train-tokens": "train_tokens"}
 
 
-def _budget(args: TrainArgs, params: ModelParams) -> tuple[str, float]:
+def budget_from(args: TrainArgs, params: ModelParams) -> tuple[str, float]:
     """A budget flag replaces the preset's budget, whichever key the preset uses (as --train_steps always has);
     two budget flags together are an error (the preset's keys are checked when it is parsed)."""
     flags = [(key, getattr(args, name)) for key, name in _BUDGET_FLAGS.items() if getattr(args, name) is not None]

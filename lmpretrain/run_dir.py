@@ -17,6 +17,7 @@ import shutil
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,7 +27,7 @@ from .data.cache import process_is_running
 from .distributed import Layout, all_reduce_sum
 from .errors import UserError
 from .log import get_logger
-from .resume import compare, newest_complete
+from .resume import check_checkpoint, compare, newest_complete
 
 logger = get_logger(__name__)
 
@@ -202,19 +203,28 @@ def check_fresh_run(model_dir: str | Path, *, overwrite: bool, keep: list[Path],
         logger.warning("removed %s from %s: left by a run that saved no checkpoint", " and ".join(removed), model_dir)
 
 
+@dataclass(frozen=True)
+class DirOutcome:
+    """What a run found in its model dir: ``finished`` (the summary of a run with nothing left to do; ``{}`` on the
+    processes other than rank 0) or None, and ``history``: the changes this and earlier resumes accepted, which each
+    checkpoint records."""
+
+    finished: dict | None = None
+    history: tuple = ()
+
+
 @contextlib.contextmanager
-def own_model_dir(run, layout: Layout) -> Iterator[dict | None]:
+def own_model_dir(run, layout: Layout) -> Iterator[DirOutcome]:
     """Hold the model dir's lock for the run's life (global rank 0, the only writer of the dir) and settle, before
-    any long work, what this run does with what the dir holds (``run``: the ``prepare.PreparedRun``). Yields the
-    finished run's summary when there is nothing left to do. Every process learns rank 0's outcome through one
-    all-reduce (0 go, 1 finished, 2 failed)."""
-    outcome, failure, finished = 0.0, None, None
+    any long work, what this run does with what the dir holds (``run``: the ``prepare.Run``). Every process learns
+    rank 0's outcome through one all-reduce (0 go, 1 finished, 2 failed)."""
+    outcome, failure, found = 0.0, None, DirOutcome()
     with contextlib.ExitStack() as stack:
         if layout.is_main:
             try:
-                stack.enter_context(ModelDirLock(run.args.model_dir))
-                finished = settle_model_dir(run, layout)
-                outcome = 1.0 if finished is not None else 0.0
+                stack.enter_context(ModelDirLock(run.description.outputs.model_dir))
+                found = settle_model_dir(run, layout)
+                outcome = 1.0 if found.finished is not None else 0.0
             except UserError as error:
                 failure, outcome = error, 2.0
         agreed = float(all_reduce_sum(torch.tensor([outcome], dtype=torch.float64))[0])
@@ -222,29 +232,30 @@ def own_model_dir(run, layout: Layout) -> Iterator[dict | None]:
             raise failure
         if agreed >= 2:
             raise UserError("rank 0 stopped before training (its error line says why)")
-        yield finished if layout.is_main else ({} if agreed >= 1 else None)
+        yield found if layout.is_main else DirOutcome(finished={} if agreed >= 1 else None)
 
 
-def settle_model_dir(run, layout: Layout) -> dict | None:
+def settle_model_dir(run, layout: Layout) -> DirOutcome:
     """A fresh run: refuse a used dir, or clear it with --overwrite_output_dir. --do_continue: compare the newest
     checkpoint's config with this run's (every difference printed; breaking or unaccepted ones are an error), and
     return the summary of a run that has already reached its steps."""
-    args, model_dir = run.args, Path(run.args.model_dir)
-    if not args.do_continue:
-        keep = [Path(run.config.cache_dir), Path(args.tokenizer_dir), *map(Path, args.input_file),
-                *map(Path, args.eval_file or [])]
-        check_fresh_run(model_dir, overwrite=args.overwrite_output_dir, keep=keep, tokenizer_dir=args.tokenizer_dir,
-                        part_folders=[p.folder for p in run.family.parts if p.folder])
-        return None
+    data, outputs = run.description.data, run.description.outputs
+    model_dir = Path(outputs.model_dir)
+    if not outputs.resume:
+        keep = [Path(data.cache_dir), Path(data.tokenizer_dir), *map(Path, data.input_files),
+                *map(Path, data.eval_files or ())]
+        check_fresh_run(model_dir, overwrite=outputs.overwrite_output_dir, keep=keep, tokenizer_dir=data.tokenizer_dir,
+                        part_folders=[p.folder for p in run.description.model.family.parts if p.folder])
+        return DirOutcome()
     newest = newest_complete(model_dir)
     if newest is None:
-        return None  # the resume itself says why no checkpoint is usable
+        return DirOutcome()  # the resume itself says why no checkpoint is usable
     path, saved = newest
-    current = run.resolved_config(layout.global_batch_size)
+    current = run.record()
 
-    changes = compare(saved, current, run.family.shape_fields())
-    run.check_checkpoint(path, saved, current, announce=True)
-    step, train_steps = ckpt.step_of(path), run.config.train_steps
+    changes = compare(saved, current, run.description.model.family.shape_fields())
+    check_checkpoint(run.description, path, saved, current, announce=True)
+    step, train_steps = ckpt.step_of(path), run.description.optim.train_steps
     summary_path = model_dir / SUMMARY_FILE
     if step >= train_steps and summary_path.is_file():
         try:
@@ -255,11 +266,11 @@ def settle_model_dir(run, layout: Layout) -> dict | None:
             logger.warning("--do_continue: the run in %s is finished: %s is at step %d and the run has %d train "
                            "steps; nothing to do (its outputs are left as they are)", model_dir, path.name, step,
                            train_steps)
-            return summary
+            return DirOutcome(finished=summary)
     if step > train_steps:
         logger.warning("--do_continue: %s is past the run's %d train steps: exporting it as the final model",
                        path.name, train_steps)
+    history = tuple(saved.get("history", []))
     if changes:
-        run.history = [*saved.get("history", []), {"step": step, "changes": [str(c) for c in changes],
-                                                    "kinds": [c.kind for c in changes]}]
-    return None
+        history += ({"step": step, "changes": [str(c) for c in changes], "kinds": [c.kind for c in changes]},)
+    return DirOutcome(history=history)

@@ -83,5 +83,3 @@ class RunState:
         if saved.get("model_extra") and hasattr(self.model, "load_resume_state"):
             self.model.load_resume_state(saved["model_extra"])
 
-    def weights_finite(self) -> bool:
-        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())

@@ -21,7 +21,7 @@ import torch
 
 from . import checkpoint as ckpt
 from . import export
-from .data.loader import StepBatches, count_units, default_dataloader_workers, micro_batch_positions
+from .data.loader import StepBatches, count_units, micro_batch_positions
 from .data_setup import RunData, build_run_data
 from .distributed import (
     Layout,
@@ -29,7 +29,6 @@ from .distributed import (
     all_reduce_sum,
     init_distributed,
     is_collective_error,
-    preset_global_batch_size,
     reduces_on_device,
     shutdown,
 )
@@ -38,7 +37,8 @@ from .log import JsonlLog, MetricsWriter, get_logger, is_main_process, progress
 from .models import BatchShape
 from .optim import apply_settings, build_optimizer, lr_schedule
 from .precision import Precision, make_precision
-from .prepare import PreparedRun, prepare_run
+from .prepare import Run, prepare_run, settle_run
+from .resume import check_checkpoint
 from .run_config import TrainArgs
 from .run_dir import own_model_dir
 from .run_state import RunState
@@ -161,107 +161,82 @@ def train(args: TrainArgs) -> dict[str, float]:
 
 
 def _train(args: TrainArgs, preemption: _Preemption) -> dict[str, float]:
-    # --- setup: validate everything before any long work -------------------------------------------------------
-    run = prepare_run(args)  # params, encoder, checks; raises UserError before anything is built
-    args = run.args  # --do_continue into a dir without a checkpoint may have become a fresh start
-    params = run.params
-    layout = init_distributed(params.node_batch_sizes, local_rank=args.local_rank, node_rank=args.node_rank,
-                              device=args.device, training=not args.build_dataset_only,
-                              batch_key=f"{args.parameter_file}: {args.model_type}.batch-size")
-    watchdog = PeerWatchdog(layout.rank, layout.world_size, args.peer_timeout).start()
+    # --- setup: validate everything before any long work; from here on only the run description is read ---------
+    draft = prepare_run(args)  # phase (a): flags and preset resolved, encoder open; UserError before anything is built
+    system = draft.description.system
+    layout = init_distributed(system.node_batch_sizes, local_rank=system.local_rank, node_rank=system.node_rank,
+                              device=system.device, training=not system.build_dataset_only, batch_key=system.batch_key)
+    watchdog = PeerWatchdog(layout.rank, layout.world_size, draft.description.data.peer_timeout).start()
     try:
-        precision = make_precision(run.config.fp16_type, run.config.bf16, layout.device)
-        if args.build_dataset_only:  # writes the dataset cache only (it has its own lock)
-            # the epoch's steps at the preset's global batch, even when its nodes are not all launched for the build
-            data = build_run_data(run, layout, report_batch_size=preset_global_batch_size(params.node_batch_sizes,
-                                                                                          layout.num_nodes))
+        precision = make_precision(draft.description.optim.fp16_type, draft.description.optim.bf16, layout.device)
+        run, data = settle_run(draft, layout)  # phase (b): the description the loop reads
+        if system.build_dataset_only:  # wrote the dataset cache only (it has its own lock)
             logger.info("dataset built; --build_dataset_only: exiting")
             return dict(data.epoch)
-        data = _resolve_steps(run, layout)
-        with own_model_dir(run, layout) as finished:
-            if finished is not None:
-                return finished
-            data = data or build_run_data(run, layout)
-            return _train_loop(args, run, layout, precision, data, preemption)
+        with own_model_dir(run, layout) as found:
+            if found.finished is not None:
+                return found.finished
+            return _train_loop(run, found.history, layout, precision, data, preemption)
     except RuntimeError as error:  # a peer died mid-collective: one line naming it, not the backend's traceback
         if layout.distributed and is_collective_error(error):
             raise watchdog.peer_lost(error) from None
         raise
     finally:
         watchdog.stop()
-        run.encoder.close()
+        draft.resources.close()
         shutdown()
 
 
-def _resolve_steps(run: PreparedRun, layout: Layout) -> RunData | None:
-    """Settle the run's steps from its budget (``RunConfig.with_steps``): a token budget needs the global batch
-    only; an epoch budget needs the training instances, so the dataset is built (or read from its cache) first and
-    returned, before the model dir is settled."""
-    kind, value = run.config.budget
-    data = build_run_data(run, layout) if kind == "train-epochs" else None
-    run.config = run.config.with_steps(global_batch_size=layout.global_batch_size,
-                                       sequence_length=run.params.sequence_length,
-                                       instances=len(data.train_dataset) if data is not None else None)
-    if kind != "train-steps":
-        logger.info("%s %g: %d train steps at global batch %d and sequence-length %d", kind, value,
-                    run.config.train_steps, layout.global_batch_size, run.params.sequence_length)
-    return data
-
-
-def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data: RunData,
+def _train_loop(run: Run, history: tuple, layout: Layout, precision: Precision, data: RunData | None,
                 preemption: _Preemption) -> dict[str, float]:
-    params, config = run.params, run.config
+    model_settings, optim, outputs = run.description.model, run.description.optim, run.description.outputs
+    data_settings, system = run.description.data, run.description.system
+    family = model_settings.family
+    data = data or build_run_data(run, layout)  # built already when an epoch budget needed its instances
     state = _build_state(run, layout, precision)
-    current = run.resolved_config(layout.global_batch_size)
-    checkpoints = ckpt.Checkpoints(args.model_dir, layout, tokenizer_dir=args.tokenizer_dir, config=current,
-                                   check=lambda path, saved: run.check_checkpoint(path, saved, current),
-                                   total_limit=params.save_total_limit)
-    if checkpoints.restore(state, resume=args.do_continue) is not None:
-        apply_settings(state.optimizer, state.scheduler, learning_rate=params.learning_rate,
-                       weight_decay=params.weight_decay, adam_epsilon=params.adam_epsilon,
-                       adam_betas=tuple(params.adam_betas))
+    current = run.record(history)
+    checkpoints = ckpt.Checkpoints(outputs.model_dir, layout, tokenizer_dir=data_settings.tokenizer_dir,
+                                   config=current,
+                                   check=lambda path, saved: check_checkpoint(run.description, path, saved, current),
+                                   total_limit=outputs.save_total_limit)
+    if checkpoints.restore(state, resume=outputs.resume) is not None:
+        apply_settings(state.optimizer, state.scheduler, learning_rate=optim.learning_rate,
+                       weight_decay=optim.weight_decay, adam_epsilon=optim.adam_epsilon, adam_betas=optim.adam_betas)
     model, counters = state.model, state.train
-    if counters.step % params.logging_steps and counters.step < config.train_steps:
+    logging_steps, train_steps = outputs.logging_steps, optim.train_steps
+    if counters.step % logging_steps and counters.step < train_steps:
         # the steps since the last logged step ran in the interrupted process, whose window was not saved
-        first = min(config.train_steps, (counters.step // params.logging_steps + 1) * params.logging_steps)
+        first = min(train_steps, (counters.step // logging_steps + 1) * logging_steps)
         logger.info("resumed at step %d: the first logged window (step %d) averages the %d step(s) since the resume, "
                     "not the %d since step %d; windows stay at multiples of logging-steps", counters.step, first,
-                    first - counters.step, first - counters.step // params.logging_steps * params.logging_steps,
-                    counters.step // params.logging_steps * params.logging_steps)
-    train_model = _wrap(model, layout, compile_model=args.compile)
+                    first - counters.step, first - counters.step // logging_steps * logging_steps,
+                    counters.step // logging_steps * logging_steps)
+    train_model = _wrap(model, layout, compile_model=model_settings.compile)
 
     # a resume at step N keeps what was logged up to N (its eval included) and drops what an interrupted run wrote
     # after its last checkpoint: TensorBoard purges events at steps >= purge_step from the earlier files
-    tb_dir = Path(config.logging_dir) / config.run_name
+    tb_dir = Path(outputs.logging_dir) / outputs.run_name
     writer = MetricsWriter(str(tb_dir), purge_step=counters.step + 1 if counters.step else _fresh_purge(tb_dir))
-    logger.info("TensorBoard: tensorboard --logdir %s", config.logging_dir)
-    step_log = JsonlLog(f"{args.model_dir}/train_log.jsonl", resume_step=counters.step)
-    if run.history and run.history[-1]["step"] == counters.step:  # what this resume changed, where it changed
-        step_log.write({"step": counters.step, "resumed_with_changes": run.history[-1]["changes"]})
-    terms = run.family.loss_terms
-    weights = run.family.loss_weights(params)
+    logger.info("TensorBoard: tensorboard --logdir %s", outputs.logging_dir)
+    step_log = JsonlLog(f"{outputs.model_dir}/train_log.jsonl", resume_step=counters.step)
+    if history and history[-1]["step"] == counters.step:  # what this resume changed, where it changed
+        step_log.write({"step": counters.step, "resumed_with_changes": history[-1]["changes"]})
+    terms, weights = family.loss_terms, model_settings.loss_weights
+    max_eval_samples = data_settings.max_eval_samples
 
     preemption.immediate = False  # from here on a signal is acted on at a step boundary, the same on every rank
-    first_eval = evaluate(model, data, layout, precision, args.max_eval_samples) if counters.step == 0 else {}
-    if first_eval:
-        writer.scalars(first_eval, 0)
-        logger.info("step 0: %s", _fmt(first_eval))
-
-    model.train()
-    bar = progress(total=config.train_steps, initial=counters.step, desc="train", unit="step")
-    peak, peak_source = device_peak_tflops(layout.device, args.peak_tflops)
+    steps_left = max(0, train_steps - counters.step)
+    workers = data_settings.dataloader_workers
+    batches = StepBatches(data.train_dataset, data.collator, layout, next_position=counters.next_position,
+                          steps=steps_left, accumulation=optim.gradient_accumulation_steps,
+                          workers=workers if steps_left else 0)  # its workers build batches during the first eval
+    logger.info("input pipeline: %s", f"{workers} background worker(s)" if workers else "in this process")
+    bar = progress(total=train_steps, initial=counters.step, desc="train", unit="step")
+    peak, peak_source = device_peak_tflops(layout.device, system.peak_tflops)
     logger.info("MFU against a peak of %s", peak_source) if peak else \
         logger.info("train/mfu not logged: %s; give --peak_tflops to log it (train/tflops_per_device is logged)",
                     peak_source)
     window = _Window(peak)
-    last_eval, started, preempted = first_eval, time.perf_counter(), False
-    steps_left = max(0, config.train_steps - counters.step)
-    workers = args.dataloader_workers if args.dataloader_workers is not None else \
-        default_dataloader_workers(layout.local_world_size)
-    batches = StepBatches(data.train_dataset, data.collator, layout, next_position=counters.next_position,
-                          steps=steps_left, accumulation=params.gradient_accumulation_steps,
-                          workers=workers if steps_left else 0)
-    logger.info("input pipeline: %s", f"{workers} background worker(s)" if workers else "in this process")
     # where the step's tensors are summed over processes: on the GPU under NCCL; the unit counts on the CPU
     # otherwise; the loss, in one process, where it already is (no all-reduce then)
     units_device = layout.device if reduces_on_device() else torch.device("cpu")
@@ -269,7 +244,13 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
     # writer and bar are closed on errors too (the last scalars kept); a signal during the last save is held off;
     # the batch workers are shut down on every way out of this block
     with contextlib.closing(writer), contextlib.closing(bar), batches:
-        while counters.step < config.train_steps:
+        first_eval = evaluate(model, data, layout, precision, max_eval_samples) if counters.step == 0 else {}
+        if first_eval:
+            writer.scalars(first_eval, 0)
+            logger.info("step 0: %s", _fmt(first_eval))
+        model.train()
+        last_eval, started, preempted = first_eval, time.perf_counter(), False
+        while counters.step < train_steps:
             # --- batch: this process's share of the global batch, as micro-batches (built ahead) -------------
             waited = step_started = time.perf_counter()
             micro = batches.next_step()
@@ -291,19 +272,19 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
                             loss = loss_hook(loss, counters.step + 1)
                     precision.backward(loss)
                 step_loss += loss.detach().double() / layout.world_size
-                _add_metrics(metrics, out, local[i], run.family)
+                _add_metrics(metrics, out, local[i], family)
 
             # --- clip and step (skipping non-finite steps): the step's one read from the device --------------
             # the preemption flag rides on the loss's all-reduce, so that every process sees a signal at the same step
             flag = torch.full((), float(preemption.requested), dtype=torch.float64, device=step_loss.device)
             reduced = all_reduce_sum(torch.stack([step_loss, flag]).to(loss_device))
-            norm = precision.clip(state.optimizer, model.parameters(), params.max_grad_norm)
+            norm = precision.clip(state.optimizer, model.parameters(), optim.max_grad_norm)
             step_tokens = global_units["tokens"]  # a float, or (NCCL) a tensor read with the rest
             values = [reduced[0], reduced[1], norm.double()] + [step_tokens] * isinstance(step_tokens, torch.Tensor)
             read = torch.stack([v.to(norm.device) for v in values]).tolist()
             global_loss, preempt_now, grad_norm = read[0], read[1] > 0, read[2]
             step_tokens = read[3] if len(read) > 3 else step_tokens
-            if args.compile and window.steps == 0 and not window.total["elapsed"]:  # the first step of this process
+            if model_settings.compile and window.steps == 0 and not window.total["elapsed"]:  # this process's 1st step
                 logger.info("step %d took %.1f s (torch.compile compiled the model in it)", counters.step + 1,
                             time.perf_counter() - step_started)
             stepped = precision.apply(state.optimizer, grad_norm=grad_norm, loss_finite=math.isfinite(global_loss))
@@ -314,26 +295,26 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
             if not stepped and precision.scaler is None:
                 logger.warning("step %d: loss %s, gradient norm %s: update skipped (%d skipped in all, %d non-finite "
                                "in a row; stopping at %d)", counters.step, global_loss, grad_norm,
-                               counters.skipped_steps, counters.nonfinite_streak, args.max_nonfinite_steps)
+                               counters.skipped_steps, counters.nonfinite_streak, optim.max_nonfinite_steps)
 
             # --- log ---------------------------------------------------------------------------------------------
             window.add(global_loss, step_tokens, flops=flops, data_wait=waited)
             bar.update(1)
             bar.set_postfix(loss=f"{global_loss:.4f}")
-            if counters.step % params.logging_steps == 0 or counters.step == config.train_steps:
+            if counters.step % logging_steps == 0 or counters.step == train_steps:
                 scalars = window.take(learning_rate=state.scheduler.get_last_lr()[0], grad_norm=grad_norm,
                                       skipped_steps=counters.skipped_steps,
-                                      metrics=_global_metrics(metrics, global_units, run.family, units_device))
+                                      metrics=_global_metrics(metrics, global_units, family, units_device))
                 writer.scalars(scalars, counters.step)
                 step_log.write({"step": counters.step, **scalars})
-            if counters.nonfinite_streak >= args.max_nonfinite_steps:
+            if counters.nonfinite_streak >= optim.max_nonfinite_steps:
                 raise UserError(f"the loss was NaN/inf for {counters.nonfinite_streak} consecutive steps (up to step "
                                 f"{counters.step}); stopping. Lower the learning rate or use bf16/fp32; the last "
-                                f"checkpoint in {args.model_dir} is intact")
+                                f"checkpoint in {outputs.model_dir} is intact")
 
             # --- eval and save -------------------------------------------------------------------------------
-            if counters.step % config.eval_steps == 0 or counters.step == config.train_steps:
-                last_eval = evaluate(model, data, layout, precision, args.max_eval_samples) or last_eval
+            if counters.step % outputs.eval_steps == 0 or counters.step == train_steps:
+                last_eval = evaluate(model, data, layout, precision, max_eval_samples) or last_eval
                 writer.scalars(last_eval, counters.step)
                 if last_eval:
                     step_log.write({"step": counters.step, **last_eval})
@@ -341,10 +322,10 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
             if preempt_now:
                 preempted = True
                 break
-            if counters.step % params.save_steps == 0 and counters.step != config.train_steps:
+            if counters.step % outputs.save_steps == 0 and counters.step != train_steps:
                 checkpoints.save(state)
         if not last_eval and not preempted:  # resumed at its last step (e.g. its export was interrupted)
-            last_eval = evaluate(model, data, layout, precision, args.max_eval_samples)
+            last_eval = evaluate(model, data, layout, precision, max_eval_samples)
         checkpoints.save(state)  # the final model, or where a preempted run resumes
 
     if preempted:
@@ -358,22 +339,21 @@ def _train_loop(args: TrainArgs, run, layout: Layout, precision: Precision, data
         summary["eval/perplexity_at_start"] = first_eval["eval/perplexity"]
     checkpoints.export_final(state, summary, verify=lambda export_dir: export.verify_export(model, export_dir,
                                                                                              run.encoder))
-    logger.info("done: %s; model saved to %s", _fmt(summary), args.model_dir)
+    logger.info("done: %s; model saved to %s", _fmt(summary), outputs.model_dir)
     return summary
 
 
-def _build_state(run, layout: Layout, precision: Precision) -> RunState:
+def _build_state(run: Run, layout: Layout, precision: Precision) -> RunState:
     """A fresh model (seeded), its optimizer and schedule, and the loss scaler: the state a resume overwrites."""
-    params = run.params
-    torch.manual_seed(run.args.seed)
+    optim = run.description.optim
+    torch.manual_seed(run.description.data.seed)
     model = run.build_model().to(layout.device)
     if precision.model_dtype != torch.float32:
         model = model.to(precision.model_dtype)
-    optimizer = build_optimizer(model, learning_rate=params.learning_rate, weight_decay=params.weight_decay,
-                                adam_epsilon=params.adam_epsilon, adam_betas=tuple(params.adam_betas),
-                                device=layout.device)
-    scheduler = lr_schedule(optimizer, warmup_steps=run.config.warmup_steps, train_steps=run.config.train_steps,
-                            schedule=run.config.lr_schedule, min_lr_ratio=run.config.min_lr_ratio)
+    optimizer = build_optimizer(model, learning_rate=optim.learning_rate, weight_decay=optim.weight_decay,
+                                adam_epsilon=optim.adam_epsilon, adam_betas=optim.adam_betas, device=layout.device)
+    scheduler = lr_schedule(optimizer, warmup_steps=optim.warmup_steps, train_steps=optim.train_steps,
+                            schedule=optim.lr_schedule, min_lr_ratio=optim.min_lr_ratio)
     return RunState(model, optimizer, scheduler, precision.scaler)
 
 

@@ -9,10 +9,11 @@ import torch
 
 from lmpretrain.data import EpochOrder
 from lmpretrain.errors import UserError
-from lmpretrain.models import parse_preset
+from lmpretrain.models import get_family, parse_preset
 from lmpretrain.optim import lr_schedule
 from lmpretrain.resume import CONTINUES, compare
-from lmpretrain.run_config import RunConfig, TrainArgs, budget_steps, parse_args
+from lmpretrain.run_config import TrainArgs, budget_steps, parse_args
+from lmpretrain.run_description import describe
 from tests.helpers import run_script
 
 PRESET = {"number-of-layers": 1, "hidden-size": 16, "sequence-length": 32, "ffn-inner-hidden-size": 32,
@@ -26,6 +27,11 @@ def preset(**keys):
 
 def args(**kw) -> TrainArgs:
     return TrainArgs(input_file=["c.txt"], tokenizer_dir="t", model_dir="m", model_type="gpt-test", **kw)
+
+
+def optim(flags: TrainArgs, params):
+    """The optimisation settings of the run description's first phase."""
+    return describe(flags, params, get_family(params.family)).optim
 
 
 # --- budgets to steps ----------------------------------------------------------------------------------------------
@@ -56,14 +62,14 @@ def test_one_epoch_sees_every_instance_at_most_once_and_all_where_the_batch_divi
 
 
 def test_exactly_one_budget_decides_and_a_flag_replaces_the_presets():
-    assert RunConfig.resolve(args(), preset(**{"train-steps": 7})).train_steps == 7
-    config = RunConfig.resolve(args(), preset(**{"train-tokens": 1920}))
+    assert optim(args(), preset(**{"train-steps": 7})).train_steps == 7
+    config = optim(args(), preset(**{"train-tokens": 1920}))
     assert (config.train_steps, config.budget) == (None, ("train-tokens", 1920))
     assert config.with_steps(global_batch_size=6, sequence_length=32).train_steps == 10
     # any budget flag replaces any budget key of the preset, as --train_steps always has
-    config = RunConfig.resolve(args(train_steps=3), preset(**{"train-epochs": 2}))
+    config = optim(args(train_steps=3), preset(**{"train-epochs": 2}))
     assert (config.train_steps, config.budget) == (3, ("train-steps", 3))
-    config = RunConfig.resolve(args(train_epochs=1.0), preset(**{"train-steps": 100}))
+    config = optim(args(train_epochs=1.0), preset(**{"train-steps": 100}))
     assert config.budget == ("train-epochs", 1.0)
     assert config.with_steps(global_batch_size=6, sequence_length=32, instances=40).train_steps == 6
     assert parse_args(["--input_file", "c", "--tokenizer_dir", "t", "--model_dir", "m", "--model_type", "x",
@@ -74,11 +80,11 @@ def test_warmup_ratio_is_a_share_of_the_resolved_steps_rounded_up():
     ratio = {"warmup-ratio": 0.1}
     params = parse_preset("gpt-test", {**{k: v for k, v in PRESET.items() if k != "warmup-steps"}, **ratio,
                                        "train-tokens": 1920 * 3}, "parameter.json")
-    config = RunConfig.resolve(args(), params)
+    config = optim(args(), params)
     assert config.warmup_steps is None
     assert config.with_steps(global_batch_size=6, sequence_length=32).warmup_steps == 3  # ceil(0.1 x 30)
-    assert RunConfig.resolve(args(train_steps=25), params).warmup_steps == 3  # ceil(2.5)
-    assert RunConfig.resolve(args(), preset(**{"train-steps": 9})).warmup_steps == 1  # warmup-steps as given
+    assert optim(args(train_steps=25), params).warmup_steps == 3  # ceil(2.5)
+    assert optim(args(), preset(**{"train-steps": 9})).warmup_steps == 1  # warmup-steps as given
     with pytest.raises(UserError, match="gpt-test.warmup-steps: given together with warmup-ratio"):
         preset(**{"train-steps": 9}, **ratio)
     with pytest.raises(UserError, match=r"gpt-test.warmup-steps: missing \(or give warmup-ratio instead\)"):
@@ -112,7 +118,7 @@ def test_bad_budget_keys_name_the_key(keys, message):
 ])
 def test_bad_budget_flags(flags, message):
     with pytest.raises(UserError) as error:
-        RunConfig.resolve(args(**flags), preset(**{"train-steps": 10}))
+        optim(args(**flags), preset(**{"train-steps": 10}))
     assert message in str(error.value)
 
 
@@ -170,15 +176,15 @@ def test_linear_schedule_is_unchanged_and_transformers_after_warmup():
 # --- resume --------------------------------------------------------------------------------------------------------
 
 def test_min_lr_ratio_flag_replaces_the_presets_and_is_checked():
-    assert RunConfig.resolve(args(), preset(**{"train-steps": 9})).min_lr_ratio == 0.0
-    assert RunConfig.resolve(args(), preset(**{"train-steps": 9, "min-lr-ratio": 0.1})).min_lr_ratio == 0.1
-    assert RunConfig.resolve(args(min_lr_ratio=0.05), preset(**{"train-steps": 9, "min-lr-ratio": 0.1})) \
+    assert optim(args(), preset(**{"train-steps": 9})).min_lr_ratio == 0.0
+    assert optim(args(), preset(**{"train-steps": 9, "min-lr-ratio": 0.1})).min_lr_ratio == 0.1
+    assert optim(args(min_lr_ratio=0.05), preset(**{"train-steps": 9, "min-lr-ratio": 0.1})) \
         .min_lr_ratio == 0.05
     assert parse_args(["--input_file", "c", "--tokenizer_dir", "t", "--model_dir", "m", "--model_type", "x",
                        "--min_lr_ratio", "0.1"]).min_lr_ratio == 0.1
     for bad in (-0.1, 1.5):
         with pytest.raises(UserError, match=rf"--min_lr_ratio {bad}: a share of the learning rate, from 0 to 1"):
-            RunConfig.resolve(args(min_lr_ratio=bad), preset(**{"train-steps": 9}))
+            optim(args(min_lr_ratio=bad), preset(**{"train-steps": 9}))
     saved = {"params": {"min_lr_ratio": 0.0}, "args": {}, "resolved": {"train_steps": 10, "min_lr_ratio": 0.0}}
     current = {"params": {"min_lr_ratio": 0.0}, "args": {}, "resolved": {"train_steps": 10, "min_lr_ratio": 0.1}}
     assert [(c.name, c.kind) for c in compare(saved, current)] == [("min lr ratio", CONTINUES)]
@@ -250,4 +256,4 @@ def test_one_epoch_takes_the_steps_the_build_reported(small_corpus, tiny_tokeniz
     state = load_training_state(tmp_path / "out" / f"checkpoint-{steps}")
     assert state["train_state"]["next_position"] == steps * 6 == epoch["instances"] - epoch["instances_not_reached"]
     config = json.loads((tmp_path / "out" / f"checkpoint-{steps}" / "lmpretrain_config.json").read_text())
-    assert config["resolved"]["train_steps"] == steps and config["resolved"]["budget"] == ["train-epochs", 1]
+    assert config["optim"]["train_steps"] == steps and config["optim"]["budget"] == ["train-epochs", 1]

@@ -142,7 +142,7 @@ def test_electra_continues_with_the_shapes_of_both_loaded_models(electra_pair, s
     loaded = ElectraForMaskedLM.from_pretrained(root / "pair" / "generator")
     assert generator.config.to_diff_dict() | {"transformers_version": None} == \
         loaded.config.to_diff_dict() | {"transformers_version": None}
-    assert json.loads((out / "lmpretrain_config.json").read_text())["params"]["generator_size"] == 0.5
+    assert json.loads((out / "lmpretrain_config.json").read_text())["model"]["params"]["generator_size"] == 0.5
 
 
 def test_electra_generator_size_contradicting_the_loaded_generator_is_an_error(electra_pair, sample_corpus,

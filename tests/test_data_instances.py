@@ -206,13 +206,19 @@ def test_a_corpus_smaller_than_one_batch_is_one_clear_error(tmp_path, monkeypatc
     monkeypatch.setattr(cache_module, "default_encoder_factory", FakeEncoder.from_pretrained)
     corpus = write_txt(tmp_path / "tiny.txt", make_documents(3, seed=0, max_sentences=2))
     tok = fake_tokenizer_dir(tmp_path / "tok")
-    args = SimpleNamespace(disable_overwrite_cache=False, input_file=[str(corpus)], tokenizer_dir=str(tok),
-                           eval_file=None, seed=0, peer_timeout=120.0)
-    config = SimpleNamespace(cache_dir=str(tmp_path / "cache"), num_workers=1, whole_word_mask=False)
-    params = SimpleNamespace(family="bert", sequence_length=128, short_seq_prob=0.1, nsp_probability=0.5,
-                             eval_share=0.0, mlm_probability=0.15, mask_token_prob=0.8, random_token_prob=0.1,
-                             whole_word_mask=False, span_masking=False, option=lambda name: None)
-    run = SimpleNamespace(args=args, config=config, params=params, encoder=FakeEncoder(),
+    from lmpretrain.models import get_family, parse_preset
+    from lmpretrain.run_config import TrainArgs
+    from lmpretrain.run_description import describe
+
+    flags = TrainArgs(input_file=[str(corpus)], tokenizer_dir=str(tok), model_dir=str(tmp_path / "out"),
+                      model_type="bert-x", cache_dir=str(tmp_path / "cache"), num_workers=1, seed=0)
+    preset = {"number-of-layers": 1, "hidden-size": 16, "sequence-length": 128, "ffn-inner-hidden-size": 32,
+              "attention-heads": 2, "warmup-steps": 1, "learning-rate": 1e-3, "batch-size": {"-1": 64},
+              "train-steps": 1, "eval-share": 0.0}
+    description = describe(flags, parse_preset("bert-x", preset, "p"), get_family("bert"))
+    description = description.placed(SimpleNamespace(global_batch_size=64, local_world_size=1, num_nodes=1,
+                                                     device=SimpleNamespace(type="cpu")))
+    run = SimpleNamespace(description=description, encoder=FakeEncoder(),
                           data_fingerprints=lambda: {"corpus": None, "eval": None})
     with pytest.raises(UserError, match=r"tiny\.txt yields 3 training instances, fewer than one global batch \(64\)"):
         data_setup.build_run_data(run, SimpleNamespace(rank=0, global_batch_size=64))

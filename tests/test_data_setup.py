@@ -1,7 +1,9 @@
 """The collators a run builds from its preset and tokenizer."""
 
 from lmpretrain.data_setup import make_collator
-from lmpretrain.models import parse_preset
+from lmpretrain.models import get_family, parse_preset
+from lmpretrain.run_config import TrainArgs
+from lmpretrain.run_description import describe
 from lmpretrain.tokenization import FastEncoder
 
 PRESET = {"number-of-layers": 2, "hidden-size": 32, "sequence-length": 64, "ffn-inner-hidden-size": 64,
@@ -11,7 +13,9 @@ PRESET = {"number-of-layers": 2, "hidden-size": 32, "sequence-length": 64, "ffn-
 def test_unused_tokens_are_never_masked_nor_drawn_as_replacements(tiny_tokenizer_dir):
     with FastEncoder.from_pretrained(tiny_tokenizer_dir) as encoder:
         unused = encoder.unused_token_ids
-        collator = make_collator(parse_preset("bert-x", PRESET, "p"), encoder, seed=0, whole_word=False)
+        flags = TrainArgs(input_file=["c.txt"], tokenizer_dir="t", model_dir="m", model_type="bert-x")
+        data = describe(flags, parse_preset("bert-x", PRESET, "p"), get_family("bert")).data
+        collator = make_collator("mlm", data, encoder, seed=0)
     assert len(unused) == 5  # the fixture's --num_unused_tokens
     drawable = set(collator.random_ids.tolist())
     assert not drawable & set(unused)

@@ -417,7 +417,7 @@ def test_nan_loss_is_skipped_counted_then_stops(setup, procs, tmp_path):
 def test_nan_weights_are_never_saved(setup, tmp_path, monkeypatch):
     from lmpretrain import prepare
 
-    build = prepare.PreparedRun.build_model
+    build = prepare.Run.build_model
     calls = {"training": 0}
 
     def poisoned_build(self):
@@ -433,7 +433,7 @@ def test_nan_weights_are_never_saved(setup, tmp_path, monkeypatch):
         model.register_forward_pre_hook(poison)
         return model
 
-    monkeypatch.setattr(prepare.PreparedRun, "build_model", poisoned_build)
+    monkeypatch.setattr(prepare.Run, "build_model", poisoned_build)
     model_dir = tmp_path / "run"
     with pytest.raises(UserError, match="step 3: the weights contain NaN/inf; not saving them"):
         train(make_args(setup, model_dir))

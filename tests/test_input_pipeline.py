@@ -18,7 +18,7 @@ from lmpretrain.data.loader import StepBatches, count_units, default_dataloader_
 from lmpretrain.data_setup import build_run_data
 from lmpretrain.distributed import Layout
 from lmpretrain.errors import UserError
-from lmpretrain.prepare import prepare_run
+from lmpretrain.prepare import place_run, prepare_run
 from lmpretrain.run_config import TrainArgs
 from lmpretrain.trainer import train
 from tests.helpers import REPO, alive
@@ -61,7 +61,7 @@ def test_batches_are_identical_for_0_1_and_2_workers(model_type, sample_corpus, 
                                                      tmp_path):
     run = prepare_run(make_args(sample_corpus, tiny_tokenizer_dir, tmp_path / "out", parameter_file, model_type))
     try:
-        data = build_run_data(run, _layout(0, 2, 4))  # rank 0 builds the dataset cache
+        data = build_run_data(place_run(run, _layout(0, 2, 4)), _layout(0, 2, 4))  # rank 0 builds the dataset cache
         layout = _layout(1, 2, 4)  # the second of two processes: its slice of each global batch
         # what the loop built in its own process before the pipeline existed
         expected = []
@@ -93,7 +93,7 @@ def test_creating_the_pipeline_leaves_the_global_rng_alone(sample_corpus, tiny_t
                                                            tmp_path):
     run = prepare_run(make_args(sample_corpus, tiny_tokenizer_dir, tmp_path / "out", parameter_file))
     try:
-        data = build_run_data(run, _layout(0, 1, 4))
+        data = build_run_data(place_run(run, _layout(0, 1, 4)), _layout(0, 1, 4))
         torch.manual_seed(3)
         before = torch.get_rng_state()
         _batches(data, _layout(0, 1, 4), 1, steps=1)

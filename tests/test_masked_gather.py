@@ -74,7 +74,7 @@ def test_a_compiled_runs_batches_have_the_sequence_length_and_the_index(sample_c
                                                                          parameter_file, tmp_path):  # noqa: F811
     from lmpretrain.data_setup import build_run_data
     from lmpretrain.distributed import init_distributed
-    from lmpretrain.prepare import prepare_run
+    from lmpretrain.prepare import place_run, prepare_run
     from tests.test_run_pretraining import make_args
 
     shapes = {}
@@ -82,8 +82,9 @@ def test_a_compiled_runs_batches_have_the_sequence_length_and_the_index(sample_c
         run = prepare_run(make_args(sample_corpus, tiny_tokenizer_dir, tmp_path / f"out{compile_model}",
                                     parameter_file, "electra-test", compile=compile_model))
         try:
-            layout = init_distributed(run.params.node_batch_sizes, local_rank=-1, node_rank=-1, device="cpu")
-            data = build_run_data(run, layout)
+            layout = init_distributed(run.description.system.node_batch_sizes, local_rank=-1, node_rank=-1,
+                                      device="cpu")
+            data = build_run_data(place_run(run, layout), layout)
             batches = [data.collator([data.train_dataset[p] for p in range(s, s + 8)]) for s in (0, 8, 16)]
         finally:
             run.encoder.close()

@@ -179,7 +179,7 @@ def test_new_learning_rate_takes_effect_from_the_resume_step(setup, tmp_path, ca
     change = next(r for r in rows(model_dir) if "resumed_with_changes" in r)
     assert change["step"] == 4 and change["resumed_with_changes"] == ["learning-rate 0.002 -> 0.005"]
     saved = json.loads((model_dir / "checkpoint-8" / "lmpretrain_config.json").read_text())
-    assert saved["history"][0]["step"] == 4 and saved["params"]["learning_rate"] == 5e-3
+    assert saved["history"][0]["step"] == 4 and saved["model"]["params"]["learning_rate"] == 5e-3
 
 
 def test_more_train_steps_extend_the_schedule(setup, tmp_path):
