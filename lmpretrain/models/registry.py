@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..data.instances import LAYOUTS
+from ..data.layouts import LAYOUTS
 from ..errors import UserError
 
 # what a loss term averages over; the trainer counts each from the batch (see trainer.count_units)
