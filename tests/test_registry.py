@@ -86,6 +86,9 @@ def test_a_bad_declaration_is_refused_at_registration():
         register(dataclasses.replace(bert, name="bert-words", loss_terms=(LossTerm("mlm_loss", "words"),)))
     with pytest.raises(AssertionError, match="layout 'pairs'"):
         register(dataclasses.replace(bert, name="bert-pairs", layout="pairs"))
+    with pytest.raises(AssertionError, match="label 'sentence_label' of nsp_loss"):
+        register(dataclasses.replace(bert, name="bert-label", loss_terms=(
+            LossTerm("mlm_loss", "masked"), LossTerm("nsp_loss", "samples", label="sentence_label"))))
     with pytest.raises(AssertionError, match="registered twice"):
         register(bert)
 
