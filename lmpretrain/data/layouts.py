@@ -39,6 +39,8 @@ class InstanceLabel:
 
 @dataclass(frozen=True)
 class InstanceLayout:
+    """One layout: what a family's ``layout`` names, and everything the data side reads about it."""
+
     name: str
     dataset: Callable[..., InstanceDataset]
     """(shards, doc_ids, *, sequence_length, cls_id, sep_id, seed, shuffle, and the ``options`` named) -> dataset."""
