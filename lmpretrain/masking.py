@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .data.layouts import instance_labels
 from .errors import UserError
 from .rng import uniform
 
@@ -110,8 +111,8 @@ def pad_instances(instances: list[dict], pad_token_id: int, multiple: int | None
     """Stack variable-length instances into right-padded tensors (``length``: at least this long).
 
     Returns input_ids, attention_mask, word_starts (True on padding), positions (the instance's ``position``,
-    or its index in the list when absent), and token_type_ids / next_sentence_label / sentence_order_label when the
-    instances have them.
+    or its index in the list when absent), token_type_ids when the instances have them, and each label a layout
+    declares (``next_sentence_label``, ...) that they carry, as an int64 [batch] tensor.
     """
     if not instances:
         raise ValueError("cannot collate an empty list of instances")
@@ -138,8 +139,12 @@ def pad_instances(instances: list[dict], pad_token_id: int, multiple: int | None
         batch["word_starts"] = torch.ones(filled.shape, dtype=torch.bool)
     if "token_type_ids" in instances[0]:
         batch["token_type_ids"] = torch.from_numpy(stack("token_type_ids", 0, np.int64))
-    for label in ("next_sentence_label", "sentence_order_label"):
-        if label in instances[0]:
+    for label in instance_labels():  # every label a layout declares (data/layouts.py), as the instances carry it
+        carried = [label in inst for inst in instances]
+        if any(carried):
+            if not all(carried):
+                raise ValueError(f"instances {[i for i, c in enumerate(carried) if not c][:5]} have no {label!r} "
+                                 f"where others have it")
             batch[label] = torch.tensor([int(i[label]) for i in instances], dtype=torch.int64)
     return batch
 
@@ -317,7 +322,8 @@ def _take_words_in_order(word_count: torch.Tensor, order: torch.Tensor, budget: 
 
 
 class CausalLMCollator:
-    """Pads instances for a causal LM; labels are the inputs (transformers shifts them), -100 on padding."""
+    """Pads instances for a causal LM; labels are the inputs (transformers shifts them), -100 on padding; the
+    layout's declared labels are passed on as the MLM collator passes them."""
 
     def __init__(self, *, pad_token_id: int, pad_to_multiple_of: int | None = 8, pad_to_length: int | None = None,
                  predicted_index_bucket: int | None = None):
@@ -332,8 +338,6 @@ class CausalLMCollator:
         batch = pad_instances(instances, self.pad_token_id, self.pad_to_multiple_of, self.pad_to_length)
         batch.pop("word_starts")
         batch.pop("token_type_ids", None)
-        batch.pop("next_sentence_label", None)
-        batch.pop("sentence_order_label", None)
         batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
         if self.predicted_index_bucket:
             batch["predicted_index"], batch["predicted_labels"] = masked_index(batch["labels"][:, 1:],

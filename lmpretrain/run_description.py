@@ -53,6 +53,9 @@ class ModelSettings:
     resumed run takes its weights from the checkpoint instead)."""
     resize_embeddings: bool
     """--resize_embeddings or the preset's resize-embeddings."""
+    loss_terms: tuple
+    """The family's loss terms this preset trains (``Family.loss_terms_for``: a term whose label the preset's layout
+    does not produce is not trained); the model must return every one of them."""
     loss_weights: dict
     """Loss term name -> weight (the family's declaration, options applied)."""
     compile: bool = False
@@ -233,6 +236,7 @@ class RunDescription:
         ``ModelParams.to_dict``, no vocabulary plan: it is derived from the tokenizer and model files)."""
         model = {"family": self.model.family.name, "params": self.model.params.to_dict(),
                  "pretrained": self.model.pretrained, "resize_embeddings": self.model.resize_embeddings,
+                 "loss_terms": [term.name for term in self.model.loss_terms],
                  "loss_weights": dict(self.model.loss_weights), "compile": self.model.compile}
         optim = asdict(self.optim)
         optim["budget"], optim["adam_betas"] = list(self.optim.budget), list(self.optim.adam_betas)
@@ -264,7 +268,8 @@ def describe(args: TrainArgs, params: ModelParams, family: Family, *, resume: bo
         family=family, params=params,
         pretrained=args.pretrained_model_name_or_path or params.pretrained_model_name_or_path,
         resize_embeddings=args.resize_embeddings or params.resize_embeddings,
-        loss_weights=family.loss_weights(params), compile=args.compile, vocab_plan=vocab_plan)
+        loss_terms=family.loss_terms_for(params), loss_weights=family.loss_weights(params), compile=args.compile,
+        vocab_plan=vocab_plan)
     optim = OptimSettings(
         learning_rate=params.learning_rate, weight_decay=params.weight_decay, adam_epsilon=params.adam_epsilon,
         adam_betas=tuple(params.adam_betas), max_grad_norm=params.max_grad_norm,

@@ -53,14 +53,16 @@ _PREEMPT_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(s
 
 
 def weighted_loss(out: dict[str, torch.Tensor], terms, weights: dict[str, float], local: dict[str, float],
-                  global_units: dict, world_size: int) -> torch.Tensor:
+                  global_units: dict, world_size: int, family=None) -> torch.Tensor:
     """The micro-batch's share of the global-batch loss (times world_size, which DDP's averaging divides out).
-    ``terms``: the family's :class:`~lmpretrain.models.LossTerm` s; ``weights``: term name -> weight;
-    ``global_units``: floats, or 0-dim float64 tensors on the device (NCCL), never read back here."""
+    ``terms``: the :class:`~lmpretrain.models.LossTerm` s this preset trains (``Family.loss_terms_for``), each of
+    which the model must return (a :class:`UserError` otherwise, at the first step); ``weights``: term name ->
+    weight; ``global_units``: floats, or 0-dim float64 tensors on the device (NCCL), never read back here;
+    ``family``: the :class:`~lmpretrain.models.Family`, for the error."""
     total = None
     for term in terms:
-        if term.name not in out:  # a term the preset turned off (BERT without next-sentence prediction)
-            continue
+        if term.name not in out:
+            raise missing_term_error(term, family, out)
         count = global_units[term.unit]
         if local[term.unit] == 0 or (not isinstance(count, torch.Tensor) and count == 0):
             continue  # an empty term (e.g. nothing masked here) contributes nothing, not NaN (local > 0: global > 0)
@@ -73,6 +75,15 @@ def weighted_loss(out: dict[str, torch.Tensor], terms, weights: dict[str, float]
         total = sum((torch.where(torch.isfinite(v), v * 0.0, torch.zeros_like(v)) for v in out.values()
                      if v.requires_grad), torch.zeros((), device=next(iter(out.values())).device))
     return total
+
+
+def missing_term_error(term, family, out: dict) -> UserError:
+    """A declared loss term the model did not return: the run would report done with it never trained."""
+    declared = f"the {family.display} family" if family is not None else "its family"
+    cause = (f"the batch probably lacks {term.label!r}, the label its layout declares: the collator did not pass it on"
+             if term.label else "its forward does not compute it")
+    return UserError(f"the model returned no {term.name!r}, a loss term {declared} declares (it returned "
+                     f"{', '.join(sorted(out)) or 'nothing'}); {cause}")
 
 
 def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -221,7 +232,7 @@ def _train_loop(run: Run, history: tuple, layout: Layout, precision: Precision, 
     step_log = JsonlLog(f"{outputs.model_dir}/train_log.jsonl", resume_step=counters.step)
     if history and history[-1]["step"] == counters.step:  # what this resume changed, where it changed
         step_log.write({"step": counters.step, "resumed_with_changes": history[-1]["changes"]})
-    terms, weights = family.loss_terms, model_settings.loss_weights
+    terms, weights = model_settings.loss_terms, model_settings.loss_weights
     max_eval_samples = data_settings.max_eval_samples
 
     preemption.immediate = False  # from here on a signal is acted on at a step boundary, the same on every rank
@@ -267,7 +278,8 @@ def _train_loop(run: Run, history: tuple, layout: Layout, precision: Precision, 
                 with train_model.no_sync() if no_sync else contextlib.nullcontext():
                     with precision.autocast():
                         out = train_model(batch)
-                        loss = weighted_loss(out, terms, weights, local[i], global_units, layout.world_size)
+                        loss = weighted_loss(out, terms, weights, local[i], global_units, layout.world_size,
+                                             family=family)
                         if loss_hook is not None:
                             loss = loss_hook(loss, counters.step + 1)
                     precision.backward(loss)

@@ -26,3 +26,17 @@ def alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def layout_fields(layout_name: str, input_ids):
+    """The fields a collated batch of this layout carries beside the tokens, from its declaration (data/layouts.py):
+    ``token_type_ids`` (all 0) where it declares token types, and each declared label (0, 1, ... in turn)."""
+    import torch
+
+    from lmpretrain.data import get_layout
+
+    layout = get_layout(layout_name)
+    fields = {"token_type_ids": torch.zeros_like(input_ids)} if layout.token_types else {}
+    for label in layout.labels:
+        fields[label.name] = torch.arange(len(input_ids)) % label.classes
+    return fields

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from lmpretrain.data import build_or_load_dataset, make_instances, split_eval
+from lmpretrain.data import LAYOUTS, build_or_load_dataset, instance_labels, make_instances, split_eval
 from lmpretrain.errors import UserError
 from tests.test_data_fakes import FakeEncoder, doc_of_token, fake_tokenizer_dir, make_documents, write_txt
 
@@ -303,3 +303,30 @@ def test_sentence_order_minimum_length_and_collated_label(shards):
     assert batch["sentence_order_label"].dtype == torch.int64
     assert batch["sentence_order_label"].tolist() == [i["sentence_order_label"] for i in instances]
     assert "next_sentence_label" not in batch and batch["token_type_ids"].shape == batch["input_ids"].shape
+
+
+@pytest.mark.parametrize("name", list(LAYOUTS))
+def test_each_layout_is_what_its_declaration_says(shards, name):
+    """Its instances carry exactly its declared labels (and token types where declared), the collators pass every
+    one on, and its minimum sequence length is the shortest one accepted."""
+    import torch
+
+    from lmpretrain.masking import CausalLMCollator, MaskingConfig, MLMCollator
+
+    layout = LAYOUTS[name]
+    with pytest.raises(UserError, match=f"too short for {name}"):
+        make(shards, name, length=layout.minimum_length - 1)
+    assert len(make(shards, name, length=layout.minimum_length)) > 0
+    dataset = make(shards, name)
+    instances = [dataset[p] for p in range(12)]
+    expected = {"input_ids", "word_starts", "position", *layout.label_names} | (
+        {"token_type_ids"} if layout.token_types else set())
+    assert all(set(instance) == expected for instance in instances)
+    for label in layout.labels:
+        assert {i[label.name] for i in instances} <= set(range(label.classes))
+    mlm = MLMCollator(MaskingConfig(), vocab_size=FakeEncoder().vocab_size, pad_token_id=0,
+                      mask_token_id=FakeEncoder.mask_token_id, special_token_ids=sorted(SPECIALS), seed=0)
+    for batch in (mlm(instances), CausalLMCollator(pad_token_id=0)(instances)):
+        assert set(instance_labels()) & set(batch) == set(layout.label_names)
+        for label in layout.label_names:
+            assert torch.equal(batch[label], torch.tensor([i[label] for i in instances]))

@@ -11,6 +11,7 @@ from lmpretrain.data import LAYOUTS
 from lmpretrain.errors import UserError
 from lmpretrain.models import LossTerm, build_model, family_names, family_of, get_family, parse_preset, register
 from lmpretrain.trainer import count_units
+from tests.helpers import layout_fields
 
 BASE = {"number-of-layers": 2, "hidden-size": 32, "sequence-length": 16, "ffn-inner-hidden-size": 64,
         "attention-heads": 4, "warmup-steps": 1, "learning-rate": 1e-3, "batch-size": {"-1": 4}, "train-steps": 2}
@@ -32,10 +33,7 @@ def a_batch(family):
         labels[:, 3:6] = input_ids[:, 3:6]
     batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels,
              "positions": torch.arange(2)}
-    if family.layout == "sentence_pairs":
-        batch["token_type_ids"] = torch.zeros_like(input_ids)
-        batch["next_sentence_label"] = torch.tensor([0, 1])
-    return batch
+    return {**batch, **layout_fields(family.layout, input_ids)}
 
 
 @pytest.mark.parametrize("name", family_names())
@@ -88,6 +86,9 @@ def test_a_bad_declaration_is_refused_at_registration():
         register(dataclasses.replace(bert, name="bert-words", loss_terms=(LossTerm("mlm_loss", "words"),)))
     with pytest.raises(AssertionError, match="layout 'pairs'"):
         register(dataclasses.replace(bert, name="bert-pairs", layout="pairs"))
+    with pytest.raises(AssertionError, match="label 'sentence_label' of nsp_loss"):
+        register(dataclasses.replace(bert, name="bert-label", loss_terms=(
+            LossTerm("mlm_loss", "masked"), LossTerm("nsp_loss", "samples", label="sentence_label"))))
     with pytest.raises(AssertionError, match="registered twice"):
         register(bert)
 

@@ -1,4 +1,4 @@
-"""Data: corpus reading, the cached token shards, instance builders for each layout, and the sample order.
+"""Data: corpus reading, the cached token shards, the instance layouts (declared in layouts.py), the sample order.
 
     shards = build_or_load_dataset(["corpus.txt"], "tokenizer/", "cache/", num_workers=8)
     train_docs, eval_docs = split_eval(shards, 0.01, seed)
@@ -10,20 +10,20 @@
 from .cache import build_or_load_dataset, cache_location
 from .corpus import iter_sentences, resolve_corpus_files
 from .instances import (
-    LAYOUTS,
     CausalBlockDataset,
     InstanceDataset,
     NextSentenceDataset,
     PackedSentenceDataset,
     SentenceOrderDataset,
-    make_instances,
     split_eval,
 )
+from .layouts import LAYOUTS, InstanceLabel, InstanceLayout, get_layout, instance_labels, make_instances
 from .sampler import EpochOrder, epoch_permutation, positions_for_step
 from .shards import TokenShards, ids_dtype
 
 __all__ = [
-    "LAYOUTS", "CausalBlockDataset", "EpochOrder", "InstanceDataset", "NextSentenceDataset",
+    "LAYOUTS", "CausalBlockDataset", "EpochOrder", "InstanceDataset", "InstanceLabel", "InstanceLayout",
+    "NextSentenceDataset", "get_layout", "instance_labels",
     "PackedSentenceDataset", "SentenceOrderDataset", "TokenShards", "build_or_load_dataset", "cache_location",
     "epoch_permutation", "ids_dtype", "iter_sentences", "make_instances", "positions_for_step", "resolve_corpus_files",
     "split_eval",

@@ -1,19 +1,18 @@
-"""Training instances, built lazily from token shards, one builder per layout (a family names the one it trains on).
+"""Training instances, built lazily from token shards: one dataset class per kind of instance (``layouts.py``
+declares the layouts by name, each with its class; a family names the one it trains on).
 
 Every dataset has ``len()`` instances per epoch and ``dataset[position]`` builds the instance drawn at a *global*
 sample position (see :mod:`.sampler`), so the data order and every random choice inside an instance are a pure
 function of ``(seed, position)``. The index saying which tokens form instance ``i`` is computed once, in numpy,
 with memory proportional to the number of instances.
 
-- ``sentence_pairs``: ``[CLS] A [SEP] B [SEP]`` for next-sentence prediction, as in Google's
-  create_pretraining_data.py (BERT).
-- ``sentence_order``: the same pairs for sentence-order prediction: the negative is A and B swapped (ALBERT).
-- ``packed_sentences``: FULL-SENTENCES: ``[CLS] s1 s2 ... [SEP]`` packed across documents, a ``[SEP]`` between
-  documents (RoBERTa).
-- ``whole_lines``: as many whole lines of one document as fit, ``[CLS] l1 l2 ... [SEP]`` (the original's
-  line-by-line; ELECTRA).
-- ``causal_blocks``: contiguous blocks of the token stream, ``[SEP]`` as the end-of-document token, no ``[CLS]``
-  (causal LMs).
+- :class:`NextSentenceDataset`: ``[CLS] A [SEP] B [SEP]`` for next-sentence prediction, as in Google's
+  create_pretraining_data.py (BERT); :class:`SentenceOrderDataset`: the same pairs, the negative A and B swapped
+  (ALBERT).
+- :class:`PackedSentenceDataset`: FULL-SENTENCES: ``[CLS] s1 s2 ... [SEP]`` packed across documents, a ``[SEP]``
+  between documents (RoBERTa), or as many whole lines of one document as fit (the original's line-by-line; ELECTRA).
+- :class:`CausalBlockDataset`: contiguous blocks of the token stream, ``[SEP]`` as the end-of-document token, no
+  ``[CLS]`` (causal LMs).
 
 Sentences longer than an instance are split into instance-sized pieces rather than dropped.
 """
@@ -29,8 +28,6 @@ from .shards import TokenShards
 
 logger = get_logger(__name__)
 
-LAYOUTS = ("sentence_pairs", "sentence_order", "packed_sentences", "whole_lines", "causal_blocks")
-_MINIMUM_LENGTH = {"sentence_pairs": 5, "sentence_order": 5, "causal_blocks": 2}  # others: 3 ([CLS] token [SEP])
 NSP_STREAM = 0x4E5350  # rng stream for the random choices inside a BERT instance
 SOP_STREAM = 0x534F50  # the same for an ALBERT (sentence-order) instance
 
@@ -52,32 +49,6 @@ def split_eval(shards: TokenShards, eval_share: float, seed: int) -> tuple[np.nd
     eval_docs = np.sort(order[:num_eval])
     train_docs = np.sort(order[num_eval:])
     return train_docs, eval_docs
-
-
-def make_instances(shards: TokenShards, layout: str, *, sequence_length: int, cls_id: int, sep_id: int, seed: int,
-                   doc_ids=None, short_seq_prob: float = 0.1, nsp_probability: float = 0.5,
-                   shuffle: bool = True) -> InstanceDataset:
-    """The instance dataset of ``layout`` (one of :data:`LAYOUTS`) over the documents ``doc_ids`` (all when None)."""
-    if layout not in LAYOUTS:
-        raise UserError(f"unknown instance layout {layout!r} (expected one of {', '.join(LAYOUTS)})")
-    minimum = _MINIMUM_LENGTH.get(layout, 3)
-    if sequence_length < minimum:
-        raise UserError(f"sequence-length {sequence_length} is too short for {layout} instances (at least {minimum})")
-    docs = np.arange(shards.num_documents, dtype=np.int64) if doc_ids is None else np.asarray(doc_ids, np.int64)
-    if len(docs) == 0:
-        raise UserError("no documents to build instances from")
-    if docs.min() < 0 or docs.max() >= shards.num_documents:
-        raise UserError(f"document ids outside the corpus's {shards.num_documents} documents")
-    common = dict(sequence_length=sequence_length, cls_id=cls_id, sep_id=sep_id, seed=seed, shuffle=shuffle)
-    if layout == "sentence_pairs":
-        return NextSentenceDataset(shards, docs, short_seq_prob=short_seq_prob, nsp_probability=nsp_probability,
-                                   **common)
-    if layout == "sentence_order":
-        return SentenceOrderDataset(shards, docs, short_seq_prob=short_seq_prob, nsp_probability=nsp_probability,
-                                    **common)
-    if layout == "causal_blocks":
-        return CausalBlockDataset(shards, docs, **common)
-    return PackedSentenceDataset(shards, docs, cross_documents=layout == "packed_sentences", **common)
 
 
 def _document_sentences(shards: TokenShards, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

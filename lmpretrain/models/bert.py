@@ -134,7 +134,7 @@ def _bert_loaded_options(params: ModelParams, pretrained: str, hf_config) -> dic
 BERT = Family(
     name="bert", display="BERT", model=BertPretraining,
     parts=(Part("model", "BertForPreTraining", role="pretraining"),),
-    loss_terms=(LossTerm("mlm_loss", "masked"), LossTerm("nsp_loss", "samples")),
+    loss_terms=(LossTerm("mlm_loss", "masked"), LossTerm("nsp_loss", "samples", label="next_sentence_label")),
     layout="sentence_pairs", collator="mlm", hf_model_types=("bert",), hf_shape=ENCODER_SHAPE,
     # false: masked LM only, on packed sentences as RoBERTa (the NSP head is kept, untrained); None: on, unless
     # the model continued from has no NSP head

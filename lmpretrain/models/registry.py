@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..data.instances import LAYOUTS
+from ..data.layouts import LAYOUTS, get_layout, instance_labels
 from ..errors import UserError
 
 # what a loss term averages over; the trainer counts each from the batch (see trainer.count_units)
@@ -34,6 +34,9 @@ class LossTerm:
     unit: str
     weight: float = 1.0
     weight_option: str | None = None
+    label: str | None = None
+    """The layout label the term is computed from (BERT's NSP: ``next_sentence_label``): the term is trained, and
+    must be returned, exactly when the preset's layout declares that label; None: always."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,8 @@ class Family:
     and a vocabulary head)."""
     layout_of: Callable | None = None
     """params -> the layout a preset's options choose (BERT without next-sentence prediction: packed sentences);
-    None: always ``layout``. A loss term whose output the model does not return (no NSP pairs) is then skipped."""
+    None: always ``layout``. The loss terms whose ``label`` that layout does not produce are then not trained
+    (``loss_terms_for``)."""
     loaded_options: Callable | None = None
     """(params, pretrained path, its HF config) -> {option field: value} for the options that models loaded from
     there fix (ELECTRA's ``generator_size`` when its generator is loaded too). Those take the loaded value (a
@@ -117,6 +121,11 @@ class Family:
     def instance_layout(self, params) -> str:
         """The layout this preset trains on (``layout``, unless an option of the family chooses another)."""
         return self.layout_of(params) if self.layout_of is not None else self.layout
+
+    def loss_terms_for(self, params) -> tuple[LossTerm, ...]:
+        """The terms this preset trains: every term without a label, and those whose label its layout produces."""
+        labels = get_layout(self.instance_layout(params)).label_names
+        return tuple(t for t in self.loss_terms if t.label is None or t.label in labels)
 
     def loss_weights(self, params) -> dict[str, float]:
         return {t.name: float(params.option(t.weight_option)) if t.weight_option else t.weight
@@ -145,6 +154,8 @@ def register(family: Family) -> Family:
     problems += [f"role {p.role!r}" for p in family.parts if p.role not in ROLES]
     if family.layout not in LAYOUTS:
         problems.append(f"layout {family.layout!r}")
+    problems += [f"label {t.label!r} of {t.name}" for t in family.loss_terms
+                 if t.label is not None and t.label not in instance_labels()]
     if family.collator not in COLLATORS:
         problems.append(f"collator {family.collator!r}")
     if problems or family.name in _FAMILIES:
