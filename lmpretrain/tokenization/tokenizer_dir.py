@@ -15,7 +15,10 @@ With ``--spm_model_type`` the subword model is trained by the SentencePiece libr
 tokenizer.json converted from it, which AutoTokenizer loads).
 
 ``lmpretrain_tokenizer.json`` records the segmenter (``word_segmenter``: name, options, dictionary), the
-dictionary (name, package and dictionary versions), MeCab options, normalization (NFKC) and the training settings.
+dictionary (name, package and dictionary versions), MeCab options, the normalization applied before the subword model
+(the segmenter's declared one; without a segmenter NFKC, or "none" for text kept as written) and the training settings.
+The segmenter fields of ``TokenizerSpec`` are read and written through the segmenters' declarations
+(:mod:`.segmenters`).
 ``word_tokenizer``, ``mecab_dic_type``, ``mecab_option`` and ``tokenizer_type`` stay at its top level (the run's flags
 are checked against them; a Sudachi dir's ``mecab_dic_type`` is "sudachi", which no MeCab dictionary matches); dirs
 written before ``word_segmenter`` was recorded are read through ``mecab_dic_type``.
@@ -265,6 +268,12 @@ def read_vocabulary(directory: Path, meta: dict | None) -> dict[str, int] | None
         kind = next((name for name in ("vocab.txt", "tokenizer.json") if (directory / name).is_file()), None)
         if kind is None:
             return None
+    return read_model_vocabulary(directory, kind)
+
+
+def read_model_vocabulary(directory: Path, kind: str) -> dict[str, int]:
+    """token -> id of the subword file ``kind`` (tokenizer.json, spiece.model or vocab.txt), as transformers reads
+    it."""
     if kind == "tokenizer.json":
         from tokenizers import Tokenizer
 

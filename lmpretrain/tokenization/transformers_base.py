@@ -146,13 +146,10 @@ def _spm_flags(directory: Path, flag: str) -> dict:
 
 
 def _vocab_of_file(directory: Path, model_file: str, flag: str) -> dict[str, int]:
-    from .tokenizer_dir import read_vocabulary
+    from .tokenizer_dir import read_model_vocabulary
 
-    # the metadata of a segmented dir with that subword file: read_vocabulary then reads it as transformers does
-    meta = {"word_segmenter": {"name": "mecab"}, "tokenizer_type": "wordpiece" if model_file == "vocab.txt"
-            else "unigram"}
     try:
-        return read_vocabulary(directory, meta)
+        return read_model_vocabulary(directory, model_file)
     except UserError:
         raise
     except Exception as error:  # noqa: BLE001 - any unreadable model file: one line naming it

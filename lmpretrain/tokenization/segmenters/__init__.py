@@ -211,4 +211,6 @@ def segmenter_from_meta(meta: dict) -> tuple[str | None, dict]:
     if "word_segmenter" in meta:
         recorded = meta["word_segmenter"]
         return (None, {}) if recorded is None else (recorded["name"], dict(recorded.get("options") or {}))
+    # the top level's mecab_dic_type and mecab_option are the default segmenter's fields; its word_tokenizer (added
+    # later, never without word_segmenter in a dir written by this toolkit) is left out, as it always was
     return segmenter_from_fields({k: v for k, v in meta.items() if k != "word_tokenizer"})
