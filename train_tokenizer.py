@@ -29,6 +29,7 @@ import sys
 from lmpretrain.cli import make_parser
 from lmpretrain.errors import run_cli
 from lmpretrain.log import setup_logging
+from lmpretrain.tokenization import segmenters
 
 
 def _boolean(value: str) -> bool:
@@ -45,14 +46,7 @@ def main(argv=None) -> None:
                    help="keep the word-segmented training text here (segmented.txt); None: a temp dir, removed")
     p.add_argument("--num_files", type=int, default=os.cpu_count() or 1,
                    help="parallel segmenter workers (the result does not depend on it; default: the machine's cores)")
-    p.add_argument("--word_tokenizer", default=None,
-                   help="mecab (default), sudachi, juman or none (no word segmenter)")
-    p.add_argument("--mecab_dic_type", default=None, help="ipadic (default), unidic_lite, unidic or none")
-    p.add_argument("--mecab_dic", default=None, help="the original's newer name of --mecab_dic_type")
-    p.add_argument("--mecab_option", default=None,
-                   help="extra MeCab arguments (e.g. '-u user.dic'), recorded for AutoTokenizer")
-    p.add_argument("--sudachi_split_mode", default=None, help="A (default, shortest words), B or C (longest)")
-    p.add_argument("--sudachi_dict_type", default=None, help="core (default), small or full (sudachidict_<type>)")
+    segmenters.add_flags(p)  # --word_tokenizer, then each declared segmenter's (--mecab_dic_type, --sudachi_...)
     p.add_argument("--tokenizer_type", default=None,
                    help="wordpiece (default), bpe (alias: sentencepiece, the `tokenizers` BPE) or unigram; "
                         "sentencepiece with --spm_model_type trains with the SentencePiece library")
@@ -90,9 +84,8 @@ def main(argv=None) -> None:
     if args.base_tokenizer_dir is None and (args.add_words or not args.input_file):
         raise UserError("--add_words needs --base_tokenizer_dir" if args.add_words else "--input_file is required")
     spec = TokenizerSpec.from_flags(
-        word_tokenizer=args.word_tokenizer, mecab_dic_type=args.mecab_dic_type, mecab_dic=args.mecab_dic,
-        mecab_option=args.mecab_option, sudachi_split_mode=args.sudachi_split_mode,
-        sudachi_dict_type=args.sudachi_dict_type, tokenizer_type=args.tokenizer_type or "wordpiece",
+        word_tokenizer=args.word_tokenizer, **{name: getattr(args, name) for name in segmenters.flag_fields()},
+        tokenizer_type=args.tokenizer_type or "wordpiece",
         spm_model_type=args.spm_model_type, spm_split_by_whitespace=args.spm_split_by_whitespace,
         spm_byte_fallback=args.spm_byte_fallback, spm_character_coverage=args.spm_character_coverage,
         vocab_size=32768 if args.vocab_size is None else args.vocab_size,

@@ -13,8 +13,8 @@ The stable public face (these import paths stay valid)::
 | ``extend``             | ``extend_tokenizer``: a base's ids kept, a domain's most used new tokens appended  |
 | ``vocabulary``         | a model's tokens, special tokens by role, and its tokenizer as a splitter        |
 | ``causal``             | the tokenizer files saved with a causal LM: bos/eos/pad, what it adds             |
-| ``normalization``      | NFKC, as every tokenizer here applies it first                                    |
-| ``segmenters/``        | the word-segmenter interface and registry; one module per segmenter (``mecab``)   |
+| ``normalization``      | NFKC, as every tokenizer here applies it first (unless it is kept as written)     |
+| ``segmenters/``        | the word-segmenter interface, declarations and registry; one module per segmenter |
 | ``subword/``           | the subword-library interface; one module per library (``hf_tokenizers``,        |
 |                        | ``sentencepiece_lib``)                                                            |
 """

@@ -52,7 +52,7 @@ from .. import __version__
 from ..errors import UserError
 from ..fsutil import replace_dir, sha256_file
 from ..log import get_logger, progress
-from .segmenters import get_segmenter
+from .segmenters import flag_fields, get_segmenter, segmenter_from_meta
 from .tokenizer_dir import META_FILE, SPIECE_UNDERLINE, TokenizerSpec, read_vocabulary, tokenizer_fingerprint
 from .transformers_base import (
     check_auto_vocabulary,
@@ -63,7 +63,12 @@ from .transformers_base import (
 
 logger = get_logger(__name__)
 
-SEGMENTER_FIELDS = ("word_tokenizer", "mecab_dic_type", "mecab_option", "sudachi_split_mode", "sudachi_dict_type")
+
+def _segmenter_fields() -> tuple[str, ...]:
+    """The spec fields that record the segmenter: ``word_tokenizer`` and those the declared options are held in."""
+    return ("word_tokenizer", *dict.fromkeys(flag_fields().values()))
+
+
 SUBWORD_FIELDS = ("tokenizer_type", "spm_model_type", "spm_split_by_whitespace", "spm_byte_fallback")
 
 
@@ -89,8 +94,6 @@ class BaseTokenizer:
 
 
 def _model_file(meta: dict) -> str:
-    from .segmenters import segmenter_from_meta
-
     if segmenter_from_meta(meta)[0] is None:
         return "tokenizer.json"
     return "vocab.txt" if meta["tokenizer_type"] == "wordpiece" else "spiece.model"
@@ -133,16 +136,16 @@ def read_base(directory: str | Path) -> BaseTokenizer:
     return BaseTokenizer(directory, meta, spec, model_file, tokens)
 
 
-_FLAG_FIELDS = {"word_tokenizer": "word_tokenizer", "mecab_dic_type": "mecab_dic_type", "mecab_dic": "mecab_dic_type",
-                "mecab_option": "mecab_option", "sudachi_split_mode": "sudachi_split_mode",
-                "sudachi_dict_type": "sudachi_dict_type", "tokenizer_type": "tokenizer_type",
+_FLAG_FIELDS = {"word_tokenizer": "word_tokenizer", "tokenizer_type": "tokenizer_type",
                 "spm_model_type": "spm_model_type", "spm_split_by_whitespace": "spm_split_by_whitespace",
                 "spm_byte_fallback": "spm_byte_fallback", "num_unused_tokens": "num_unused_tokens"}
+"""Flags that are not a segmenter's option -> the spec field they set (the segmenters' come from their declarations)."""
 
 
 def given_flags(flags: dict) -> frozenset[str]:
     """The spec fields whose flags were given (not None) in train_tokenizer.py's parsed ``flags``."""
-    return frozenset(field for flag, field in _FLAG_FIELDS.items() if flags.get(flag) not in (None, ""))
+    return frozenset(field for flag, field in {**_FLAG_FIELDS, **flag_fields()}.items()
+                     if flags.get(flag) not in (None, ""))
 
 
 def adopt_base_settings(base: BaseTokenizer, asked: TokenizerSpec | None, given: set[str]) -> None:
@@ -153,10 +156,11 @@ def adopt_base_settings(base: BaseTokenizer, asked: TokenizerSpec | None, given:
     def value(spec: TokenizerSpec, name: str):
         return spec.algorithm if name == "tokenizer_type" else getattr(spec, name)
 
-    ignored = [f"{name} {getattr(asked, name)!r}" for name in (*SEGMENTER_FIELDS, *SUBWORD_FIELDS, "num_unused_tokens")
+    ignored = [f"{name} {getattr(asked, name)!r}"
+               for name in (*_segmenter_fields(), *SUBWORD_FIELDS, "num_unused_tokens")
                if name in given and value(asked, name) != value(base.spec, name)]
     if ignored:
-        kept = ", ".join(f"{name} {getattr(base.spec, name)!r}" for name in (*SEGMENTER_FIELDS, *SUBWORD_FIELDS)
+        kept = ", ".join(f"{name} {getattr(base.spec, name)!r}" for name in (*_segmenter_fields(), *SUBWORD_FIELDS)
                          if getattr(base.spec, name) is not None)
         logger.warning("--base_tokenizer_dir %s was trained with %s; the extension keeps them (the base's ids depend "
                        "on them) and ignores the flags asking for %s", base.directory, kept, "; ".join(ignored))

@@ -15,7 +15,10 @@ With ``--spm_model_type`` the subword model is trained by the SentencePiece libr
 tokenizer.json converted from it, which AutoTokenizer loads).
 
 ``lmpretrain_tokenizer.json`` records the segmenter (``word_segmenter``: name, options, dictionary), the
-dictionary (name, package and dictionary versions), MeCab options, normalization (NFKC) and the training settings.
+dictionary (name, package and dictionary versions), MeCab options, the normalization applied before the subword model
+(the segmenter's declared one; without a segmenter NFKC, or "none" for text kept as written) and the training settings.
+The segmenter fields of ``TokenizerSpec`` are read and written through the segmenters' declarations
+(:mod:`.segmenters`).
 ``word_tokenizer``, ``mecab_dic_type``, ``mecab_option`` and ``tokenizer_type`` stay at its top level (the run's flags
 are checked against them; a Sudachi dir's ``mecab_dic_type`` is "sudachi", which no MeCab dictionary matches); dirs
 written before ``word_segmenter`` was recorded are read through ``mecab_dic_type``.
@@ -30,7 +33,15 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..fsutil import sha256_file
-from .segmenters import MECAB_DIC_TYPES, WORD_TOKENIZERS, segmenter_from_flags, segmenter_from_meta
+from .segmenters import (
+    declaration,
+    default_declaration,
+    fields_from_flags,
+    flag_fields,
+    segmenter_from_fields,
+    segmenter_from_meta,
+    word_tokenizers,
+)
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 META_FILE = "lmpretrain_tokenizer.json"
@@ -68,62 +79,40 @@ class TokenizerSpec:
     """The share of the corpus's characters the SentencePiece library keeps as pieces (the rarer ones become
     [UNK], or bytes with byte fallback); None: its usual 0.9995 for Japanese and Chinese (1.0 suits a small
     alphabet). Recorded only when another value is given, so that earlier dirs keep their spec."""
+    segmenter_options: dict | None = None
+    """The options of a segmenter whose declared options have no field of their own above (any segmenter but MeCab
+    and Sudachi, whose fields dirs recorded before segmenters were declared); None: none."""
 
     def __post_init__(self):  # one form per tokenizer: MeCab and none are word_tokenizer None, as in older dirs
+        default = default_declaration()
         if self.word_tokenizer == "none":
-            object.__setattr__(self, "mecab_dic_type", "none")
-        elif self.word_tokenizer == "mecab":
-            object.__setattr__(self, "mecab_dic_type", self.mecab_dic_type or "ipadic")
-        if self.word_tokenizer in ("mecab", "none"):
+            off = default.off_option
+            object.__setattr__(self, off.name, off.off_value)
+        elif self.word_tokenizer == default.name:
+            for option in default.options:
+                if option.spec_field and getattr(self, option.name) is None:
+                    object.__setattr__(self, option.name, option.default)
+        if self.word_tokenizer in ("none", default.name):
             object.__setattr__(self, "word_tokenizer", None)
 
     @classmethod
-    def from_flags(cls, *, word_tokenizer: str | None = None, mecab_dic_type: str | None = None,
-                   mecab_dic: str | None = None, mecab_option: str | None = None,
-                   sudachi_split_mode: str | None = None, sudachi_dict_type: str | None = None,
-                   spm_model_type: str | None = None, spm_split_by_whitespace: bool | None = None,
-                   spm_byte_fallback: bool | None = None, spm_character_coverage: float | None = None,
-                   **subword) -> TokenizerSpec:
-        """The spec train_tokenizer.py's flags ask for (an empty flag is an absent one), in one form per tokenizer:
-        MeCab and "none" keep ``word_tokenizer`` None, so a dir written before ``--word_tokenizer`` existed has the
-        same spec. A combination that contradicts itself is one ``UserError`` naming the flags."""
-        word_tokenizer, mecab_option = word_tokenizer or None, mecab_option or None
-        mecab_dic_type, mecab_dic = mecab_dic_type or None, mecab_dic or None
-        sudachi = {"--sudachi_split_mode": sudachi_split_mode or None, "--sudachi_dict_type": sudachi_dict_type or None}
-        problems = []
-        if mecab_dic and mecab_dic_type and mecab_dic != mecab_dic_type:
-            problems.append(f"--mecab_dic {mecab_dic} and --mecab_dic_type {mecab_dic_type} disagree (--mecab_dic is "
-                            f"the original's name of --mecab_dic_type: give one)")
-        dic = mecab_dic_type or mecab_dic
-        if word_tokenizer is not None and word_tokenizer not in WORD_TOKENIZERS:
-            problems.append(f"--word_tokenizer {word_tokenizer!r} is not one of {', '.join(WORD_TOKENIZERS)}")
-        elif word_tokenizer == "mecab" and dic == "none":
-            problems.append("--word_tokenizer mecab and --mecab_dic_type none contradict each other (none is no "
-                            "word segmenter: give one of them)")
-        elif word_tokenizer not in (None, "mecab"):
-            given = [f for f, v in (("--mecab_dic_type", dic not in (None, "none")), ("--mecab_option", mecab_option))
-                     if v]
-            if given:
-                problems.append(f"{' and '.join(given)} {'are' if len(given) > 1 else 'is'} for MeCab, not "
-                                f"--word_tokenizer {word_tokenizer}")
-        if word_tokenizer != "sudachi":
-            given = [flag for flag, value in sudachi.items() if value is not None]
-            if given:
-                problems.append(f"{' and '.join(given)} need{'s' if len(given) == 1 else ''} --word_tokenizer sudachi")
-        segmented = word_tokenizer != "none" and (word_tokenizer not in (None, "mecab") or dic != "none")
-        spm, spm_problems = _spm_options(subword.get("tokenizer_type", "wordpiece"), segmented, spm_model_type or None,
+    def from_flags(cls, *, word_tokenizer: str | None = None, spm_model_type: str | None = None,
+                   spm_split_by_whitespace: bool | None = None, spm_byte_fallback: bool | None = None,
+                   spm_character_coverage: float | None = None, **flags) -> TokenizerSpec:
+        """The spec train_tokenizer.py's flags ask for (an empty flag is an absent one): ``word_tokenizer`` and the
+        declared segmenters' option flags (``mecab_dic_type``, ``sudachi_split_mode``, ...) by parsed name, the
+        ``spm_`` flags and the other fields. In one form per tokenizer: MeCab and "none" keep ``word_tokenizer``
+        None, so a dir written before ``--word_tokenizer`` existed has the same spec. A combination that contradicts
+        itself is one ``UserError`` naming the flags."""
+        names = flag_fields()
+        segmenter_flags = {k: flags.pop(k) for k in list(flags) if k in names}
+        fields, segmented, problems = fields_from_flags(word_tokenizer, segmenter_flags)
+        spm, spm_problems = _spm_options(flags.get("tokenizer_type", "wordpiece"), segmented, spm_model_type or None,
                                          spm_split_by_whitespace, spm_byte_fallback, spm_character_coverage)
         problems += spm_problems
         if problems:
             raise UserError("; ".join(problems))
-        subword.update(spm)
-        if word_tokenizer in (None, "mecab", "none"):
-            dic = "none" if word_tokenizer == "none" else dic or "ipadic"
-            return cls(mecab_dic_type=dic, mecab_option=mecab_option, **subword)
-        if word_tokenizer == "sudachi":
-            return cls(mecab_dic_type=None, word_tokenizer="sudachi", sudachi_split_mode=sudachi_split_mode or "A",
-                       sudachi_dict_type=sudachi_dict_type or "core", **subword)
-        return cls(mecab_dic_type=None, word_tokenizer=word_tokenizer, **subword)
+        return cls(**fields, **spm, **flags)
 
     @property
     def legacy_mecab_dic_type(self) -> str:
@@ -133,10 +122,11 @@ class TokenizerSpec:
 
     def validate(self) -> None:
         problems = []
-        if self.word_tokenizer is None and self.mecab_dic_type not in MECAB_DIC_TYPES:
-            problems.append(f"--mecab_dic_type {self.mecab_dic_type!r} is not one of {', '.join(MECAB_DIC_TYPES)}")
-        if self.word_tokenizer is not None and self.word_tokenizer not in WORD_TOKENIZERS:
-            problems.append(f"--word_tokenizer {self.word_tokenizer!r} is not one of {', '.join(WORD_TOKENIZERS)}")
+        name, options = self.word_segmenter()
+        if name is not None and self.word_tokenizer not in (None, *word_tokenizers()):
+            problems.append(f"--word_tokenizer {self.word_tokenizer!r} is not one of {', '.join(word_tokenizers())}")
+        elif name is not None:
+            problems += declaration(name).choice_problems(options)
         if self.spm_model_type is not None and self.spm_model_type not in SPM_MODEL_TYPES:
             problems.append(f"--spm_model_type {self.spm_model_type!r} is not one of {', '.join(SPM_MODEL_TYPES)}")
         if self.spm_model_type is not None and self.tokenizer_type != "sentencepiece":
@@ -167,13 +157,9 @@ class TokenizerSpec:
         return "sentencepiece" if self.spm_model_type is not None else "tokenizers"
 
     def word_segmenter(self) -> tuple[str | None, dict]:
-        """(name, options) of the word segmenter the flags ask for; (None, {}) for none."""
-        if self.word_tokenizer is None:
-            return segmenter_from_flags(self.mecab_dic_type, self.mecab_option)
-        if self.word_tokenizer == "sudachi":
-            return "sudachi", {"sudachi_split_mode": self.sudachi_split_mode or "A",
-                               "sudachi_dict_type": self.sudachi_dict_type or "core"}
-        return self.word_tokenizer, {}
+        """(name, options) of the word segmenter the flags ask for, as its declaration reads them from the fields;
+        (None, {}) for none."""
+        return segmenter_from_fields(vars(self))
 
     def special_tokens(self) -> list[str]:
         return SPECIAL_TOKENS + [f"[unused{i}]" for i in range(self.num_unused_tokens)]
@@ -282,6 +268,12 @@ def read_vocabulary(directory: Path, meta: dict | None) -> dict[str, int] | None
         kind = next((name for name in ("vocab.txt", "tokenizer.json") if (directory / name).is_file()), None)
         if kind is None:
             return None
+    return read_model_vocabulary(directory, kind)
+
+
+def read_model_vocabulary(directory: Path, kind: str) -> dict[str, int]:
+    """token -> id of the subword file ``kind`` (tokenizer.json, spiece.model or vocab.txt), as transformers reads
+    it."""
     if kind == "tokenizer.json":
         from tokenizers import Tokenizer
 

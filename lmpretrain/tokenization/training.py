@@ -23,8 +23,7 @@ from ..errors import UserError
 from ..fsutil import replace_dir
 from ..log import progress
 from ..workers import BrokenProcessPool, ordered_map, worker_died, worker_pool
-from .normalization import NORMALIZATION
-from .segmenters import Unsegmented, Verbatim, WordSegmenter, get_segmenter
+from .segmenters import Unsegmented, Verbatim, WordSegmenter, declaration, get_segmenter
 from .subword import SubwordTrainer, subword_trainer
 from .tokenizer_dir import META_FILE, TOKENIZER_FILES, TokenizerSpec
 
@@ -150,12 +149,13 @@ def _save(trainer: SubwordTrainer, segmenter: WordSegmenter | None, spec: Tokeni
     _write_json(out / "tokenizer_config.json", config)
     _write_json(out / "special_tokens_map.json", specials)
     recorded = segmenter.record() if segmenter is not None else None
-    dictionary = recorded["dictionary"] if recorded is not None else Unsegmented().dictionary_info()
+    text_form = segmenter or (Verbatim() if trainer.verbatim else Unsegmented())  # what the subword model saw
+    dictionary = recorded["dictionary"] if recorded is not None else text_form.dictionary_info()
     meta = {"lmpretrain_version": __version__, "spec": asdict(spec),
             "word_tokenizer": segmenter.name if segmenter is not None else "none",
             "mecab_dic_type": spec.legacy_mecab_dic_type,
             "tokenizer_type": spec.algorithm, "dictionary": dictionary, "mecab_option": spec.mecab_option,
-            "word_segmenter": recorded, "normalization": "none" if trainer.verbatim else NORMALIZATION,
+            "word_segmenter": recorded, "normalization": text_form.normalization,
             "subword_library": spec.subword_library, "vocab_size": vocab_size, "training": stats}
     _write_json(out / META_FILE, meta)
 
@@ -221,10 +221,4 @@ def train_tokenizer(input_file: str | list[str], model_dir: str | Path, spec: To
 def _describe(spec: TokenizerSpec) -> str:
     """The word segmenter in a few words, for the summary line ("MeCab ipadic", "Sudachi core (split mode C)")."""
     name, options = spec.word_segmenter()
-    if name is None:
-        return "no word segmenter"
-    if name == "mecab":
-        return f"MeCab {options['mecab_dic_type']}"
-    if name == "sudachi":
-        return f"Sudachi {options['sudachi_dict_type']} (split mode {options['sudachi_split_mode']})"
-    return {"juman": "Juman++"}.get(name, name)
+    return "no word segmenter" if name is None else declaration(name).describe(options)

@@ -2,10 +2,11 @@
 published model's tokenizer): what this toolkit's metadata would record for it, read from its files, or one
 ``UserError`` naming the dir, the file and the key where it asks for a tokenizer the toolkit cannot reproduce.
 
-- ``BertJapaneseTokenizer`` (tokenizer_config.json's ``word_tokenizer_type``): MeCab (``mecab_kwargs``: a dictionary
-  of ``segmenters.mecab``, with its ``mecab_option``), Sudachi (``sudachi_kwargs``: split mode and dictionary) or
-  Juman++, then WordPiece (vocab.txt) or sentencepiece (spiece.model: unigram, bpe or char). Defaults are the
-  installed transformers' (a config without ``mecab_dic`` gets its ``MecabTokenizer``'s, said in a warning).
+- ``BertJapaneseTokenizer`` (tokenizer_config.json's ``word_tokenizer_type``): a declared segmenter's (MeCab's
+  ``mecab_kwargs``: a dictionary of ``segmenters.mecab``, with its ``mecab_option``; Sudachi's ``sudachi_kwargs``:
+  split mode and dictionary; Juman++), read back by its declaration (``Declaration.options_from_transformers``), then
+  WordPiece (vocab.txt) or sentencepiece (spiece.model: unigram, bpe or char). Defaults are the installed
+  transformers' (a config without ``mecab_dic`` gets its ``MecabTokenizer``'s, said in a warning).
   Refused, all problems in one error: ``do_lower_case`` true, ``do_word_tokenize``/``do_subword_tokenize`` false,
   ``word_tokenizer_type`` basic, ``subword_tokenizer_type`` character, ``mecab_dic`` null (a dictionary through
   ``mecab_option`` alone) or one the toolkit lacks, ``normalize_text`` false, Sudachi's ``sudachi_config_path``,
@@ -24,7 +25,6 @@ after that file's last id), and the written extension is loaded by it again and 
 """
 from __future__ import annotations
 
-import inspect
 import json
 from collections import Counter
 from dataclasses import asdict
@@ -33,22 +33,12 @@ from pathlib import Path
 from .. import __version__
 from ..errors import UserError
 from ..log import get_logger
-from .normalization import NORMALIZATION
-from .segmenters import get_segmenter
+from .segmenters import by_transformers_type, declarations, get_segmenter
 from .tokenizer_dir import META_FILE, ROLES, SPECIAL_TOKENS, TokenizerSpec, foreign_meta
 
 logger = get_logger(__name__)
 
-_WORD_TOKENIZERS = {"mecab": "mecab", "sudachi": "sudachi", "jumanpp": "juman"}  # transformers' name -> ours
 _SPM_MODEL_TYPES = {1: "unigram", 2: "bpe", 4: "char"}  # sentencepiece's TrainerSpec.ModelType (3 is WORD)
-_ANY = object()  # any value the segmenter accepts (it checks them)
-_KWARGS = {  # per word tokenizer: its keys the toolkit reproduces -> the one value it reproduces, or _ANY
-    "mecab_kwargs": {"mecab_dic": _ANY, "mecab_option": _ANY, "normalize_text": True},
-    "sudachi_kwargs": {"sudachi_split_mode": _ANY, "sudachi_dict_type": _ANY, "normalize_text": True,
-                       "trim_whitespace": False, "sudachi_config_path": None, "sudachi_resource_dir": None,
-                       "sudachi_projection": None},
-    "jumanpp_kwargs": {"normalize_text": True, "trim_whitespace": False},
-}
 
 
 def is_bert_japanese(config: dict) -> bool:
@@ -73,43 +63,6 @@ def transformers_base_meta(directory: Path, flag: str) -> dict:
     return meta
 
 
-def _mecab_default_dic() -> str | None:
-    from transformers.models.bert_japanese.tokenization_bert_japanese import MecabTokenizer
-
-    return inspect.signature(MecabTokenizer.__init__).parameters["mecab_dic"].default
-
-
-def _segmenter_flags(word: str, kwargs_key: str, kwargs: dict, config_path: Path, problems: list[str]) -> dict:
-    """train_tokenizer.py's segmenter flags for ``word_tokenizer_type`` ``word`` and its ``kwargs``."""
-    allowed = _KWARGS[kwargs_key]
-    for key, value in kwargs.items():
-        if key not in allowed:
-            problems.append(f"{kwargs_key}.{key} {_json(value)} (not an option this toolkit reproduces)")
-        elif allowed[key] is not _ANY and value != allowed[key]:
-            problems.append(f"{kwargs_key}.{key} {_json(value)} (the toolkit needs {_json(allowed[key])})")
-    if word == "mecab":
-        dic = kwargs.get("mecab_dic", _mecab_default_dic())
-        if "mecab_dic" not in kwargs:
-            logger.warning("%s: mecab_kwargs name no mecab_dic: AutoTokenizer runs MeCab with transformers' default "
-                           "dictionary, %s, and so does the extension", config_path, dic)
-        from .segmenters.mecab import DICTIONARIES
-
-        if dic not in DICTIONARIES:
-            problems.append(f"mecab_kwargs.mecab_dic {_json(dic)} (this toolkit's MeCab dictionaries are "
-                            f"{', '.join(DICTIONARIES)}; a dictionary given through mecab_option alone is not)")
-        return {"word_tokenizer": "mecab", "mecab_dic_type": dic, "mecab_option": kwargs.get("mecab_option")}
-    if word == "sudachi":
-        from .segmenters.sudachi import DICTIONARIES as SUDACHI_DICTIONARIES
-        from .segmenters.sudachi import SPLIT_MODES
-
-        for key, choices in (("sudachi_split_mode", SPLIT_MODES), ("sudachi_dict_type", SUDACHI_DICTIONARIES)):
-            if kwargs.get(key) is not None and kwargs[key] not in choices:
-                problems.append(f"sudachi_kwargs.{key} {_json(kwargs[key])} (not one of {', '.join(choices)})")
-        return {"word_tokenizer": "sudachi", "sudachi_split_mode": kwargs.get("sudachi_split_mode") or "A",
-                "sudachi_dict_type": kwargs.get("sudachi_dict_type") or "core"}
-    return {"word_tokenizer": _WORD_TOKENIZERS[word]}
-
-
 def bert_japanese_meta(directory: Path, config: dict, flag: str, config_path: Path) -> dict:
     """The metadata of a BertJapaneseTokenizer dir from its parsed ``tokenizer_config.json`` (``config``); one
     UserError listing every key the toolkit cannot reproduce."""
@@ -121,16 +74,21 @@ def bert_japanese_meta(directory: Path, config: dict, flag: str, config_path: Pa
             problems.append(f"{key} {_json(config[key])} (this toolkit always runs both steps)")
     word = config.get("word_tokenizer_type", "basic")
     flags: dict = {}
-    if word not in _WORD_TOKENIZERS:
-        problems.append(f"word_tokenizer_type {_json(word)} (this toolkit's word segmenters are MeCab, Sudachi and "
-                        "Juman++: mecab, sudachi, jumanpp)")
+    declared = by_transformers_type(word)
+    if declared is None:
+        titles = [d.title for d in declarations()]
+        problems.append(f"word_tokenizer_type {_json(word)} (this toolkit's word segmenters are "
+                        f"{', '.join(titles[:-1])} and {titles[-1]}: "
+                        f"{', '.join(d.transformers_type for d in declarations())})")
     else:
-        kwargs_key = f"{word}_kwargs"
-        kwargs = config.get(kwargs_key) or {}
+        kwargs = config.get(declared.kwargs_key) or {}
         if not isinstance(kwargs, dict):
-            problems.append(f"{kwargs_key} {_json(kwargs)} (not an object)")
+            problems.append(f"{declared.kwargs_key} {_json(kwargs)} (not an object)")
             kwargs = {}
-        flags = _segmenter_flags(word, kwargs_key, kwargs, config_path, problems)
+        warnings: list[str] = []
+        flags = {"word_tokenizer": declared.name, **declared.options_from_transformers(kwargs, problems, warnings)}
+        for warning in warnings:
+            logger.warning("%s: %s", config_path, warning)
     subword = config.get("subword_tokenizer_type", "wordpiece")
     model_file = {"wordpiece": "vocab.txt", "sentencepiece": "spiece.model"}.get(subword)
     if model_file is None:
@@ -160,7 +118,7 @@ def bert_japanese_meta(directory: Path, config: dict, flag: str, config_path: Pa
     return {"lmpretrain_version": __version__, "spec": asdict(spec), "word_tokenizer": segmenter.name,
             "mecab_dic_type": spec.legacy_mecab_dic_type, "tokenizer_type": spec.algorithm,
             "dictionary": recorded["dictionary"], "mecab_option": spec.mecab_option, "word_segmenter": recorded,
-            "normalization": NORMALIZATION, "subword_library": spec.subword_library, "vocab_size": len(vocab),
+            "normalization": segmenter.normalization, "subword_library": spec.subword_library, "vocab_size": len(vocab),
             "training": None, "saved_by": "transformers", "tokenizer_class": "BertJapaneseTokenizer"}
 
 
@@ -188,13 +146,10 @@ def _spm_flags(directory: Path, flag: str) -> dict:
 
 
 def _vocab_of_file(directory: Path, model_file: str, flag: str) -> dict[str, int]:
-    from .tokenizer_dir import read_vocabulary
+    from .tokenizer_dir import read_model_vocabulary
 
-    # the metadata of a segmented dir with that subword file: read_vocabulary then reads it as transformers does
-    meta = {"word_segmenter": {"name": "mecab"}, "tokenizer_type": "wordpiece" if model_file == "vocab.txt"
-            else "unigram"}
     try:
-        return read_vocabulary(directory, meta)
+        return read_model_vocabulary(directory, model_file)
     except UserError:
         raise
     except Exception as error:  # noqa: BLE001 - any unreadable model file: one line naming it

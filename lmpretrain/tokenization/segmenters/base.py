@@ -1,5 +1,6 @@
 """The word-segmenter interface: what the encoder, tokenizer training and the dataset's word boundaries may ask of a
-segmenter (MeCab today). Nothing outside ``segmenters/`` knows which segmenter it talks to.
+segmenter. Nothing outside ``segmenters/`` knows which segmenter it talks to: what differs between them (options,
+flags, normalization, the transformers mapping) is each one's ``declaration`` (:mod:`.declaration`).
 
 A segmenter is built from its name and its options (``get_segmenter(name, options)``); building it checks them and
 raises one clear ``UserError`` for a missing dictionary or a bad option. It is rebuilt from (class, options) when it
@@ -14,6 +15,7 @@ from abc import ABC, abstractmethod
 from typing import ClassVar
 
 from ..normalization import nfkc
+from .declaration import Declaration
 
 SENTENCE_ENDS = "。！？!?."
 _SENTENCE_END = re.compile(r"[。！？!?]|\.(?!\d)")  # a full stop, not a decimal point (12.5)
@@ -68,14 +70,35 @@ def _script_change(part: str) -> int:
     return 0
 
 
-class WordSegmenter(ABC):
-    """NFKC-normalized text cut into words, exactly as the transformers tokenizer recorded for it does."""
+def _unchanged(text: str) -> str:
+    return text
 
+
+class WordSegmenter(ABC):
+    """Text normalized as declared (NFKC) and cut into words, exactly as the transformers tokenizer recorded for it
+    does."""
+
+    declaration: ClassVar[Declaration]
+    """Everything the rest of the toolkit knows about it (set by each segmenter; ``name`` and ``normalization``
+    follow from it)."""
     name: ClassVar[str]
     """The registry name, recorded in the tokenizer dir."""
+    normalization: ClassVar[str] = "NFKC"
+    """What ``normalize`` applies, recorded in the tokenizer dir's metadata."""
     max_input_bytes: ClassVar[int | None] = None
     """The longest text (UTF-8 bytes, after NFKC) the library segments safely; longer ones are cut by
     :func:`split_long_text` and their words joined (None: no limit)."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "declaration" in cls.__dict__:
+            cls.name, cls.normalization = cls.declaration.name, cls.declaration.normalization
+            cls.normalize = staticmethod(nfkc if cls.normalization == "NFKC" else _unchanged)
+
+    @staticmethod
+    def normalize(text: str) -> str:
+        """The normalization it declares, applied to a text before it is cut (NFKC unless declared otherwise)."""
+        return nfkc(text)
 
     def __init__(self, **options):
         self.options = options
@@ -86,16 +109,17 @@ class WordSegmenter(ABC):
 
     @abstractmethod
     def wakati_batch(self, texts: list[str]) -> list[str]:
-        """Each text NFKC-normalized with its words separated by whitespace (``.split()`` gives the words)."""
+        """Each text normalized (``normalize``) with its words separated by whitespace (``.split()`` gives the
+        words)."""
 
     @abstractmethod
     def dictionary_info(self) -> dict:
         """Name and versions of the dictionary (and library) it segments with, recorded in the tokenizer dir."""
 
-    @abstractmethod
     def transformers_config(self) -> dict:
         """``tokenizer_config.json`` entries that make transformers' tokenizer segment the same words
-        (``tokenizer_class``, ``word_tokenizer_type`` and its kwargs)."""
+        (``tokenizer_class``, ``word_tokenizer_type`` and its kwargs), as declared."""
+        return self.declaration.transformers_config(self.options)
 
     def record(self) -> dict:
         """The ``word_segmenter`` entry of the tokenizer dir's metadata."""
@@ -135,6 +159,8 @@ def _rebuild(cls: type[WordSegmenter], options: dict) -> WordSegmenter:
 class Verbatim(Unsegmented):
     """No word segmenter and no normalization: the text as written, whitespace and all (the training text of a
     tokenizer whose decode(encode(text)) is the text)."""
+
+    normalization = "none"
 
     def wakati_batch(self, texts: list[str]) -> list[str]:
         return list(texts)

@@ -14,8 +14,8 @@ import shutil
 from importlib.metadata import version
 
 from ...errors import UserError
-from ..normalization import nfkc
 from .base import WordSegmenter
+from .declaration import Declaration
 
 _INSTALL = ("Juman++ needs the jumanpp binary on PATH (build it from https://github.com/ku-nlp/jumanpp) and the "
             "Python package rhoknp (pip install rhoknp)")
@@ -24,7 +24,8 @@ _INSTALL = ("Juman++ needs the jumanpp binary on PATH (build it from https://git
 class JumanSegmenter(WordSegmenter):
     """NFKC + Juman++ words of a line, as transformers' ``JumanppTokenizer`` splits them."""
 
-    name = "juman"
+    declaration = Declaration(name="juman", title="Juman++", summary="Juman++", transformers_type="jumanpp",
+                              transformers_fixed={"trim_whitespace": False})
 
     def __init__(self):
         super().__init__()
@@ -39,7 +40,7 @@ class JumanSegmenter(WordSegmenter):
 
     def wakati_batch(self, texts: list[str]) -> list[str]:
         apply = self._juman.apply_to_sentence
-        return [" ".join(m.text for m in apply(nfkc(t).strip()).morphemes) for t in texts]
+        return [" ".join(m.text for m in apply(self.normalize(t).strip()).morphemes) for t in texts]
 
     def dictionary_info(self) -> dict:
         info = {"name": "jumandic"}
@@ -49,6 +50,3 @@ class JumanSegmenter(WordSegmenter):
         except Exception:  # informational only
             pass
         return info
-
-    def transformers_config(self) -> dict:
-        return {"tokenizer_class": "BertJapaneseTokenizer", "word_tokenizer_type": "jumanpp", "jumanpp_kwargs": {}}

@@ -16,8 +16,10 @@ One difference between the two fugashi calls is compensated: the node API reads 
 (it ends at the first NUL character) while ``parse`` reads it whole, so the text is cut at a NUL first.
 
 Everything that knows MeCab lives here: its dictionaries and their packages, the tagger arguments, the option
-checks and their messages, and the ``tokenizer_config.json`` entries (``word_tokenizer_type="mecab"``,
-``mecab_kwargs``) that make ``BertJapaneseTokenizer`` run the same tagger.
+checks and their messages, and its declaration (``MecabSegmenter.declaration``): the flags ``--mecab_dic_type``
+(``none``: no segmenter; ``--mecab_dic`` the original's newer name) and ``--mecab_option``, and the
+``tokenizer_config.json`` entries (``word_tokenizer_type="mecab"``, ``mecab_kwargs``) that make
+``BertJapaneseTokenizer`` run the same tagger. MeCab is the segmenter used when ``--word_tokenizer`` is not given.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from __future__ import annotations
 import os
 
 from ...errors import UserError
-from ..normalization import nfkc
 from .base import WordSegmenter, split_long_text
+from .declaration import Declaration, Option
 
 DICTIONARIES = ("ipadic", "unidic_lite", "unidic")
 _PACKAGES = {"ipadic": "ipadic", "unidic_lite": "unidic-lite", "unidic": "unidic"}  # distribution names
@@ -97,10 +99,28 @@ def dictionary_info(dic: str) -> dict:
     return info
 
 
+def _transformers_default_dictionary() -> str | None:
+    """The dictionary transformers' ``MecabTokenizer`` uses when its config names none."""
+    import inspect
+
+    from transformers.models.bert_japanese.tokenization_bert_japanese import MecabTokenizer
+
+    return inspect.signature(MecabTokenizer.__init__).parameters["mecab_dic"].default
+
+
 class MecabSegmenter(WordSegmenter):
     """NFKC + MeCab words of a line, through the tagger transformers' ``MecabTokenizer`` builds."""
 
-    name = "mecab"
+    declaration = Declaration(
+        name="mecab", title="MeCab", summary="MeCab {mecab_dic_type}", transformers_type="mecab", default=True,
+        options=(
+            Option("mecab_dic_type", "ipadic", "ipadic (default), unidic_lite, unidic or none", label="dictionary",
+                   choices=DICTIONARIES, off_value="none", spec_field=True, transformers_key="mecab_dic",
+                   aliases=(("--mecab_dic", "the original's newer name of --mecab_dic_type"),),
+                   transformers_default=_transformers_default_dictionary),
+            Option("mecab_option", None, "extra MeCab arguments (e.g. '-u user.dic'), recorded for AutoTokenizer",
+                   label="options", spec_field=True, transformers_key="mecab_option"),
+        ))
     max_input_bytes = 1 << 20
 
     def __init__(self, mecab_dic_type: str = "ipadic", mecab_option: str | None = None):
@@ -122,7 +142,8 @@ class MecabSegmenter(WordSegmenter):
     def wakati_batch(self, texts: list[str]) -> list[str]:
         """``wakati`` of each text, in one tight loop (the encoder's hot path)."""
         parse, limit = self._parse, self.max_input_bytes // 4  # no text of fewer characters can be too long
-        normalized = [nfkc(t) for t in texts]
+        normalize = self.normalize
+        normalized = [normalize(t) for t in texts]
         return [parse(t) if len(t) <= limit and "\x00" not in t else self._parse_long(t) for t in normalized]
 
     def _parse_long(self, text: str) -> str:
@@ -132,7 +153,3 @@ class MecabSegmenter(WordSegmenter):
 
     def dictionary_info(self) -> dict:
         return dictionary_info(self.dic)
-
-    def transformers_config(self) -> dict:
-        return {"tokenizer_class": "BertJapaneseTokenizer", "word_tokenizer_type": "mecab",
-                "mecab_kwargs": {"mecab_dic": self.dic, "mecab_option": self.mecab_option}}

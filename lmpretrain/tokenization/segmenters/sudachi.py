@@ -11,7 +11,9 @@ are joined by a plugin that reads them), so it is not used. A line over sudachip
 ``base.split_long_text`` and its pieces segmented one by one.
 
 Everything that knows Sudachi lives here: its split modes, dictionaries and their packages, the option checks and
-their messages, and the ``tokenizer_config.json`` entries (``word_tokenizer_type="sudachi"``, ``sudachi_kwargs``).
+their messages, and its declaration (``SudachiSegmenter.declaration``): the flags ``--sudachi_split_mode`` and
+``--sudachi_dict_type`` and the ``tokenizer_config.json`` entries (``word_tokenizer_type="sudachi"``,
+``sudachi_kwargs``).
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from importlib.metadata import PackageNotFoundError, version
 from importlib.util import find_spec
 
 from ...errors import UserError
-from ..normalization import nfkc
 from .base import WordSegmenter, split_long_text
+from .declaration import Declaration, Option
 
 SPLIT_MODES = ("A", "B", "C")
 DICTIONARIES = ("core", "small", "full")  # sudachipy's dict names; each is the package sudachidict_<name>
@@ -44,7 +46,19 @@ def _version(package: str) -> str | None:
 class SudachiSegmenter(WordSegmenter):
     """NFKC + Sudachi words of a line, through the tokenizer transformers' ``SudachiTokenizer`` creates."""
 
-    name = "sudachi"
+    declaration = Declaration(
+        name="sudachi", title="Sudachi", summary="Sudachi {sudachi_dict_type} (split mode {sudachi_split_mode})",
+        transformers_type="sudachi",
+        options=(
+            Option("sudachi_split_mode", "A", "A (default, shortest words), B or C (longest)", label="split mode",
+                   choices=SPLIT_MODES, spec_field=True, transformers_key="sudachi_split_mode",
+                   transformers_null_is_default=True),
+            Option("sudachi_dict_type", "core", "core (default), small or full (sudachidict_<type>)",
+                   label="dictionary", choices=DICTIONARIES, spec_field=True, transformers_key="sudachi_dict_type",
+                   transformers_null_is_default=True),
+        ),
+        transformers_fixed={"trim_whitespace": False, "sudachi_config_path": None, "sudachi_resource_dir": None,
+                            "sudachi_projection": None})
     max_input_bytes = MAX_INPUT_BYTES
 
     def __init__(self, sudachi_split_mode: str = "A", sudachi_dict_type: str = "core"):
@@ -85,8 +99,8 @@ class SudachiSegmenter(WordSegmenter):
         return " ".join([m.surface() for m in morphemes])
 
     def wakati_batch(self, texts: list[str]) -> list[str]:
-        surfaces, limit = self._surfaces, MAX_INPUT_BYTES // 4
-        normalized = [nfkc(t) for t in texts]
+        surfaces, limit, normalize = self._surfaces, MAX_INPUT_BYTES // 4, self.normalize
+        normalized = [normalize(t) for t in texts]
         return [surfaces(t) if len(t) <= limit else
                 " ".join(surfaces(piece) for piece in split_long_text(t, MAX_INPUT_BYTES)) for t in normalized]
 
@@ -94,7 +108,3 @@ class SudachiSegmenter(WordSegmenter):
         package = _package(self.dict_type)
         return {"name": f"sudachi_{self.dict_type}", "package": package, "package_version": _version(package),
                 "sudachipy_version": _version("sudachipy"), "split_mode": self.split_mode}
-
-    def transformers_config(self) -> dict:
-        return {"tokenizer_class": "BertJapaneseTokenizer", "word_tokenizer_type": "sudachi",
-                "sudachi_kwargs": {"sudachi_split_mode": self.split_mode, "sudachi_dict_type": self.dict_type}}
