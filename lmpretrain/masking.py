@@ -110,7 +110,8 @@ def pad_instances(instances: list[dict], pad_token_id: int, multiple: int | None
     """Stack variable-length instances into right-padded tensors (``length``: at least this long).
 
     Returns input_ids, attention_mask, word_starts (True on padding), positions (the instance's ``position``,
-    or its index in the list when absent), and token_type_ids / next_sentence_label when the instances have them.
+    or its index in the list when absent), and token_type_ids / next_sentence_label / sentence_order_label when the
+    instances have them.
     """
     if not instances:
         raise ValueError("cannot collate an empty list of instances")
@@ -137,9 +138,9 @@ def pad_instances(instances: list[dict], pad_token_id: int, multiple: int | None
         batch["word_starts"] = torch.ones(filled.shape, dtype=torch.bool)
     if "token_type_ids" in instances[0]:
         batch["token_type_ids"] = torch.from_numpy(stack("token_type_ids", 0, np.int64))
-    if "next_sentence_label" in instances[0]:
-        batch["next_sentence_label"] = torch.tensor([int(i["next_sentence_label"]) for i in instances],
-                                                    dtype=torch.int64)
+    for label in ("next_sentence_label", "sentence_order_label"):
+        if label in instances[0]:
+            batch[label] = torch.tensor([int(i[label]) for i in instances], dtype=torch.int64)
     return batch
 
 
@@ -332,6 +333,7 @@ class CausalLMCollator:
         batch.pop("word_starts")
         batch.pop("token_type_ids", None)
         batch.pop("next_sentence_label", None)
+        batch.pop("sentence_order_label", None)
         batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
         if self.predicted_index_bucket:
             batch["predicted_index"], batch["predicted_labels"] = masked_index(batch["labels"][:, 1:],

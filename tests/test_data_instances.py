@@ -216,3 +216,84 @@ def test_a_corpus_smaller_than_one_batch_is_one_clear_error(tmp_path, monkeypatc
                           data_fingerprints=lambda: {"corpus": None, "eval": None})
     with pytest.raises(UserError, match=r"tiny\.txt yields 3 training instances, fewer than one global batch \(64\)"):
         data_setup.build_run_data(run, SimpleNamespace(rank=0, global_batch_size=64))
+
+
+def _segments(instance):
+    """(A, B) of a pair instance, read back through its [SEP] and token types."""
+    ids, types = instance["input_ids"], instance["token_type_ids"]
+    sep = int(np.flatnonzero(ids == SEP)[0])
+    assert (types[:sep + 1] == 0).all() and (types[sep + 1:] == 1).all() and ids[-1] == SEP
+    return ids[1:sep].tolist(), ids[sep + 1:-1].tolist()
+
+
+def test_sentence_order_swaps_half_of_the_pairs_and_single_sentence_chunks_take_a_random_b(shards):
+    dataset = make(shards, "sentence_order", length=64)
+    chunk_sizes = np.diff(dataset.chunk_first)
+    swapped, single_seen = [], 0
+    for p in range(4 * len(dataset)):
+        instance = dataset[p]
+        label = instance["sentence_order_label"]
+        assert "next_sentence_label" not in instance and label in (0, 1)
+        a, b = _segments(instance)
+        assert a and b
+        if chunk_sizes[dataset.locate(p)[1]] == 1:  # no second segment to swap with: B from another document
+            assert label == 1 and {doc_of_token(t) for t in a} != {doc_of_token(t) for t in b}
+            single_seen += 1
+        else:  # both segments from the chunk's own document
+            assert len({doc_of_token(t) for t in a + b}) == 1
+            swapped.append(label)
+    assert single_seen > 0 and len(swapped) > 400
+    assert abs(np.mean(swapped) - 0.5) < 0.06
+
+
+def test_a_swapped_pair_is_the_in_order_pair_with_a_and_b_exchanged(shards):
+    """Every swap draw taken (nsp_probability 1) against none (0): the same chunk split at the same sentence, the
+    segments exchanged; the in-order pair is the chunk's sentences as they stand in the document."""
+    in_order = make(shards, "sentence_order", length=128, nsp_probability=0.0)
+    swapped = make(shards, "sentence_order", length=128, nsp_probability=1.0)
+    compared = 0
+    for p in range(4 * len(in_order)):
+        index = in_order.locate(p)[1]
+        lo, hi = int(in_order.chunk_first[index]), int(in_order.chunk_first[index + 1])
+        if hi - lo == 1:
+            continue
+        x, y = in_order[p], swapped[p]
+        assert (x["sentence_order_label"], y["sentence_order_label"]) == (0, 1)
+        (a, b), (b2, a2) = _segments(x), _segments(y)
+        if len(a) + len(b) < len(in_order._collect(lo, hi)[0]):
+            continue  # truncated: each side is cut by its own draw
+        assert (a2, b2) == (a, b) and a + b == in_order._collect(lo, hi)[0].tolist()
+        compared += 1
+    assert compared > 100
+
+
+def test_sentence_order_is_a_pure_function_of_seed_and_position_on_its_own_stream(shards):
+    a, b = make(shards, "sentence_order", seed=9), make(shards, "sentence_order", seed=9)
+    n = len(a)
+    for p in [3 * n + 5, 0, n - 1, 1, n]:  # any order of building
+        x, y = a[p], b[p]
+        assert np.array_equal(x["input_ids"], y["input_ids"])
+        assert x["sentence_order_label"] == y["sentence_order_label"]
+    other = make(shards, "sentence_order", seed=10)
+    assert any(not np.array_equal(a[p]["input_ids"], other[p]["input_ids"]) for p in range(10))
+    pairs = make(shards, "sentence_pairs", seed=9)  # the same chunks, their own draws
+    assert np.array_equal(pairs.chunk_first, a.chunk_first)
+    assert any(not np.array_equal(a[p]["input_ids"], pairs[p]["input_ids"]) for p in range(10))
+
+
+def test_sentence_order_minimum_length_and_collated_label(shards):
+    import torch
+
+    from lmpretrain.masking import MaskingConfig, MLMCollator
+
+    with pytest.raises(UserError, match="too short for sentence_order"):
+        make(shards, "sentence_order", length=4)
+    tiny = make(shards, "sentence_order", length=5)
+    assert all(len(tiny[p]["input_ids"]) == 5 for p in range(20))  # [CLS] a [SEP] b [SEP]
+    dataset = make(shards, "sentence_order", length=64)
+    instances = [dataset[p] for p in range(16)]
+    batch = MLMCollator(MaskingConfig(), vocab_size=FakeEncoder().vocab_size, pad_token_id=0,
+                        mask_token_id=FakeEncoder.mask_token_id, special_token_ids=sorted(SPECIALS), seed=0)(instances)
+    assert batch["sentence_order_label"].dtype == torch.int64
+    assert batch["sentence_order_label"].tolist() == [i["sentence_order_label"] for i in instances]
+    assert "next_sentence_label" not in batch and batch["token_type_ids"].shape == batch["input_ids"].shape

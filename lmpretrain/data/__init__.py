@@ -15,6 +15,7 @@ from .instances import (
     InstanceDataset,
     NextSentenceDataset,
     PackedSentenceDataset,
+    SentenceOrderDataset,
     make_instances,
     split_eval,
 )
@@ -23,7 +24,7 @@ from .shards import TokenShards, ids_dtype
 
 __all__ = [
     "LAYOUTS", "CausalBlockDataset", "EpochOrder", "InstanceDataset", "NextSentenceDataset",
-    "PackedSentenceDataset", "TokenShards", "build_or_load_dataset", "cache_location",
+    "PackedSentenceDataset", "SentenceOrderDataset", "TokenShards", "build_or_load_dataset", "cache_location",
     "epoch_permutation", "ids_dtype", "iter_sentences", "make_instances", "positions_for_step", "resolve_corpus_files",
     "split_eval",
 ]

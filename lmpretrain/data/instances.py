@@ -7,6 +7,7 @@ with memory proportional to the number of instances.
 
 - ``sentence_pairs``: ``[CLS] A [SEP] B [SEP]`` for next-sentence prediction, as in Google's
   create_pretraining_data.py (BERT).
+- ``sentence_order``: the same pairs for sentence-order prediction: the negative is A and B swapped (ALBERT).
 - ``packed_sentences``: FULL-SENTENCES: ``[CLS] s1 s2 ... [SEP]`` packed across documents, a ``[SEP]`` between
   documents (RoBERTa).
 - ``whole_lines``: as many whole lines of one document as fit, ``[CLS] l1 l2 ... [SEP]`` (the original's
@@ -28,9 +29,10 @@ from .shards import TokenShards
 
 logger = get_logger(__name__)
 
-LAYOUTS = ("sentence_pairs", "packed_sentences", "whole_lines", "causal_blocks")
-_MINIMUM_LENGTH = {"sentence_pairs": 5, "causal_blocks": 2}  # others: 3 ([CLS] token [SEP])
+LAYOUTS = ("sentence_pairs", "sentence_order", "packed_sentences", "whole_lines", "causal_blocks")
+_MINIMUM_LENGTH = {"sentence_pairs": 5, "sentence_order": 5, "causal_blocks": 2}  # others: 3 ([CLS] token [SEP])
 NSP_STREAM = 0x4E5350  # rng stream for the random choices inside a BERT instance
+SOP_STREAM = 0x534F50  # the same for an ALBERT (sentence-order) instance
 
 
 def split_eval(shards: TokenShards, eval_share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -70,6 +72,9 @@ def make_instances(shards: TokenShards, layout: str, *, sequence_length: int, cl
     if layout == "sentence_pairs":
         return NextSentenceDataset(shards, docs, short_seq_prob=short_seq_prob, nsp_probability=nsp_probability,
                                    **common)
+    if layout == "sentence_order":
+        return SentenceOrderDataset(shards, docs, short_seq_prob=short_seq_prob, nsp_probability=nsp_probability,
+                                    **common)
     if layout == "causal_blocks":
         return CausalBlockDataset(shards, docs, **common)
     return PackedSentenceDataset(shards, docs, cross_documents=layout == "packed_sentences", **common)
@@ -225,6 +230,8 @@ class NextSentenceDataset(InstanceDataset):
     """
 
     layout = "sentence_pairs"
+    label = "next_sentence_label"
+    rng_stream = NSP_STREAM
 
     def __init__(self, shards: TokenShards, docs: np.ndarray, *, short_seq_prob: float, nsp_probability: float,
                  **common):
@@ -264,24 +271,27 @@ class NextSentenceDataset(InstanceDataset):
 
     def build(self, index: int, position: int) -> dict:
         # a pure function of (seed, position): the same pair whichever process builds it, resumed or not
-        u = np.random.default_rng([self.seed & 0xFFFFFFFF, position, NSP_STREAM]).random(6).tolist()
+        u = np.random.default_rng([self.seed & 0xFFFFFFFF, position, self.rng_stream]).random(6).tolist()
         lo, hi = int(self.chunk_first[index]), int(self.chunk_first[index + 1])
         target = int(self.chunk_target[index])
         a_end = lo + 1 + int(u[0] * (hi - lo - 1)) if hi - lo >= 2 else hi
-        is_random = hi - lo == 1 or u[1] < self.nsp_probability
-        a_ids, a_starts = self._collect(lo, a_end)
-        if is_random:
-            b_ids, b_starts = self._random_segment(int(self.sentence_doc[lo]), max(target - len(a_ids), 1), u[2], u[3])
-        else:
-            b_ids, b_starts = self._collect(a_end, hi)
+        a_ids, a_starts, b_ids, b_starts, label = self._pair(lo, a_end, hi, target, u)
         a_ids, a_starts, b_ids, b_starts = self._truncate(a_ids, a_starts, b_ids, b_starts, u[4], u[5])
         one = np.ones(1, bool)
         ids = np.concatenate([[self.cls_id], a_ids, [self.sep_id], b_ids, [self.sep_id]]).astype(np.int64)
         starts = np.concatenate([one, a_starts, one, b_starts, one])
         token_types = np.zeros(len(ids), dtype=np.int64)
         token_types[len(a_ids) + 2:] = 1
-        return {"input_ids": ids, "word_starts": starts, "token_type_ids": token_types,
-                "next_sentence_label": int(is_random)}
+        return {"input_ids": ids, "word_starts": starts, "token_type_ids": token_types, self.label: label}
+
+    def _pair(self, lo: int, a_end: int, hi: int, target: int, u: list[float]):
+        """(A ids, A word starts, B ids, B word starts, label) of the chunk's sentences ``lo:hi`` split at ``a_end``:
+        B follows A (0), or B comes from a random document (1; always for a chunk of one sentence)."""
+        a_ids, a_starts = self._collect(lo, a_end)
+        if hi - lo == 1 or u[1] < self.nsp_probability:
+            b_ids, b_starts = self._random_segment(int(self.sentence_doc[lo]), max(target - len(a_ids), 1), u[2], u[3])
+            return a_ids, a_starts, b_ids, b_starts, 1
+        return (a_ids, a_starts, *self._collect(a_end, hi), 0)
 
     def _random_segment(self, own: int, target: int, u_doc: float, u_start: float):
         """Sentences from a random other document (of this split), from a random sentence, about ``target`` long."""
@@ -316,3 +326,24 @@ class NextSentenceDataset(InstanceDataset):
         a_cut = slice(len(a_ids) - la, None) if u_a < 0.5 else slice(0, la)
         b_cut = slice(len(b_ids) - lb, None) if u_b < 0.5 else slice(0, lb)
         return a_ids[a_cut], a_starts[a_cut], b_ids[b_cut], b_starts[b_cut]
+
+
+class SentenceOrderDataset(NextSentenceDataset):
+    """ALBERT's sentence-order pairs (Lan et al. 2019): the chunks, split points, truncation and token types of
+    :class:`NextSentenceDataset` (drawn from a stream of their own), with label 0 when B follows A and 1 when the
+    same two segments are swapped (with ``nsp_probability``; 0.5 in ALBERT), as in google-research/albert's
+    create_pretraining_data.py. A chunk of one sentence has no second segment: as there, B then comes from a random
+    document, labelled 1."""
+
+    layout = "sentence_order"
+    label = "sentence_order_label"
+    rng_stream = SOP_STREAM
+
+    def _pair(self, lo: int, a_end: int, hi: int, target: int, u: list[float]):
+        if hi - lo == 1:
+            return super()._pair(lo, a_end, hi, target, u)
+        a_ids, a_starts = self._collect(lo, a_end)
+        b_ids, b_starts = self._collect(a_end, hi)
+        if u[1] < self.nsp_probability:
+            return b_ids, b_starts, a_ids, a_starts, 1
+        return a_ids, a_starts, b_ids, b_starts, 0
