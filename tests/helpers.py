@@ -19,6 +19,15 @@ def run_script(script: str, *args: str, cwd: Path | None = None, env: dict | Non
                           capture_output=True, text=True, timeout=timeout)
 
 
+def pair_label(layout: str) -> str | None:
+    """The label a sentence-pair layout's instances carry (``next_sentence_label``, ``sentence_order_label``), read
+    from its dataset class; None for a layout of single segments."""
+    from lmpretrain.data.instances import NextSentenceDataset
+
+    pairs = (NextSentenceDataset, *NextSentenceDataset.__subclasses__())
+    return next((cls.label for cls in pairs if cls.layout == layout), None)
+
+
 def alive(pid: int) -> bool:
     """Whether process ``pid`` runs (a zombie does not count); Linux, through /proc."""
     try:

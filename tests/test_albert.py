@@ -11,7 +11,9 @@ from safetensors.torch import load_file
 
 from lmpretrain.errors import UserError
 from lmpretrain.models import build_model, load_parameters, parse_preset, resolve_pretrained_shape
+from lmpretrain.trainer import train
 from tests.helpers import run_script
+from tests.test_run_pretraining import make_args
 
 TINY = {"number-of-layers": 3, "hidden-size": 32, "sequence-length": 16, "ffn-inner-hidden-size": 64,
         "attention-heads": 4, "embedding-size": 16, "warmup-steps": 1, "learning-rate": 1e-3,
@@ -161,7 +163,10 @@ def test_japanese_run_logs_both_terms_continues_frozen_and_exports_for_fill_mask
         assert 0.0 <= record["train/sop_accuracy"] <= 1.0
     assert json.loads((base / "config.json").read_text())["architectures"] == ["AlbertForPreTraining"]
 
-    run(sample_corpus, tiny_tokenizer_dir, further, parameter_file, "albert-further")
+    # continued in this process (the script's run above already went through a subprocess)
+    summary = train(make_args(sample_corpus, tiny_tokenizer_dir, further, parameter_file, "albert-further",
+                              do_whole_word_mask=True))
+    assert summary["step"] == 3
     before, after = load_file(base / "model.safetensors"), load_file(further / "model.safetensors")
     frozen = [n for n in before if n.startswith(("albert.embeddings.", "albert.encoder."))]
     heads = [n for n in before if n.startswith(("predictions.dense.", "sop_classifier."))]

@@ -12,6 +12,7 @@ from lmpretrain.data.loader import count_units
 from lmpretrain.models import BatchShape, build_model, family_names, get_family, load_parameters, parse_preset
 from lmpretrain.models.flops import BACKWARD_FACTOR
 from lmpretrain.throughput import device_peak_tflops, known_peak_tflops, throughput_scalars
+from tests.helpers import pair_label
 from tests.test_run_pretraining import parameter_file  # noqa: F401  (module fixture)
 
 BASE = {"number-of-layers": 2, "hidden-size": 32, "sequence-length": 16, "ffn-inner-hidden-size": 64,
@@ -46,9 +47,10 @@ def a_batch(family, sequences=3, length=16):
         labels[0, 9] = input_ids[0, 9]
     batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
              "positions": torch.arange(sequences)}
-    if family.layout == "sentence_pairs":
+    label = pair_label(family.layout)  # the label the family's layout gives a pair
+    if label is not None:
         batch["token_type_ids"] = torch.zeros_like(input_ids)
-        batch["next_sentence_label"] = torch.tensor([0, 1, 0][:sequences])
+        batch[label] = torch.tensor([0, 1, 0][:sequences])
     return batch
 
 

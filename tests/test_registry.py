@@ -12,6 +12,7 @@ from lmpretrain.errors import UserError
 from lmpretrain.models import LossTerm, build_model, family_names, family_of, get_family, parse_preset, register
 from lmpretrain.models.base import BuildSpec
 from lmpretrain.trainer import count_units
+from tests.helpers import pair_label
 
 BASE = {"number-of-layers": 2, "hidden-size": 32, "sequence-length": 16, "ffn-inner-hidden-size": 64,
         "attention-heads": 4, "warmup-steps": 1, "learning-rate": 1e-3, "batch-size": {"-1": 4}, "train-steps": 2}
@@ -33,9 +34,10 @@ def a_batch(family):
         labels[:, 3:6] = input_ids[:, 3:6]
     batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels,
              "positions": torch.arange(2)}
-    if family.layout == "sentence_pairs":
+    label = pair_label(family.layout)  # the label the family's layout gives a pair
+    if label is not None:
         batch["token_type_ids"] = torch.zeros_like(input_ids)
-        batch["next_sentence_label"] = torch.tensor([0, 1])
+        batch[label] = torch.tensor([0, 1])
     return batch
 
 

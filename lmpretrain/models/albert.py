@@ -6,7 +6,8 @@ shared by every depth, as in Lan et al. 2019 ("ALBERT: A Lite BERT ...") and UER
   ``embedding-size`` before the vocabulary (its decoder tied to the token embeddings).
 - Shared layers: ``num_hidden_groups`` 1, so the ``number-of-layers`` layers all run one set of weights.
 - Sentence-order prediction (SOP): the pooled ``[CLS]`` state classifies whether segment A came before B in the
-  text (label 0) or the two were swapped (label 1): AlbertForPreTraining's ``sentence_order_label`` convention.
+  text (label 0) or the two were swapped (label 1): AlbertForPreTraining's ``sentence_order_label`` convention,
+  which the ``sentence_order`` layout gives. Whole-word masking is the MLM collator's, as for BERT.
   The MLM head runs on the masked positions only, as bert.py does.
 """
 
@@ -113,7 +114,7 @@ ALBERT = Family(
     name="albert", display="ALBERT", model=AlbertPretraining,
     parts=(Part("model", "AlbertForPreTraining", role="pretraining", outputs=("prediction_logits", "sop_logits")),),
     loss_terms=(LossTerm("mlm_loss", "masked"), LossTerm("sop_loss", "samples")),
-    layout="sentence_pairs", collator="mlm", hf_model_types=("albert",),
+    layout="sentence_order", collator="mlm", hf_model_types=("albert",),
     hf_shape={**ENCODER_SHAPE, "embedding_size": "embedding_size"},
     # factorized embedding width (the paper's 128 at every size)
     options={"embedding-size": Option("embedding_size", "pos_int", EMBEDDING_SIZE, shape=True)},
