@@ -20,6 +20,7 @@ from .data.cache import process_is_running
 from .errors import UserError
 from .log import get_logger
 from .models import family_names, get_family
+from .models.registry import ROLE_OUTPUTS
 from .tokenization import META_FILE, FastEncoder, copy_tokenizer_files
 
 logger = get_logger(__name__)
@@ -48,17 +49,19 @@ def _probe_batch(tokenizer_dir: Path, texts: list[str], max_length: int) -> dict
     return {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
 
 
-def _logits(model, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+def _logits(model, batch: dict[str, torch.Tensor], outputs: tuple[str, ...]) -> list[torch.Tensor]:
+    """The ``outputs`` fields of the model's output (a part's declared heads; a bare encoder's hidden states)."""
     model.eval()
     with torch.no_grad():
         out = model(**batch)
-    heads = [t for t in (getattr(out, "prediction_logits", None), getattr(out, "logits", None),
-                         getattr(out, "seq_relationship_logits", None)) if t is not None]
-    return heads or [out.last_hidden_state]  # a bare encoder (role "base"): its hidden states
+    return [out[name] for name in outputs]
 
 
-def compare_models(reference, export_dir: Path, role: str, texts: list[str] = PROBE_TEXTS) -> float:
-    """Max |logit difference| between ``reference`` (a transformers model) and ``export_dir`` loaded by Auto class."""
+def compare_models(reference, export_dir: Path, role: str, texts: list[str] = PROBE_TEXTS, *,
+                   outputs: tuple[str, ...] | None = None) -> float:
+    """Max |logit difference| between ``reference`` (a transformers model) and ``export_dir`` loaded by Auto class,
+    over the output fields ``outputs`` (a part's ``compared_outputs``; None: its role's)."""
+    outputs = outputs or ROLE_OUTPUTS[role]
     device = next(reference.parameters()).device
     # on the reference's device, so that the two run the same kernels (CPU vs GPU logits differ beyond ATOL)
     exported = _auto_class(role).from_pretrained(str(export_dir), dtype=torch.float32).to(device)
@@ -69,8 +72,8 @@ def compare_models(reference, export_dir: Path, role: str, texts: list[str] = PR
     if "token_type_ids" in batch and getattr(reference.config, "type_vocab_size", 2) < 2:
         batch.pop("token_type_ids")
     batch = {k: v.to(device) for k, v in batch.items()}
-    ref = _logits(reference.float(), batch)
-    got = _logits(exported, batch)
+    ref = _logits(reference.float(), batch, outputs)
+    got = _logits(exported, batch, outputs)
     if len(ref) != len(got):
         raise UserError(f"{export_dir}: the exported model has different heads from the trained one")
     worst = max(float((a - b).abs().max()) for a, b in zip(ref, got))
@@ -106,7 +109,7 @@ def verify_export(model, export_dir: str | Path, encoder=None) -> dict[str, floa
     result = {}
     for part in model.family.parts:
         directory = export_dir / part.folder
-        result[part.name] = compare_models(hf[part.name], directory, part.role)
+        result[part.name] = compare_models(hf[part.name], directory, part.role, outputs=part.compared_outputs)
         if encoder is not None:
             causal_lm = model.family.collator == "causal"
             compare_tokenizer(directory, encoder, config=hf[part.name].config if causal_lm else None,
@@ -260,7 +263,7 @@ def extract_parts(input_dir: str | Path, output_dir: str | Path, names: list[str
             shutil.rmtree(tmp, ignore_errors=True)
             staged[name] = tmp
             _write_part(model, tmp, input_dir, output_dir, parts[name])
-            worst = compare_models(model, tmp, parts[name].role)
+            worst = compare_models(model, tmp, parts[name].role, outputs=parts[name].compared_outputs)
             if encoder is not None:
                 compare_tokenizer(tmp, encoder)
             logger.info("checked %s: logits match the checkpoint's (max difference %.2g)%s", name, worst,

@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from .models.base import PretrainingModel
+
 
 @dataclass
 class TrainState:
@@ -52,7 +54,9 @@ class RunState:
     """One run's training state. ``state_dict()`` holds everything but the weights: those are saved as
     transformers model dirs (loadable as they are), so :mod:`lmpretrain.checkpoint` writes ``model`` beside it.
 
-    ``model`` is the unwrapped model (no DDP, no torch.compile); ``scaler`` is the fp16 loss scaler or None.
+    ``model`` is the unwrapped model (no DDP, no torch.compile); ``scaler`` is the fp16 loss scaler or None. A
+    :class:`~lmpretrain.models.base.PretrainingModel` adds what its ``resume_state()`` gives; another module
+    (a test's) has no such state.
     """
 
     model: torch.nn.Module
@@ -70,7 +74,7 @@ class RunState:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "train_state": asdict(self.train), "rng": rng_state(),
-                "model_extra": self.model.resume_state() if hasattr(self.model, "resume_state") else {}}
+                "model_extra": self.model.resume_state() if self._pretraining else {}}
 
     def load_state_dict(self, saved: dict) -> None:
         """Restore what :meth:`state_dict` returned (the weights are loaded separately, from the model dirs)."""
@@ -80,6 +84,9 @@ class RunState:
             self.scaler.load_state_dict(saved["scaler"])
         self.train = TrainState(**saved["train_state"])
         set_rng_state(saved["rng"])
-        if saved.get("model_extra") and hasattr(self.model, "load_resume_state"):
+        if saved.get("model_extra") and self._pretraining:
             self.model.load_resume_state(saved["model_extra"])
 
+    @property
+    def _pretraining(self) -> bool:
+        return isinstance(self.model, PretrainingModel)

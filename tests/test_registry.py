@@ -10,6 +10,7 @@ import transformers
 from lmpretrain.data import LAYOUTS
 from lmpretrain.errors import UserError
 from lmpretrain.models import LossTerm, build_model, family_names, family_of, get_family, parse_preset, register
+from lmpretrain.models.base import BuildSpec
 from lmpretrain.trainer import count_units
 from tests.helpers import layout_fields
 
@@ -97,3 +98,38 @@ def test_masking_keys_on_a_causal_preset_are_an_error_not_ignored():
     with pytest.raises(UserError, match=r"p\.json: gpt-x\.whole-word-mask: applies to masked LMs"):
         parse_preset("gpt-x", {**BASE, "whole-word-mask": True}, "p.json")
     assert parse_preset("gpt-x", {**BASE, "whole-word-mask": False}, "p.json").family == "gpt"
+
+
+@pytest.mark.parametrize("name", family_names())
+def test_declared_hooks_find_the_layers_embeddings_and_export_outputs(name):
+    family = get_family(name)
+    params, model = tiny(name)
+    main = model.hf_models()[family.main_part.name]
+    assert family.can_freeze
+    layers = list(family.layers(main))
+    assert len(layers) == main.config.num_hidden_layers == params.number_of_layers
+    embeddings = family.embeddings(main)
+    assert main.get_input_embeddings() in list(embeddings.modules())  # the token table is among the embeddings
+    assert not any(p is q for layer in layers for p in layer.parameters() for q in embeddings.parameters())
+    batch = {"input_ids": torch.randint(5, VOCAB, (1, 8)), "attention_mask": torch.ones(1, 8, dtype=torch.long)}
+    for part in family.parts:  # what verifying an export compares is in each part's output
+        hf = model.hf_models()[part.name].eval()
+        with torch.no_grad():
+            out = hf(**batch)
+        assert all(out[field] is not None for field in part.compared_outputs)
+
+
+def test_a_family_that_does_not_declare_its_layers_cannot_freeze_one_error_at_validation(monkeypatch):
+    from lmpretrain.models import registry
+
+    fake = dataclasses.replace(get_family("roberta"), name="nohooks", display="NoHooks", embeddings=None, layers=None)
+    monkeypatch.setitem(registry._FAMILIES, "nohooks", fake)
+    further = {**BASE, "model-family": "nohooks", "pretrained_model_name_or_path": "/some/model"}
+    with pytest.raises(UserError, match=r"p\.json: x\.flozen-layers: the NoHooks family does not declare where its "
+                                        r"embeddings and layers are"):
+        parse_preset("x", {**further, "flozen-layers": 1}, "p.json")
+    assert parse_preset("x", further, "p.json").family == "nohooks"  # without flozen-layers it is fine
+    model = fake.model(parse_preset("x", {**BASE, "model-family": "nohooks"}, "p.json"),
+                       BuildSpec(vocab_size=VOCAB, pad_token_id=0))
+    with pytest.raises(UserError, match="the NoHooks family does not declare"):  # and the model agrees
+        model.freeze(0)

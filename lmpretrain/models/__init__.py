@@ -17,7 +17,7 @@ import torch
 from ..config import ModelParams
 from ..errors import UserError
 from ..log import get_logger
-from . import bert, deberta, electra, gpt, llama, modernbert
+from . import albert, bert, deberta, electra, gpt, llama, modernbert
 from .base import BuildSpec, PretrainingModel
 from .flops import BatchShape
 from .presets import load_parameters, parse_preset, resolve_pretrained_shape
@@ -28,7 +28,7 @@ logger = get_logger(__name__)
 
 # the registry: one line per family
 for _family in (bert.BERT, bert.ROBERTA, electra.ELECTRA, gpt.GPT, deberta.DEBERTAV2, deberta.DEBERTAV3,
-                modernbert.MODERNBERT, llama.LLAMA):
+                modernbert.MODERNBERT, llama.LLAMA, albert.ALBERT):
     register(_family)
 
 

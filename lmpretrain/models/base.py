@@ -115,19 +115,22 @@ class PretrainingModel(torch.nn.Module):
 
     def freeze(self, frozen_layers: int, trainable_rows: torch.Tensor | None = None) -> None:
         """The original's ``flozen-layers``: -1 freezes nothing; N >= 0 freezes the embeddings and the first N
-        layers of the main model (ELECTRA: the discriminator, whose embeddings the generator shares).
+        layers of the main model (ELECTRA: the discriminator, whose embeddings the generator shares), where its
+        family declares they live (``Family.embeddings`` / ``Family.layers``).
         ``trainable_rows``: token embedding rows that still train (the rows vocabulary adaptation composed or
         initialised): the others' gradient is zeroed (:func:`.vocab_adapt.train_rows_only`)."""
         if frozen_layers < 0:
             return
-        main = next(iter(self.hf_models().values()))
-        base = getattr(main, main.base_model_prefix, main)  # a bare encoder (AutoModel) is its own base
-        modules = [base.get_input_embeddings()]
-        if hasattr(base, "embeddings"):
-            modules = [base.embeddings]
-        layers = base.encoder.layer if hasattr(base, "encoder") else getattr(base, "layers", None) or base.h
-        modules.extend(layers[:frozen_layers])
-        for module in modules:
+        if not self.family.can_freeze:  # presets.parse_preset refuses such a preset first
+            raise UserError(f"flozen-layers: the {self.family.display} family does not declare where its layers "
+                            "and embeddings are, so it cannot freeze them")
+        main = self.hf_models()[self.family.main_part.name]
+        layers = list(self.family.layers(main))
+        frozen, training = layers[:frozen_layers], layers[frozen_layers:]
+        if any(layer is other for layer in frozen for other in training):
+            raise UserError(f"flozen-layers: {frozen_layers} would freeze layers whose weights the other layers of "
+                            f"this {self.family.display} model share")
+        for module in (self.family.embeddings(main), *frozen):
             for param in module.parameters():
                 param.requires_grad = False
         for weight in self.token_embedding_weights():

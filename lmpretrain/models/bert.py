@@ -14,7 +14,7 @@ from ..errors import LOAD_ERRORS
 from ..log import get_logger
 from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss, masked_rows
 from .flops import BatchShape, linear, mlm_head_flops, stack_flops
-from .registry import Family, LossTerm, Option, Part
+from .registry import Family, LossTerm, Option, Part, attr_path
 
 logger = get_logger(__name__)
 
@@ -133,17 +133,20 @@ def _bert_loaded_options(params: ModelParams, pretrained: str, hf_config) -> dic
 
 BERT = Family(
     name="bert", display="BERT", model=BertPretraining,
-    parts=(Part("model", "BertForPreTraining", role="pretraining"),),
+    parts=(Part("model", "BertForPreTraining", role="pretraining",
+                outputs=("prediction_logits", "seq_relationship_logits")),),
     loss_terms=(LossTerm("mlm_loss", "masked"), LossTerm("nsp_loss", "samples", label="next_sentence_label")),
     layout="sentence_pairs", collator="mlm", hf_model_types=("bert",), hf_shape=ENCODER_SHAPE,
     # false: masked LM only, on packed sentences as RoBERTa (the NSP head is kept, untrained); None: on, unless
     # the model continued from has no NSP head
     options={"next-sentence-prediction": Option("next_sentence_prediction", "bool", None)},
-    layout_of=_bert_layout, loaded_options=_bert_loaded_options, forward_flops=bert_flops)
+    layout_of=_bert_layout, loaded_options=_bert_loaded_options, forward_flops=bert_flops,
+    embeddings=attr_path("bert.embeddings"), layers=attr_path("bert.encoder.layer"))
 
 ROBERTA = Family(
     name="roberta", display="RoBERTa", model=RobertaPretraining,
     parts=(Part("model", "RobertaForMaskedLM", role="masked_lm"),),
     loss_terms=(LossTerm("mlm_loss", "masked"),),
     layout="packed_sentences", collator="mlm", hf_model_types=("roberta", "xlm-roberta"), hf_shape=ENCODER_SHAPE,
-    position_offset=ROBERTA_POSITION_OFFSET, forward_flops=encoder_mlm_flops)
+    position_offset=ROBERTA_POSITION_OFFSET, forward_flops=encoder_mlm_flops,
+    embeddings=attr_path("roberta.embeddings"), layers=attr_path("roberta.encoder.layer"))

@@ -41,7 +41,7 @@ from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss, 
 from .bert import ENCODER_SHAPE
 from .electra import replaced_input_ids, replaced_token_loss
 from .flops import BatchShape, linear, mlm_head_flops, stack_flops
-from .registry import Family, LossTerm, Option, Part
+from .registry import Family, LossTerm, Option, Part, attr_path
 
 logger = get_logger(__name__)
 
@@ -393,7 +393,8 @@ DEBERTAV2 = Family(
     loss_terms=(LossTerm("mlm_loss", "masked"),),
     layout="packed_sentences", collator="mlm", hf_model_types=("deberta-v2",), hf_shape=ENCODER_SHAPE,
     options=dict(ATTENTION_OPTIONS), check=_attention_problems, check_pretrained=_v2_pretrained_problems,
-    forward_flops=debertav2_flops)
+    forward_flops=debertav2_flops, embeddings=attr_path("deberta.embeddings"),
+    layers=attr_path("deberta.encoder.layer"))
 
 DEBERTAV3 = Family(
     name="debertav3", display="DeBERTa-v3", model=DebertaV3Pretraining, aliases=("deberta-v3",),
@@ -411,4 +412,6 @@ DEBERTAV3 = Family(
              "discriminator-weight": Option("discriminator_weight", "pos_float", 50.0)},
     defaults={"mask_token_prob": 1.0, "random_token_prob": 0.0},
     check=_v3_problems, part_configs=debertav3_configs, check_pretrained=_v3_pretrained_problems,
-    forward_flops=debertav3_flops)
+    forward_flops=debertav3_flops,
+    # the discriminator is a bare DebertaV2Model (its own base); its token table is GDES's (token_embedding_weights)
+    embeddings=attr_path("embeddings"), layers=attr_path("encoder.layer"))

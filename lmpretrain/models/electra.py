@@ -22,7 +22,7 @@ from ..rng import uniform
 from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss, masked_rows
 from .bert import ENCODER_SHAPE
 from .flops import BatchShape, linear, stack_flops
-from .registry import Family, LossTerm, Option, Part
+from .registry import Family, LossTerm, Option, Part, attr_path
 
 _SAMPLING_STREAM = 101
 
@@ -213,4 +213,6 @@ ELECTRA = Family(
     },
     defaults={"mask_token_prob": 0.85, "random_token_prob": 0.0},
     check=_generator_problems, part_configs=electra_configs, loaded_options=_loaded_options,
-    forward_flops=electra_flops)
+    forward_flops=electra_flops,
+    # the discriminator's embeddings, which the generator shares
+    embeddings=attr_path("electra.embeddings"), layers=attr_path("electra.encoder.layer"))

@@ -7,7 +7,7 @@ import transformers  # its lazy module: a model class loads on first use, not wh
 
 from ..config import ModelParams
 from .base import BuildSpec, PretrainingModel, load_pretrained, next_token_loss
-from .registry import Family, LossTerm, Part
+from .registry import Family, LossTerm, Part, attr_path
 
 
 class GptPretraining(PretrainingModel):
@@ -45,4 +45,6 @@ GPT = Family(
     loss_terms=(LossTerm("lm_loss", "next_tokens"),),
     layout="causal_blocks", collator="causal", hf_model_types=("gpt2",),
     hf_shape={"number_of_layers": "n_layer", "hidden_size": "n_embd", "ffn_inner_hidden_size": _gpt_inner,
-              "attention_heads": "n_head"})
+              "attention_heads": "n_head"},
+    # the token embeddings only (the position table wpe trains on), as flozen-layers has always frozen them here
+    embeddings=attr_path("transformer.wte"), layers=attr_path("transformer.h"))

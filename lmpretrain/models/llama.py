@@ -14,7 +14,7 @@ from ..config import ModelParams
 from .base import BuildSpec, PretrainingModel, load_pretrained, next_token_loss
 from .bert import ENCODER_SHAPE
 from .flops import BatchShape, linear, stack_flops
-from .registry import Family, LossTerm, Option, Part
+from .registry import Family, LossTerm, Option, Part, attr_path
 
 
 def hf_config(params: ModelParams, spec: BuildSpec) -> transformers.LlamaConfig:
@@ -75,4 +75,5 @@ LLAMA = Family(
              "rope-theta": Option("rope_theta", "pos_float", 10_000.0, shape=True),
              "rms-norm-eps": Option("rms_norm_eps", "pos_float", 1e-5)},
     defaults={"dropout": 0.0, "attention_dropout": 0.0},
-    check=check, forward_flops=llama_flops)
+    check=check, forward_flops=llama_flops,
+    embeddings=attr_path("model.embed_tokens"), layers=attr_path("model.layers"))

@@ -19,7 +19,7 @@ from ..config import ModelParams
 from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss, masked_rows
 from .bert import ENCODER_SHAPE
 from .flops import BatchShape, mlm_head_flops, stack_flops
-from .registry import Family, LossTerm, Option, Part
+from .registry import Family, LossTerm, Option, Part, attr_path
 
 MAX_POSITIONS = 8192  # the published models' max_position_embeddings; rotary positions, so a declaration only
 LOCAL_ATTENTION = 128  # the published window; a preset without local-attention gets it, capped at its sequence length
@@ -117,4 +117,5 @@ MODERNBERT = Family(
              "global-rope-theta": Option("global_rope_theta", "pos_float", 160_000.0, shape=True),
              "local-rope-theta": Option("local_rope_theta", "pos_float", 10_000.0, shape=True)},
     defaults={"mlm_probability": 0.3, "dropout": 0.0, "attention_dropout": 0.0},
-    check=check, forward_flops=modernbert_flops)
+    check=check, forward_flops=modernbert_flops,
+    embeddings=attr_path("model.embeddings"), layers=attr_path("model.layers"))

@@ -36,6 +36,10 @@ def parse_preset(model_type: str, preset: dict, where: str, *, continued: bool =
     family = get_family(name)
     params = config.parse_preset(model_type, preset, where, family=name, options=family.options,
                                  defaults=family.defaults, check=family.check, continued=continued)
+    if params.frozen_layers >= 0 and not family.can_freeze:
+        raise UserError(f"{where}: {model_type}.flozen-layers: the {family.display} family does not declare where "
+                        "its embeddings and layers are (Family.embeddings / Family.layers), so it cannot freeze "
+                        "them; leave flozen-layers out")
     if family.collator == "causal":  # masking keys mean nothing to a causal LM: say so rather than ignore them
         given = [key for key in ("whole-word-mask", "span-masking") if preset.get(key)]
         if given:

@@ -23,6 +23,23 @@ UNITS = ("masked", "samples", "tokens", "next_tokens")
 ROLES = ("pretraining", "masked_lm", "causal_lm", "base")
 # the collators of lmpretrain.masking: masked LM (with whole-word / span masking) or causal LM (labels = inputs)
 COLLATORS = ("mlm", "causal")
+# the outputs of a part's forward that verifying an export compares, by role, unless the part declares its own
+ROLE_OUTPUTS = {"pretraining": ("logits",), "masked_lm": ("logits",), "causal_lm": ("logits",),
+                "base": ("last_hidden_state",)}
+
+
+def attr_path(path: str) -> Callable:
+    """A hook that reads a dotted attribute path of a module (``attr_path("bert.encoder.layer")``): where a family
+    declares that its layers or embeddings live."""
+    names = path.split(".")
+
+    def read(module):
+        for name in names:
+            module = getattr(module, name)
+        return module
+
+    read.__qualname__ = f"attr_path({path!r})"
+    return read
 
 
 @dataclass(frozen=True)
@@ -53,6 +70,13 @@ class Part:
     extra_files: tuple[str, ...] = ()
     """Files the family writes into the part's folder beside the HF weights (a head transformers has no class
     for); extraction copies them with the part."""
+    outputs: tuple[str, ...] = ()
+    """The fields of the HF model's output that verifying an export compares (BertForPreTraining's
+    ``prediction_logits`` and ``seq_relationship_logits``); empty: its role's (:data:`ROLE_OUTPUTS`)."""
+
+    @property
+    def compared_outputs(self) -> tuple[str, ...]:
+        return self.outputs or ROLE_OUTPUTS[self.role]
 
 
 @dataclass(frozen=True)
@@ -109,6 +133,12 @@ class Family:
     check_pretrained: Callable | None = None
     """(params, pretrained path or name, its HF config) -> problems: structure checks on a model to continue from,
     beyond its ``model_type`` (two families may share one, as DeBERTa-v2 MLM and v3 RTD do)."""
+    embeddings: Callable | None = None
+    """The main part's HF model -> the module holding its input embeddings, which ``flozen-layers`` >= 0 freezes
+    (e.g. ``attr_path("bert.embeddings")``); None: the family cannot freeze, and a preset asking is refused."""
+    layers: Callable | None = None
+    """The main part's HF model -> its layers in the order they run, the first N of which ``flozen-layers`` N
+    freezes (``attr_path("bert.encoder.layer")``; a layer whose weights are shared appears once per use)."""
 
     @property
     def main_part(self) -> Part:
@@ -141,6 +171,11 @@ class Family:
 
     def shape_fields(self) -> tuple[str, ...]:
         return tuple(o.field for o in self.options.values() if o.shape)
+
+    @property
+    def can_freeze(self) -> bool:
+        """Whether the family declares what ``flozen-layers`` freezes (its embeddings and layers)."""
+        return self.embeddings is not None and self.layers is not None
 
 
 # metrics whose name does not lead to their loss term: the unit each is a mean over
