@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from .data import build_or_load_dataset, make_instances, split_eval
+from .data.epochs import describe_epoch, epoch_stats, record_epoch
 from .distributed import Layout, store_has, store_set
 from .errors import UserError
-from .fsutil import atomic_write_text
 from .log import get_logger
 from .masking import CausalLMCollator, MaskingConfig, MLMCollator
 
@@ -21,8 +18,6 @@ if TYPE_CHECKING:
 logger = get_logger(__name__)
 
 EVAL_SEED_OFFSET = 1_000_003  # eval masks are fixed (the same each evaluation), apart from the training stream
-EPOCHS_FILE = "epochs.json"
-"""Beside the cache's manifest: one epoch's tokens, instances and steps, per instance options and global batch."""
 
 
 @dataclass
@@ -38,51 +33,6 @@ class RunData:
         evals = len(self.eval_dataset) if self.eval_dataset is not None else 0
         text = f"{len(self.train_dataset)} training and {evals} eval instances per epoch"
         return f"{text}; {describe_epoch(self.epoch)}" if self.epoch else text
-
-
-def epoch_stats(shards, doc_ids, instances: int, *, global_batch_size: int, sequence_length: int) -> dict:
-    """One epoch of ``instances`` training instances built from the documents ``doc_ids`` (None: all): the
-    documents' tokens (as tokenized, before the layout's special tokens), the instances, and the steps of
-    ``global_batch_size`` that one epoch takes (``train-epochs 1``) with their token budget (``train-tokens``:
-    steps x global batch x sequence-length)."""
-    if doc_ids is None:
-        tokens = shards.num_tokens
-    else:
-        sentence_offsets, doc_offsets = np.asarray(shards.sentence_offsets), np.asarray(shards.document_offsets)
-        docs = np.asarray(doc_ids, dtype=np.int64)
-        tokens = int((sentence_offsets[doc_offsets[docs + 1]] - sentence_offsets[doc_offsets[docs]]).sum())
-    steps = instances // global_batch_size
-    return {"tokens": int(tokens), "instances": int(instances), "global_batch_size": int(global_batch_size),
-            "sequence_length": int(sequence_length), "steps_per_epoch": int(steps),
-            "tokens_per_epoch": int(steps * global_batch_size * sequence_length),
-            "instances_not_reached": int(instances - steps * global_batch_size)}
-
-
-def describe_epoch(epoch: dict) -> str:
-    text = (f"one epoch = {epoch['tokens']} corpus tokens in {epoch['instances']} instances = "
-            f"{epoch['steps_per_epoch']} steps at global batch {epoch['global_batch_size']} (train-tokens "
-            f"{epoch['tokens_per_epoch']} at sequence-length {epoch['sequence_length']})")
-    if epoch["instances_not_reached"]:
-        text += (f"; the last {epoch['instances_not_reached']} instances of an epoch's order are not reached "
-                 f"in one epoch (the batch does not divide them)")
-    return text
-
-
-def record_epoch(shards, key: str, epoch: dict) -> None:
-    """Add one epoch's figures to the cache's metadata (``epochs.json`` beside its manifest), under ``key`` (the
-    options the instances depend on). A cache that cannot be written keeps its metadata as it is (logged)."""
-    path = shards.directory / EPOCHS_FILE
-    try:
-        recorded = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (OSError, ValueError):
-        recorded = {}
-    if recorded.get(key) == epoch:
-        return
-    recorded[key] = epoch
-    try:
-        atomic_write_text(path, json.dumps(recorded, indent=1, sort_keys=True))
-    except OSError as error:
-        logger.warning("could not record the epoch's figures in %s (%s)", path, error.strerror)
 
 
 MASKED_INDEX_BUCKET = 64  # masked_index grows in steps of this: a few shapes per run under torch.compile
@@ -148,11 +98,11 @@ def build_run_data(run, layout: Layout) -> RunData:
     if len(train_dataset) < layout.global_batch_size:
         raise UserError(f"the corpus {', '.join(data.input_files)} yields {len(train_dataset)} training instances, "
                         f"fewer than one global batch ({layout.global_batch_size}); add text or lower batch-size")
+    collator, eval_collator = (make_collator(family.collator, data, encoder, seed=data.seed + offset)
+                               for offset in (0, EVAL_SEED_OFFSET))
     global_batch = description.system.report_batch_size or layout.global_batch_size
     epoch = epoch_stats(shards, train_docs, len(train_dataset), global_batch_size=global_batch,
                         sequence_length=data.sequence_length)
-    collator, eval_collator = (make_collator(family.collator, data, encoder, seed=data.seed + offset)
-                               for offset in (0, EVAL_SEED_OFFSET))
     result = RunData(train_dataset=train_dataset, eval_dataset=eval_dataset, collator=collator,
                      eval_collator=eval_collator, epoch=epoch)
     if layout.rank == 0:

@@ -203,7 +203,6 @@ def _train_loop(run: Run, history: tuple, layout: Layout, precision: Precision, 
     model_settings, optim, outputs = run.description.model, run.description.optim, run.description.outputs
     data_settings, system = run.description.data, run.description.system
     family = model_settings.family
-    data = data or build_run_data(run, layout)  # built already when an epoch budget needed its instances
     state = _build_state(run, layout, precision)
     current = run.record(history)
     checkpoints = ckpt.Checkpoints(outputs.model_dir, layout, tokenizer_dir=data_settings.tokenizer_dir,
@@ -214,6 +213,7 @@ def _train_loop(run: Run, history: tuple, layout: Layout, precision: Precision, 
         apply_settings(state.optimizer, state.scheduler, learning_rate=optim.learning_rate,
                        weight_decay=optim.weight_decay, adam_epsilon=optim.adam_epsilon, adam_betas=optim.adam_betas)
     model, counters = state.model, state.train
+    data = data or build_run_data(run, layout)  # built already when an epoch budget needed its instances
     logging_steps, train_steps = outputs.logging_steps, optim.train_steps
     if counters.step % logging_steps and counters.step < train_steps:
         # the steps since the last logged step ran in the interrupted process, whose window was not saved
@@ -255,8 +255,11 @@ def _train_loop(run: Run, history: tuple, layout: Layout, precision: Precision, 
     # writer and bar are closed on errors too (the last scalars kept); a signal during the last save is held off;
     # the batch workers are shut down on every way out of this block
     with contextlib.closing(writer), contextlib.closing(bar), batches:
-        first_eval = evaluate(model, data, layout, precision, max_eval_samples) if counters.step == 0 else {}
-        if first_eval:
+        # before the first step; or, for a run resumed at its last step (its export interrupted), the final eval,
+        # which the interrupted run has logged already
+        first_eval = evaluate(model, data, layout, precision, max_eval_samples) \
+            if counters.step == 0 or counters.step >= train_steps else {}
+        if first_eval and counters.step == 0:
             writer.scalars(first_eval, 0)
             logger.info("step 0: %s", _fmt(first_eval))
         model.train()
@@ -331,14 +334,12 @@ def _train_loop(run: Run, history: tuple, layout: Layout, precision: Precision, 
                 if last_eval:
                     step_log.write({"step": counters.step, **last_eval})
                     logger.info("step %d: %s", counters.step, _fmt(last_eval))
+            if preempt_now or counters.step % outputs.save_steps == 0 or counters.step == train_steps:
+                checkpoints.save(state)  # every save-steps; the final model; where a preempted run resumes
             if preempt_now:
                 preempted = True
                 break
-            if counters.step % outputs.save_steps == 0 and counters.step != train_steps:
-                checkpoints.save(state)
-        if not last_eval and not preempted:  # resumed at its last step (e.g. its export was interrupted)
-            last_eval = evaluate(model, data, layout, precision, max_eval_samples)
-        checkpoints.save(state)  # the final model, or where a preempted run resumes
+        # a run resumed at (or past) its last step has no step to take: it exports the checkpoint it resumed from
 
     if preempted:
         logger.warning("preempted: saved checkpoint-%d; rerun with --do_continue to resume", counters.step)
@@ -347,7 +348,7 @@ def _train_loop(run: Run, history: tuple, layout: Layout, precision: Precision, 
                "tokens_seen": counters.tokens_seen, "train_seconds": round(time.perf_counter() - started, 1),
                **window.run_totals()}
     summary.update(last_eval)
-    if first_eval.get("eval/perplexity") is not None:
+    if first_eval.get("eval/perplexity") is not None and steps_left == train_steps:  # the run started at step 0
         summary["eval/perplexity_at_start"] = first_eval["eval/perplexity"]
     checkpoints.export_final(state, summary, verify=lambda export_dir: export.verify_export(model, export_dir,
                                                                                              run.encoder))

@@ -225,7 +225,7 @@ def test_a_token_budget_below_one_step_fails_before_the_build(small_corpus, tiny
 @pytest.mark.slow
 def test_one_epoch_takes_the_steps_the_build_reported(small_corpus, tiny_tokenizer_dir, tmp_path):
     from lmpretrain.checkpoint import load_training_state
-    from lmpretrain.data_setup import EPOCHS_FILE
+    from lmpretrain.data.epochs import EPOCHS_FILE
 
     parameter_file = tmp_path / "parameter.json"
     parameter_file.write_text(json.dumps({"gpt-test": {**PRESET, "train-epochs": 1, "lr-schedule": "cosine",
