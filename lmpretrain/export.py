@@ -22,6 +22,7 @@ from .errors import UserError
 from .fsutil import atomic_write_text, publish
 from .log import get_logger
 from .models import family_names, get_family
+from .run_dir import REPLACING_FILE
 from .tokenization import META_FILE, FastEncoder, copy_tokenizer_files
 
 logger = get_logger(__name__)
@@ -129,6 +130,10 @@ def _require_complete(input_dir: Path) -> None:
     if ".tmp-" in input_dir.name or ".old-" in input_dir.name:
         raise UserError(f"--input_dir {input_dir} is the temporary folder of a checkpoint being written or replaced "
                         f"(or left by a killed run), not a complete checkpoint; use a checkpoint-<step>/ folder")
+    for where in (input_dir, input_dir.parent):
+        if (where / REPLACING_FILE).exists():
+            raise UserError(f"--input_dir {input_dir}: {where} was being cleared by --overwrite_output_dir when it was "
+                            f"stopped ({REPLACING_FILE} marks it): what is left there is no run's output")
     if (input_dir / ckpt.MANIFEST).is_file():
         try:
             ckpt.verify_checkpoint(input_dir)

@@ -27,7 +27,7 @@ from .models import (
 )
 from .resume import compare, judge
 from .run_config import RunConfig, TrainArgs
-from .run_dir import earlier_run_outputs
+from .run_dir import earlier_run_outputs, refuse_if_being_replaced
 from .tokenization import (
     META_FILE,
     FastEncoder,
@@ -166,6 +166,8 @@ def prepare_run(args: TrainArgs) -> PreparedRun:
     if args.do_continue and args.overwrite_output_dir:
         raise UserError("--do_continue resumes the run in --model_dir and --overwrite_output_dir deletes it: "
                         "give one of them")
+    if args.do_continue:  # what an interrupted --overwrite_output_dir left is no run: neither resumed nor started over
+        refuse_if_being_replaced(args.model_dir)
     if args.do_continue and not ckpt.list_checkpoints(args.model_dir):
         args = _start_over_or_refuse(args)
     if pretrained is not None and not args.do_continue:

@@ -25,12 +25,16 @@ from . import checkpoint as ckpt
 from .data.cache import process_is_running
 from .distributed import Layout, all_reduce_sum
 from .errors import UserError
+from .fsutil import atomic_write_text
 from .log import get_logger
 from .resume import compare, newest_complete
 
 logger = get_logger(__name__)
 
 LOCK_FILE = ".lmpretrain.lock"
+REPLACING_FILE = ".lmpretrain.replacing"
+"""Written (atomically) by --overwrite_output_dir before it deletes anything and removed once everything is deleted:
+what a dir holding it has left of a run is garbage, which no run resumes or exports."""
 SUMMARY_FILE = "train_summary.json"
 LOG_FILE = "train_log.jsonl"
 RUNS_DIR = "runs"
@@ -161,12 +165,15 @@ def check_fresh_run(model_dir: str | Path, *, overwrite: bool, keep: list[Path],
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         return
+    interrupted = (model_dir / REPLACING_FILE).exists()
+    if interrupted and not overwrite:
+        refuse_if_being_replaced(model_dir)
     used = earlier_run_outputs(model_dir)
     if used and not overwrite:
         shown = ", ".join(used[:4]) + (f" and {len(used) - 4} more" if len(used) > 4 else "")
         raise UserError(f"--model_dir {model_dir} holds an earlier run ({shown}): pass --do_continue to resume it, "
                         f"--overwrite_output_dir to delete it and start over, or choose another --model_dir")
-    if not used:
+    if not used and not interrupted:
         doomed = [model_dir / LOG_FILE, model_dir / RUNS_DIR]
     else:
         doomed = [model_dir / SUMMARY_FILE] + [model_dir / name for name in checkpoint_names(model_dir)]
@@ -180,26 +187,62 @@ def check_fresh_run(model_dir: str | Path, *, overwrite: bool, keep: list[Path],
         # the summary first: from the first deletion on, nothing claims a finished model
         doomed += [model_dir / name for name in sorted(names)]
     kept = {Path(p).resolve() for p in keep}
-    removed = []
-    for path in doomed:
+
+    def spared(path: Path) -> bool:
         resolved = path.resolve()
-        if not path.exists() or any(k == resolved or k.is_relative_to(resolved) or resolved.is_relative_to(k)
-                                    for k in kept):
-            continue
-        removed.append(path.name)
-        if path.is_dir():
-            if path.name.startswith("checkpoint-"):  # renamed first, as rotation does: never half a checkpoint-N
-                aside = path.with_name(f".{path.name}.deleting-{os.getpid()}")
-                path.rename(aside)
-                path = aside
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    if removed and used:
+        return any(k == resolved or k.is_relative_to(resolved) or resolved.is_relative_to(k) for k in kept)
+
+    doomed = [path for path in doomed if path.exists() and not spared(path)]
+    marker = model_dir / REPLACING_FILE
+    if used or interrupted:  # from here until the last deletion, what is left is marked as no run's
+        atomic_write_text(marker, json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                              "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                              "removing": [p.name for p in doomed]}))
+    removed = []
+    try:
+        for path in doomed:
+            if not path.exists():
+                continue
+            removed.append(path.name)
+            if path.is_dir():
+                if path.name.startswith("checkpoint-"):  # renamed first, as rotation does: never half a checkpoint-N
+                    aside = path.with_name(f".{path.name}.deleting-{os.getpid()}")
+                    path.rename(aside)
+                    path = aside
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    except BaseException:
+        if used or interrupted:
+            logger.warning("--overwrite_output_dir was stopped after deleting %d of the %d outputs of the earlier run "
+                           "in %s; the rest is marked as being replaced (%s): no run resumes or exports it, and "
+                           "rerunning with --overwrite_output_dir finishes deleting it", len(removed) - 1, len(doomed),
+                           model_dir, REPLACING_FILE)
+        raise
+    marker.unlink(missing_ok=True)
+    if interrupted:
+        logger.warning("--overwrite_output_dir: finished deleting what an interrupted --overwrite_output_dir left in "
+                       "%s (%s)", model_dir, ", ".join(removed) or "nothing was left")
+    elif removed and used:
         logger.warning("--overwrite_output_dir: removed the earlier run's outputs from %s (%s)", model_dir,
                        ", ".join(removed))
     elif removed:
         logger.warning("removed %s from %s: left by a run that saved no checkpoint", " and ".join(removed), model_dir)
+
+
+def refuse_if_being_replaced(model_dir: str | Path) -> None:
+    """A dir whose --overwrite_output_dir was interrupted holds garbage: one error saying so (no resume, no export)."""
+    marker = Path(model_dir) / REPLACING_FILE
+    if not marker.exists():
+        return
+    try:
+        record = json.loads(marker.read_text(encoding="utf-8"))
+        since = f" (pid {record['pid']} on {record['host']}, {record['since']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        since = ""
+    raise UserError(f"--model_dir {model_dir} was being cleared by --overwrite_output_dir when it was stopped{since}: "
+                    f"what is left there ({marker.name} marks it) is no run to resume, export or keep; rerun with "
+                    f"--overwrite_output_dir (without --do_continue) to finish deleting it and start over")
 
 
 @contextlib.contextmanager
@@ -236,6 +279,7 @@ def settle_model_dir(run, layout: Layout) -> dict | None:
         check_fresh_run(model_dir, overwrite=args.overwrite_output_dir, keep=keep, tokenizer_dir=args.tokenizer_dir,
                         part_folders=[p.folder for p in run.family.parts if p.folder])
         return None
+    refuse_if_being_replaced(model_dir)
     newest = newest_complete(model_dir)
     if newest is None:
         return None  # the resume itself says why no checkpoint is usable

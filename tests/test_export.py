@@ -421,3 +421,15 @@ def test_a_running_extraction_into_the_same_dir_is_refused(trained, tmp_path, ca
     assert code == 2
     assert f"--output_dir {out} is being written by another extraction (pid {os.getppid()})" in err
     assert sorted(p.name for p in out.iterdir()) == [EXTRACTING_MARKER]
+
+
+def test_a_checkpoint_left_by_an_interrupted_overwrite_is_not_extracted(trained, tmp_path, capsys):
+    from lmpretrain.run_dir import REPLACING_FILE
+
+    run = tmp_path / "run"
+    shutil.copytree(trained["checkpoint"], run / "checkpoint-24")
+    (run / REPLACING_FILE).write_text("{}")
+    code, err = extract_in_process(["--input_dir", str(run / "checkpoint-24"), "--output_dir", str(tmp_path / "hf"),
+                                    "--generator"], capsys)
+    assert code == 2 and "was being cleared by --overwrite_output_dir when it was stopped" in err
+    assert not (tmp_path / "hf").exists()

@@ -156,6 +156,52 @@ def test_a_fresh_run_into_a_used_dir_is_refused_or_overwrites(setup, tmp_path):
     assert (model_dir / "cache" / "keep.txt").read_text() == "kept"
 
 
+def test_an_interrupted_overwrite_leaves_no_run_to_resume(setup, tmp_path):
+    """SIGTERM while --overwrite_output_dir deletes the earlier run (its summary gone, its first checkpoint being
+    deleted, checkpoint-8 and the final model still there): no later run resumes or exports the leftovers;
+    --do_continue and a plain run are refused with one line; --overwrite_output_dir finishes the deletion."""
+    import signal
+
+    from lmpretrain.run_dir import REPLACING_FILE
+    from tests.helpers import wait_for, wait_for_exit
+
+    model_dir, ready = tmp_path / "used", tmp_path / "ready"
+    shutil.copytree(setup["finished"], model_dir)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "LMP_NO_PROGRESS": "1"}
+    with open(tmp_path / "stopped.err", "w") as err:
+        proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "stop_at.py"), "overwrite-delete:1", str(ready),
+                                 "run_pretraining.py", *cli(setup, model_dir), "--train_steps", "3",
+                                 "--overwrite_output_dir"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        wait_for(ready.is_file, proc, what="the first folder deletion")
+        proc.send_signal(signal.SIGTERM)
+        assert wait_for_exit(proc, tmp_path / "stopped.err") == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    stopped = (tmp_path / "stopped.err").read_text()
+    assert "--overwrite_output_dir was stopped after deleting 1 of the" in stopped, stopped[-3000:]
+    assert (model_dir / REPLACING_FILE).is_file()
+    assert (model_dir / "checkpoint-8").is_dir() and (model_dir / "model.safetensors").is_file()  # the leftovers
+    assert not (model_dir / "train_summary.json").exists()
+    before = snapshot(model_dir)
+
+    for extra in (["--do_continue"], []):
+        refused = run_script("run_pretraining.py", *cli(setup, model_dir), *extra)
+        error = one_error(refused)
+        assert f"--model_dir {model_dir} was being cleared by --overwrite_output_dir when it was stopped" in error
+        assert "rerun with --overwrite_output_dir" in error and REPLACING_FILE in error
+        assert "resumed from" not in refused.stderr and snapshot(model_dir) == before
+
+    done = run_script("run_pretraining.py", *cli(setup, model_dir), "--train_steps", "3", "--overwrite_output_dir")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "finished deleting what an interrupted --overwrite_output_dir left" in done.stderr
+    assert sorted(p.name for p in model_dir.glob("checkpoint-*")) == ["checkpoint-3"]
+    assert not list(model_dir.glob(".checkpoint-*")) and not (model_dir / REPLACING_FILE).exists()
+    assert [r["step"] for r in rows(model_dir) if "train/loss" in r] == [1, 2, 3]
+    assert json.loads((model_dir / "train_summary.json").read_text())["step"] == 3
+
+
 def test_logs_of_a_run_that_saved_nothing_are_not_mixed_in(setup, tmp_path):
     model_dir = tmp_path / "crashed"
     model_dir.mkdir()
