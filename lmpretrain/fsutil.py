@@ -88,3 +88,15 @@ def replace_dir(new: Path, target: Path) -> None:
     os.replace(new, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def process_is_running(pid: int) -> bool:
+    """Whether a process of this host exists (one we may not signal counts as running): whether the owner of a
+    temporary file named after its pid may still write it."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True

@@ -55,15 +55,17 @@ def _start_time(pid: int) -> str | None:
 class ModelDirLock:
     """Held for a run's whole life (a context manager); released on every exit path that runs Python code."""
 
-    def __init__(self, model_dir: str | Path):
+    def __init__(self, model_dir: str | Path, lock_path: str | Path | None = None):
+        """``lock_path``: the lock file, when not ``<model_dir>/.lmpretrain.lock`` (train_tokenizer.py locks beside
+        its dir, which it replaces as a whole)."""
         self.model_dir = Path(model_dir)
-        self.path = self.model_dir / LOCK_FILE
+        self.path = Path(lock_path) if lock_path is not None else self.model_dir / LOCK_FILE
         self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "start": _start_time(os.getpid()),
                       "since": time.strftime("%Y-%m-%d %H:%M:%S")}
         self.held = False
 
     def __enter__(self) -> ModelDirLock:
-        self.model_dir.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -103,7 +105,7 @@ class ModelDirLock:
         if holder.get("gone"):
             return
         # renamed aside, then checked: of two processes taking over at once, only one moves the dead holder's file
-        aside = self.path.with_name(f"{LOCK_FILE}.stale-{self.owner['host']}-{self.owner['pid']}")
+        aside = self.path.with_name(f"{self.path.name}.stale-{self.owner['host']}-{self.owner['pid']}")
         try:
             os.replace(self.path, aside)
         except FileNotFoundError:
