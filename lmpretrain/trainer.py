@@ -167,7 +167,8 @@ def _train(args: TrainArgs, preemption: _Preemption) -> dict[str, float]:
     params = run.params
     layout = init_distributed(params.node_batch_sizes, local_rank=args.local_rank, node_rank=args.node_rank,
                               device=args.device, training=not args.build_dataset_only,
-                              batch_key=f"{args.parameter_file}: {args.model_type}.batch-size")
+                              batch_key=f"{args.parameter_file}: {args.model_type}.batch-size",
+                              join_timeout_s=args.peer_timeout)
     watchdog = PeerWatchdog(layout.rank, layout.world_size, args.peer_timeout).start()
     try:
         precision = make_precision(run.config.fp16_type, run.config.bf16, layout.device)

@@ -9,7 +9,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from lmpretrain.errors import UserError
 from lmpretrain.run_config import TrainArgs
 from lmpretrain.run_dir import LOCK_FILE, ModelDirLock
 from lmpretrain.trainer import train
-from tests.helpers import run_script
+from tests.helpers import run_script, wait_for, wait_for_exit
 
 REPO = Path(__file__).resolve().parent.parent
 BASE = {"number-of-layers": 1, "hidden-size": 32, "sequence-length": 64, "ffn-inner-hidden-size": 64,
@@ -103,10 +102,8 @@ def test_a_second_run_on_the_same_dir_fails_at_once_and_the_first_is_intact(setu
                                   *cli(setup, model_dir, "bert-r-long")], cwd=REPO, env=env,
                                  stdout=subprocess.DEVNULL, stderr=err)
     try:
-        deadline = time.monotonic() + 120
-        while not (model_dir / "train_log.jsonl").is_file() or not (model_dir / "train_log.jsonl").read_text():
-            assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.err").read_text()
-            time.sleep(0.05)
+        log = model_dir / "train_log.jsonl"
+        wait_for(lambda: log.is_file() and log.read_text(), first, what="the first run's first logged step")
         second = run_script("run_pretraining.py", *cli(setup, model_dir, "bert-r-long"))
         error = one_error(second)
         assert str(model_dir) in error and f"host {socket.gethostname()}, pid {first.pid}" in error, error
@@ -114,7 +111,8 @@ def test_a_second_run_on_the_same_dir_fails_at_once_and_the_first_is_intact(setu
         assert first.poll() is None, "the first run did not survive the second"
     finally:
         first.terminate()  # SIGTERM: the first run saves a checkpoint and exits 0
-        assert first.wait(timeout=120) == 0, (tmp_path / "first.err").read_text()[-3000:]
+        assert wait_for_exit(first, tmp_path / "first.err", model_dir / "train_log.jsonl") == 0, \
+            (tmp_path / "first.err").read_text()[-3000:]
     steps = [r["step"] for r in rows(model_dir) if "train/loss" in r]
     assert steps == list(range(1, len(steps) + 1))  # one run's log: no interleaving
     assert not (model_dir / LOCK_FILE).exists()  # released on exit
@@ -163,7 +161,6 @@ def test_an_interrupted_overwrite_leaves_no_run_to_resume(setup, tmp_path):
     import signal
 
     from lmpretrain.run_dir import REPLACING_FILE
-    from tests.helpers import wait_for, wait_for_exit
 
     model_dir, ready = tmp_path / "used", tmp_path / "ready"
     shutil.copytree(setup["finished"], model_dir)
