@@ -78,6 +78,7 @@ def main(argv=None) -> None:
 
     from lmpretrain.errors import UserError
     from lmpretrain.tokenization import TokenizerSpec, train_tokenizer
+    from lmpretrain.tokenizer_run import tokenizer_output
 
     if args.num_files < 1:
         raise UserError(f"--num_files must be at least 1 (got {args.num_files})")
@@ -91,17 +92,18 @@ def main(argv=None) -> None:
         vocab_size=32768 if args.vocab_size is None else args.vocab_size,
         min_frequency=args.min_frequency, limit_alphabet=args.limit_alphabet,
         num_unused_tokens=10 if args.num_unused_tokens is None else args.num_unused_tokens)
-    if args.base_tokenizer_dir is not None:
-        from lmpretrain.tokenization.extend import describe, extend_tokenizer, given_flags
+    with tokenizer_output(args.model_dir, args.intermediate_dir):  # the dir's lock; one line on SIGTERM / SIGINT
+        if args.base_tokenizer_dir is not None:
+            from lmpretrain.tokenization.extend import describe, extend_tokenizer, given_flags
 
-        print(describe(extend_tokenizer(
-            args.base_tokenizer_dir, args.model_dir, input_file=args.input_file, vocab_size=args.vocab_size,
-            add_words=args.add_words, min_frequency=args.min_frequency, limit_alphabet=args.limit_alphabet,
-            num_workers=args.num_files, intermediate_dir=args.intermediate_dir, asked=spec,
-            given=given_flags(vars(args)))))
-        return
-    s = train_tokenizer(args.input_file, args.model_dir, spec, num_workers=args.num_files,
-                        intermediate_dir=args.intermediate_dir)
+            print(describe(extend_tokenizer(
+                args.base_tokenizer_dir, args.model_dir, input_file=args.input_file, vocab_size=args.vocab_size,
+                add_words=args.add_words, min_frequency=args.min_frequency, limit_alphabet=args.limit_alphabet,
+                num_workers=args.num_files, intermediate_dir=args.intermediate_dir, asked=spec,
+                given=given_flags(vars(args)))))
+            return
+        s = train_tokenizer(args.input_file, args.model_dir, spec, num_workers=args.num_files,
+                            intermediate_dir=args.intermediate_dir)
     print(f"tokenizer: {s['tokenizer_type']} on {s['word_segmenter']}, {s['vocab_size']} tokens, trained on "
           f"{s['lines']} lines ({s['characters']} characters) in {s['seconds']} s -> {s['model_dir']}")
 

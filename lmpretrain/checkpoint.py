@@ -32,7 +32,7 @@ import torch
 
 from .distributed import Layout, all_reduce_sum, barrier
 from .errors import LOAD_ERRORS, CheckpointError, UserError
-from .fsutil import atomic_write_text, replace_dir, sha256_file
+from .fsutil import atomic_write_text, publish, replace_dir, sha256_file
 from .log import get_logger, strict_dumps
 from .models.registry import usable_positions
 from .run_state import RunState
@@ -147,6 +147,7 @@ class Checkpoints:
             try:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, tmp)
+                publish(tmp)  # the umask's mode, not the source's (a checkpoint an older version wrote 0600)
                 os.replace(tmp, dest)
             except OSError as error:
                 tmp.unlink(missing_ok=True)

@@ -11,8 +11,11 @@ without talking to the others.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -96,7 +99,8 @@ def _env_int(*names: str) -> int | None:
 
 def init_distributed(node_batch_sizes: dict[int, int], *, local_rank: int | None = None,
                      node_rank: int | None = None, device: str | None = None,
-                     timeout_s: float = 1800.0, training: bool = True, batch_key: str = "batch-size") -> Layout:
+                     timeout_s: float = 1800.0, training: bool = True, batch_key: str = "batch-size",
+                     join_timeout_s: float | None = None) -> Layout:
     """Read the launcher's environment, start the process group (NCCL on GPUs, gloo on CPUs), compute the layout.
 
     ``local_rank`` is the ``--local_rank`` flag of ``torch.distributed.launch`` (``LOCAL_RANK`` wins when both
@@ -104,7 +108,9 @@ def init_distributed(node_batch_sizes: dict[int, int], *, local_rank: int | None
     launcher's ``GROUP_RANK`` (torchrun) or ``NODE_RANK`` is used; a flag that disagrees with the launcher is an
     error. One process given a multi-node ``batch-size`` trains with the node ``--node_rank`` names, and without it
     is an error when ``training`` (a dataset build alone does not depend on the batch). Batch errors name
-    ``batch_key`` (the file and the preset's key).
+    ``batch_key`` (the file and the preset's key). ``join_timeout_s`` (--peer_timeout): how long this process waits
+    for every process of the job to join the process group; past it, it ends with one line (exit 1), since a peer
+    whose script failed before joining (a bad flag on another node) would otherwise keep it waiting ``timeout_s``.
     """
     world_size = _env_int("WORLD_SIZE") or 1
     rank = _env_int("RANK") or 0
@@ -148,8 +154,9 @@ def init_distributed(node_batch_sizes: dict[int, int], *, local_rank: int | None
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if torch_device.type == "cuda" else "gloo"
         # A bounded timeout: if a peer dies, collectives fail instead of hanging forever.
-        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s),
-                                **({"device_id": torch_device} if backend == "nccl" else {}))
+        with _join_deadline(rank, world_size, join_timeout_s):
+            dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s),
+                                    **({"device_id": torch_device} if backend == "nccl" else {}))
         logger.info("process group: backend %s, world size %d, %d node(s)", backend, world_size, num_nodes)
 
     node_batch, per_device, offset, global_batch = batch_layout(
@@ -159,6 +166,36 @@ def init_distributed(node_batch_sizes: dict[int, int], *, local_rank: int | None
                   node_rank=node_rank, num_nodes=num_nodes, node_batch_size=node_batch,
                   per_device_batch_size=per_device, rank_offset=offset, global_batch_size=global_batch,
                   device=torch_device)
+
+
+@contextlib.contextmanager
+def _join_deadline(rank: int, world_size: int, seconds: float | None) -> Iterator[None]:
+    """End this process with one line if the body (joining the process group) takes over ``seconds``: the process
+    group's own wait for a peer that never comes is its collective timeout (half an hour), not a join bound."""
+    if seconds is None:
+        yield
+        return
+    master = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+    timer = threading.Timer(seconds, _exit_with, (
+        f"rank {rank}: not all {world_size} processes of the job joined within {seconds:g} s (--peer_timeout; "
+        f"store {master}): a node's script failed before joining (see that node's log: a bad flag, a missing "
+        f"file) or was not started; stopping this rank too",))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def _exit_with(message: str) -> None:
+    import logging
+    import sys
+
+    logger.error(message)
+    logging.shutdown()
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    os._exit(1)
 
 
 def barrier() -> None:
@@ -282,10 +319,4 @@ class PeerWatchdog:
                          "died or hangs: see the other ranks' logs")
 
     def _die(self, message: str) -> None:
-        logger.error(message)
-        import logging
-        import sys
-
-        logging.shutdown()
-        print(f"error: {message}", file=sys.stderr, flush=True)
-        os._exit(1)
+        _exit_with(message)

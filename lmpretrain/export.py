@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import torch
@@ -18,9 +19,11 @@ import torch
 from . import checkpoint as ckpt
 from .data.cache import process_is_running
 from .errors import UserError
+from .fsutil import atomic_write_text, publish
 from .log import get_logger
 from .models import family_names, get_family
 from .models.registry import ROLE_OUTPUTS
+from .run_dir import REPLACING_FILE
 from .tokenization import META_FILE, FastEncoder, copy_tokenizer_files
 
 logger = get_logger(__name__)
@@ -130,6 +133,10 @@ def _require_complete(input_dir: Path) -> None:
     if ".tmp-" in input_dir.name or ".old-" in input_dir.name:
         raise UserError(f"--input_dir {input_dir} is the temporary folder of a checkpoint being written or replaced "
                         f"(or left by a killed run), not a complete checkpoint; use a checkpoint-<step>/ folder")
+    for where in (input_dir, input_dir.parent):
+        if (where / REPLACING_FILE).exists():
+            raise UserError(f"--input_dir {input_dir}: {where} was being cleared by --overwrite_output_dir when it was "
+                            f"stopped ({REPLACING_FILE} marks it): what is left there is no run's output")
     if (input_dir / ckpt.MANIFEST).is_file():
         try:
             ckpt.verify_checkpoint(input_dir)
@@ -180,15 +187,45 @@ def _require_extractable_checkpoint(input_dir: Path):
     return family
 
 
+EXTRACTING_MARKER = ".lmpretrain_extracting.json"
+"""Written (atomically) before the verified parts are renamed into --output_dir and removed after the last rename:
+parts found beside it were put there by an extraction that was stopped between its renames."""
+
+
+def _interrupted_parts(output_dir: Path) -> list[str]:
+    """The parts an interrupted extraction left in ``output_dir`` (its marker names them), to be replaced; an
+    extraction into the same dir that is still running is an error."""
+    marker = output_dir / EXTRACTING_MARKER
+    try:
+        record = json.loads(marker.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError):
+        record = {}
+    host, pid = record.get("host"), record.get("pid")
+    if host != socket.gethostname() or not isinstance(pid, int):
+        raise UserError(f"--output_dir {output_dir} is being written by an extraction on host {host} (pid {pid}), "
+                        f"or one that was stopped there: if none runs, delete {marker} and the parts it names")
+    if pid != os.getpid() and process_is_running(pid):
+        raise UserError(f"--output_dir {output_dir} is being written by another extraction (pid {pid}); wait for it "
+                        f"to end or choose another --output_dir")
+    return [name for name in record.get("parts", []) if isinstance(name, str) and "/" not in name
+            and name not in ("", ".", "..")]
+
+
 def _check_output_dir(output_dir: Path, names) -> None:
-    """The output dir may be new or hold other things, but no model where ours would go."""
+    """The output dir may be new or hold other things, but no model where ours would go (parts that an interrupted
+    extraction left are replaced)."""
     if output_dir.exists() and not output_dir.is_dir():
         raise UserError(f"--output_dir {output_dir} exists and is not a directory")
     for marker in ("config.json", "model.safetensors", "pytorch_model.bin"):
         if (output_dir / marker).exists():
             raise UserError(f"--output_dir {output_dir} already holds a model ({marker}); choose another "
                             f"--output_dir (nothing was written)")
+    leftovers = _interrupted_parts(output_dir) if output_dir.is_dir() else []
     for name in names:
+        if name in leftovers:
+            continue
         target = output_dir / name
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
             raise UserError(f"{target} already exists and is not empty; choose another --output_dir "
@@ -206,6 +243,13 @@ def _make_output_dir(output_dir: Path, names) -> None:
         pid = stale.name.rsplit("-", 1)[-1]
         if stale.name.split(".tmp-")[0][1:] in names and pid.isdigit() and not process_is_running(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
+    leftovers = [name for name in _interrupted_parts(output_dir) if (output_dir / name).exists()]
+    for name in leftovers:
+        shutil.rmtree(output_dir / name)
+    if leftovers:
+        logger.warning("removed %s from %s: written by an extraction that was stopped before it had renamed every "
+                       "part into place", " and ".join(leftovers), output_dir)
+    (output_dir / EXTRACTING_MARKER).unlink(missing_ok=True)
 
 
 def _load_part(name: str, cls, source: Path, expected) -> torch.nn.Module:
@@ -269,14 +313,19 @@ def extract_parts(input_dir: str | Path, output_dir: str | Path, names: list[str
             logger.info("checked %s: logits match the checkpoint's (max difference %.2g)%s", name, worst,
                         ", AutoTokenizer ids match the training pipeline's" if encoder is not None else "")
         written = {}
+        # the marker says, until the last rename, that the parts in output_dir are not a finished extraction
+        atomic_write_text(output_dir / EXTRACTING_MARKER, json.dumps(
+            {"host": socket.gethostname(), "pid": os.getpid(), "parts": list(staged), "input_dir": str(input_dir)}))
         for name, tmp in staged.items():
             target = output_dir / name
             if target.exists():
                 target.rmdir()  # empty (checked above)
+            publish(tmp)
             tmp.rename(target)
             written[name] = target
             logger.info("wrote %s (%s, %.1fM parameters)", target, type(models[name]).__name__,
                         models[name].num_parameters() / 1e6)
+        (output_dir / EXTRACTING_MARKER).unlink()
     finally:
         for tmp in staged.values():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -27,7 +27,7 @@ from .models import (
 )
 from .run_config import TrainArgs
 from .run_description import DataSettings, RunDescription, describe
-from .run_dir import earlier_run_outputs
+from .run_dir import earlier_run_outputs, refuse_if_being_replaced
 from .tokenization import (
     META_FILE,
     FastEncoder,
@@ -167,6 +167,8 @@ def prepare_run(args: TrainArgs) -> Run:
     if outputs.resume and outputs.overwrite_output_dir:
         raise UserError("--do_continue resumes the run in --model_dir and --overwrite_output_dir deletes it: "
                         "give one of them")
+    if outputs.resume:  # what an interrupted --overwrite_output_dir left is no run: neither resumed nor started over
+        refuse_if_being_replaced(outputs.model_dir)
     resume = outputs.resume and (bool(ckpt.list_checkpoints(outputs.model_dir)) or
                                  _start_over_or_refuse(Path(outputs.model_dir)))
     pretrained = description.model.pretrained

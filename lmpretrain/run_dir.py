@@ -26,12 +26,16 @@ from . import checkpoint as ckpt
 from .data.cache import process_is_running
 from .distributed import Layout, all_reduce_sum
 from .errors import UserError
+from .fsutil import atomic_write_text
 from .log import get_logger
 from .resume import check_checkpoint, compare, newest_complete
 
 logger = get_logger(__name__)
 
 LOCK_FILE = ".lmpretrain.lock"
+REPLACING_FILE = ".lmpretrain.replacing"
+"""Written (atomically) by --overwrite_output_dir before it deletes anything and removed once everything is deleted:
+what a dir holding it has left of a run is garbage, which no run resumes or exports."""
 SUMMARY_FILE = "train_summary.json"
 LOG_FILE = "train_log.jsonl"
 RUNS_DIR = "runs"
@@ -52,15 +56,17 @@ def _start_time(pid: int) -> str | None:
 class ModelDirLock:
     """Held for a run's whole life (a context manager); released on every exit path that runs Python code."""
 
-    def __init__(self, model_dir: str | Path):
+    def __init__(self, model_dir: str | Path, lock_path: str | Path | None = None):
+        """``lock_path``: the lock file, when not ``<model_dir>/.lmpretrain.lock`` (train_tokenizer.py locks beside
+        its dir, which it replaces as a whole)."""
         self.model_dir = Path(model_dir)
-        self.path = self.model_dir / LOCK_FILE
+        self.path = Path(lock_path) if lock_path is not None else self.model_dir / LOCK_FILE
         self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "start": _start_time(os.getpid()),
                       "since": time.strftime("%Y-%m-%d %H:%M:%S")}
         self.held = False
 
     def __enter__(self) -> ModelDirLock:
-        self.model_dir.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -100,7 +106,7 @@ class ModelDirLock:
         if holder.get("gone"):
             return
         # renamed aside, then checked: of two processes taking over at once, only one moves the dead holder's file
-        aside = self.path.with_name(f"{LOCK_FILE}.stale-{self.owner['host']}-{self.owner['pid']}")
+        aside = self.path.with_name(f"{self.path.name}.stale-{self.owner['host']}-{self.owner['pid']}")
         try:
             os.replace(self.path, aside)
         except FileNotFoundError:
@@ -162,12 +168,15 @@ def check_fresh_run(model_dir: str | Path, *, overwrite: bool, keep: list[Path],
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         return
+    interrupted = (model_dir / REPLACING_FILE).exists()
+    if interrupted and not overwrite:
+        refuse_if_being_replaced(model_dir)
     used = earlier_run_outputs(model_dir)
     if used and not overwrite:
         shown = ", ".join(used[:4]) + (f" and {len(used) - 4} more" if len(used) > 4 else "")
         raise UserError(f"--model_dir {model_dir} holds an earlier run ({shown}): pass --do_continue to resume it, "
                         f"--overwrite_output_dir to delete it and start over, or choose another --model_dir")
-    if not used:
+    if not used and not interrupted:
         doomed = [model_dir / LOG_FILE, model_dir / RUNS_DIR]
     else:
         doomed = [model_dir / SUMMARY_FILE] + [model_dir / name for name in checkpoint_names(model_dir)]
@@ -181,22 +190,43 @@ def check_fresh_run(model_dir: str | Path, *, overwrite: bool, keep: list[Path],
         # the summary first: from the first deletion on, nothing claims a finished model
         doomed += [model_dir / name for name in sorted(names)]
     kept = {Path(p).resolve() for p in keep}
-    removed = []
-    for path in doomed:
+
+    def spared(path: Path) -> bool:
         resolved = path.resolve()
-        if not path.exists() or any(k == resolved or k.is_relative_to(resolved) or resolved.is_relative_to(k)
-                                    for k in kept):
-            continue
-        removed.append(path.name)
-        if path.is_dir():
-            if path.name.startswith("checkpoint-"):  # renamed first, as rotation does: never half a checkpoint-N
-                aside = path.with_name(f".{path.name}.deleting-{os.getpid()}")
-                path.rename(aside)
-                path = aside
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    if removed and used:
+        return any(k == resolved or k.is_relative_to(resolved) or resolved.is_relative_to(k) for k in kept)
+
+    doomed = [path for path in doomed if path.exists() and not spared(path)]
+    marker = model_dir / REPLACING_FILE
+    if used or interrupted:  # from here until the last deletion, what is left is marked as no run's
+        atomic_write_text(marker, json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                              "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                              "removing": [p.name for p in doomed]}))
+    removed = []
+    try:
+        for path in doomed:
+            if not path.exists():
+                continue
+            removed.append(path.name)
+            if path.is_dir():
+                if path.name.startswith("checkpoint-"):  # renamed first, as rotation does: never half a checkpoint-N
+                    aside = path.with_name(f".{path.name}.deleting-{os.getpid()}")
+                    path.rename(aside)
+                    path = aside
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    except BaseException:
+        if used or interrupted:
+            logger.warning("--overwrite_output_dir was stopped after deleting %d of the %d outputs of the earlier run "
+                           "in %s; the rest is marked as being replaced (%s): no run resumes or exports it, and "
+                           "rerunning with --overwrite_output_dir finishes deleting it", len(removed) - 1, len(doomed),
+                           model_dir, REPLACING_FILE)
+        raise
+    marker.unlink(missing_ok=True)
+    if interrupted:
+        logger.warning("--overwrite_output_dir: finished deleting what an interrupted --overwrite_output_dir left in "
+                       "%s (%s)", model_dir, ", ".join(removed) or "nothing was left")
+    elif removed and used:
         logger.warning("--overwrite_output_dir: removed the earlier run's outputs from %s (%s)", model_dir,
                        ", ".join(removed))
     elif removed:
@@ -211,6 +241,21 @@ class DirOutcome:
 
     finished: dict | None = None
     history: tuple = ()
+
+
+def refuse_if_being_replaced(model_dir: str | Path) -> None:
+    """A dir whose --overwrite_output_dir was interrupted holds garbage: one error saying so (no resume, no export)."""
+    marker = Path(model_dir) / REPLACING_FILE
+    if not marker.exists():
+        return
+    try:
+        record = json.loads(marker.read_text(encoding="utf-8"))
+        since = f" (pid {record['pid']} on {record['host']}, {record['since']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        since = ""
+    raise UserError(f"--model_dir {model_dir} was being cleared by --overwrite_output_dir when it was stopped{since}: "
+                    f"what is left there ({marker.name} marks it) is no run to resume, export or keep; rerun with "
+                    f"--overwrite_output_dir (without --do_continue) to finish deleting it and start over")
 
 
 @contextlib.contextmanager
@@ -247,6 +292,7 @@ def settle_model_dir(run, layout: Layout) -> DirOutcome:
         check_fresh_run(model_dir, overwrite=outputs.overwrite_output_dir, keep=keep, tokenizer_dir=data.tokenizer_dir,
                         part_folders=[p.folder for p in run.description.model.family.parts if p.folder])
         return DirOutcome()
+    refuse_if_being_replaced(model_dir)
     newest = newest_complete(model_dir)
     if newest is None:
         return DirOutcome()  # the resume itself says why no checkpoint is usable

@@ -176,7 +176,8 @@ def _train(args: TrainArgs, preemption: _Preemption) -> dict[str, float]:
     draft = prepare_run(args)  # phase (a): flags and preset resolved, encoder open; UserError before anything is built
     system = draft.description.system
     layout = init_distributed(system.node_batch_sizes, local_rank=system.local_rank, node_rank=system.node_rank,
-                              device=system.device, training=not system.build_dataset_only, batch_key=system.batch_key)
+                              device=system.device, training=not system.build_dataset_only, batch_key=system.batch_key,
+                              join_timeout_s=draft.description.data.peer_timeout)
     watchdog = PeerWatchdog(layout.rank, layout.world_size, draft.description.data.peer_timeout).start()
     try:
         precision = make_precision(draft.description.optim.fp16_type, draft.description.optim.bf16, layout.device)

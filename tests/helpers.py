@@ -40,3 +40,48 @@ def layout_fields(layout_name: str, input_ids):
     for label in layout.labels:
         fields[label.name] = torch.arange(len(input_ids)) % label.classes
     return fields
+
+
+def wait_for(condition, proc=None, *, what: str = "the condition", timeout: float = 900.0, poll: float = 0.005):
+    """Wait on progress, not on the clock: until ``condition()`` holds; an error at once if ``proc`` (a Popen) ends
+    first. ``timeout`` only catches a hang: it is far beyond what a loaded machine needs."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            if condition():
+                return
+            raise AssertionError(f"the process ended (exit {proc.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} after {timeout:.0f} s")
+        time.sleep(poll)
+
+
+def wait_for_exit(proc, *watched: Path, stall: float = 300.0) -> int:
+    """``proc``'s exit code, waiting as long as it makes progress: a ``watched`` file (its stderr, a log) grows or
+    changes within ``stall`` seconds. Only a process that stops doing anything for that long fails the test."""
+    import subprocess
+    import time
+
+    def state():
+        found = []
+        for path in watched:
+            try:
+                info = os.stat(path)
+                found.append((info.st_size, info.st_mtime_ns))
+            except OSError:
+                found.append(None)
+        return found
+
+    last, since = state(), time.monotonic()
+    while True:
+        try:
+            return proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            pass
+        now = state()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since > stall:
+            raise AssertionError(f"pid {proc.pid} made no progress for {stall:.0f} s (watched {list(watched)})")

@@ -258,3 +258,38 @@ def test_a_node_local_cache_dir_is_one_error_within_peer_timeout(setup, tmp_path
     assert len(errors) == 1 and "is not shared by all nodes" in errors[0], err1[-3000:]
     assert "--peer_timeout" in errors[0]
     assert time.time() - started < 240
+
+
+def test_a_node_whose_script_fails_before_joining_ends_the_other_within_peer_timeout(setup, tmp_path):
+    """Node 1 is launched with a --node_rank that disagrees with its launcher's, so its script stops before joining
+    the process group: node 0 does not wait for it the collective timeout (half an hour) but ends after
+    --peer_timeout with one line saying that not every process joined."""
+    from tests.helpers import wait_for_exit
+
+    out, port = tmp_path / "out", str(free_port())
+
+    def launch(node: int, script_node_rank: int):
+        err = open(tmp_path / f"node{node}.err", "w")
+        proc = subprocess.Popen(torchrun("--nnodes", "2", "--node_rank", str(node), "--nproc_per_node", "1",
+                                         "--master_addr", "127.0.0.1", "--master_port", port,
+                                         *script_args(setup, out, "bert-nodes", "--peer_timeout", "6",
+                                                      "--node_rank", str(script_node_rank))),
+                                env=env(), stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        err.close()
+        return proc
+
+    procs = [launch(0, 0), launch(1, 0)]
+    try:
+        codes = [wait_for_exit(p, tmp_path / f"node{n}.err", stall=120) for n, p in enumerate(procs)]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+    assert codes[0] != 0 and codes[1] != 0
+    err0, err1 = ((tmp_path / f"node{n}.err").read_text() for n in (0, 1))
+    assert "error: --node_rank 0 disagrees with the launcher's GROUP_RANK=1" in err1, err1[-3000:]
+    errors = [line for line in err0.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, err0[-3000:]
+    assert "rank 0: not all 2 processes of the job joined within 6 s (--peer_timeout" in errors[0]
+    assert "Traceback" not in err0.split(errors[0])[0], err0[-3000:]  # no backend traceback before it
+    assert not out.exists() or not list(out.glob("checkpoint-*"))

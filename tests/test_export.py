@@ -372,3 +372,64 @@ def test_a_finished_runs_model_dir_extracts_too(trained, tmp_path, capsys):
                                     "--discriminator"], capsys)
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == ["discriminator", "generator"]
+
+
+def test_extraction_stopped_between_its_renames_is_rerun_as_it_was(trained, extracted, tmp_path):
+    """Killed (SIGKILL) after the first part was renamed into place and before the second: the same command run
+    again replaces the part the stopped extraction left and writes both, the same bytes as an uninterrupted one."""
+    import signal
+    import subprocess
+    import sys
+
+    from lmpretrain.export import EXTRACTING_MARKER
+    from tests.helpers import wait_for
+
+    out, ready = tmp_path / "hf", tmp_path / "ready"
+    command = ["extract_electra_model.py", "--input_dir", str(trained["checkpoint"]), "--output_dir", str(out),
+               "--generator", "--discriminator"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "LMP_NO_PROGRESS": "1"}
+    proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "stop_at.py"), "extract-rename:2", str(ready),
+                             *command], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(ready.is_file, proc, what="the second rename")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    placed = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    assert len(placed) == 1 and (out / EXTRACTING_MARKER).is_file()  # half an extraction, and the mark saying so
+
+    again = run_script(*command)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"removed {placed[0]} from {out}" in again.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["discriminator", "generator"]  # no marker, no temp folder
+    for part in ("generator", "discriminator"):
+        assert (out / part / "model.safetensors").read_bytes() == \
+            (extracted["dir"] / part / "model.safetensors").read_bytes(), part
+
+
+def test_a_running_extraction_into_the_same_dir_is_refused(trained, tmp_path, capsys):
+    import socket
+
+    from lmpretrain.export import EXTRACTING_MARKER
+
+    out = tmp_path / "hf"
+    out.mkdir()
+    (out / EXTRACTING_MARKER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getppid(),
+                                                     "parts": ["generator"]}))
+    code, err = extract_in_process(["--input_dir", str(trained["checkpoint"]), "--output_dir", str(out),
+                                    "--generator"], capsys)
+    assert code == 2
+    assert f"--output_dir {out} is being written by another extraction (pid {os.getppid()})" in err
+    assert sorted(p.name for p in out.iterdir()) == [EXTRACTING_MARKER]
+
+
+def test_a_checkpoint_left_by_an_interrupted_overwrite_is_not_extracted(trained, tmp_path, capsys):
+    from lmpretrain.run_dir import REPLACING_FILE
+
+    run = tmp_path / "run"
+    shutil.copytree(trained["checkpoint"], run / "checkpoint-24")
+    (run / REPLACING_FILE).write_text("{}")
+    code, err = extract_in_process(["--input_dir", str(run / "checkpoint-24"), "--output_dir", str(tmp_path / "hf"),
+                                    "--generator"], capsys)
+    assert code == 2 and "was being cleared by --overwrite_output_dir when it was stopped" in err
+    assert not (tmp_path / "hf").exists()

@@ -9,7 +9,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from lmpretrain.errors import UserError
 from lmpretrain.run_config import TrainArgs
 from lmpretrain.run_dir import LOCK_FILE, ModelDirLock
 from lmpretrain.trainer import train
-from tests.helpers import run_script
+from tests.helpers import run_script, wait_for, wait_for_exit
 
 REPO = Path(__file__).resolve().parent.parent
 BASE = {"number-of-layers": 1, "hidden-size": 32, "sequence-length": 64, "ffn-inner-hidden-size": 64,
@@ -103,10 +102,8 @@ def test_a_second_run_on_the_same_dir_fails_at_once_and_the_first_is_intact(setu
                                   *cli(setup, model_dir, "bert-r-long")], cwd=REPO, env=env,
                                  stdout=subprocess.DEVNULL, stderr=err)
     try:
-        deadline = time.monotonic() + 120
-        while not (model_dir / "train_log.jsonl").is_file() or not (model_dir / "train_log.jsonl").read_text():
-            assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.err").read_text()
-            time.sleep(0.05)
+        log = model_dir / "train_log.jsonl"
+        wait_for(lambda: log.is_file() and log.read_text(), first, what="the first run's first logged step")
         second = run_script("run_pretraining.py", *cli(setup, model_dir, "bert-r-long"))
         error = one_error(second)
         assert str(model_dir) in error and f"host {socket.gethostname()}, pid {first.pid}" in error, error
@@ -114,7 +111,8 @@ def test_a_second_run_on_the_same_dir_fails_at_once_and_the_first_is_intact(setu
         assert first.poll() is None, "the first run did not survive the second"
     finally:
         first.terminate()  # SIGTERM: the first run saves a checkpoint and exits 0
-        assert first.wait(timeout=120) == 0, (tmp_path / "first.err").read_text()[-3000:]
+        assert wait_for_exit(first, tmp_path / "first.err", model_dir / "train_log.jsonl") == 0, \
+            (tmp_path / "first.err").read_text()[-3000:]
     steps = [r["step"] for r in rows(model_dir) if "train/loss" in r]
     assert steps == list(range(1, len(steps) + 1))  # one run's log: no interleaving
     assert not (model_dir / LOCK_FILE).exists()  # released on exit
@@ -154,6 +152,51 @@ def test_a_fresh_run_into_a_used_dir_is_refused_or_overwrites(setup, tmp_path):
     assert [r["step"] for r in rows(model_dir) if "train/loss" in r] == [1, 2, 3]
     assert json.loads((model_dir / "train_summary.json").read_text())["step"] == 3
     assert (model_dir / "cache" / "keep.txt").read_text() == "kept"
+
+
+def test_an_interrupted_overwrite_leaves_no_run_to_resume(setup, tmp_path):
+    """SIGTERM while --overwrite_output_dir deletes the earlier run (its summary gone, its first checkpoint being
+    deleted, checkpoint-8 and the final model still there): no later run resumes or exports the leftovers;
+    --do_continue and a plain run are refused with one line; --overwrite_output_dir finishes the deletion."""
+    import signal
+
+    from lmpretrain.run_dir import REPLACING_FILE
+
+    model_dir, ready = tmp_path / "used", tmp_path / "ready"
+    shutil.copytree(setup["finished"], model_dir)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "LMP_NO_PROGRESS": "1"}
+    with open(tmp_path / "stopped.err", "w") as err:
+        proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "stop_at.py"), "overwrite-delete:1", str(ready),
+                                 "run_pretraining.py", *cli(setup, model_dir), "--train_steps", "3",
+                                 "--overwrite_output_dir"], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        wait_for(ready.is_file, proc, what="the first folder deletion")
+        proc.send_signal(signal.SIGTERM)
+        assert wait_for_exit(proc, tmp_path / "stopped.err") == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    stopped = (tmp_path / "stopped.err").read_text()
+    assert "--overwrite_output_dir was stopped after deleting 1 of the" in stopped, stopped[-3000:]
+    assert (model_dir / REPLACING_FILE).is_file()
+    assert (model_dir / "checkpoint-8").is_dir() and (model_dir / "model.safetensors").is_file()  # the leftovers
+    assert not (model_dir / "train_summary.json").exists()
+    before = snapshot(model_dir)
+
+    for extra in (["--do_continue"], []):
+        refused = run_script("run_pretraining.py", *cli(setup, model_dir), *extra)
+        error = one_error(refused)
+        assert f"--model_dir {model_dir} was being cleared by --overwrite_output_dir when it was stopped" in error
+        assert "rerun with --overwrite_output_dir" in error and REPLACING_FILE in error
+        assert "resumed from" not in refused.stderr and snapshot(model_dir) == before
+
+    done = run_script("run_pretraining.py", *cli(setup, model_dir), "--train_steps", "3", "--overwrite_output_dir")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "finished deleting what an interrupted --overwrite_output_dir left" in done.stderr
+    assert sorted(p.name for p in model_dir.glob("checkpoint-*")) == ["checkpoint-3"]
+    assert not list(model_dir.glob(".checkpoint-*")) and not (model_dir / REPLACING_FILE).exists()
+    assert [r["step"] for r in rows(model_dir) if "train/loss" in r] == [1, 2, 3]
+    assert json.loads((model_dir / "train_summary.json").read_text())["step"] == 3
 
 
 def test_logs_of_a_run_that_saved_nothing_are_not_mixed_in(setup, tmp_path):

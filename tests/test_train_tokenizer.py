@@ -207,3 +207,85 @@ def test_no_segmenter_is_named_as_none(tmp_path, sample_corpus, flags):
     assert result.returncode == 0, result.stderr
     assert "tokenizer: wordpiece on no word segmenter," in result.stdout
     assert "MeCab" not in result.stdout + result.stderr
+
+
+# --- one run per tokenizer dir, leftovers of killed runs, a stop by signal (issue 25) --------------------------
+
+def start_stopped(tmp_path: Path, point: str, *args: str):
+    """train_tokenizer.py started through tests/stop_at.py: it stops at ``point`` (writing tmp_path/ready) until
+    signalled. Returns (process, its stderr file)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO, wait_for
+
+    ready, err_path = tmp_path / "ready", tmp_path / "stopped.err"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "LMP_NO_PROGRESS": "1"}
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "stop_at.py"), point, str(ready),
+                                 "train_tokenizer.py", *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                stderr=err)
+    try:
+        wait_for(ready.is_file, proc, what=f"the stop point {point}")
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc, err_path
+
+
+def hidden(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith(".")) if directory.is_dir() else []
+
+
+def test_two_runs_into_one_dir_the_second_is_refused_and_sigterm_is_one_line(tmp_path, sample_corpus):
+    import signal
+
+    from tests.helpers import wait_for_exit
+
+    tok = tmp_path / "out" / "tok"
+    args = ["--input_file", str(sample_corpus), "--model_dir", str(tok), "--num_files", "1", *SMALL]
+    first, first_err = start_stopped(tmp_path, "tokenizer-trained", *args)
+    try:
+        second = train(*args)
+        error = assert_one_clean_error(second, f"--model_dir {tok} is in use by another run", f"pid {first.pid}")
+        assert "wait for it to end" in error
+        assert first.poll() is None  # the first run is untouched by the second
+        assert hidden(tok.parent) and all(name.startswith((".tok.tmp-", ".tok.lock")) for name in hidden(tok.parent))
+        first.send_signal(signal.SIGTERM)
+        assert wait_for_exit(first, first_err) == 143
+    finally:
+        first.kill()
+        first.wait()
+    lines = first_err.read_text().strip().splitlines()
+    assert lines == [f"error: stopped by SIGTERM: nothing was written to --model_dir {tok}; its temporary files "
+                     f"were removed"], lines
+    assert not tok.parent.exists() or not list(tok.parent.iterdir())  # no dir, no temp dir, no lock left
+    assert train(*args).returncode == 0 and (tok / "vocab.txt").is_file()
+
+
+def test_a_killed_runs_leftovers_are_swept_by_the_next_run(tmp_path, sample_corpus):
+    import os
+    import signal
+    import socket
+
+    tok, intermediate = tmp_path / "out" / "tok", tmp_path / "intermediate"
+    args = ["--input_file", str(sample_corpus), "--model_dir", str(tok), "--intermediate_dir", str(intermediate),
+            "--num_files", "1", *SMALL]
+    killed, _ = start_stopped(tmp_path, "tokenizer-trained", *args)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    left = hidden(tok.parent) + hidden(intermediate)
+    owner = f"{socket.gethostname()}-{killed.pid}-"
+    assert any(name.startswith(f".tok.tmp-{owner}") for name in left), left
+    assert any(name.startswith(f".pretokenized-{owner}") for name in left), left
+    assert (intermediate / hidden(intermediate)[0] / "segmented.txt").stat().st_size > 0  # what the issue saw stay
+    live = tok.parent / f".tok.tmp-{socket.gethostname()}-{os.getpid()}-abc"  # a live owner's: never swept
+    live.mkdir()
+
+    again = train(*args)
+    assert again.returncode == 0, again.stderr
+    assert "left by tokenizer runs into" in again.stderr and "taking over the lock" in again.stderr
+    assert hidden(tok.parent) == [live.name] and hidden(intermediate) == []
+    assert (intermediate / "segmented.txt").is_file() and (tok / "vocab.txt").is_file()

@@ -54,6 +54,7 @@ from ..fsutil import replace_dir, sha256_file
 from ..log import get_logger, progress
 from .segmenters import flag_fields, get_segmenter, segmenter_from_meta
 from .tokenizer_dir import META_FILE, SPIECE_UNDERLINE, TokenizerSpec, read_vocabulary, tokenizer_fingerprint
+from .training import sweep_stale_temp_dirs, temp_prefix
 from .transformers_base import (
     check_auto_vocabulary,
     learn_in_base_pipeline,
@@ -402,7 +403,8 @@ def extend_tokenizer(base_dir: str | Path, model_dir: str | Path, *, input_file:
         _warn_split_words(base, words)
 
     model_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.tmp-", dir=model_dir.parent))
+    sweep_stale_temp_dirs(model_dir, intermediate_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(model_dir), dir=model_dir.parent))
     try:
         learnt, scores, stats = [], {}, {"lines": 0, "characters": 0, "files": []}
         if files:

@@ -10,7 +10,9 @@ nothing else.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import tempfile
 import time
 from collections import deque
@@ -20,12 +22,14 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import UserError
-from ..fsutil import replace_dir
-from ..log import progress
+from ..fsutil import process_is_running, replace_dir
+from ..log import get_logger, progress
 from ..workers import BrokenProcessPool, ordered_map, worker_died, worker_pool
 from .segmenters import Unsegmented, Verbatim, WordSegmenter, declaration, get_segmenter
 from .subword import SubwordTrainer, subword_trainer
 from .tokenizer_dir import META_FILE, TOKENIZER_FILES, TokenizerSpec
+
+logger = get_logger(__name__)
 
 
 def _check_model_dir(model_dir: Path, spec: TokenizerSpec) -> None:
@@ -53,6 +57,43 @@ def _check_model_dir(model_dir: Path, spec: TokenizerSpec) -> None:
     if differences:
         raise UserError(f"--model_dir {model_dir} holds a different tokenizer ({'; '.join(differences)}); "
                         "choose another --model_dir or remove it")
+
+
+def temp_prefix(model_dir: Path) -> str:
+    """The name of a run's temporary dir beside ``model_dir`` up to mkdtemp's random part: ``.<dir>.tmp-<host>-<pid>-``,
+    so that a later run can tell whose it is (:func:`sweep_stale_temp_dirs`)."""
+    return f".{model_dir.name}.tmp-{socket.gethostname()}-{os.getpid()}-"
+
+
+PRETOKENIZED_PREFIX = ".pretokenized-"
+
+
+def _stale(path: Path, prefix: str) -> bool:
+    """Whether ``path`` (``<prefix><host>-<pid>-<random>``) belongs to a process of this host that is gone."""
+    host, _, pid = path.name[len(prefix):].rpartition("-")[0].rpartition("-")
+    return host == socket.gethostname() and pid.isdigit() and not process_is_running(int(pid))
+
+
+def sweep_stale_temp_dirs(model_dir: str | Path, intermediate_dir: str | Path | None = None) -> list[Path]:
+    """Remove the temporary dirs that killed runs into ``model_dir`` left (beside it, and their pre-tokenized text in
+    ``intermediate_dir``): only those whose owner (host and pid in the name) is a dead process of this host.
+    Returns what was removed."""
+    model_dir = Path(model_dir)
+    places = [(model_dir.parent, f".{model_dir.name}.tmp-")]
+    if intermediate_dir is not None:
+        places.append((Path(intermediate_dir), PRETOKENIZED_PREFIX))
+    removed = []
+    for directory, prefix in places:
+        if not directory.is_dir():
+            continue
+        for path in sorted(directory.glob(f"{prefix}*")):
+            if path.is_dir() and not path.is_symlink() and _stale(path, prefix):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    if removed:
+        logger.warning("removed %s: left by tokenizer runs into %s that were killed", ", ".join(map(str, removed)),
+                       model_dir)
+    return removed
 
 
 _worker_segmenter: WordSegmenter | None = None
@@ -182,13 +223,15 @@ def train_tokenizer(input_file: str | list[str], model_dir: str | Path, spec: To
     trainer = subword_trainer(spec, word_segmented=segmenter is not None)
 
     model_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{model_dir.name}.tmp-", dir=model_dir.parent))
+    sweep_stale_temp_dirs(model_dir, intermediate_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(model_dir), dir=model_dir.parent))
     work = tmp / "work"
     kept = Path(intermediate_dir) / SEGMENTED_FILE if intermediate_dir else None
     try:
         if kept is not None:  # the segmented text is kept there (users inspect it), renamed into place when complete
             kept.parent.mkdir(parents=True, exist_ok=True)
-            work = Path(tempfile.mkdtemp(prefix=".pretokenized-", dir=kept.parent))
+            work = Path(tempfile.mkdtemp(prefix=f"{PRETOKENIZED_PREFIX}{socket.gethostname()}-{os.getpid()}-",
+                                         dir=kept.parent))
         else:
             work.mkdir()
         segmented = work / SEGMENTED_FILE
