@@ -7,6 +7,11 @@ hashed; no size/mtime shortcut), the tokenizer's fingerprint, the cache format v
 changes the tokens. A cache whose fingerprint differs is rebuilt with a message naming what changed;
 ``overwrite=False`` (``--disable_overwrite_cache``) reuses whatever complete cache is there.
 
+Every reuse also verifies the contents (``TokenShards.verify``: each file's CRC-32 recorded at build, every id below
+the tokenizer's vocabulary size): a damaged cache is rebuilt with a warning, or refused with one error under
+``overwrite=False``; never trained on. A cache from before checksums were recorded (format 1) is rebuilt once, saying
+so; under ``overwrite=False`` it is used after its ids are range-checked, with a warning.
+
 Builds go to a temporary directory renamed into place once the manifest is written, so an interrupted build never
 looks complete. In a multi-process job one process builds (holding a lock file) and the others poll the shared
 filesystem for the finished manifest; no torch collective is open while they wait.
@@ -72,7 +77,10 @@ def describe_changes(old: dict | None, new: dict) -> str:
     if not old:
         return "the cache records no inputs"
     changes = []
-    if old.get("format_version") != new["format_version"]:
+    if old.get("format_version") == 1 and new["format_version"] == 2:
+        changes.append("it was built by an earlier version, without content checksums (cache format 1 -> 2): it is "
+                       "rebuilt once, so that its contents are verified on every reuse from now on")
+    elif old.get("format_version") != new["format_version"]:
         changes.append(f"the cache format changed ({old.get('format_version')} -> {new['format_version']})")
     old_files = {f["path"]: f for f in old.get("corpus", [])}
     new_files = {f["path"]: f for f in new["corpus"]}
@@ -114,8 +122,9 @@ def build_or_load_dataset(corpus_paths: Sequence[str] | str, tokenizer_dir: str 
                           unseen_timeout_s: float = 120.0) -> TokenShards:
     """Return the token shards of ``corpus_paths`` tokenized with ``tokenizer_dir``, building the cache if needed.
 
-    ``overwrite=False`` is ``--disable_overwrite_cache``: reuse a complete cache as it is, without checking its
-    inputs. ``is_builder=False`` waits (up to ``wait_timeout_s``) for another process to finish the cache.
+    ``overwrite=False`` is ``--disable_overwrite_cache``: reuse a complete cache as it is (its contents verified),
+    without checking its inputs. ``is_builder=False`` waits (up to ``wait_timeout_s``) for another process to
+    finish the cache.
     ``encoder_factory(tokenizer_dir, num_workers=1)`` makes an encoder with FastEncoder's API (the default
     constructs ``FastEncoder``); it must be picklable when ``num_workers > 1``. A corpus of fewer than
     ``min_bytes_per_worker`` bytes per worker gets fewer workers: starting one costs about a second.
@@ -132,32 +141,46 @@ def build_or_load_dataset(corpus_paths: Sequence[str] | str, tokenizer_dir: str 
     extra = dict(extra_fingerprint or {})
     extra.setdefault("text_field", text_field)
 
-    if not overwrite:
-        try:
-            shards = _open_cache(location)
-            logger.info("reusing the dataset cache %s as it is (--disable_overwrite_cache; not checked against the "
-                        "corpus and tokenizer)", location)
-            return shards
-        except CacheInvalid as why:
-            if location.exists():
-                raise UserError(f"--disable_overwrite_cache: the dataset cache {location} is unusable ({why}); "
-                                f"run without --disable_overwrite_cache to rebuild it") from None
-        if not is_builder:
-            return _wait_for_cache(location, None, wait_timeout_s, poll_interval_s, builder_done, unseen_timeout_s)
-
     encoder = factory(str(tokenizer_dir), num_workers=1)
     try:
+        if not overwrite:
+            try:
+                shards = _open_cache(location)
+                shards.verify(encoder.vocab_size)
+                if not shards.has_checksums:
+                    logger.warning("reusing the dataset cache %s as it is (--disable_overwrite_cache): it was built "
+                                   "by an earlier version without content checksums, so only its sizes, offsets and "
+                                   "id range were checked; run once without --disable_overwrite_cache to rebuild it "
+                                   "with checksums", location)
+                else:
+                    logger.info("reusing the dataset cache %s as it is (--disable_overwrite_cache; contents verified, "
+                                "not checked against the corpus and tokenizer)", location)
+                return shards
+            except CacheInvalid as why:
+                if location.exists():
+                    raise UserError(f"--disable_overwrite_cache: the dataset cache {location} is unusable ({why}); "
+                                    f"run without --disable_overwrite_cache to rebuild it") from None
+            if not is_builder:
+                return _wait_for_cache(location, None, wait_timeout_s, poll_interval_s, builder_done,
+                                       unseen_timeout_s, encoder.vocab_size)
+
         components = fingerprint_components(files, encoder.fingerprint, extra, files_fingerprint)
         fingerprint = fingerprint_of(components)
         if not is_builder:
             return _wait_for_cache(location, fingerprint, wait_timeout_s, poll_interval_s, builder_done,
-                                   unseen_timeout_s)
+                                   unseen_timeout_s, encoder.vocab_size)
         with _BuildLock(location, wait_timeout_s, poll_interval_s), _FailureNote(location, fingerprint):
             try:
                 shards = _open_cache(location)
                 if shards.fingerprint == fingerprint:
+                    try:
+                        shards.verify(encoder.vocab_size)
+                    except CacheInvalid as why:
+                        raise CacheInvalid(f"its contents are damaged and it is rebuilt from the corpus: {why}") \
+                            from None
                     logger.info("reusing the dataset cache %s (%d documents, %d tokens): corpus, tokenizer and "
-                                "options unchanged", location, shards.num_documents, shards.num_tokens)
+                                "options unchanged, contents verified", location, shards.num_documents,
+                                shards.num_tokens)
                     return shards
                 reason = describe_changes(shards.manifest.get("components"), components)
                 del shards
@@ -259,19 +282,30 @@ def _builder_failure(location: Path, fingerprint: str | None, since: float) -> s
 
 
 def _wait_for_cache(location: Path, fingerprint: str | None, timeout_s: float, poll_interval_s: float,
-                    builder_done: Callable[[Path], bool] | None = None, unseen_timeout_s: float = 120.0) -> TokenShards:
-    """Poll the filesystem until the builder's cache (with this fingerprint, or any when None) is complete; at most
+                    builder_done: Callable[[Path], bool] | None = None, unseen_timeout_s: float = 120.0,
+                    vocab_size: int | None = None) -> TokenShards:
+    """Poll the filesystem until the builder's cache (with this fingerprint, or any when None) is complete and its
+    contents verify (``vocab_size``: the tokenizer's; a damaged one is what the builder is replacing); at most
     ``timeout_s``, and at most ``unseen_timeout_s`` after ``builder_done`` says the builder has finished it."""
     deadline = time.monotonic() + timeout_s
     done_since = None
     since = time.time() - 120  # a failure of this job's builder, not one left by an older run
     logged = False
+    damaged = None  # the manifest (inode, mtime) of a cache found damaged: not verified again until it changes
     while True:
         try:
             shards = _open_cache(location)
             if fingerprint is None or shards.fingerprint == fingerprint:
-                return shards
-        except CacheInvalid:
+                if vocab_size is None:
+                    return shards
+                seen = (location / MANIFEST).stat()
+                if damaged != (seen.st_ino, seen.st_mtime_ns):
+                    try:
+                        shards.verify(vocab_size)
+                        return shards
+                    except CacheInvalid:
+                        damaged = (seen.st_ino, seen.st_mtime_ns)
+        except (CacheInvalid, OSError):
             pass
         failure = _builder_failure(location, fingerprint, since)
         if failure is not None:
