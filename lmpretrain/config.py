@@ -18,6 +18,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from .errors import UserError
+from .strict_json import DuplicateKey, loads_strict
 
 
 @dataclass(frozen=True)
@@ -352,9 +353,13 @@ def read_preset(path: str | Path, model_type: str) -> dict:
     if not path.is_file():
         raise UserError(f"--parameter_file {path} does not exist")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = loads_strict(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise UserError(f"{path} is not UTF-8 text") from None
+    except DuplicateKey as error:
+        what = f"key {'.'.join((*error.path, error.key))}" if error.path else f"preset {error.key!r}"
+        raise UserError(f"{path}:{error.line}: {what} is given twice (JSON would silently keep the last one); "
+                        f"remove one") from None
     except json.JSONDecodeError as error:
         raise UserError(f"{path}:{error.lineno}:{error.colno}: invalid JSON ({error.msg})") from None
     if not isinstance(data, dict):

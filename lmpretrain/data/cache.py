@@ -32,7 +32,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..fsutil import replace_dir
 from ..log import get_logger
-from .corpus import CorpusPosition, corpus_fingerprint, iter_chunks, resolve_corpus_files
+from .corpus import CorpusPosition, compression_of, corpus_fingerprint, iter_chunks, resolve_corpus_files
 from .shards import FORMAT_VERSION, MANIFEST, CacheInvalid, TokenShards, write_shards
 
 logger = get_logger(__name__)
@@ -203,7 +203,7 @@ def build_or_load_dataset(corpus_paths: Sequence[str] | str, tokenizer_dir: str 
 def _useful_workers(files: Sequence[Path], num_workers: int, min_bytes_per_worker: int) -> int:
     if num_workers <= 1 or min_bytes_per_worker <= 0:
         return max(1, num_workers)
-    total = sum(Path(f).stat().st_size * (3 if Path(f).name.endswith(".gz") else 1) for f in files)
+    total = sum(Path(f).stat().st_size * (3 if compression_of(f) else 1) for f in files)
     return int(max(1, min(num_workers, total // min_bytes_per_worker)))
 
 
@@ -216,7 +216,8 @@ def _build(files, location: Path, components: dict, fingerprint: str, *, encoder
         temporary.mkdir(parents=True)
         position = CorpusPosition()
         chunks = iter_chunks(files, chunk_chars=chunk_chars, text_field=text_field,
-                             long_line_bytes=getattr(encoder, "max_line_bytes", None), position=position)
+                             long_line_bytes=getattr(encoder, "max_line_bytes", None), position=position,
+                             nul_ends_line=bool(getattr(encoder, "ends_lines_at_nul", False)))
         counts = write_shards(chunks, temporary, encoder=encoder, encoder_factory=factory,
                               tokenizer_dir=tokenizer_dir, num_workers=num_workers,
                               desc=f"tokenizing {Path(files[0]).name}", position=position)

@@ -94,9 +94,9 @@ def _pretokenize(files, segmenter: WordSegmenter | None, trainer: SubwordTrainer
     Chunks of lines go to ``num_workers`` processes and come back in order, so the file (and the tokenizer
     trained on it) is the same for any number of workers. Returns (non-blank lines, their characters).
     """
-    from ..data.corpus import CorpusPosition, iter_chunks
+    from ..data.corpus import CorpusPosition, compression_of, iter_chunks
 
-    compressed = any(f.name.endswith(".gz") for f in files)
+    compressed = any(compression_of(f) for f in files)
     total_bytes = None if compressed else sum(f.stat().st_size for f in files)
     chunk_bytes: deque = deque()  # input size of each chunk in flight, for the progress bar
     lines = chars = 0
@@ -105,7 +105,8 @@ def _pretokenize(files, segmenter: WordSegmenter | None, trainer: SubwordTrainer
     def chunks():
         nonlocal chars
         for sentences, _ in iter_chunks(files, chunk_chars=1 << 18, position=position,
-                                        long_line_bytes=getattr(segmenter, "max_input_bytes", None)):
+                                        long_line_bytes=getattr(segmenter, "max_input_bytes", None),
+                                        nul_ends_line=bool(getattr(segmenter, "ends_at_nul", False))):
             chars += sum(map(len, sentences))
             chunk_bytes.append(sum(len(s.encode("utf-8")) + 1 for s in sentences))
             yield sentences
