@@ -212,8 +212,11 @@ def _convert(kind: str, value):
             return value / 100
         if kind == "pos_float" and value <= 0 or kind == "nonneg_float" and value < 0:
             raise ValueError(f"must be {'positive' if kind == 'pos_float' else 'zero or more'}, got {value}")
-        if kind == "probability" and not 0 <= value <= 1 or kind == "share" and not 0 <= value < 1:
+        if kind == "probability" and not 0 <= value <= 1:
             raise ValueError(f"expected a value in [0, 1], got {value}")
+        if kind == "share" and not 0 <= value < 1:
+            raise ValueError(f"expected a share in [0, 1), got {value:g}: 1 would leave nothing for the rest "
+                             f"(eval-share: no documents to train on; warmup-ratio: no steps after warmup)")
         return value
     if kind == "bool":
         if not isinstance(value, bool):
