@@ -38,6 +38,7 @@ from .shards import FORMAT_VERSION, MANIFEST, CacheInvalid, TokenShards, write_s
 logger = get_logger(__name__)
 
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+LOCK_LOG_EVERY_S = 60.0  # a builder waiting on another's lock says so when it starts waiting and this often after
 
 
 def default_encoder_factory(tokenizer_dir: str, num_workers: int = 1):
@@ -335,11 +336,12 @@ class _BuildLock:
     A lock left by a dead process on this host is taken over; one from another host is waited on until timeout.
     """
 
-    def __init__(self, location: Path, timeout_s: float, poll_interval_s: float):
+    def __init__(self, location: Path, timeout_s: float, poll_interval_s: float, log_every_s: float | None = None):
         self.path = location.with_name(f".{location.name}.lock")
         self.location = location
         self.timeout_s = timeout_s
         self.poll_interval_s = poll_interval_s
+        self.log_every_s = LOCK_LOG_EVERY_S if log_every_s is None else log_every_s
         self.owner = f"{socket.gethostname()} {os.getpid()}"
 
     def __enter__(self) -> _BuildLock:
@@ -347,7 +349,9 @@ class _BuildLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise UserError(f"cannot create the cache directory {self.path.parent} ({error.strerror})") from None
-        deadline = time.monotonic() + self.timeout_s
+        started = time.monotonic()
+        deadline = started + self.timeout_s
+        next_log = started
         while True:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -363,10 +367,31 @@ class _BuildLock:
             except OSError as error:
                 raise UserError(f"cannot write in the cache directory {self.path.parent} ({error.strerror}); "
                                 f"choose a writable --cache_dir") from None
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= deadline:
                 raise UserError(f"dataset cache at {self.location} is locked by another build ({self.path}) after "
                                 f"{self.timeout_s:g} s; if no build is running, delete the lock file")
+            if now >= next_log:
+                self._say_waiting(now - started)
+                next_log = now + self.log_every_s
             time.sleep(self.poll_interval_s)
+
+    def _say_waiting(self, waited_s: float) -> None:
+        """Who holds the lock and how to clear it if stale: when the wait starts and every ``log_every_s``."""
+        try:
+            holder = self.path.read_text().split()
+            age = time.time() - self.path.stat().st_mtime
+        except OSError:
+            return  # released meanwhile
+        host, pid = (holder + ["?", "?"])[:2]
+        if host == socket.gethostname():
+            who = f"process {pid} on this host ({host}), which is running"
+        else:
+            who = (f"process {pid} on host {host}, which this host cannot check: if that build is not running any "
+                   f"more (the job was killed), delete {self.path}")
+        logger.warning("%s the dataset cache %s: another build holds its lock %s (taken %.0f s ago) - %s; waiting "
+                       "up to %g s in all (%.0f s so far)", "waiting to build" if waited_s < 1 else "still waiting "
+                       "to build", self.location, self.path, age, who, self.timeout_s, waited_s)
 
     def _holder_is_dead(self) -> bool:
         try:
