@@ -506,3 +506,23 @@ def test_a_waiter_does_not_take_a_damaged_cache_and_takes_the_rebuilt_one(setup,
     build(corpus, tok, cache)
     waiter.join(20)
     assert np.array_equal(result["shards"].ids, clean.ids)
+
+
+def test_waiting_on_another_hosts_lock_says_who_holds_it_and_how_to_clear_it_periodically(setup, monkeypatch,
+                                                                                            caplog):
+    from lmpretrain.data import cache as cache_module
+
+    _, corpus, tok, cache = setup
+    location = cache_location(cache, resolve_corpus_files([str(corpus)]), tok)
+    cache.mkdir()
+    lock = cache / f".{location.name}.lock"
+    lock.write_text("otherhost 4242")
+    monkeypatch.setattr(cache_module, "LOCK_LOG_EVERY_S", 0.1)
+    caplog.set_level(logging.INFO, logger="lmpretrain")
+    with pytest.raises(UserError, match="is locked by another build"):
+        build(corpus, tok, cache, wait_timeout_s=0.5, poll_interval_s=0.02)
+    lines = [r.getMessage() for r in caplog.records if "holds its lock" in r.getMessage()]
+    assert len(lines) >= 2 and lines[0].startswith(f"waiting to build the dataset cache {location}")
+    assert lines[1].startswith("still waiting to build")
+    assert all(f"process 4242 on host otherhost, which this host cannot check: if that build is not running any more "
+               f"(the job was killed), delete {lock}" in line for line in lines)

@@ -372,11 +372,11 @@ class _BuildLock:
                 raise UserError(f"dataset cache at {self.location} is locked by another build ({self.path}) after "
                                 f"{self.timeout_s:g} s; if no build is running, delete the lock file")
             if now >= next_log:
-                self._say_waiting(now - started)
+                self._say_waiting(now - started, first=next_log == started)
                 next_log = now + self.log_every_s
             time.sleep(self.poll_interval_s)
 
-    def _say_waiting(self, waited_s: float) -> None:
+    def _say_waiting(self, waited_s: float, first: bool) -> None:
         """Who holds the lock and how to clear it if stale: when the wait starts and every ``log_every_s``."""
         try:
             holder = self.path.read_text().split()
@@ -390,8 +390,8 @@ class _BuildLock:
             who = (f"process {pid} on host {host}, which this host cannot check: if that build is not running any "
                    f"more (the job was killed), delete {self.path}")
         logger.warning("%s the dataset cache %s: another build holds its lock %s (taken %.0f s ago) - %s; waiting "
-                       "up to %g s in all (%.0f s so far)", "waiting to build" if waited_s < 1 else "still waiting "
-                       "to build", self.location, self.path, age, who, self.timeout_s, waited_s)
+                       "up to %g s in all (%.0f s so far)", "waiting to build" if first else "still waiting to build",
+                       self.location, self.path, age, who, self.timeout_s, waited_s)
 
     def _holder_is_dead(self) -> bool:
         try:
