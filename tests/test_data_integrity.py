@@ -224,3 +224,20 @@ def test_a_vocabulary_below_the_alphabet_stops_during_pre_tokenizing(tmp_path):
     assert ("make wordpiece keep 15 special and unused tokens + 2500 characters (the --limit_alphabet 2500 most "
             "frequent of its 3000) = 2515 tokens before any subword; raise --vocab_size well above 2515") in error
     assert not (tmp_path / "tok").exists()
+
+
+def test_a_corpus_renamed_with_the_same_bytes_does_not_block_do_continue(clean, tmp_path):
+    first, renamed = tmp_path / "first.txt", tmp_path / "renamed" / "corpus-v2.txt"
+    first.write_bytes(clean["corpus"].read_bytes())
+    model_dir = tmp_path / "run"
+    started = run_script("run_pretraining.py", *args({**clean, "corpus": first}, tmp_path / "cache", model_dir),
+                         "--train_steps", "1")
+    assert started.returncode == 0, started.stderr
+    renamed.parent.mkdir()
+    first.rename(renamed)
+    resumed = run_script("run_pretraining.py", *args({**clean, "corpus": renamed}, tmp_path / "cache", model_dir),
+                         "--train_steps", "2", "--do_continue")
+    assert resumed.returncode == 0, resumed.stderr
+    assert (f"corpus paths <{first}> -> <{renamed}> (the same content: noted only)" in resumed.stderr)
+    assert "another run" not in resumed.stderr and "corpus <" not in resumed.stderr
+    assert (model_dir / "checkpoint-2").is_dir()
