@@ -9,7 +9,7 @@ A shard directory holds
   writing). No manifest, no cache.
 
 Reuse verifies the contents (:meth:`TokenShards.verify`): each file's CRC-32 against the manifest's and every id
-against the tokenizer's vocabulary size, in one streamed pass (about 0.25 s per GB on one core).
+against the tokenizer's vocabulary size, in one streamed pass (0.5-0.7 s per GB on one loaded core, BENCHMARKS.md).
 
 Writing streams: workers tokenize chunks of sentences and the parent appends their ids to the files, so memory does
 not grow with the corpus.
@@ -184,7 +184,7 @@ def read_manifest(directory: Path) -> dict:
         raise CacheInvalid(f"its manifest cannot be read ({error})") from None
     if not isinstance(manifest, dict) or manifest.get("format_version") not in READABLE_VERSIONS:
         raise CacheInvalid(f"it was written in another cache format (version {manifest.get('format_version')!r}, "
-                           f"this version reads {FORMAT_VERSION})" if isinstance(manifest, dict) else
+                           f"this version reads versions {READABLE_VERSIONS})" if isinstance(manifest, dict) else
                            "its manifest is not a JSON object")
     for name, size in manifest.get("file_sizes", {}).items():
         try:
