@@ -14,8 +14,10 @@ from __future__ import annotations
 import bz2
 import json
 import lzma
+import queue
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,7 @@ from tests.helpers import REPO, run_script
 PRESET = {"bert-c": {"number-of-layers": 1, "hidden-size": 32, "sequence-length": 64, "ffn-inner-hidden-size": 64,
                      "attention-heads": 2, "warmup-steps": 1, "learning-rate": 2e-3, "batch-size": {"-1": 4},
                      "train-steps": 1, "save-steps": 1, "logging-steps": 1}}
+SILENCE_S = 300  # a process that prints nothing for this long while it should be saying it waits: a failure
 DATA_FILES = ("ids.bin", "word_starts.bin", "sentence_offsets.bin", "document_offsets.bin")
 
 
@@ -188,20 +191,24 @@ def test_a_build_waiting_on_another_hosts_lock_says_so_and_goes_on_once_it_is_cl
                "--build_dataset_only"]
     env = {"LMP_NO_PROGRESS": "1", "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    lines: queue.Queue = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr], daemon=True)
+    reader.start()
     try:
         seen = []
-        for line in proc.stderr:  # progress, not a deadline: the line comes when the build starts waiting
-            seen.append(line)
-            if "holds its lock" in line:
-                break
-        assert "holds its lock" in seen[-1], "".join(seen)
+        while not seen or "holds its lock" not in seen[-1]:
+            try:  # the line comes when the build starts waiting; a build that waits without a word fails here
+                seen.append(lines.get(timeout=SILENCE_S))
+            except queue.Empty:
+                pytest.fail(f"the build said nothing for {SILENCE_S} s while waiting on the lock:\n{''.join(seen)}")
         assert (f"waiting to build the dataset cache {location}: another build holds its lock {lock}" in seen[-1]
                 and "process 4242 on host otherhost, which this host cannot check: if that build is not running "
                     f"any more (the job was killed), delete {lock}" in seen[-1])
         lock.unlink()
-        rest = proc.stderr.read()
-        assert proc.wait(timeout=300) == 0, rest
-        assert "built the dataset cache" in rest
+        assert proc.wait(timeout=600) == 0, "".join(seen)
+        reader.join()  # to the end of its output
+        rest = "".join(lines.queue)
+        assert "built the dataset cache" in rest, rest
     finally:
         proc.kill()
         proc.wait()
