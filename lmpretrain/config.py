@@ -18,6 +18,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from .errors import UserError
+from .strict_json import DuplicateKey, loads_strict
 
 
 @dataclass(frozen=True)
@@ -212,8 +213,11 @@ def _convert(kind: str, value):
             return value / 100
         if kind == "pos_float" and value <= 0 or kind == "nonneg_float" and value < 0:
             raise ValueError(f"must be {'positive' if kind == 'pos_float' else 'zero or more'}, got {value}")
-        if kind == "probability" and not 0 <= value <= 1 or kind == "share" and not 0 <= value < 1:
+        if kind == "probability" and not 0 <= value <= 1:
             raise ValueError(f"expected a value in [0, 1], got {value}")
+        if kind == "share" and not 0 <= value < 1:
+            raise ValueError(f"expected a share in [0, 1), got {value:g}: 1 would leave nothing for the rest "
+                             f"(eval-share: no documents to train on; warmup-ratio: no steps after warmup)")
         return value
     if kind == "bool":
         if not isinstance(value, bool):
@@ -353,9 +357,13 @@ def read_preset(path: str | Path, model_type: str) -> dict:
     if not path.is_file():
         raise UserError(f"--parameter_file {path} does not exist")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = loads_strict(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
         raise UserError(f"{path} is not UTF-8 text") from None
+    except DuplicateKey as error:
+        what = f"key {'.'.join((*error.path, error.key))}" if error.path else f"preset {error.key!r}"
+        raise UserError(f"{path}:{error.line}: {what} is given twice (JSON would silently keep the last one); "
+                        f"remove one") from None
     except json.JSONDecodeError as error:
         raise UserError(f"{path}:{error.lineno}:{error.colno}: invalid JSON ({error.msg})") from None
     if not isinstance(data, dict):

@@ -150,6 +150,7 @@ def prepare_run(args: TrainArgs) -> Run:
     for name in data.input_files + (data.eval_files or ()):
         if not Path(name).exists():
             raise UserError(f"--input_file/--eval_file: {name} does not exist")
+        resolve_corpus_files(name)  # a FIFO, a directory without corpus files: said now, before any dir is made
     tokenizer_dir = Path(data.tokenizer_dir)
     if not tokenizer_dir.is_dir():
         raise UserError(f"--tokenizer_dir {tokenizer_dir} is not a directory")

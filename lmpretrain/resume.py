@@ -11,7 +11,8 @@ work. Every difference is printed, then judged by its class:
   corpus content, masking and instance options, the eval split.
 
 Machine-dependent values (paths, ``--num_workers``, ``--dataloader_workers``, ``--cache_dir``, ``--device``, ranks,
-``--compile``) are not differences: the corpus and tokenizer are compared by content, not by path.
+``--compile``) are not differences: the corpus and tokenizer are compared by content, not by path; a corpus file
+renamed or moved with the same bytes is **noted** (printed and recorded, nothing refused).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .log import get_logger
 
 logger = get_logger(__name__)
 
-CONTINUES, BREAKS, DIFFERENT = "continues", "breaks", "different run"
+CONTINUES, BREAKS, DIFFERENT, NOTED = "continues", "breaks", "different run", "noted"
 HELD_OUT = "<a held-out share of the corpus>"
 
 _PRESET_KEY = {field: key for key, (field, _) in KEYS.items()}
@@ -40,6 +41,7 @@ _NOT_COMPARED = {"model_type", "pretrained_model_name_or_path", "pretrained_gene
                  "initializer_range", "train_steps", "train_epochs", "train_tokens",
                  "lr_schedule", "min_lr_ratio", "eval_steps", "whole_word_mask", "node_batch_sizes"}
 _RESOLVED_NEWER = {"train budget": "budget", "lr schedule": "lr_schedule", "min lr ratio": "min_lr_ratio"}
+_DATA_KEYS = {"corpus": "corpus", "eval data": "eval"}  # view name -> key of the saved config's "data"
 _ARGS_CONTINUE = ("fp16_type", "bf16", "max_eval_samples", "max_nonfinite_steps")
 
 
@@ -62,10 +64,21 @@ def _show(value) -> str:
 
 
 def _files(entries) -> str | None:
-    """A corpus fingerprint (path, size, sha256 per file) as the content alone: the path is machine-dependent."""
+    """A corpus fingerprint (path, size, sha256 per file) as the content alone: a file renamed or moved with the same
+    bytes is the same corpus (its paths are noted apart, see ``_paths``)."""
     if entries is None:
         return None
-    return "<" + ", ".join(f"{Path(e['path']).name} sha256 {e['sha256'][:12]}" for e in entries) + ">"
+    return "<" + ", ".join(f"sha256 {e['sha256'][:12]}" for e in entries) + ">"
+
+
+def _paths(entries) -> str | None:
+    return None if entries is None else "<" + ", ".join(str(e["path"]) for e in entries) + ">"
+
+
+def _named(entries) -> str | None:
+    """The files as shown when their content changed: names beside the hashes."""
+    return None if entries is None else "<" + ", ".join(f"{Path(e['path']).name} sha256 {e['sha256'][:12]}"
+                                                        for e in entries) + ">"
 
 
 def _flat(config: dict) -> tuple[dict, dict]:
@@ -131,6 +144,8 @@ def _view(config: dict, shape_fields: tuple[str, ...]) -> dict[str, tuple[str, o
     if data is not None:
         view["corpus"] = (DIFFERENT, _files(data.get("corpus")))
         view["eval data"] = (CONTINUES, _files(data.get("eval")) or HELD_OUT)
+        view["corpus paths"] = (NOTED, _paths(data.get("corpus")))
+        view["eval data paths"] = (NOTED, _paths(data.get("eval")))
     return view
 
 
@@ -145,16 +160,20 @@ def compare(saved: dict, current: dict, shape_fields: tuple[str, ...] = ()) -> l
         if name not in old:
             new.pop(name, None)
     if "corpus" not in old:
-        new.pop("corpus", None)
-        new.pop("eval data", None)
+        for name in ("corpus", "eval data", "corpus paths", "eval data paths"):
+            new.pop(name, None)
     changes = []
     for name, (kind, value) in new.items():
         before = old.get(name, (kind, None))[1]
         if before != value:
             if name == "eval data" and HELD_OUT in (before, value):
                 kind = DIFFERENT  # from a held-out share to an eval file or back: the training documents change
+            if name in _DATA_KEYS and before is not None and value is not None and value != HELD_OUT != before:
+                before, value = (_named((_flat(config)[1].get("data") or {}).get(_DATA_KEYS[name]))
+                                 for config in (saved, current))
             changes.append(Change(name, before, value, kind))
-    return changes
+    changed = {c.name for c in changes}  # a path is noted only where the content is the same
+    return [c for c in changes if not (c.kind == NOTED and c.name.removesuffix(" paths") in changed)]
 
 
 def judge(changes: list[Change], path: Path, *, accept_changed_run: bool, announce: bool) -> None:
@@ -163,6 +182,7 @@ def judge(changes: list[Change], path: Path, *, accept_changed_run: bool, announ
     if announce:
         for change in changes:
             note = {CONTINUES: "takes effect from the resume step on", BREAKS: "cannot be continued",
+                    NOTED: "the same content: noted only",
                     DIFFERENT: "accepted (--accept_changed_run)" if accept_changed_run else "makes it another run"}
             logger.warning("--do_continue: %s: %s (%s)", path.name, change, note[change.kind])
     breaking = [str(c) for c in changes if c.kind == BREAKS]

@@ -4,6 +4,7 @@ without paying the interpreter start-up per row); a few rows also run as real pr
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import json
 import logging
@@ -51,6 +52,17 @@ def f(tmp_path_factory, sample_corpus, tiny_tokenizer_dir):
 
     presets = {"bert-t": TINY, "bert-wide": {**TINY, "hidden-size": 64}}
     write("parameter.json", json.dumps(presets))
+    # issue 25: damaged and odd inputs, keys given twice
+    data = bytearray(gzip.compress(sample_corpus.read_bytes()))
+    data[200] ^= 0x55  # inside the deflate stream: zlib fails there
+    write("damaged.txt.gz", bytes(data))
+    os.mkfifo(root / "pipe.txt")
+    files["pipe"] = root / "pipe.txt"
+    write("zstd.txt.zst", b"\x28\xb5\x2f\xfd")
+    write("text_twice.jsonl", '{"text": "一文目", "text": "二文目"}\n')
+    write("key_twice.json", '{\n  "bert-t": {"hidden-size": 32,\n    "hidden-size": 64}\n}\n')
+    write("preset_twice.json", '{\n  "bert-t": {},\n  "bert-t": {}\n}\n')
+    write("eval_all.json", json.dumps({"bert-t": {**TINY, "eval-share": 1.0}}))
     write("invalid_json.json", '{\n  "bert-t": {\n    "hidden-size": 32,,\n  }\n}\n')  # line 3, column 23
     write("not_utf8.json", b'{"bert-t": {"hidden-size": "\xff"}}')
     write("not_object.json", "[1, 2, 3]")
@@ -123,6 +135,13 @@ ROWS = [
     ("tok: output dir holds other files", TT, lambda f: tokenizer_args(f, model_dir=f["no_corpus_dir"]),
      "already holds files that are not a tokenizer"),
     ("tok: unwritable output dir", TT, lambda f: tokenizer_args(f, model_dir=f["locked"] / "tok"), "locked"),
+    ("tok: damaged gzip", TT, lambda f: tokenizer_args(f, input_file=f["damaged"]),
+     "damaged.txt.gz: not a valid gzip file: its compressed data are damaged or cut short"),
+    ("tok: FIFO", TT, lambda f: tokenizer_args(f, input_file=f["pipe"]),
+     "pipe.txt is a FIFO (named pipe): a corpus is read more than once"),
+    ("tok: vocabulary below the alphabet", TT, lambda f: tokenizer_args(f, vocab_size=500),
+     "make wordpiece keep 10 special and unused tokens + 1000 characters (the --limit_alphabet 1000 most frequent of "
+     "its 1080) = 1010 tokens before any subword"),
     # --- run_pretraining.py ---------------------------------------------------------------------------------------
     ("run: missing file", RP, lambda f: pretraining_args(f, input_file=f["missing"]), "missing.txt does not exist"),
     ("run: empty file", RP, lambda f: pretraining_args(f, input_file=f["empty"]), "empty.txt has no text"),
@@ -188,6 +207,19 @@ ROWS = [
      "regular_file is a file, not a directory"),
     ("run: unwritable output dir", RP, lambda f: pretraining_args(f, model_dir=f["locked"] / "out"),
      "locked is not writable"),
+    ("run: damaged gzip", RP, lambda f: pretraining_args(f, input_file=f["damaged"]),
+     "damaged.txt.gz: not a valid gzip file: its compressed data are damaged or cut short"),
+    ("run: FIFO", RP, lambda f: pretraining_args(f, input_file=f["pipe"]),
+     "pipe.txt is a FIFO (named pipe): a corpus is read more than once"),
+    ("run: zstd corpus", RP, lambda f: pretraining_args(f, input_file=f["zstd"]), "is compressed with zstd"),
+    ("run: jsonl text field given twice", RP, lambda f: pretraining_args(f, input_file=f["text_twice"]),
+     "text_twice.jsonl:1: field 'text' is given twice"),
+    ("run: key given twice", RP, lambda f: pretraining_args(f, parameter_file=f["key_twice"]),
+     "key_twice.json:3: key bert-t.hidden-size is given twice"),
+    ("run: preset given twice", RP, lambda f: pretraining_args(f, parameter_file=f["preset_twice"]),
+     "preset_twice.json:3: preset 'bert-t' is given twice"),
+    ("run: eval-share 1", RP, lambda f: pretraining_args(f, parameter_file=f["eval_all"]),
+     "bert-t.eval-share: expected a share in [0, 1), got 1: 1 would leave nothing for the rest"),
     # --- extract_electra_model.py ---------------------------------------------------------------------------------
     ("extract: missing input dir", EX, lambda f: extract_args(f, input_dir=f["missing"]),
      "missing.txt is not a directory"),
@@ -245,7 +277,9 @@ def test_bad_input_row(row, f, capsys):
     assert code == 2
 
 
-@pytest.mark.parametrize("name", ["tok: binary file", "run: malformed parameter.json", "extract: missing input dir"])
+@pytest.mark.parametrize("name", ["tok: binary file", "run: malformed parameter.json", "extract: missing input dir",
+                                  "tok: damaged gzip", "run: damaged gzip", "run: key given twice",
+                                  "run: preset given twice", "tok: vocabulary below the alphabet"])
 def test_bad_input_in_a_real_process(name, f):
     _, script, make_argv, message = next(row for row in ROWS if row[0] == name)
     result = run_script(script, *make_argv(f))
@@ -259,3 +293,12 @@ def test_tokenizer_training_never_replaces_a_model_dir(f, tmp_path, capsys):
     code, err = run_in_process(TT, tokenizer_args(f, model_dir=model_dir), capsys)
     assert (model_dir / "checkpoint-2").is_dir(), "the trained model's checkpoints were deleted"
     check_one_clear_error(code, err, "model")
+
+
+@pytest.mark.parametrize("script", [TT, RP])
+def test_a_fifo_as_input_is_named_and_leaves_no_dir_behind(script, f, tmp_path):
+    model_dir = tmp_path / "out"
+    make = tokenizer_args if script == TT else pretraining_args
+    result = run_script(script, *make(f, input_file=f["pipe"], model_dir=model_dir))
+    check_one_clear_error(result.returncode, result.stderr, "pipe.txt is a FIFO (named pipe)")
+    assert result.returncode == 2 and not model_dir.exists() and sorted(os.listdir(tmp_path)) == []

@@ -189,3 +189,34 @@ def test_freezing_without_a_pretrained_model_is_an_error():
               "ffn-inner-hidden-size": 128, "attention-heads": 2, "flozen-layers": 1}
     with pytest.raises(UserError, match="flozen-layers: freezing layers needs a pretrained model"):
         resolve_pretrained_shape(parse_preset("bert-x", preset, "p.json"), None)
+
+
+@pytest.mark.parametrize("text, line, named", [
+    ('{\n "bert-tiny": {"hidden-size": 32,\n   "hidden-size": 64}\n}\n', 3, "key bert-tiny.hidden-size is given twice"),
+    ('{\n "bert-tiny": {"hidden-size": 32},\n "bert-base": {},\n "bert-tiny": {"hidden-size": 64}\n}\n', 4,
+     "preset 'bert-tiny' is given twice"),
+    ('{"bert-tiny": {"batch-size": {"-1": 8, "0": 2,\n "-1": 16}}}', 2, "key bert-tiny.batch-size.-1 is given twice"),
+], ids=["key", "preset", "nested key"])
+def test_a_key_or_preset_given_twice_is_one_error_naming_file_line_and_key(tmp_path, text, line, named):
+    path = tmp_path / "twice.json"
+    path.write_text(text)
+    with pytest.raises(UserError) as error:
+        load_parameters(path, "bert-tiny")
+    assert str(error.value).startswith(f"{path}:{line}: {named} (JSON would silently keep the last one)")
+
+
+def test_the_same_key_in_two_presets_or_levels_is_not_a_duplicate(tmp_path):
+    path = tmp_path / "ok.json"
+    path.write_text(json.dumps({"bert-tiny": {"hidden-size": 32, "batch-size": {"hidden-size": 1}},
+                                "bert-small": {"hidden-size": 32}}))
+    from lmpretrain.config import read_preset
+
+    assert read_preset(path, "bert-tiny")["hidden-size"] == 32
+
+
+def test_a_share_of_one_says_the_range_is_half_open_and_why():
+    for key in ("eval-share", "warmup-ratio"):
+        with pytest.raises(UserError, match=rf"{key}: expected a share in \[0, 1\), got 1: 1 would leave nothing "
+                                            rf"for the rest"):
+            parse_preset("bert-tiny", {"number-of-layers": 2, "hidden-size": 32, "sequence-length": 64,
+                                       "ffn-inner-hidden-size": 64, "attention-heads": 2, key: 1.0}, "p.json")

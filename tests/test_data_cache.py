@@ -389,3 +389,140 @@ def test_sentences_without_tokens_are_dropped_and_their_document_starts_kept(tmp
     assert sentence_offsets == [0, 2, 5, 6, 7]
     assert document_offsets == [0, 1, 2, 3, 4]
     assert (writer.num_documents, writer.num_sentences, writer.num_tokens) == (4, 4, 7)
+
+
+def rewrite_ids(directory, share: float, new_ids, seed: int = 0) -> int:
+    """Rewrite ``share`` of the cache's ids in place (same size) to ``new_ids(old) -> ids``; returns how many."""
+    path = directory / "ids.bin"
+    dtype = np.dtype(json.loads((directory / "manifest.json").read_text())["dtype"])
+    ids = np.fromfile(path, dtype=dtype)
+    where = np.random.default_rng(seed).choice(len(ids), size=max(1, int(len(ids) * share)), replace=False)
+    ids[where] = new_ids(ids[where])
+    ids.tofile(path)
+    return len(where)
+
+
+def other_in_range(old, vocab_size=32000):
+    return (old.astype(np.int64) - 5 + 1) % (vocab_size - 5) + 5  # another id the fake could produce
+
+
+@pytest.mark.parametrize("damage", ["other in-range ids", "out-of-range ids", "word starts"])
+def test_damaged_contents_are_rebuilt_with_a_warning_or_refused(setup, tmp_path, caplog, damage):
+    docs, corpus, tok, cache = setup
+    clean = build(corpus, tok, tmp_path / "clean")
+    shards = build(corpus, tok, cache)
+    if damage == "word starts":
+        path = shards.directory / "word_starts.bin"
+        raw = bytearray(path.read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        path.write_bytes(bytes(raw))
+    else:
+        rewrite_ids(shards.directory, 0.1, other_in_range if damage == "other in-range ids" else lambda old: 40000)
+    del shards
+    expected = "beyond the tokenizer's vocabulary of 32000" if damage == "out-of-range ids" else "differs from"
+    with pytest.raises(UserError, match=f"--disable_overwrite_cache: the dataset cache .* is unusable .*{expected}"):
+        build(corpus, tok, cache, overwrite=False)
+    caplog.set_level(logging.INFO, logger="lmpretrain")
+    rebuilt = build(corpus, tok, cache)
+    assert "contents are damaged and it is rebuilt from the corpus" in caplog.text and expected in caplog.text
+    assert any(r.levelno == logging.WARNING and "damaged" in r.getMessage() for r in caplog.records)
+    for name in ("ids.bin", "word_starts.bin", "sentence_offsets.bin", "document_offsets.bin"):
+        assert (rebuilt.directory / name).read_bytes() == (clean.directory / name).read_bytes(), name
+
+
+def test_out_of_range_ids_name_the_id_and_its_position(setup):
+    _, corpus, tok, cache = setup
+    shards = build(corpus, tok, cache)
+    rewrite_ids(shards.directory, 0.0, lambda old: 32000)
+    at = int(np.flatnonzero(np.fromfile(shards.directory / "ids.bin", dtype=np.uint16) == 32000)[0])
+    with pytest.raises(shards_module.CacheInvalid, match=rf"holds id 32000 \(token {at}, sentence \d+\), beyond"):
+        TokenShards(shards.directory).verify(32000)
+
+
+def test_the_manifest_records_each_files_checksum_of_what_was_written(setup):
+    import zlib
+
+    _, corpus, tok, cache = setup
+    shards = build(corpus, tok, cache, chunk_chars=50)  # many appends: the running CRC must equal the whole file's
+    manifest = json.loads((shards.directory / "manifest.json").read_text())
+    assert manifest["format_version"] == 2 and manifest["checksum"] == "crc32"
+    for name in ("ids.bin", "word_starts.bin", "sentence_offsets.bin", "document_offsets.bin"):
+        assert manifest["checksums"][name] == f"{zlib.crc32((shards.directory / name).read_bytes()):08x}"
+
+
+def make_format_1(directory) -> None:
+    """Turn a cache into one as the version before checksums wrote it (format 1, no checksums)."""
+    from lmpretrain.data.cache import fingerprint_of
+
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["format_version"] = manifest["components"]["format_version"] = 1
+    manifest.pop("checksum")
+    manifest.pop("checksums")
+    manifest["fingerprint"] = fingerprint_of(manifest["components"])
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_cache_without_checksums_is_rebuilt_once_saying_so(setup, caplog):
+    docs, corpus, tok, cache = setup
+    shards = build(corpus, tok, cache)
+    make_format_1(shards.directory)
+    caplog.set_level(logging.INFO, logger="lmpretrain")
+    rebuilt = build(corpus, tok, cache)
+    assert "built by an earlier version, without content checksums (cache format 1 -> 2): it is rebuilt once" \
+        in caplog.text
+    assert rebuilt.has_checksums and rebuilt.num_documents == len(docs)
+    caplog.clear()
+    build(corpus, tok, cache)
+    assert "reusing the dataset cache" in caplog.text and "rebuilt" not in caplog.text
+
+
+def test_a_cache_without_checksums_under_disable_overwrite_is_range_checked_and_used_with_a_warning(setup, caplog):
+    docs, corpus, tok, cache = setup
+    shards = build(corpus, tok, cache)
+    make_format_1(shards.directory)
+    caplog.set_level(logging.INFO, logger="lmpretrain")
+    assert build(corpus, tok, cache, overwrite=False).num_documents == len(docs)
+    assert "without content checksums, so only its sizes, offsets and id range were checked" in caplog.text
+    rewrite_ids(shards.directory, 0.1, lambda old: 40000)
+    with pytest.raises(UserError, match="holds id 40000 .* beyond the tokenizer's vocabulary of 32000"):
+        build(corpus, tok, cache, overwrite=False)
+
+
+def test_a_waiter_does_not_take_a_damaged_cache_and_takes_the_rebuilt_one(setup, tmp_path):
+    docs, corpus, tok, cache = setup
+    clean = build(corpus, tok, tmp_path / "clean")
+    shards = build(corpus, tok, cache)
+    rewrite_ids(shards.directory, 0.1, other_in_range)
+    del shards
+    result = {}
+
+    def wait():
+        result["shards"] = build(corpus, tok, cache, is_builder=False, wait_timeout_s=20, poll_interval_s=0.02)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.3)
+    assert "shards" not in result  # it saw a cache of the right fingerprint, damaged: not taken
+    build(corpus, tok, cache)
+    waiter.join(20)
+    assert np.array_equal(result["shards"].ids, clean.ids)
+
+
+def test_waiting_on_another_hosts_lock_says_who_holds_it_and_how_to_clear_it_periodically(setup, monkeypatch,
+                                                                                            caplog):
+    from lmpretrain.data import cache as cache_module
+
+    _, corpus, tok, cache = setup
+    location = cache_location(cache, resolve_corpus_files([str(corpus)]), tok)
+    cache.mkdir()
+    lock = cache / f".{location.name}.lock"
+    lock.write_text("otherhost 4242")
+    monkeypatch.setattr(cache_module, "LOCK_LOG_EVERY_S", 0.1)
+    caplog.set_level(logging.INFO, logger="lmpretrain")
+    with pytest.raises(UserError, match="is locked by another build"):
+        build(corpus, tok, cache, wait_timeout_s=0.5, poll_interval_s=0.02)
+    lines = [r.getMessage() for r in caplog.records if "holds its lock" in r.getMessage()]
+    assert len(lines) >= 2 and lines[0].startswith(f"waiting to build the dataset cache {location}")
+    assert lines[1].startswith("still waiting to build")
+    assert all(f"process 4242 on host otherhost, which this host cannot check: if that build is not running any more "
+               f"(the job was killed), delete {lock}" in line for line in lines)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
+import os
 
 import pytest
 
@@ -89,3 +91,93 @@ def test_jsonl_text_field_is_part_of_the_fingerprint(tmp_path):
     assert a.num_tokens == 2
     b = build_or_load_dataset(str(path), str(tok), str(tmp_path / "cache"), text_field="body", **common)
     assert b.num_tokens == 3
+
+
+def damaged_gzip(path, text: str, at: int = 200) -> None:
+    """A gzip file whose deflate stream has one byte changed (header intact): zlib fails inside the stream."""
+    data = bytearray(gzip.compress(text.encode("utf-8")))
+    data[at] ^= 0x55
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_deflate_stream_or_cut_short_file_is_one_error_naming_it(tmp_path, sample_corpus):
+    text = sample_corpus.read_text(encoding="utf-8")
+    damaged_gzip(tmp_path / "d.txt.gz", text)
+    with pytest.raises(UserError, match=r"d\.txt\.gz: not a valid gzip file: its compressed data are damaged or cut "
+                                        r"short at its start \(Error -3 while decompressing"):
+        read(tmp_path / "d.txt.gz")
+    whole = gzip.compress(text.encode("utf-8"))
+    (tmp_path / "cut.txt.gz").write_bytes(whole[:len(whole) // 2])
+    with pytest.raises(UserError, match=r"cut\.txt\.gz: not a valid gzip file: .* cut short after line \d+"):
+        read(tmp_path / "cut.txt.gz")
+    import bz2
+    import lzma
+
+    for name, compress in (("x.txt.bz2", bz2.compress), ("x.txt.xz", lzma.compress)):
+        (tmp_path / name).write_bytes(compress(text.encode("utf-8"))[:-40])
+        with pytest.raises(UserError, match=rf"{name}: not a valid .* file: its compressed data are damaged or cut"):
+            read(tmp_path / name)
+
+
+def test_bzip2_xz_and_upper_case_suffixes_read_as_plain_text(tmp_path):
+    import bz2
+    import lzma
+
+    (tmp_path / "a.TXT").write_text(TEXT, encoding="utf-8")
+    (tmp_path / "b.txt.bz2").write_bytes(bz2.compress(TEXT.encode("utf-8")))
+    (tmp_path / "c.Txt.XZ").write_bytes(lzma.compress(TEXT.encode("utf-8")))
+    (tmp_path / "d.JSONL.gz").write_bytes(gzip.compress(json.dumps({"text": "一文目\n二文目"}).encode("utf-8")))
+    for name in ("a.TXT", "b.txt.bz2", "c.Txt.XZ"):
+        assert read(tmp_path / name) == EXPECTED, name
+    assert read(tmp_path / "d.JSONL.gz") == [("一文目", True), ("二文目", False)]
+    assert [p.name for p in resolve_corpus_files(tmp_path)] == ["a.TXT", "b.txt.bz2", "c.Txt.XZ", "d.JSONL.gz"]
+
+
+def test_other_files_of_a_corpus_dir_are_skipped_with_a_warning_naming_them(tmp_path, caplog):
+    corpus = tmp_path / "corpus"
+    (corpus / "sub").mkdir(parents=True)
+    (corpus / "a.txt").write_text(TEXT, encoding="utf-8")
+    (corpus / "b.text").write_text(TEXT, encoding="utf-8")
+    (corpus / "sub" / "notes.md").write_text("notes", encoding="utf-8")
+    caplog.set_level(logging.WARNING, logger="lmpretrain")
+    assert [p.name for p in resolve_corpus_files(corpus)] == ["a.txt"]
+    warnings = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
+    assert len(warnings) == 1 and f"corpus directory {corpus}: skipping 2 files" in warnings[0]
+    assert warnings[0].endswith(": b.text, sub/notes.md")
+    resolve_corpus_files(corpus)  # every step resolves the corpus again: said once
+    assert len([r for r in caplog.records if "skipping" in r.getMessage()]) == 1
+
+
+def test_a_compression_that_cannot_be_read_is_an_error_not_a_skip(tmp_path):
+    (tmp_path / "a.txt").write_text(TEXT, encoding="utf-8")
+    (tmp_path / "b.txt.zst").write_bytes(b"\x28\xb5\x2f\xfd")
+    with pytest.raises(UserError, match=r"b\.txt\.zst is compressed with zstd, which is not read here; decompress"):
+        resolve_corpus_files(tmp_path)
+    with pytest.raises(UserError, match=r"b\.txt\.zst is compressed with zstd"):
+        resolve_corpus_files(tmp_path / "b.txt.zst")
+
+
+def test_a_fifo_is_named_as_such_not_missing(tmp_path):
+    os.mkfifo(tmp_path / "pipe.txt")
+    with pytest.raises(UserError, match=r"pipe\.txt is a FIFO \(named pipe\): a corpus is read more than once"):
+        resolve_corpus_files(tmp_path / "pipe.txt")
+
+
+def test_nul_characters_warn_once_per_file_naming_the_line_and_the_characters_dropped(tmp_path, caplog):
+    path = tmp_path / "nul.txt"
+    path.write_text("前の行\n途中\x00から先は消える\n普通\nもう\x00一つ\n", encoding="utf-8")
+    caplog.set_level(logging.WARNING, logger="lmpretrain")
+    sentences = [s for s, _ in iter_sentences([path])]
+    assert "途中\x00から先は消える" in sentences and not caplog.records  # read as written; the segmenter decides
+    list(iter_sentences([path], nul_ends_line=True))
+    (record,) = caplog.records
+    assert record.getMessage().startswith(f"{path}:2: a NUL character: the word segmenter (MeCab) ends a line at its "
+                                          f"first NUL")
+    assert "11 characters dropped from 2 lines of this file" in record.getMessage()  # 8 + 3, NULs included
+
+
+def test_a_jsonl_line_giving_the_text_field_twice_is_an_error(tmp_path):
+    path = tmp_path / "twice.jsonl"
+    path.write_text('{"text": "一", "id": 1, "id": 2}\n{"text": "一", "text": "二"}\n', encoding="utf-8")
+    with pytest.raises(UserError, match=r"twice\.jsonl:2: field 'text' is given twice in this JSON line"):
+        read(path)

@@ -7,6 +7,11 @@ hashed; no size/mtime shortcut), the tokenizer's fingerprint, the cache format v
 changes the tokens. A cache whose fingerprint differs is rebuilt with a message naming what changed;
 ``overwrite=False`` (``--disable_overwrite_cache``) reuses whatever complete cache is there.
 
+Every reuse also verifies the contents (``TokenShards.verify``: each file's CRC-32 recorded at build, every id below
+the tokenizer's vocabulary size): a damaged cache is rebuilt with a warning, or refused with one error under
+``overwrite=False``; never trained on. A cache from before checksums were recorded (format 1) is rebuilt once, saying
+so; under ``overwrite=False`` it is used after its ids are range-checked, with a warning.
+
 Builds go to a temporary directory renamed into place once the manifest is written, so an interrupted build never
 looks complete. In a multi-process job one process builds (holding a lock file) and the others poll the shared
 filesystem for the finished manifest; no torch collective is open while they wait.
@@ -27,12 +32,13 @@ from pathlib import Path
 from ..errors import UserError
 from ..fsutil import replace_dir
 from ..log import get_logger
-from .corpus import CorpusPosition, corpus_fingerprint, iter_chunks, resolve_corpus_files
+from .corpus import CorpusPosition, compression_of, corpus_fingerprint, iter_chunks, resolve_corpus_files
 from .shards import FORMAT_VERSION, MANIFEST, CacheInvalid, TokenShards, write_shards
 
 logger = get_logger(__name__)
 
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+LOCK_LOG_EVERY_S = 60.0  # a builder waiting on another's lock says so when it starts waiting and this often after
 
 
 def default_encoder_factory(tokenizer_dir: str, num_workers: int = 1):
@@ -72,7 +78,10 @@ def describe_changes(old: dict | None, new: dict) -> str:
     if not old:
         return "the cache records no inputs"
     changes = []
-    if old.get("format_version") != new["format_version"]:
+    if old.get("format_version") == 1 and new["format_version"] == 2:
+        changes.append("it was built by an earlier version, without content checksums (cache format 1 -> 2): it is "
+                       "rebuilt once, so that its contents are verified on every reuse from now on")
+    elif old.get("format_version") != new["format_version"]:
         changes.append(f"the cache format changed ({old.get('format_version')} -> {new['format_version']})")
     old_files = {f["path"]: f for f in old.get("corpus", [])}
     new_files = {f["path"]: f for f in new["corpus"]}
@@ -114,8 +123,9 @@ def build_or_load_dataset(corpus_paths: Sequence[str] | str, tokenizer_dir: str 
                           unseen_timeout_s: float = 120.0) -> TokenShards:
     """Return the token shards of ``corpus_paths`` tokenized with ``tokenizer_dir``, building the cache if needed.
 
-    ``overwrite=False`` is ``--disable_overwrite_cache``: reuse a complete cache as it is, without checking its
-    inputs. ``is_builder=False`` waits (up to ``wait_timeout_s``) for another process to finish the cache.
+    ``overwrite=False`` is ``--disable_overwrite_cache``: reuse a complete cache as it is (its contents verified),
+    without checking its inputs. ``is_builder=False`` waits (up to ``wait_timeout_s``) for another process to
+    finish the cache.
     ``encoder_factory(tokenizer_dir, num_workers=1)`` makes an encoder with FastEncoder's API (the default
     constructs ``FastEncoder``); it must be picklable when ``num_workers > 1``. A corpus of fewer than
     ``min_bytes_per_worker`` bytes per worker gets fewer workers: starting one costs about a second.
@@ -132,32 +142,46 @@ def build_or_load_dataset(corpus_paths: Sequence[str] | str, tokenizer_dir: str 
     extra = dict(extra_fingerprint or {})
     extra.setdefault("text_field", text_field)
 
-    if not overwrite:
-        try:
-            shards = _open_cache(location)
-            logger.info("reusing the dataset cache %s as it is (--disable_overwrite_cache; not checked against the "
-                        "corpus and tokenizer)", location)
-            return shards
-        except CacheInvalid as why:
-            if location.exists():
-                raise UserError(f"--disable_overwrite_cache: the dataset cache {location} is unusable ({why}); "
-                                f"run without --disable_overwrite_cache to rebuild it") from None
-        if not is_builder:
-            return _wait_for_cache(location, None, wait_timeout_s, poll_interval_s, builder_done, unseen_timeout_s)
-
     encoder = factory(str(tokenizer_dir), num_workers=1)
     try:
+        if not overwrite:
+            try:
+                shards = _open_cache(location)
+                shards.verify(encoder.vocab_size)
+                if not shards.has_checksums:
+                    logger.warning("reusing the dataset cache %s as it is (--disable_overwrite_cache): it was built "
+                                   "by an earlier version without content checksums, so only its sizes, offsets and "
+                                   "id range were checked; run once without --disable_overwrite_cache to rebuild it "
+                                   "with checksums", location)
+                else:
+                    logger.info("reusing the dataset cache %s as it is (--disable_overwrite_cache; contents verified, "
+                                "not checked against the corpus and tokenizer)", location)
+                return shards
+            except CacheInvalid as why:
+                if location.exists():
+                    raise UserError(f"--disable_overwrite_cache: the dataset cache {location} is unusable ({why}); "
+                                    f"run without --disable_overwrite_cache to rebuild it") from None
+            if not is_builder:
+                return _wait_for_cache(location, None, wait_timeout_s, poll_interval_s, builder_done,
+                                       unseen_timeout_s, encoder.vocab_size)
+
         components = fingerprint_components(files, encoder.fingerprint, extra, files_fingerprint)
         fingerprint = fingerprint_of(components)
         if not is_builder:
             return _wait_for_cache(location, fingerprint, wait_timeout_s, poll_interval_s, builder_done,
-                                   unseen_timeout_s)
+                                   unseen_timeout_s, encoder.vocab_size)
         with _BuildLock(location, wait_timeout_s, poll_interval_s), _FailureNote(location, fingerprint):
             try:
                 shards = _open_cache(location)
                 if shards.fingerprint == fingerprint:
+                    try:
+                        shards.verify(encoder.vocab_size)
+                    except CacheInvalid as why:
+                        raise CacheInvalid(f"its contents are damaged and it is rebuilt from the corpus: {why}") \
+                            from None
                     logger.info("reusing the dataset cache %s (%d documents, %d tokens): corpus, tokenizer and "
-                                "options unchanged", location, shards.num_documents, shards.num_tokens)
+                                "options unchanged, contents verified", location, shards.num_documents,
+                                shards.num_tokens)
                     return shards
                 reason = describe_changes(shards.manifest.get("components"), components)
                 del shards
@@ -180,7 +204,7 @@ def build_or_load_dataset(corpus_paths: Sequence[str] | str, tokenizer_dir: str 
 def _useful_workers(files: Sequence[Path], num_workers: int, min_bytes_per_worker: int) -> int:
     if num_workers <= 1 or min_bytes_per_worker <= 0:
         return max(1, num_workers)
-    total = sum(Path(f).stat().st_size * (3 if Path(f).name.endswith(".gz") else 1) for f in files)
+    total = sum(Path(f).stat().st_size * (3 if compression_of(f) else 1) for f in files)
     return int(max(1, min(num_workers, total // min_bytes_per_worker)))
 
 
@@ -193,7 +217,8 @@ def _build(files, location: Path, components: dict, fingerprint: str, *, encoder
         temporary.mkdir(parents=True)
         position = CorpusPosition()
         chunks = iter_chunks(files, chunk_chars=chunk_chars, text_field=text_field,
-                             long_line_bytes=getattr(encoder, "max_line_bytes", None), position=position)
+                             long_line_bytes=getattr(encoder, "max_line_bytes", None), position=position,
+                             nul_ends_line=bool(getattr(encoder, "ends_lines_at_nul", False)))
         counts = write_shards(chunks, temporary, encoder=encoder, encoder_factory=factory,
                               tokenizer_dir=tokenizer_dir, num_workers=num_workers,
                               desc=f"tokenizing {Path(files[0]).name}", position=position)
@@ -259,19 +284,30 @@ def _builder_failure(location: Path, fingerprint: str | None, since: float) -> s
 
 
 def _wait_for_cache(location: Path, fingerprint: str | None, timeout_s: float, poll_interval_s: float,
-                    builder_done: Callable[[Path], bool] | None = None, unseen_timeout_s: float = 120.0) -> TokenShards:
-    """Poll the filesystem until the builder's cache (with this fingerprint, or any when None) is complete; at most
+                    builder_done: Callable[[Path], bool] | None = None, unseen_timeout_s: float = 120.0,
+                    vocab_size: int | None = None) -> TokenShards:
+    """Poll the filesystem until the builder's cache (with this fingerprint, or any when None) is complete and its
+    contents verify (``vocab_size``: the tokenizer's; a damaged one is what the builder is replacing); at most
     ``timeout_s``, and at most ``unseen_timeout_s`` after ``builder_done`` says the builder has finished it."""
     deadline = time.monotonic() + timeout_s
     done_since = None
     since = time.time() - 120  # a failure of this job's builder, not one left by an older run
     logged = False
+    damaged = None  # the manifest (inode, mtime) of a cache found damaged: not verified again until it changes
     while True:
         try:
             shards = _open_cache(location)
             if fingerprint is None or shards.fingerprint == fingerprint:
-                return shards
-        except CacheInvalid:
+                if vocab_size is None:
+                    return shards
+                seen = (location / MANIFEST).stat()
+                if damaged != (seen.st_ino, seen.st_mtime_ns):
+                    try:
+                        shards.verify(vocab_size)
+                        return shards
+                    except CacheInvalid:
+                        damaged = (seen.st_ino, seen.st_mtime_ns)
+        except (CacheInvalid, OSError):
             pass
         failure = _builder_failure(location, fingerprint, since)
         if failure is not None:
@@ -300,11 +336,12 @@ class _BuildLock:
     A lock left by a dead process on this host is taken over; one from another host is waited on until timeout.
     """
 
-    def __init__(self, location: Path, timeout_s: float, poll_interval_s: float):
+    def __init__(self, location: Path, timeout_s: float, poll_interval_s: float, log_every_s: float | None = None):
         self.path = location.with_name(f".{location.name}.lock")
         self.location = location
         self.timeout_s = timeout_s
         self.poll_interval_s = poll_interval_s
+        self.log_every_s = LOCK_LOG_EVERY_S if log_every_s is None else log_every_s
         self.owner = f"{socket.gethostname()} {os.getpid()}"
 
     def __enter__(self) -> _BuildLock:
@@ -312,7 +349,9 @@ class _BuildLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise UserError(f"cannot create the cache directory {self.path.parent} ({error.strerror})") from None
-        deadline = time.monotonic() + self.timeout_s
+        started = time.monotonic()
+        deadline = started + self.timeout_s
+        next_log = started
         while True:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -328,10 +367,31 @@ class _BuildLock:
             except OSError as error:
                 raise UserError(f"cannot write in the cache directory {self.path.parent} ({error.strerror}); "
                                 f"choose a writable --cache_dir") from None
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= deadline:
                 raise UserError(f"dataset cache at {self.location} is locked by another build ({self.path}) after "
                                 f"{self.timeout_s:g} s; if no build is running, delete the lock file")
+            if now >= next_log:
+                self._say_waiting(now - started, first=next_log == started)
+                next_log = now + self.log_every_s
             time.sleep(self.poll_interval_s)
+
+    def _say_waiting(self, waited_s: float, first: bool) -> None:
+        """Who holds the lock and how to clear it if stale: when the wait starts and every ``log_every_s``."""
+        try:
+            holder = self.path.read_text().split()
+            age = time.time() - self.path.stat().st_mtime
+        except OSError:
+            return  # released meanwhile
+        host, pid = (holder + ["?", "?"])[:2]
+        if host == socket.gethostname():
+            who = f"process {pid} on this host ({host}), which is running"
+        else:
+            who = (f"process {pid} on host {host}, which this host cannot check: if that build is not running any "
+                   f"more (the job was killed), delete {self.path}")
+        logger.warning("%s the dataset cache %s: another build holds its lock %s (taken %.0f s ago) - %s; waiting "
+                       "up to %g s in all (%.0f s so far)", "waiting to build" if first else "still waiting to build",
+                       self.location, self.path, age, who, self.timeout_s, waited_s)
 
     def _holder_is_dead(self) -> bool:
         try:

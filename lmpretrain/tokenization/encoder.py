@@ -227,6 +227,11 @@ class FastEncoder:
         ``segmenters.base.split_long_text``); None without a segmenter or a limit."""
         return getattr(self._segmenter, "max_input_bytes", None)
 
+    @property
+    def ends_lines_at_nul(self) -> bool:
+        """Whether its word segmenter ends a text at its first NUL character (MeCab, as in transformers)."""
+        return bool(getattr(self._segmenter, "ends_at_nul", False))
+
     def __reduce__(self):
         return (FastEncoder.from_pretrained, (str(self.tokenizer_dir), 1))
 

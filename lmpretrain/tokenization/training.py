@@ -134,9 +134,9 @@ def _pretokenize(files, segmenter: WordSegmenter | None, trainer: SubwordTrainer
     Chunks of lines go to ``num_workers`` processes and come back in order, so the file (and the tokenizer
     trained on it) is the same for any number of workers. Returns (non-blank lines, their characters).
     """
-    from ..data.corpus import CorpusPosition, iter_chunks
+    from ..data.corpus import CorpusPosition, compression_of, iter_chunks
 
-    compressed = any(f.name.endswith(".gz") for f in files)
+    compressed = any(compression_of(f) for f in files)
     total_bytes = None if compressed else sum(f.stat().st_size for f in files)
     chunk_bytes: deque = deque()  # input size of each chunk in flight, for the progress bar
     lines = chars = 0
@@ -145,7 +145,8 @@ def _pretokenize(files, segmenter: WordSegmenter | None, trainer: SubwordTrainer
     def chunks():
         nonlocal chars
         for sentences, _ in iter_chunks(files, chunk_chars=1 << 18, position=position,
-                                        long_line_bytes=getattr(segmenter, "max_input_bytes", None)):
+                                        long_line_bytes=getattr(segmenter, "max_input_bytes", None),
+                                        nul_ends_line=bool(getattr(segmenter, "ends_at_nul", False))):
             chars += sum(map(len, sentences))
             chunk_bytes.append(sum(len(s.encode("utf-8")) + 1 for s in sentences))
             yield sentences
@@ -161,12 +162,34 @@ def _pretokenize(files, segmenter: WordSegmenter | None, trainer: SubwordTrainer
                 out.write("".join(line + "\n" for line in kept))
                 trainer.observe(kept)  # while the workers segment the next chunks
                 lines += len(kept)
+                _check_vocab_floor(trainer, lines)
                 bar.update(chunk_bytes.popleft())
             if total_bytes is not None:
                 bar.update(max(0, total_bytes - bar.n))  # blank lines and line ends not counted above
     finally:
         segmented_chunks.close()
     return lines, chars
+
+
+def _check_vocab_floor(trainer: SubwordTrainer, lines: int) -> None:
+    """Stop as soon as the lines read prove ``--vocab_size`` too small (not after pre-tokenizing the whole corpus)."""
+    floor = trainer.vocab_floor()
+    if floor is not None and floor[0] > trainer.spec.vocab_size:
+        raise UserError(f"--vocab_size {trainer.spec.vocab_size} is too small: the first {lines} lines of text "
+                        f"already make {trainer.spec.tokenizer_type} keep {floor[1]} = {floor[0]} tokens before any "
+                        f"subword; raise --vocab_size well above {floor[0]} or lower --limit_alphabet")
+
+
+def _too_small(trainer: SubwordTrainer, trained_size: int) -> UserError:
+    spec = trainer.spec
+    floor = trainer.vocab_floor(final=True)
+    if floor is not None and floor[0] == trained_size:
+        return UserError(f"--vocab_size {spec.vocab_size} is too small: {spec.tokenizer_type} keeps {floor[1]} = "
+                         f"{floor[0]} tokens before any subword; raise --vocab_size well above {floor[0]} or lower "
+                         f"--limit_alphabet")
+    return UserError(f"--vocab_size {spec.vocab_size} is too small: the vocabulary {spec.tokenizer_type} made has "
+                     f"{trained_size} tokens{f' ({floor[1]} and {trained_size - floor[0]} more)' if floor else ''}; "
+                     f"raise --vocab_size well above {trained_size} or lower --limit_alphabet")
 
 
 def _special_tokens_config() -> dict:
@@ -240,9 +263,7 @@ def train_tokenizer(input_file: str | list[str], model_dir: str | Path, spec: To
             raise UserError(f"--input_file {', '.join(map(str, files))} has no text")
         trained_size = trainer.train(segmented, lines)
         if trained_size > spec.vocab_size:
-            raise UserError(f"--vocab_size {spec.vocab_size} is too small: the alphabet (up to --limit_alphabet "
-                            f"{spec.limit_alphabet} characters) and {len(spec.special_tokens())} special tokens "
-                            f"already need {trained_size}")
+            raise _too_small(trainer, trained_size)
         if kept is not None:
             segmented.replace(kept)
         shutil.rmtree(work, ignore_errors=True)

@@ -88,6 +88,9 @@ class WordSegmenter(ABC):
     max_input_bytes: ClassVar[int | None] = None
     """The longest text (UTF-8 bytes, after NFKC) the library segments safely; longer ones are cut by
     :func:`split_long_text` and their words joined (None: no limit)."""
+    ends_at_nul: ClassVar[bool] = False
+    """Whether a text ends at its first NUL character for this segmenter (and its transformers tokenizer): the rest
+    is not tokenized. The corpus reader warns about such lines."""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

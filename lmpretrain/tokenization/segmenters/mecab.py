@@ -122,6 +122,7 @@ class MecabSegmenter(WordSegmenter):
                    label="options", spec_field=True, transformers_key="mecab_option"),
         ))
     max_input_bytes = 1 << 20
+    ends_at_nul = True  # the node API transformers uses reads a C string
 
     def __init__(self, mecab_dic_type: str = "ipadic", mecab_option: str | None = None):
         super().__init__(mecab_dic_type=mecab_dic_type, mecab_option=mecab_option)

@@ -28,6 +28,13 @@ class SubwordTrainer(ABC):
     def observe(self, lines: list[str]) -> None:  # noqa: B027 - a hook most libraries do not need
         """Each chunk of pre-tokenized lines, in corpus order, as it is written (statistics gathered on the way)."""
 
+    def vocab_floor(self, final: bool = False) -> tuple[int, str] | None:
+        """The fewest tokens the vocabulary can have given the lines observed so far, and what they are in words
+        ("15 special and unused tokens + 1000 characters ..."), or None where the library does not say. It never
+        falls as more lines come, so a floor above ``--vocab_size`` stops training before the rest is read;
+        ``final``: the full corpus has been observed (the floor may then count what only the whole text settles)."""
+        return None
+
     @abstractmethod
     def train(self, segmented: Path, num_lines: int) -> int:
         """Train on the pre-tokenized file (one line per corpus line); returns the vocabulary size."""

@@ -208,6 +208,29 @@ class TokenizersTrainer(SubwordTrainer):
     def observe(self, lines: list[str]) -> None:
         self._stats.add(lines)
 
+    def vocab_floor(self, final: bool = False) -> tuple[int, str] | None:
+        """WordPiece and BPE keep the ``limit_alphabet`` most frequent characters (all, when fewer) whatever
+        ``vocab_size`` says, and WordPiece a ``##c`` form of each one found inside a word (counted once the whole
+        corpus is in: which characters the alphabet keeps can change until then). Unigram: None (its trainer says)."""
+        if self.spec.algorithm not in ("wordpiece", "bpe"):
+            return None
+        stats, spec = self._stats, self.spec
+        distinct = sum(1 for c in stats.counts if not c.isspace())
+        if spec.algorithm == "bpe" and stats.initial and SPIECE_UNDERLINE not in stats.counts:
+            distinct += 1  # the word-start mark Metaspace adds
+        characters = min(distinct, spec.limit_alphabet)
+        specials = len(spec.special_tokens())
+        kept = (f"the --limit_alphabet {spec.limit_alphabet} most frequent of its {distinct}"
+                if distinct > spec.limit_alphabet else f"all {distinct} of the corpus; --limit_alphabet is "
+                                                        f"{spec.limit_alphabet}")
+        parts = [f"{specials} special and unused tokens", f"{characters} characters ({kept})"]
+        floor = specials + characters
+        if final and spec.algorithm == "wordpiece":
+            inside = sum(1 for c in _alphabet(spec, stats) if stats.counts[c] > stats.initial[c])
+            parts.append(f"{inside} word-internal forms of them (##c)")
+            floor += inside
+        return floor, " + ".join(parts)
+
     def train(self, segmented: Path, num_lines: int) -> int:
         self._tokenizer = _train(self.spec, segmented, num_lines, self._stats, self.word_segmented)
         return self._tokenizer.get_vocab_size()
