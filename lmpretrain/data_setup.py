@@ -102,7 +102,7 @@ def build_run_data(run, layout: Layout) -> RunData:
                                for offset in (0, EVAL_SEED_OFFSET))
     global_batch = description.system.report_batch_size or layout.global_batch_size
     epoch = epoch_stats(shards, train_docs, len(train_dataset), global_batch_size=global_batch,
-                        sequence_length=data.sequence_length)
+                        sequence_length=data.sequence_length, epoch_tokens=train_dataset.epoch_tokens())
     result = RunData(train_dataset=train_dataset, eval_dataset=eval_dataset, collator=collator,
                      eval_collator=eval_collator, epoch=epoch)
     if layout.rank == 0:

@@ -330,3 +330,28 @@ def test_each_layout_is_what_its_declaration_says(shards, name):
         assert set(instance_labels()) & set(batch) == set(layout.label_names)
         for label in layout.label_names:
             assert torch.equal(batch[label], torch.tensor([i[label] for i in instances]))
+
+
+@pytest.mark.parametrize("name", list(LAYOUTS))
+def test_an_epochs_coverage_and_fill_are_what_its_instances_hold(shards, name):
+    """``epoch_tokens``: the real tokens of an epoch's instances (counted here by building each one) and the corpus
+    tokens they hold from their own place; the epoch report states both as coverage and fill."""
+    from lmpretrain.data.epochs import describe_epoch, epoch_stats
+
+    train_docs, _ = split_eval(shards, 0.2, seed=5)
+    dataset = make(shards, name, doc_ids=train_docs)
+    instances = [dataset[p] for p in range(len(dataset))]
+    real, covered, exact = dataset.epoch_tokens()
+    assert exact and real == sum(len(i["input_ids"]) for i in instances)
+    corpus = sum(len(doc) for doc in docs_tokens(shards, train_docs))
+    content = sum(int((~np.isin(i["input_ids"], list(SPECIALS))).sum()) for i in instances)
+    if name in ("sentence_pairs", "sentence_order"):  # a random B holds tokens from another place
+        own = [i for i in instances if i[LAYOUTS[name].label_names[0]] == 0]
+        assert sum(len(i["input_ids"]) - 3 for i in own) <= covered < content
+    else:
+        assert covered == content == corpus
+    epoch = epoch_stats(shards, train_docs, len(dataset), global_batch_size=4, sequence_length=32,
+                        epoch_tokens=(real, covered, exact))
+    assert epoch["coverage"] == round(covered / corpus, 4) and epoch["fill"] == round(real / (len(dataset) * 32), 4)
+    assert f"coverage {100 * epoch['coverage']:.1f}% ({covered} of the corpus tokens an epoch)" in describe_epoch(epoch)
+    assert f"fill {100 * epoch['fill']:.1f}% ({real} real tokens" in describe_epoch(epoch)

@@ -28,6 +28,8 @@ from .shards import TokenShards
 
 logger = get_logger(__name__)
 
+EPOCH_SAMPLE = 20_000
+"""Instances built to measure an epoch of a layout drawn per position (more: a strided sample, scaled)."""
 NSP_STREAM = 0x4E5350  # rng stream for the random choices inside a BERT instance
 SOP_STREAM = 0x534F50  # the same for an ALBERT (sentence-order) instance
 
@@ -96,6 +98,26 @@ class InstanceDataset:
     def build(self, index: int, position: int) -> dict:
         raise NotImplementedError
 
+    def epoch_tokens(self) -> tuple[int, int, bool]:
+        """``(real, covered, exact)`` of one epoch: ``real`` the tokens of its instances that are not padding
+        (special tokens included: what a batch computes on), ``covered`` the corpus tokens its instances hold from
+        their own place (a random next sentence is real but covers nothing). ``exact`` False: estimated from a
+        sample of :data:`EPOCH_SAMPLE` instances (the layouts whose instances are drawn per position)."""
+        count = len(self)
+        positions = range(count) if count <= EPOCH_SAMPLE else np.linspace(0, count - 1, EPOCH_SAMPLE).astype(int)
+        real = covered = 0
+        for position in positions:
+            index = self.locate(int(position))[1]
+            instance_real, instance_covered = self.instance_tokens(index, int(position))
+            real, covered = real + instance_real, covered + instance_covered
+        scale = count / len(positions)
+        return int(round(real * scale)), int(round(covered * scale)), count <= EPOCH_SAMPLE
+
+    def instance_tokens(self, index: int, position: int) -> tuple[int, int]:
+        """(real, covered) tokens of instance ``index`` drawn at ``position`` (see :meth:`epoch_tokens`)."""
+        ids = self.build(index, position)["input_ids"]
+        return len(ids), len(ids) - int(np.isin(ids, (self.cls_id, self.sep_id)).sum())
+
     def _tokens(self, start: int, end: int) -> tuple[np.ndarray, np.ndarray]:
         return (np.asarray(self.shards.ids[start:end], dtype=np.int64), self.shards.token_word_starts(start, end))
 
@@ -136,6 +158,13 @@ class PackedSentenceDataset(InstanceDataset):
         firsts.append(len(self.segment_start))
         return np.asarray(firsts, dtype=np.int64)
 
+    def epoch_tokens(self) -> tuple[int, int, bool]:
+        lengths = self.segment_end - self.segment_start
+        covered = int(lengths.sum())
+        changes = np.flatnonzero(np.diff(self.segment_doc) != 0) + 1  # a [SEP] there unless an instance starts
+        changes = len(np.setdiff1d(changes, self.instance_first)) if self.cross_documents else 0
+        return covered + 2 * len(self) + changes, covered, True
+
     def build(self, index: int, position: int) -> dict:
         ids, starts = [np.array([self.cls_id])], [np.ones(1, bool)]
         lo, hi = int(self.instance_first[index]), int(self.instance_first[index + 1])
@@ -169,6 +198,11 @@ class CausalBlockDataset(InstanceDataset):
             blocks -= 1  # a last block of one token has nothing to predict
         self.total_tokens = total
         self._finish_index(blocks)
+
+    def epoch_tokens(self) -> tuple[int, int, bool]:
+        real = min(self.total_tokens, len(self) * self.sequence_length)
+        ends = int((self.stream_offsets[1:] <= real).sum())  # the end-of-document tokens among them
+        return real, real - ends, True
 
     def build(self, index: int, position: int) -> dict:
         start = index * self.sequence_length
@@ -240,14 +274,23 @@ class NextSentenceDataset(InstanceDataset):
         offsets = self.shards.sentence_offsets
         return self._tokens(int(offsets[self.sentences[lo]]), int(offsets[self.sentences[hi - 1] + 1]))
 
-    def build(self, index: int, position: int) -> dict:
+    def _segments(self, index: int, position: int):
+        """(A ids, A starts, B ids, B starts, label, whether B is from its own place) of instance ``index``."""
         # a pure function of (seed, position): the same pair whichever process builds it, resumed or not
         u = np.random.default_rng([self.seed & 0xFFFFFFFF, position, self.rng_stream]).random(6).tolist()
         lo, hi = int(self.chunk_first[index]), int(self.chunk_first[index + 1])
         target = int(self.chunk_target[index])
         a_end = lo + 1 + int(u[0] * (hi - lo - 1)) if hi - lo >= 2 else hi
         a_ids, a_starts, b_ids, b_starts, label = self._pair(lo, a_end, hi, target, u)
-        a_ids, a_starts, b_ids, b_starts = self._truncate(a_ids, a_starts, b_ids, b_starts, u[4], u[5])
+        own = hi - lo > 1 and (self.layout == "sentence_order" or label == 0)
+        return (*self._truncate(a_ids, a_starts, b_ids, b_starts, u[4], u[5]), label, own)
+
+    def instance_tokens(self, index: int, position: int) -> tuple[int, int]:
+        a_ids, _, b_ids, _, _, own = self._segments(index, position)
+        return len(a_ids) + len(b_ids) + 3, len(a_ids) + (len(b_ids) if own else 0)
+
+    def build(self, index: int, position: int) -> dict:
+        a_ids, a_starts, b_ids, b_starts, label, _ = self._segments(index, position)
         one = np.ones(1, bool)
         ids = np.concatenate([[self.cls_id], a_ids, [self.sep_id], b_ids, [self.sep_id]]).astype(np.int64)
         starts = np.concatenate([one, a_starts, one, b_starts, one])
