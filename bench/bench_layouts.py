@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_layouts.py --corpus samples/ja_sample.txt \\
         ../shared/corpora/ja_aozora_medium/train.txt --tokenizer_dir /tmp/tok_ja [--sequence_length 128 512] \\
-        [--seed 0] [--cache_dir /tmp/bench_layouts_cache] [--markdown out.md]
+        [--seed 0] [--instance_version 2] [--cache_dir /tmp/bench_layouts_cache] [--markdown out.md]
 
 For each corpus (tokenized through the dataset cache, in ``--cache_dir``; one ``--tokenizer_dir`` for all, or one
 per corpus), each sequence length and each layout in ``lmpretrain.data.LAYOUTS``, the instances of all the corpus's
@@ -26,14 +26,15 @@ from benchlib import machine  # noqa: E402  (bench/ is on sys.path when run as a
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from lmpretrain.data import LAYOUTS, build_or_load_dataset, make_instances  # noqa: E402
+from lmpretrain.data import INSTANCE_VERSION, LAYOUTS, build_or_load_dataset, make_instances  # noqa: E402
 from lmpretrain.tokenization import FastEncoder  # noqa: E402
 
 
-def measure(shards, encoder, layout: str, sequence_length: int, seed: int, **options) -> dict:
+def measure(shards, encoder, layout: str, sequence_length: int, seed: int, version: int) -> dict:
     started = time.perf_counter()
     dataset = make_instances(shards, layout, sequence_length=sequence_length, cls_id=encoder.cls_token_id,
-                             sep_id=encoder.sep_token_id, seed=seed, **options)
+                             sep_id=encoder.sep_token_id, seed=seed, version=version,
+                             sentence_marks=encoder.sentence_marks())
     real, covered, exact = dataset.epoch_tokens()
     return {"layout": layout, "sequence_length": sequence_length, "instances": len(dataset),
             "corpus_tokens": shards.num_tokens, "covered": covered, "real": real, "exact": exact,
@@ -48,6 +49,8 @@ def main() -> None:
     parser.add_argument("--sequence_length", type=int, nargs="+", default=[128])
     parser.add_argument("--layouts", nargs="+", default=list(LAYOUTS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--instance_version", type=int, default=INSTANCE_VERSION,
+                        help="the instance builders' version (1: before issue 29)")
     parser.add_argument("--cache_dir", default=None)
     parser.add_argument("--markdown", default=None)
     args = parser.parse_args()
@@ -61,7 +64,7 @@ def main() -> None:
         with FastEncoder.from_pretrained(tokenizer_dir) as encoder:
             for length in args.sequence_length:
                 for layout in args.layouts:
-                    row = measure(shards, encoder, layout, length, args.seed)
+                    row = measure(shards, encoder, layout, length, args.seed, args.instance_version)
                     row["corpus"] = corpus
                     rows.append(row)
                     print(f"{corpus} {layout} L={length}: {row['instances']} instances, coverage "
