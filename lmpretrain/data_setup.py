@@ -81,7 +81,8 @@ def build_run_data(run, layout: Layout) -> RunData:
     _say_built(shards, layout)
     instance_options = dict(sequence_length=data.sequence_length, cls_id=encoder.cls_token_id,
                             sep_id=encoder.sep_token_id, short_seq_prob=data.short_seq_prob,
-                            nsp_probability=data.nsp_probability)
+                            nsp_probability=data.nsp_probability, version=data.instance_version,
+                            sentence_marks=encoder.sentence_marks())
     if data.eval_files:
         eval_shards = build_or_load_dataset(list(data.eval_files), data.tokenizer_dir, data.cache_dir, **build,
                                             files_fingerprint=fingerprints["eval"])
@@ -102,12 +103,13 @@ def build_run_data(run, layout: Layout) -> RunData:
                                for offset in (0, EVAL_SEED_OFFSET))
     global_batch = description.system.report_batch_size or layout.global_batch_size
     epoch = epoch_stats(shards, train_docs, len(train_dataset), global_batch_size=global_batch,
-                        sequence_length=data.sequence_length)
+                        sequence_length=data.sequence_length, epoch_tokens=train_dataset.epoch_tokens())
     result = RunData(train_dataset=train_dataset, eval_dataset=eval_dataset, collator=collator,
                      eval_collator=eval_collator, epoch=epoch)
     if layout.rank == 0:
         held_out = "eval_file" if data.eval_files else f"eval-share {data.eval_share:g}"
-        record_epoch(shards, f"{data.layout} sequence-length {data.sequence_length}, seed {data.seed}, {held_out}, "
+        record_epoch(shards, f"{data.layout} version {data.instance_version} sequence-length {data.sequence_length}, "
+                             f"seed {data.seed}, {held_out}, "
                              f"short-seq-prob {data.short_seq_prob:g}, global batch {global_batch}", epoch)
     logger.info("dataset: %s", result.describe())
     return result

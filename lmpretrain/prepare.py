@@ -25,6 +25,7 @@ from .models import (
     plan_adaptation,
     resolve_pretrained_shape,
 )
+from .resume import saved_instance_version
 from .run_config import TrainArgs
 from .run_description import DataSettings, RunDescription, describe
 from .run_dir import earlier_run_outputs, refuse_if_being_replaced
@@ -189,6 +190,9 @@ def prepare_run(args: TrainArgs) -> Run:
                         f"{family.display} needs")
     description = replace(description, model=replace(description.model, vocab_plan=vocab_plan),
                           outputs=replace(outputs, resume=resume))
+    if resume:  # the instances the checkpoint trained on (issue 29: a record without a version is version 1)
+        description = replace(description, data=replace(data, instance_version=saved_instance_version(
+            outputs.model_dir, data.instance_version)))
     return Run(description, Resources(encoder))
 
 

@@ -203,6 +203,20 @@ def check_checkpoint(description, path: Path, saved: dict, current: dict, *, ann
           accept_changed_run=description.outputs.accept_changed_run, announce=announce)
 
 
+def saved_instance_version(model_dir: str | Path, current: int) -> int:
+    """The instance version (``data.instance_version``) the newest complete checkpoint in ``model_dir`` trained on:
+    1 for a record written before versions were recorded; ``current`` where there is no such checkpoint."""
+    newest = newest_complete(Path(model_dir))
+    if newest is None:
+        return current
+    path, saved = newest
+    version = int(saved.get("data", {}).get("instance_version", 1))
+    if version != current:
+        logger.info("--do_continue: %s trained on instances of layout version %d: the run keeps them (a new run "
+                    "gets version %d)", path.name, version, current)
+    return version
+
+
 def newest_complete(model_dir: Path) -> tuple[Path, dict] | None:
     """The newest checkpoint with a manifest and a readable config (not hashed: the resume verifies it)."""
     from .checkpoint import CONFIG_FILE, MANIFEST, list_checkpoints

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .data.layouts import INSTANCE_VERSION
 from .data.loader import default_dataloader_workers
 from .distributed import preset_global_batch_size
 from .errors import UserError
@@ -143,6 +144,9 @@ class DataSettings:
     gather_masked: bool | None = None
     """Give masked positions as an index list of a host-known size (on a GPU, and with compile); None until
     settled."""
+    instance_version: int = INSTANCE_VERSION
+    """The instance builders' version (``data.layouts.INSTANCE_VERSION``): a new run's is this code's; a resumed
+    run's is its checkpoint's (a record without one: 1), so that it keeps the instances it trained on."""
 
 
 @dataclass(frozen=True)

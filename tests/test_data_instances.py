@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from types import SimpleNamespace
 
@@ -27,8 +28,11 @@ def shards(tmp_path_factory):
                                  encoder_factory=FakeEncoder.from_pretrained)
 
 
-def make(shards, layout, length=32, seed=0, **kw):
-    return make_instances(shards, layout, sequence_length=length, cls_id=CLS, sep_id=SEP, seed=seed, **kw)
+def make(shards, layout, length=32, seed=0, version=1, **kw):
+    """The instances of ``layout``; the tests above the version 2 section check the builders of version 1 (kept
+    for resuming the runs that trained on them)."""
+    return make_instances(shards, layout, sequence_length=length, cls_id=CLS, sep_id=SEP, seed=seed, version=version,
+                          **kw)
 
 
 def docs_tokens(shards, docs):
@@ -216,6 +220,7 @@ def test_a_corpus_smaller_than_one_batch_is_one_clear_error(tmp_path, monkeypatc
               "attention-heads": 2, "warmup-steps": 1, "learning-rate": 1e-3, "batch-size": {"-1": 64},
               "train-steps": 1, "eval-share": 0.0}
     description = describe(flags, parse_preset("bert-x", preset, "p"), get_family("bert"))
+    description = dataclasses.replace(description, data=dataclasses.replace(description.data, instance_version=1))
     description = description.placed(SimpleNamespace(global_batch_size=64, local_world_size=1, num_nodes=1,
                                                      device=SimpleNamespace(type="cpu")))
     run = SimpleNamespace(description=description, encoder=FakeEncoder(),
@@ -330,3 +335,111 @@ def test_each_layout_is_what_its_declaration_says(shards, name):
         assert set(instance_labels()) & set(batch) == set(layout.label_names)
         for label in layout.label_names:
             assert torch.equal(batch[label], torch.tensor([i[label] for i in instances]))
+
+
+@pytest.mark.parametrize("name", list(LAYOUTS))
+def test_an_epochs_coverage_and_fill_are_what_its_instances_hold(shards, name):
+    """``epoch_tokens``: the real tokens of an epoch's instances (counted here by building each one) and the corpus
+    tokens they hold from their own place; the epoch report states both as coverage and fill."""
+    from lmpretrain.data.epochs import describe_epoch, epoch_stats
+
+    train_docs, _ = split_eval(shards, 0.2, seed=5)
+    dataset = make(shards, name, doc_ids=train_docs)
+    instances = [dataset[p] for p in range(len(dataset))]
+    real, covered, exact = dataset.epoch_tokens()
+    assert exact and real == sum(len(i["input_ids"]) for i in instances)
+    corpus = sum(len(doc) for doc in docs_tokens(shards, train_docs))
+    content = sum(int((~np.isin(i["input_ids"], list(SPECIALS))).sum()) for i in instances)
+    if name in ("sentence_pairs", "sentence_order"):  # a random B holds tokens from another place
+        own = [i for i in instances if i[LAYOUTS[name].label_names[0]] == 0]
+        assert sum(len(i["input_ids"]) - 3 for i in own) <= covered < content
+    else:
+        assert covered == content == corpus
+    epoch = epoch_stats(shards, train_docs, len(dataset), global_batch_size=4, sequence_length=32,
+                        epoch_tokens=(real, covered, exact))
+    assert epoch["coverage"] == round(covered / corpus, 4) and epoch["fill"] == round(real / (len(dataset) * 32), 4)
+    assert f"coverage {100 * epoch['coverage']:.1f}% ({covered} of the corpus tokens an epoch)" in describe_epoch(epoch)
+    assert f"fill {100 * epoch['fill']:.1f}% ({real} real tokens" in describe_epoch(epoch)
+
+
+# ---- layout version 2 (issue 29): every token counts ---------------------------------------------------------------
+
+def test_version_1_stays_reachable_and_an_unknown_version_is_refused(shards):
+    from lmpretrain.data import INSTANCE_VERSION
+
+    assert INSTANCE_VERSION == 2
+    for name in LAYOUTS:
+        old, new = make(shards, name, version=1), make(shards, name, version=2)
+        assert type(old) is LAYOUTS[name].earlier[1] or type(old).__name__ == "PackedSentenceDataset"
+        if name != "causal_blocks":
+            assert type(old) is not type(new)
+    with pytest.raises(UserError, match="version 3 is not one this code builds"):
+        make(shards, "sentence_pairs", version=3)
+
+
+@pytest.mark.parametrize("layout", ["packed_sentences", "whole_lines"])
+def test_packed_text_fills_every_instance_keeps_whole_words_and_covers_the_corpus_once(shards, layout):
+    train_docs, _ = split_eval(shards, 0.2, seed=5)
+    dataset = make(shards, layout, doc_ids=train_docs, version=2)
+    by_index = {dataset.locate(p)[1]: dataset[p] for p in range(len(dataset))}
+    stream = []
+    for index in range(len(dataset)):
+        ids, starts = by_index[index]["input_ids"], by_index[index]["word_starts"]
+        assert ids[0] == CLS and ids[-1] == SEP and (ids == CLS).sum() == 1
+        assert starts[1]  # an instance starts with a whole word: none is split between two instances
+        if index < len(dataset) - 1:
+            assert len(ids) >= 32 - 3  # full, but for a word moved to the next instance
+        body = ids[1:-1].tolist()
+        assert body[0] != SEP and body[-1] != SEP
+        for a, b in zip(body, body[1:]):  # a [SEP] inside an instance exactly where the document changes
+            if SEP not in (a, b):
+                assert doc_of_token(a) == doc_of_token(b)
+            elif a == SEP:
+                assert doc_of_token(b) != doc_of_token(stream[-1] if stream else body[0])
+            stream += [a] if a != SEP else []
+        stream.append(body[-1])
+    assert stream == [t for doc in docs_tokens(shards, train_docs) for t in doc]  # every token once, in order
+    real, covered, _ = dataset.epoch_tokens()
+    assert covered == sum(len(d) for d in docs_tokens(shards, train_docs)) and real / (len(dataset) * 32) > 0.9
+
+
+@pytest.mark.parametrize("layout", ["sentence_pairs", "sentence_order"])
+def test_pairs_cover_every_token_of_the_corpus_each_epoch(shards, layout):
+    """Long lines are cut into pieces (here at word starts: the fake vocabulary has no sentence ends), an in-order
+    pair is never truncated, and the pieces a random B replaces start the next chunk: an epoch's own text, in index
+    order, is the corpus."""
+    train_docs, _ = split_eval(shards, 0.2, seed=5)
+    dataset = make(shards, layout, length=32, doc_ids=train_docs, version=2)
+    label = LAYOUTS[layout].label_names[0]
+    own_text, labels = [], []
+    for index in range(len(dataset)):
+        position = [p for p in range(len(dataset)) if dataset.locate(p)[1] == index][0]
+        instance = dataset[position]
+        a, b = _segments(instance)
+        assert a and b and len(instance["input_ids"]) <= 32
+        chunk = dataset.chunk_first[index], dataset.chunk_first[index + 1]
+        if layout == "sentence_order" and chunk[1] - chunk[0] > 1:
+            own_text += (b + a) if instance[label] else (a + b)
+            labels.append(instance[label])
+        elif instance[label] == 0:
+            own_text += a + b
+            labels.append(0)
+        else:
+            own_text += a
+            assert {doc_of_token(t) for t in a} != {doc_of_token(t) for t in b}
+            if layout == "sentence_pairs":
+                labels.append(1)
+    assert own_text == [t for doc in docs_tokens(shards, train_docs) for t in doc]
+    assert dataset.epoch_tokens()[1] == len(own_text)
+    single = np.mean(np.diff(dataset.chunk_first) == 1)
+    assert abs(np.mean(labels) - (0.5 + 0.5 * single if layout == "sentence_pairs" else 0.5)) < 0.1
+    short = np.mean(dataset.chunk_target < 32 - 3)
+    assert 0.03 < short < 0.2  # BERT's short-sequence probability (0.1) per chunk, as before
+
+
+def test_pairs_are_a_pure_function_of_seed_and_position(shards):
+    for layout in ("sentence_pairs", "sentence_order"):
+        a, b = make(shards, layout, seed=9, version=2), make(shards, layout, seed=9, version=2)
+        n = len(a)
+        for p in [3 * n + 5, 0, n - 1, 1, n]:
+            assert np.array_equal(a[p]["input_ids"], b[p]["input_ids"])

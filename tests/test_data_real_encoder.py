@@ -54,3 +54,52 @@ def test_shards_match_the_encoder_and_workers_agree(real_tokenizer_dir, small_co
         assert len(instance["input_ids"]) <= 64 and instance["input_ids"][0] == encoder.cls_token_id
     finally:
         encoder.close()
+
+
+@pytest.mark.parametrize("length", [128, 512])
+def test_every_layout_covers_and_fills_on_the_sample_corpus(sample_corpus, tiny_tokenizer_dir, tmp_path, length):
+    """Issue 29 on the bundled corpus (layout version 2): every layout covers >= 95% of the corpus's tokens an epoch,
+    the MLM layouts fill >= 97% of each 128-token sequence (at 512 the corpus is a few sequences: a last, partial one
+    may alone be 5%) and more than version 1's whole lines."""
+    from lmpretrain.data import LAYOUTS
+    from lmpretrain.tokenization import FastEncoder
+
+    shards = build_or_load_dataset([str(sample_corpus)], str(tiny_tokenizer_dir), str(tmp_path / "c"), num_workers=1)
+    with FastEncoder.from_pretrained(tiny_tokenizer_dir) as encoder:
+        marks = encoder.sentence_marks()
+        for name in LAYOUTS:
+            figures = {}
+            for version in (1, 2):
+                dataset = make_instances(shards, name, sequence_length=length, cls_id=encoder.cls_token_id,
+                                         sep_id=encoder.sep_token_id, seed=0, version=version, sentence_marks=marks)
+                real, covered, _ = dataset.epoch_tokens()
+                figures[version] = covered / shards.num_tokens, real / (len(dataset) * length)
+            assert figures[2][0] >= 0.95, (name, figures)
+            if name in ("packed_sentences", "whole_lines"):
+                assert figures[2][1] >= (0.97 if length == 128 else 0.94), (name, figures)
+                assert figures[2][1] > figures[1][1], (name, figures)
+
+
+def test_long_lines_are_cut_at_sentence_ends(sample_corpus, tiny_tokenizer_dir, tmp_path):
+    """A document written as one long line (a paragraph) is cut into its sentences for pairing: every piece but a
+    document's last ends with a sentence end (。), none longer than a segment; in-order pairs join them back."""
+    from lmpretrain.data.instances import _document_sentences, split_long_lines
+    from lmpretrain.tokenization import FastEncoder
+
+    paragraphs = tmp_path / "paragraphs.txt"
+    documents = sample_corpus.read_text(encoding="utf-8").split("\n\n")
+    paragraphs.write_text("\n\n".join("".join(d.split()) for d in documents) + "\n", encoding="utf-8")
+    shards = build_or_load_dataset([str(paragraphs)], str(tiny_tokenizer_dir), str(tmp_path / "c"), num_workers=1)
+    assert shards.num_sentences == shards.num_documents  # one line per document
+    with FastEncoder.from_pretrained(tiny_tokenizer_dir) as encoder:
+        marks = encoder.sentence_marks()
+        period = encoder.encode_batch(["。"])[0][-1]
+        sentences, _ = _document_sentences(shards, np.arange(shards.num_documents))
+        start, end, line = split_long_lines(shards, sentences, 60, marks)
+        assert len(start) > 5 * shards.num_documents and (end - start <= 60).all()
+        last = np.r_[line[1:] != line[:-1], True]
+        ends = np.asarray(shards.ids)[end - 1]
+        assert np.mean(ends[~last] == period) > 0.9  # the rest: a sentence longer than 60 tokens, cut at a word
+        dataset = make_instances(shards, "sentence_pairs", sequence_length=64, cls_id=encoder.cls_token_id,
+                                 sep_id=encoder.sep_token_id, seed=0, sentence_marks=marks)
+        assert dataset.epoch_tokens()[1] == shards.num_tokens

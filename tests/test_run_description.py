@@ -101,3 +101,28 @@ def test_a_checkpoint_written_before_the_run_description_resumes_exactly(tmp_pat
     assert all(kinds == ["noted"] for kinds in (h["kinds"] for h in record["history"]))
     # an old record and the new one of the same run: no difference but the noted path
     assert [(c.name, c.kind) for c in compare(saved, record)] in ([], [("corpus paths", "noted")])
+
+
+def test_a_resume_keeps_the_instance_version_its_checkpoint_trained_on(tmp_path):
+    """Issue 29 changed which instances a seed gives: a new run records version 2; a resumed run takes its
+    checkpoint's (the fixture, written before versions were recorded: 1, the builders it trained on)."""
+    from lmpretrain.data import INSTANCE_VERSION
+    from lmpretrain.prepare import prepare_run
+    from lmpretrain.resume import saved_instance_version
+
+    params = parse_preset("bert-x", PRESET, "p")
+    fresh = describe(flags(), params, get_family("bert")).placed(layout(8))
+    assert fresh.data.instance_version == INSTANCE_VERSION == 2 and fresh.record()["data"]["instance_version"] == 2
+    model_dir = tmp_path / "run"
+    shutil.copytree(FIXTURE / "run", model_dir)
+    args = TrainArgs(input_file=[str(SAMPLE)], tokenizer_dir=str(FIXTURE / "tokenizer"), model_dir=str(model_dir),
+                     parameter_file=str(FIXTURE / "parameter.json"), model_type="bert-resume-v1", do_continue=True,
+                     num_workers=1)
+    run = prepare_run(args)
+    try:
+        assert run.description.data.instance_version == 1 and run.record()["data"]["instance_version"] == 1
+    finally:
+        run.resources.close()
+    config = model_dir / "checkpoint-1" / "lmpretrain_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "data": {"instance_version": 2}}))
+    assert saved_instance_version(model_dir, 2) == 2

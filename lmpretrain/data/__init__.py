@@ -14,17 +14,30 @@ from .instances import (
     InstanceDataset,
     NextSentenceDataset,
     PackedSentenceDataset,
+    PackedStreamDataset,
     SentenceOrderDataset,
+    SentenceOrderPairDataset,
+    SentencePairDataset,
     split_eval,
 )
-from .layouts import LAYOUTS, InstanceLabel, InstanceLayout, get_layout, instance_labels, make_instances
+from .layouts import (
+    INSTANCE_VERSION,
+    LAYOUTS,
+    InstanceLabel,
+    InstanceLayout,
+    get_layout,
+    instance_labels,
+    make_instances,
+)
 from .sampler import EpochOrder, epoch_permutation, positions_for_step
 from .shards import TokenShards, ids_dtype
 
 __all__ = [
-    "LAYOUTS", "CausalBlockDataset", "EpochOrder", "InstanceDataset", "InstanceLabel", "InstanceLayout",
+    "INSTANCE_VERSION", "LAYOUTS", "CausalBlockDataset", "EpochOrder",
+    "InstanceDataset", "InstanceLabel", "InstanceLayout",
     "NextSentenceDataset", "get_layout", "instance_labels",
-    "PackedSentenceDataset", "SentenceOrderDataset", "TokenShards", "build_or_load_dataset", "cache_location",
+    "PackedSentenceDataset", "PackedStreamDataset", "SentenceOrderDataset", "SentenceOrderPairDataset",
+    "SentencePairDataset", "TokenShards", "build_or_load_dataset", "cache_location",
     "epoch_permutation", "ids_dtype", "iter_sentences", "make_instances", "positions_for_step", "resolve_corpus_files",
     "split_eval",
 ]

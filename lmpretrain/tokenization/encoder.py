@@ -16,11 +16,14 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import UserError
 from ..log import get_logger
 from ..workers import BrokenProcessPool, ordered_map, worker_died, worker_pool
 from .causal import adds_nothing
 from .segmenters import get_segmenter, segmenter_from_meta
+from .segmenters.base import SENTENCE_ENDS
 from .tokenizer_dir import (
     MAX_INPUT_CHARS_PER_WORD,
     META_FILE,
@@ -156,6 +159,7 @@ class FastEncoder:
         self.unused_token_ids = sorted(i for t, i in vocab.items() if re.fullmatch(r"\[unused\d+\]", t))
         """``[unused0]``... : reserved for users, never masked nor drawn as random replacements."""
         self.fingerprint = tokenizer_fingerprint(self.tokenizer_dir)
+        self._token_texts = vocab
         self._pool = None
         self._rust = None  # the whole tokenizer.json pipeline (no word segmenter)
         self._ids: dict[str, tuple[int, ...]] = {}  # word -> subword ids
@@ -193,6 +197,19 @@ class FastEncoder:
 
             self._spm = sentencepiece.SentencePieceProcessor(model_file=str(self.tokenizer_dir / "spiece.model"))
             self._subword_ids = self._spm_ids
+
+    def sentence_marks(self) -> np.ndarray:
+        """One ``uint8`` per id: bit 1 where the token's text ends in a sentence end of the long-line rule
+        (``SENTENCE_ENDS``: ``。！？!?`` or a full stop), bit 2 where it starts with a digit, bit 4 where it ends in a
+        full stop (before a digit: a decimal point, not a sentence end). Where instances cut a long line
+        (``data.instances.split_long_lines``)."""
+        marks = np.zeros(self.vocab_size, dtype=np.uint8)
+        for token, i in self._token_texts.items():
+            text = token[2:] if token.startswith("##") else token.lstrip("\u2581")
+            if text and text not in SPECIAL_TOKENS:
+                marks[i] = ((1 if text[-1] in SENTENCE_ENDS else 0) | (2 if text[0].isdigit() else 0)
+                            | (4 if text[-1] == "." else 0))
+        return marks
 
     @classmethod
     def from_pretrained(cls, tokenizer_dir: str | Path, num_workers: int = 1) -> FastEncoder:
