@@ -49,6 +49,8 @@ class TrainArgs:
     run_name: str | None = None
     logging_dir: str | None = None
     """TensorBoard event files go under <logging_dir>/<run_name>/ (default: <model_dir>/runs)."""
+    report_to: list[str] | None = None
+    """Trackers: tensorboard, wandb, mlflow, all or none, several allowed (None: tensorboard)."""
     eval_file: list[str] | None = None
     cache_dir: str | None = None
     """Where the tokenized dataset cache lives (default: <model_dir>/cache)."""
@@ -185,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TensorBoard run name (events under --logging_dir/<run_name>/); None: --model_type")
     p.add_argument("--logging_dir", default=None,
                    help="where TensorBoard event files go, one folder per run name (None: <model_dir>/runs)")
+    p.add_argument("--report_to", nargs="+", default=None, metavar="TRACKER",
+                   help="where metrics go, transformers' meaning: tensorboard, wandb, mlflow (several, or comma-"
+                        "separated), all (every installed one) or none; None: tensorboard. W&B: WANDB_PROJECT, "
+                        "WANDB_MODE=offline; MLflow: MLFLOW_TRACKING_URI, else a file store <logging_dir>/mlruns")
     p.add_argument("--eval_file", nargs="+", default=None,
                    help="held-out corpus for evaluation (None: a share of the training documents)")
     p.add_argument("--cache_dir", default=None,
