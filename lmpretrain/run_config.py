@@ -157,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="corpus: .txt files (one sentence a line, a blank line between documents), directories of "
                         "them, .jsonl or .gz")
     p.add_argument("--tokenizer_dir", required=True,
-                   help="a tokenizer dir written by train_tokenizer.py (or one saved by transformers)")
+                   help="a tokenizer dir written by train_tokenizer.py (or one saved by transformers), or a hub "
+                        "name org/name[@rev] (its snapshot in the HF cache; HF_HUB_OFFLINE=1: the cache only)")
     p.add_argument("--model_dir", required=True,
                    help="output: checkpoint-<step>/ folders, the final model, train_log.jsonl, TensorBoard runs")
     p.add_argument("--model_type", required=True,
@@ -198,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="seeds the model's initialisation, the data order and masking")
     p.add_argument("--build_dataset_only", action="store_true", help="build and cache the dataset, then exit")
     p.add_argument("--pretrained_model_name_or_path", default=None,
-                   help="continue pretraining from this Hugging Face model dir (overrides the preset's key)")
+                   help="continue pretraining from this Hugging Face model dir or hub name org/name[@rev] "
+                        "(overrides the preset's key)")
     p.add_argument("--resize_embeddings", action="store_true",
                    help="continue a pretrained model with another tokenizer: embedding rows are mapped by token")
     p.add_argument("--compile", action="store_true", help="opt in to torch.compile")
