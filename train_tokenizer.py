@@ -70,7 +70,8 @@ def main(argv=None) -> None:
     p.add_argument("--num_unused_tokens", type=int, default=None, help="[unused0].. tokens kept (default 10)")
     p.add_argument("--base_tokenizer_dir", default=None, help="extend this tokenizer dir (train_tokenizer.py's, a "
                    "run's model dir, or one saved by transformers: BertJapaneseTokenizer, a WordPiece/Unigram "
-                   "tokenizer.json), its ids and settings kept: tokens learnt from --input_file are appended")
+                   "tokenizer.json; or a hub name org/name[@rev], from the HF cache), its ids and settings kept: "
+                   "tokens learnt from --input_file are appended")
     p.add_argument("--add_words", default=None,
                    help="with --base_tokenizer_dir: a file of words (one a line) appended before the learnt tokens")
     args = p.parse_args(argv)
@@ -92,6 +93,10 @@ def main(argv=None) -> None:
         vocab_size=32768 if args.vocab_size is None else args.vocab_size,
         min_frequency=args.min_frequency, limit_alphabet=args.limit_alphabet,
         num_unused_tokens=10 if args.num_unused_tokens is None else args.num_unused_tokens)
+    if args.base_tokenizer_dir is not None:  # a hub name (org/name[@rev]): its cached snapshot
+        from lmpretrain.hub import local_dir
+
+        args.base_tokenizer_dir = local_dir(args.base_tokenizer_dir, "--base_tokenizer_dir")
     with tokenizer_output(args.model_dir, args.intermediate_dir):  # the dir's lock; one line on SIGTERM / SIGINT
         if args.base_tokenizer_dir is not None:
             from lmpretrain.tokenization.extend import describe, extend_tokenizer, given_flags

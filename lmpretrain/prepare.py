@@ -16,6 +16,7 @@ from .data.shards import CacheInvalid, read_manifest
 from .data_setup import RunData, build_run_data
 from .distributed import Layout
 from .errors import UserError
+from .hub import local_dir
 from .log import get_logger
 from .models import (
     VocabPlan,
@@ -140,9 +141,16 @@ def _check_output_dir(path: Path, flag: str) -> None:
 def prepare_run(args: TrainArgs) -> Run:
     """Phase (a): validate flags, parameter.json and the tokenizer dir, resolve the run description, open the
     encoder. Raises UserError on bad input, before any long work."""
+    args = replace(args, tokenizer_dir=local_dir(args.tokenizer_dir, "--tokenizer_dir"),  # hub names: snapshots
+                   pretrained_model_name_or_path=local_dir(args.pretrained_model_name_or_path,
+                                                           "--pretrained_model_name_or_path"))
     preset = read_preset(args.parameter_file, args.model_type)  # read once
     params = parse_preset(args.model_type, preset, args.parameter_file,
                           continued=bool(args.pretrained_model_name_or_path))
+    params = replace(params, pretrained_model_name_or_path=local_dir(params.pretrained_model_name_or_path,
+                                                                     f"{args.model_type}.pretrained_model_name_or_path"),
+                     pretrained_generator=local_dir(params.pretrained_generator,
+                                                    f"{args.model_type}.pretrained_generator_model_name_or_path"))
     family = get_family(params.family)
     params = resolve_pretrained_shape(params, args.pretrained_model_name_or_path or
                                       params.pretrained_model_name_or_path, set(preset))

@@ -49,6 +49,8 @@ class TrainArgs:
     run_name: str | None = None
     logging_dir: str | None = None
     """TensorBoard event files go under <logging_dir>/<run_name>/ (default: <model_dir>/runs)."""
+    report_to: list[str] | None = None
+    """Trackers: tensorboard, wandb, mlflow, all or none, several allowed (None: tensorboard)."""
     eval_file: list[str] | None = None
     cache_dir: str | None = None
     """Where the tokenized dataset cache lives (default: <model_dir>/cache)."""
@@ -155,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="corpus: .txt files (one sentence a line, a blank line between documents), directories of "
                         "them, .jsonl or .gz")
     p.add_argument("--tokenizer_dir", required=True,
-                   help="a tokenizer dir written by train_tokenizer.py (or one saved by transformers)")
+                   help="a tokenizer dir written by train_tokenizer.py (or one saved by transformers), or a hub "
+                        "name org/name[@rev] (its snapshot in the HF cache; HF_HUB_OFFLINE=1: the cache only)")
     p.add_argument("--model_dir", required=True,
                    help="output: checkpoint-<step>/ folders, the final model, train_log.jsonl, TensorBoard runs")
     p.add_argument("--model_type", required=True,
@@ -185,6 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TensorBoard run name (events under --logging_dir/<run_name>/); None: --model_type")
     p.add_argument("--logging_dir", default=None,
                    help="where TensorBoard event files go, one folder per run name (None: <model_dir>/runs)")
+    p.add_argument("--report_to", nargs="+", default=None, metavar="TRACKER",
+                   help="where metrics go, transformers' meaning: tensorboard, wandb, mlflow (several, or comma-"
+                        "separated), all (every installed one) or none; None: tensorboard. W&B: WANDB_PROJECT, "
+                        "WANDB_MODE=offline; MLflow: MLFLOW_TRACKING_URI, else a file store <logging_dir>/mlruns")
     p.add_argument("--eval_file", nargs="+", default=None,
                    help="held-out corpus for evaluation (None: a share of the training documents)")
     p.add_argument("--cache_dir", default=None,
@@ -192,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="seeds the model's initialisation, the data order and masking")
     p.add_argument("--build_dataset_only", action="store_true", help="build and cache the dataset, then exit")
     p.add_argument("--pretrained_model_name_or_path", default=None,
-                   help="continue pretraining from this Hugging Face model dir (overrides the preset's key)")
+                   help="continue pretraining from this Hugging Face model dir or hub name org/name[@rev] "
+                        "(overrides the preset's key)")
     p.add_argument("--resize_embeddings", action="store_true",
                    help="continue a pretrained model with another tokenizer: embedding rows are mapped by token")
     p.add_argument("--compile", action="store_true", help="opt in to torch.compile")

@@ -31,6 +31,7 @@ from .data.loader import default_dataloader_workers
 from .distributed import preset_global_batch_size
 from .errors import UserError
 from .run_config import TrainArgs, budget_from, budget_steps
+from .trackers import resolve_report_to
 
 if TYPE_CHECKING:
     from .config import ModelParams
@@ -168,6 +169,9 @@ class OutputSettings:
     over, with a warning)."""
     overwrite_output_dir: bool
     accept_changed_run: bool
+    report_to: tuple[str, ...] = ("tensorboard",)
+    """--report_to resolved (:func:`~lmpretrain.trackers.resolve_report_to`): the trackers the metrics go to, rank 0
+    only; a resume continues their runs (not compared on --do_continue: where metrics go does not change the run)."""
 
 
 @dataclass(frozen=True)
@@ -299,7 +303,8 @@ def describe(args: TrainArgs, params: ModelParams, family: Family, *, resume: bo
         logging_dir=args.logging_dir or str(Path(args.model_dir) / "runs"), logging_steps=params.logging_steps,
         eval_steps=params.eval_steps or params.logging_steps, save_steps=params.save_steps,
         save_total_limit=params.save_total_limit, resume=args.do_continue if resume is None else resume,
-        overwrite_output_dir=args.overwrite_output_dir, accept_changed_run=args.accept_changed_run)
+        overwrite_output_dir=args.overwrite_output_dir, accept_changed_run=args.accept_changed_run,
+        report_to=resolve_report_to(args.report_to))
     system = SystemSettings(
         parameter_file=args.parameter_file, model_type=args.model_type, node_batch_sizes=params.node_batch_sizes,
         node_rank=args.node_rank, local_rank=args.local_rank, device=args.device, peak_tflops=args.peak_tflops,

@@ -33,7 +33,7 @@ from .distributed import (
     shutdown,
 )
 from .errors import Preempted, UserError
-from .log import JsonlLog, MetricsWriter, get_logger, is_main_process, progress
+from .log import JsonlLog, get_logger, is_main_process, progress
 from .models import BatchShape
 from .optim import apply_settings, build_optimizer, lr_schedule
 from .precision import Precision, make_precision
@@ -43,6 +43,7 @@ from .run_config import TrainArgs
 from .run_dir import own_model_dir
 from .run_state import RunState
 from .throughput import device_peak_tflops, throughput_scalars
+from .trackers import open_trackers
 
 logger = get_logger(__name__)
 
@@ -228,8 +229,10 @@ def _train_loop(run: Run, history: tuple, layout: Layout, precision: Precision, 
     # a resume at step N keeps what was logged up to N (its eval included) and drops what an interrupted run wrote
     # after its last checkpoint: TensorBoard purges events at steps >= purge_step from the earlier files
     tb_dir = Path(outputs.logging_dir) / outputs.run_name
-    writer = MetricsWriter(str(tb_dir), purge_step=counters.step + 1 if counters.step else _fresh_purge(tb_dir))
-    logger.info("TensorBoard: tensorboard --logdir %s", outputs.logging_dir)
+    purge = counters.step + 1 if counters.step else \
+        _fresh_purge(tb_dir) if "tensorboard" in outputs.report_to else None
+    writer = open_trackers(outputs.report_to, model_dir=outputs.model_dir, logging_dir=outputs.logging_dir,
+                           run_name=outputs.run_name, config=current, resumed=counters.step > 0, purge_step=purge)
     step_log = JsonlLog(f"{outputs.model_dir}/train_log.jsonl", resume_step=counters.step)
     if history and history[-1]["step"] == counters.step:  # what this resume changed, where it changed
         step_log.write({"step": counters.step, "resumed_with_changes": history[-1]["changes"]})
@@ -253,9 +256,9 @@ def _train_loop(run: Run, history: tuple, layout: Layout, precision: Precision, 
     # otherwise; the loss, in one process, where it already is (no all-reduce then)
     units_device = layout.device if reduces_on_device() else torch.device("cpu")
     loss_device = layout.device if reduces_on_device() or not layout.distributed else torch.device("cpu")
-    # writer and bar are closed on errors too (the last scalars kept); a signal during the last save is held off;
+    # trackers and bar are closed on errors too (the last scalars kept); a signal during the last save is held off;
     # the batch workers are shut down on every way out of this block
-    with contextlib.closing(writer), contextlib.closing(bar), batches:
+    with writer, contextlib.closing(bar), batches:
         # before the first step; or, for a run resumed at its last step (its export interrupted), the final eval,
         # which the interrupted run has logged already
         first_eval = evaluate(model, data, layout, precision, max_eval_samples) \
@@ -343,6 +346,7 @@ def _train_loop(run: Run, history: tuple, layout: Layout, precision: Precision, 
         # a run resumed at (or past) its last step has no step to take: it exports the checkpoint it resumed from
 
     if preempted:
+        writer.finish()
         logger.warning("preempted: saved checkpoint-%d; rerun with --do_continue to resume", counters.step)
         return {"step": counters.step, "preempted": 1.0}
     summary = {"step": counters.step, "final_loss": counters.last_loss, "skipped_steps": counters.skipped_steps,
@@ -351,8 +355,13 @@ def _train_loop(run: Run, history: tuple, layout: Layout, precision: Precision, 
     summary.update(last_eval)
     if first_eval.get("eval/perplexity") is not None and steps_left == train_steps:  # the run started at step 0
         summary["eval/perplexity_at_start"] = first_eval["eval/perplexity"]
-    checkpoints.export_final(state, summary, verify=lambda export_dir: export.verify_export(model, export_dir,
-                                                                                             run.encoder))
+    try:
+        checkpoints.export_final(state, summary, verify=lambda export_dir: export.verify_export(model, export_dir,
+                                                                                                 run.encoder))
+    except BaseException:
+        writer.finish(failed=True)
+        raise
+    writer.finish(summary)  # wandb's and MLflow's run summary (TensorBoard's writer is closed already)
     logger.info("done: %s; model saved to %s", _fmt(summary), outputs.model_dir)
     return summary
 
