@@ -141,6 +141,10 @@ def _check_output_dir(path: Path, flag: str) -> None:
 def prepare_run(args: TrainArgs) -> Run:
     """Phase (a): validate flags, parameter.json and the tokenizer dir, resolve the run description, open the
     encoder. Raises UserError on bad input, before any long work."""
+    for name in args.input_file + (args.eval_file or []):
+        if not Path(name).exists():
+            raise UserError(f"--input_file/--eval_file: {name} does not exist")
+        resolve_corpus_files(name)  # a FIFO, a directory without corpus files: said now, before any dir is made
     args = replace(args, tokenizer_dir=local_dir(args.tokenizer_dir, "--tokenizer_dir"),  # hub names: snapshots
                    pretrained_model_name_or_path=local_dir(args.pretrained_model_name_or_path,
                                                            "--pretrained_model_name_or_path"))
@@ -156,10 +160,6 @@ def prepare_run(args: TrainArgs) -> Run:
                                       params.pretrained_model_name_or_path, set(preset))
     description = describe(args, params, family)
     data, outputs = description.data, description.outputs
-    for name in data.input_files + (data.eval_files or ()):
-        if not Path(name).exists():
-            raise UserError(f"--input_file/--eval_file: {name} does not exist")
-        resolve_corpus_files(name)  # a FIFO, a directory without corpus files: said now, before any dir is made
     tokenizer_dir = Path(data.tokenizer_dir)
     if not tokenizer_dir.is_dir():
         raise UserError(f"--tokenizer_dir {tokenizer_dir} is not a directory")

@@ -226,6 +226,13 @@ def _train_loop(run: Run, history: tuple, layout: Layout, precision: Precision, 
                     counters.step // logging_steps * logging_steps)
     train_model = _wrap(model, layout, compile_model=model_settings.compile)
 
+    preemption.immediate = False  # from here on a signal is acted on at a step boundary, the same on every rank
+    steps_left = max(0, train_steps - counters.step)
+    workers = data_settings.dataloader_workers
+    batches = StepBatches(data.train_dataset, data.collator, layout, next_position=counters.next_position,
+                          steps=steps_left, accumulation=optim.gradient_accumulation_steps,
+                          workers=workers if steps_left else 0)  # its workers build batches during the first eval
+    logger.info("input pipeline: %s", f"{workers} background worker(s)" if workers else "in this process")
     # a resume at step N keeps what was logged up to N (its eval included) and drops what an interrupted run wrote
     # after its last checkpoint: TensorBoard purges events at steps >= purge_step from the earlier files
     tb_dir = Path(outputs.logging_dir) / outputs.run_name
@@ -239,13 +246,6 @@ def _train_loop(run: Run, history: tuple, layout: Layout, precision: Precision, 
     terms, weights = model_settings.loss_terms, model_settings.loss_weights
     max_eval_samples = data_settings.max_eval_samples
 
-    preemption.immediate = False  # from here on a signal is acted on at a step boundary, the same on every rank
-    steps_left = max(0, train_steps - counters.step)
-    workers = data_settings.dataloader_workers
-    batches = StepBatches(data.train_dataset, data.collator, layout, next_position=counters.next_position,
-                          steps=steps_left, accumulation=optim.gradient_accumulation_steps,
-                          workers=workers if steps_left else 0)  # its workers build batches during the first eval
-    logger.info("input pipeline: %s", f"{workers} background worker(s)" if workers else "in this process")
     bar = progress(total=train_steps, initial=counters.step, desc="train", unit="step")
     peak, peak_source = device_peak_tflops(layout.device, system.peak_tflops)
     logger.info("MFU against a peak of %s", peak_source) if peak else \
