@@ -34,7 +34,7 @@ _BREAKS = {"family", "number_of_layers", "hidden_size", "ffn_inner_hidden_size",
            "sequence_length", "max_position_embeddings", "frozen_layers"}
 _CONTINUES = {"warmup_steps", "warmup_ratio", "learning_rate", "save_steps", "logging_steps",
               "save_total_limit", "gradient_accumulation_steps", "max_grad_norm", "weight_decay", "adam_epsilon",
-              "adam_betas", "dropout", "attention_dropout"}
+              "adam_betas", "dropout", "attention_dropout", "fsdp"}
 # settled elsewhere (resolved.*, the global batch) or without effect on a resumed run (its weights are the checkpoint's)
 _NOT_COMPARED = {"model_type", "pretrained_model_name_or_path", "pretrained_generator", "resize_embeddings",
                  "initializer_range", "train_steps", "train_epochs", "train_tokens",

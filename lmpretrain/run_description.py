@@ -29,12 +29,17 @@ from typing import TYPE_CHECKING
 from .data.loader import default_dataloader_workers
 from .distributed import preset_global_batch_size
 from .errors import UserError
+from .log import get_logger
 from .run_config import TrainArgs, budget_from, budget_steps
 
 if TYPE_CHECKING:
     from .config import ModelParams
     from .distributed import Layout
     from .models import Family, VocabPlan
+
+logger = get_logger(__name__)
+DEEPSPEED_MODE = "shard_grad_op"
+"""What the original's ``--use_deepspeed`` (DeepSpeed ZeRO-2) means: gradients and optimizer states sharded."""
 
 RECORD_FORMAT = 2
 """``lmpretrain_config.json`` written from a run description (format 1: the flat params/args/resolved record)."""
@@ -184,6 +189,10 @@ class SystemSettings:
     report_batch_size: int | None = None
     """The global batch an epoch's steps are counted at: this run's, or under --build_dataset_only the preset's
     over all its nodes, even when not all of them are launched for the build."""
+    fsdp: str | None = None
+    """How the model is spread over the processes: None, DDP (every process holds all of it); else FSDP2's mode
+    (:mod:`lmpretrain.sharding`): --fsdp, else --use_deepspeed's shard_grad_op, else the preset's fsdp. Checkpoints
+    are then written with torch.distributed.checkpoint, one shard per process."""
 
     @property
     def batch_key(self) -> str:
@@ -299,5 +308,17 @@ def describe(args: TrainArgs, params: ModelParams, family: Family, *, resume: bo
     system = SystemSettings(
         parameter_file=args.parameter_file, model_type=args.model_type, node_batch_sizes=params.node_batch_sizes,
         node_rank=args.node_rank, local_rank=args.local_rank, device=args.device, peak_tflops=args.peak_tflops,
-        build_dataset_only=args.build_dataset_only)
+        build_dataset_only=args.build_dataset_only, fsdp=_sharding(args, params))
     return RunDescription(model=model, optim=optim, data=data, outputs=outputs, system=system)
+
+
+def _sharding(args: TrainArgs, params: ModelParams) -> str | None:
+    """--fsdp, else --use_deepspeed (the original's ZeRO-2: shard_grad_op, said once), else the preset's fsdp."""
+    if args.use_deepspeed:
+        if args.fsdp not in (None, DEEPSPEED_MODE):
+            raise UserError(f"--use_deepspeed means --fsdp {DEEPSPEED_MODE} (DeepSpeed ZeRO-2); it contradicts "
+                            f"--fsdp {args.fsdp}: give one of them")
+        logger.info("--use_deepspeed: training with PyTorch's FSDP2 in %s mode, DeepSpeed ZeRO-2's equivalent "
+                    "(gradients and optimizer states sharded); DeepSpeed itself is not used", DEEPSPEED_MODE)
+        return DEEPSPEED_MODE
+    return args.fsdp or params.fsdp
