@@ -3,13 +3,20 @@ over the same global batch, tied and shared weights kept tied, sharded checkpoin
 another number of processes, the final model a plain HF dir."""
 
 import json
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
+import transformers
+from safetensors.torch import load_file
 
 from lmpretrain.run_config import parse_args
 from lmpretrain.sharding import mesh_shape
-from tests.test_distributed_training import PRESET, free_port
+from tests.test_distributed_training import PRESET, check, env, free_port, losses, script_args, torchrun
+
+STEPS = (1, 2, 3, 4)
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +30,49 @@ def setup(tmp_path_factory, sample_corpus, tiny_tokenizer_dir):
     }))
     return {"root": root, "params": params, "corpus": sample_corpus, "tokenizer": tiny_tokenizer_dir,
             "cache": root / "cache"}
+
+
+def one_process(setup, out, model_type, *extra):
+    proc = subprocess.run([sys.executable, *script_args(setup, out, model_type, *extra)], env=env(),
+                          capture_output=True, text=True, timeout=600)
+    check(proc)
+    return proc
+
+
+def two_processes(setup, out, model_type, *extra):
+    proc = subprocess.run(torchrun("--nproc_per_node", "2", "--master_port", str(free_port()),
+                                   *script_args(setup, out, model_type, *extra)),
+                          env=env(), capture_output=True, text=True, timeout=600)
+    check(proc)
+    return proc
+
+
+def assert_same_losses(reference, other, steps=STEPS):
+    a, b = losses(reference), losses(other)
+    assert sorted(b) == list(steps), b
+    for step in steps:
+        assert b[step] == pytest.approx(a[step], rel=1e-5, abs=1e-6), (step, a, b)
+
+
+def assert_same_final_model(reference, other, folder=""):
+    wa, wb = load_file(reference / folder / "model.safetensors"), load_file(other / folder / "model.safetensors")
+    assert set(wa) == set(wb)
+    for name in wa:
+        torch.testing.assert_close(wb[name], wa[name], rtol=1e-4, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def single(setup):
+    out = setup["root"] / "single"
+    one_process(setup, out, "bert-single")
+    return out
+
+
+@pytest.fixture(scope="module")
+def full_shard(setup):
+    out = setup["root"] / "full_shard"
+    two_processes(setup, out, "bert-single", "--fsdp", "full_shard")
+    return out
 
 
 def test_the_flag_the_preset_and_use_deepspeed_resolve_into_the_run_description(setup, caplog):
@@ -60,6 +110,53 @@ def test_mesh_of_each_mode():
     assert mesh_shape("no_shard", two_nodes) == (8, 1)
 
 
+def test_full_shard_on_two_processes_matches_one_unsharded_process(single, full_shard):
+    assert_same_losses(single, full_shard)
+    shards = full_shard / "checkpoint-2" / "sharded"
+    assert {p.name for p in shards.iterdir()} >= {".metadata", "__0_0.distcp", "__1_0.distcp"}  # one file per rank
+    assert not (full_shard / "checkpoint-2" / "model.safetensors").exists()
+    assert (full_shard / "checkpoint-2" / "config.json").is_file()
+    assert_same_final_model(single, full_shard)  # the export: gathered once, a plain HF dir
+    loaded = transformers.AutoModelForPreTraining.from_pretrained(full_shard)
+    assert loaded.get_output_embeddings().weight is loaded.get_input_embeddings().weight
+
+
+def test_sharded_checkpoint_resumes_on_one_process(setup, single, full_shard):
+    out = setup["root"] / "two_to_one"
+    out.mkdir()
+    shutil.copytree(full_shard / "checkpoint-2", out / "checkpoint-2")
+    one_process(setup, out, "bert-single", "--fsdp", "full_shard", "--do_continue")
+    assert_same_losses(single, out, steps=(3, 4))
+    assert_same_final_model(single, out)
+
+
+def test_one_process_checkpoint_resumes_sharded_on_two(setup, single):
+    """The preset's fsdp in one process: nothing to shard, the checkpoints written by DCP all the same; two processes
+    then resume it, resharded."""
+    first = setup["root"] / "one_sharded"
+    proc = one_process(setup, first, "bert-sharded", "--train_steps", "2")
+    assert "nothing to shard" in proc.stderr
+    assert (first / "checkpoint-2" / "sharded" / ".metadata").is_file()
+    out = setup["root"] / "one_to_two"
+    out.mkdir()
+    shutil.copytree(first / "checkpoint-2", out / "checkpoint-2")
+    two_processes(setup, out, "bert-sharded", "--do_continue")
+    assert_same_losses(single, out, steps=(3, 4))
+    assert_same_final_model(single, out)
+
+
+def test_albert_shard_grad_op_by_use_deepspeed_matches_one_process(setup):
+    """ALBERT's layer runs at every depth: one set of weights, in the root unit, kept shared."""
+    reference, sharded = setup["root"] / "albert_single", setup["root"] / "albert_zero2"
+    one_process(setup, reference, "albert-single")
+    proc = two_processes(setup, sharded, "albert-single", "--use_deepspeed")
+    assert proc.stderr.count("--use_deepspeed: training with PyTorch's FSDP2 in shard_grad_op mode") == 1
+    assert_same_losses(reference, sharded)
+    assert_same_final_model(reference, sharded)
+    loaded = transformers.AutoModelForPreTraining.from_pretrained(sharded)
+    assert loaded.get_output_embeddings().weight is loaded.get_input_embeddings().weight
+
+
 # --- the wrapping itself, in two spawned processes: every family's ties, every mode and mesh ------------------------
 TINY = {"number-of-layers": 2, "hidden-size": 32, "sequence-length": 16, "ffn-inner-hidden-size": 64,
         "attention-heads": 4, "warmup-steps": 1, "learning-rate": 1e-3, "batch-size": {"-1": 4}, "train-steps": 2,
@@ -67,6 +164,10 @@ TINY = {"number-of-layers": 2, "hidden-size": 32, "sequence-length": 16, "ffn-in
 CASES = [("bert", "full_shard", None), ("electra", "full_shard", None), ("albert", "shard_grad_op", None),
          ("debertav3", "full_shard", None), ("llama", "full_shard", None), ("bert", "no_shard", None),
          ("bert", "hybrid_shard", (1, 2)), ("bert", "hybrid_shard", (2, 1))]
+
+
+def case_name(family, mode, mesh, *checkpointing) -> str:
+    return " ".join([family, mode, str(tuple(mesh) if mesh else None), *checkpointing])
 
 
 def tied_groups(model) -> list[list[str]]:
@@ -91,7 +192,7 @@ def _sharded_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world)
     layout = Layout(rank, world, rank, world, 0, 1, 4, 2, 2 * rank, 4, torch.device("cpu"))
     results = {}
-    for family, mode, mesh in CASES:
+    for family, mode, mesh, *checkpointing in CASES:
         params = parse_preset(f"{family}-test", dict(TINY), "test")
 
         def build(params=params):
@@ -123,7 +224,7 @@ def _sharded_worker(rank: int, world: int, port: int, out_dir: str) -> None:
         if rank == 0:
             gathered, expected = whole.state_dict(), reference.state_dict()
             worst = max(float((gathered[k] - expected[k]).abs().max()) for k in expected)
-            results[f"{family} {mode} {mesh}"] = {
+            results[case_name(family, mode, mesh, *checkpointing)] = {
                 "losses": losses, "reference": reference_losses, "worst": worst, "units": units,
                 "ties": tied_groups(model) == groups, "tied_after": tied_groups(whole) == groups, "groups": groups,
                 # DeBERTa-v3's GDES: the discriminator reads the generator's embedding module itself
@@ -143,7 +244,7 @@ def sharded_cases(tmp_path_factory):
     return json.loads((out / "results.json").read_text())
 
 
-@pytest.mark.parametrize("case", [f"{f} {m} {tuple(d) if d else None}" for f, m, d in CASES])
+@pytest.mark.parametrize("case", [case_name(*case) for case in CASES])
 def test_each_family_trains_sharded_as_unsharded_with_its_ties_kept(sharded_cases, case):
     result = sharded_cases[case]
     assert result["losses"] == pytest.approx(result["reference"], rel=1e-5, abs=1e-6), result
@@ -154,3 +255,4 @@ def test_each_family_trains_sharded_as_unsharded_with_its_ties_kept(sharded_case
     assert result["units"] >= (0 if case.startswith("albert") else 2), result  # blocks sharded on their own
     if case.startswith(("bert", "electra", "albert")):
         assert result["groups"], result  # there were ties to keep
+
