@@ -97,6 +97,8 @@ class ModelParams:
     fsdp: str | None = None
     """``fsdp``: shard with FSDP2 (no_shard, shard_grad_op, full_shard, hybrid_shard; --fsdp overrides it); None:
     DDP."""
+    gradient_checkpointing: bool = False
+    """``gradient-checkpointing``: recompute each block's activations in the backward (--gradient_checkpointing)."""
     extra: dict = field(default_factory=dict)
     """The family's own options (its registry declaration names them), with their defaults filled in."""
 
@@ -167,6 +169,7 @@ KEYS = {
     "fp16-type": ("fp16_type", "fp16_level"),  # the newest original puts these in every preset
     "bf16": ("bf16", "bool"),
     "fsdp": ("fsdp", "fsdp_mode"),
+    "gradient-checkpointing": ("gradient_checkpointing", "bool"),
 }
 REQUIRED_KEYS = ("learning-rate", "batch-size")
 BUDGET_KEYS = ("train-steps", "train-epochs", "train-tokens")

@@ -38,7 +38,8 @@ _CONTINUES = {"warmup_steps", "warmup_ratio", "learning_rate", "save_steps", "lo
 # settled elsewhere (resolved.*, the global batch) or without effect on a resumed run (its weights are the checkpoint's)
 _NOT_COMPARED = {"model_type", "pretrained_model_name_or_path", "pretrained_generator", "resize_embeddings",
                  "initializer_range", "train_steps", "train_epochs", "train_tokens",
-                 "lr_schedule", "min_lr_ratio", "eval_steps", "whole_word_mask", "node_batch_sizes"}
+                 "lr_schedule", "min_lr_ratio", "eval_steps", "whole_word_mask", "node_batch_sizes",
+                 "gradient_checkpointing"}  # memory against compute: the same steps
 _RESOLVED_NEWER = {"train budget": "budget", "lr schedule": "lr_schedule", "min lr ratio": "min_lr_ratio"}
 _ARGS_CONTINUE = ("fp16_type", "bf16", "max_eval_samples", "max_nonfinite_steps")
 

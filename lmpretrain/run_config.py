@@ -37,6 +37,8 @@ class TrainArgs:
     """Shard with FSDP2: no_shard, shard_grad_op, full_shard or hybrid_shard (None: the preset's fsdp, else DDP)."""
     use_deepspeed: bool = False
     """The original's flag (DeepSpeed ZeRO-2): accepted, and means --fsdp shard_grad_op."""
+    gradient_checkpointing: bool = False
+    """Recompute each block's activations in the backward instead of keeping them (less memory, ~1/3 more compute)."""
     tokenizer_type: str | None = None
     """Accepted for the original's command lines; checked against what the tokenizer dir records."""
     mecab_dic_type: str | None = None
@@ -176,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "across nodes); None: the preset's fsdp, else DDP")
     p.add_argument("--use_deepspeed", action="store_true",
                    help="the original's flag (DeepSpeed ZeRO-2): means --fsdp shard_grad_op")
+    p.add_argument("--gradient_checkpointing", action="store_true",
+                   help="activation checkpointing per block: recompute each block's activations in the backward "
+                        "(less memory, about a third more compute); also the preset's gradient-checkpointing")
     p.add_argument("--tokenizer_type", default=None,
                    help="the original's flag: checked against the tokenizer dir's algorithm (None: not checked)")
     p.add_argument("--mecab_dic_type", default=None,

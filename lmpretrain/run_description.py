@@ -67,6 +67,9 @@ class ModelSettings:
     """--compile: torch.compile the model (batches then padded to one shape)."""
     vocab_plan: VocabPlan | None = None
     """The pretrained model's embeddings mapped by token to this tokenizer (None: same vocabulary, or no model)."""
+    gradient_checkpointing: bool = False
+    """--gradient_checkpointing or the preset's gradient-checkpointing: every part's blocks recompute their
+    activations in the backward (transformers' activation checkpointing, non-reentrant)."""
 
 
 @dataclass(frozen=True)
@@ -246,7 +249,8 @@ class RunDescription:
         model = {"family": self.model.family.name, "params": self.model.params.to_dict(),
                  "pretrained": self.model.pretrained, "resize_embeddings": self.model.resize_embeddings,
                  "loss_terms": [term.name for term in self.model.loss_terms],
-                 "loss_weights": dict(self.model.loss_weights), "compile": self.model.compile}
+                 "loss_weights": dict(self.model.loss_weights), "compile": self.model.compile,
+                 "gradient_checkpointing": self.model.gradient_checkpointing}
         optim = asdict(self.optim)
         optim["budget"], optim["adam_betas"] = list(self.optim.budget), list(self.optim.adam_betas)
         data = asdict(self.data)
@@ -278,7 +282,7 @@ def describe(args: TrainArgs, params: ModelParams, family: Family, *, resume: bo
         pretrained=args.pretrained_model_name_or_path or params.pretrained_model_name_or_path,
         resize_embeddings=args.resize_embeddings or params.resize_embeddings,
         loss_terms=family.loss_terms_for(params), loss_weights=family.loss_weights(params), compile=args.compile,
-        vocab_plan=vocab_plan)
+        vocab_plan=vocab_plan, gradient_checkpointing=args.gradient_checkpointing or params.gradient_checkpointing)
     optim = OptimSettings(
         learning_rate=params.learning_rate, weight_decay=params.weight_decay, adam_epsilon=params.adam_epsilon,
         adam_betas=tuple(params.adam_betas), max_grad_norm=params.max_grad_norm,

@@ -21,6 +21,7 @@ Gradients: FSDP2 averages them over all processes, as DDP does, so the loop's lo
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -92,6 +93,36 @@ def shard_model(model: torch.nn.Module, mode: str, layout: Layout, *, mesh_dims:
         fully_shard(unit, **kwargs)
     fully_shard(model, **kwargs)
     return model
+
+
+def checkpoint_activations(model: torch.nn.Module) -> None:
+    """Activation checkpointing on every block of every part: transformers' own where the part supports it
+    (non-reentrant: each block's forward is recomputed in the backward, FSDP2's hooks staying outside it), else
+    torch's checkpoint around the forward of each block the family declares (``Family.layers``: ALBERT's shared
+    layer, whose transformers class has none). Dropout draws the same numbers again in the recompute (the checkpoint
+    restores the RNG state), so the step is the one without it. State dict keys are unchanged."""
+    family = getattr(model, "family", None)
+    for name, hf_model in model.hf_models().items():
+        if getattr(hf_model, "supports_gradient_checkpointing", False):
+            hf_model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            continue
+        try:
+            layers = list(family.layers(hf_model)) if family is not None and family.layers is not None else []
+        except AttributeError:
+            layers = []
+        if not layers:
+            raise UserError(f"--gradient_checkpointing: the {name} part ({type(hf_model).__name__}) supports no "
+                            "activation checkpointing and its family declares no layers to checkpoint")
+        for layer in {id(layer): layer for layer in layers}.values():  # a shared layer once
+            layer.forward = functools.partial(_checkpointed, layer.forward)
+
+
+def _checkpointed(forward, *args, **kwargs):
+    if not torch.is_grad_enabled():
+        return forward(*args, **kwargs)
+    from torch.utils.checkpoint import checkpoint
+
+    return checkpoint(forward, *args, use_reentrant=False, **kwargs)
 
 
 def is_sharded(model: torch.nn.Module) -> bool:

@@ -42,7 +42,7 @@ from .resume import check_checkpoint
 from .run_config import TrainArgs
 from .run_dir import own_model_dir
 from .run_state import RunState
-from .sharding import gathered_model, is_sharded, shard_model
+from .sharding import checkpoint_activations, gathered_model, is_sharded, shard_model
 from .throughput import device_peak_tflops, throughput_scalars
 
 logger = get_logger(__name__)
@@ -367,6 +367,8 @@ def _build_state(run: Run, layout: Layout, precision: Precision) -> RunState:
     model = run.build_model().to(layout.device)
     if precision.model_dtype != torch.float32:
         model = model.to(precision.model_dtype)
+    if run.description.model.gradient_checkpointing:
+        checkpoint_activations(model)
     mode = run.description.system.fsdp
     if mode is not None and layout.distributed:  # sharded before the optimizer, which then holds the shards
         model = shard_model(model, mode, layout)

@@ -85,11 +85,14 @@ def test_the_flag_the_preset_and_use_deepspeed_resolve_into_the_run_description(
         args = parse_args(["--input_file", "x", "--tokenizer_dir", "t", "--model_dir", "m", "--parameter_file",
                            str(setup["params"]), "--model_type", model_type, *flags])
         params = load_parameters(setup["params"], model_type)
-        return describe(args, params, get_family(params.family)).system.fsdp
+        description = describe(args, params, get_family(params.family))
+        assert description.model.gradient_checkpointing == ("--gradient_checkpointing" in flags)
+        return description.system.fsdp
 
     assert resolved("bert-single") is None  # DDP, as before
     assert resolved("bert-sharded") == "full_shard"
     assert resolved("bert-sharded", "--fsdp", "hybrid_shard") == "hybrid_shard"  # the flag over the preset
+    assert resolved("bert-single", "--gradient_checkpointing") is None
     with caplog.at_level("INFO"):
         assert resolved("bert-single", "--use_deepspeed") == "shard_grad_op"
     assert "--use_deepspeed: training with PyTorch's FSDP2 in shard_grad_op mode" in caplog.text
@@ -163,7 +166,8 @@ TINY = {"number-of-layers": 2, "hidden-size": 32, "sequence-length": 16, "ffn-in
         "dropout": 0.0, "attention-dropout": 0.0}
 CASES = [("bert", "full_shard", None), ("electra", "full_shard", None), ("albert", "shard_grad_op", None),
          ("debertav3", "full_shard", None), ("llama", "full_shard", None), ("bert", "no_shard", None),
-         ("bert", "hybrid_shard", (1, 2)), ("bert", "hybrid_shard", (2, 1))]
+         ("bert", "hybrid_shard", (1, 2)), ("bert", "hybrid_shard", (2, 1)),
+         ("electra", "full_shard", None, "checkpointing"), ("gpt", "shard_grad_op", None, "checkpointing")]
 
 
 def case_name(family, mode, mesh, *checkpointing) -> str:
@@ -192,6 +196,8 @@ def _sharded_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world)
     layout = Layout(rank, world, rank, world, 0, 1, 4, 2, 2 * rank, 4, torch.device("cpu"))
     results = {}
+    from lmpretrain.sharding import checkpoint_activations
+
     for family, mode, mesh, *checkpointing in CASES:
         params = parse_preset(f"{family}-test", dict(TINY), "test")
 
@@ -200,6 +206,8 @@ def _sharded_worker(rank: int, world: int, port: int, out_dir: str) -> None:
 
         reference, model = build(), build()
         groups, units = tied_groups(reference), len(shard_units(model))
+        if checkpointing:
+            checkpoint_activations(model)
         shard_model(model, mode, layout, mesh_dims=mesh)
         losses, reference_losses = [], []
         for net, record, share in ((reference, reference_losses, False), (model, losses, True)):
@@ -256,3 +264,36 @@ def test_each_family_trains_sharded_as_unsharded_with_its_ties_kept(sharded_case
     if case.startswith(("bert", "electra", "albert")):
         assert result["groups"], result  # there were ties to keep
 
+
+# --- activation checkpointing, unsharded: every family -----------------------------------------------------------
+@pytest.mark.parametrize("family", __import__("lmpretrain.models", fromlist=["family_names"]).family_names())
+def test_gradient_checkpointing_gives_the_same_step_with_fewer_saved_activations(family):
+    from lmpretrain.models import build_model, parse_preset
+    from lmpretrain.sharding import checkpoint_activations
+    from tests.test_registry import a_batch
+
+    params = parse_preset(f"{family}-test", dict(TINY), "test")
+    results = []
+    for checkpointing in (False, True):
+        model = build_model(params, vocab_size=50, pad_token_id=0, seed=0, eos_token_id=3).train()
+        if checkpointing:
+            checkpoint_activations(model)
+        saved = []
+
+        def pack(tensor, saved=saved):
+            saved.append(tensor.numel())
+            return tensor
+
+        torch.manual_seed(100)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            out = model(a_batch(model.family))
+            loss = sum(out[t.name] for t in model.family.loss_terms)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((float(loss.detach()), grads, sum(saved)))
+    (loss, grads, saved), (loss_ckpt, grads_ckpt, saved_ckpt) = results
+    assert loss_ckpt == loss
+    assert set(grads_ckpt) == set(grads)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grads_ckpt[name], grad, rtol=1e-5, atol=1e-7)
+    assert saved_ckpt < saved  # the blocks' activations were not kept: recomputed in the backward
