@@ -9,6 +9,11 @@ Layout of one checkpoint::
       training_state.pt                   # optimizer, scheduler, scaler, RNG, step, data position
       lmpretrain_checkpoint.json          # written last: step + size and sha256 of every file above
 
+Under ``--fsdp`` (``sharded``) the weights and the optimizer state are instead in ``sharded/``, written by
+torch.distributed.checkpoint (each process its own shards, ``.metadata`` by rank 0), which any number of processes
+loads back (resharding); the parts' ``config.json`` and the tokenizer files stay, ``training_state.pt`` holds the
+rest. The final model is still a plain HF dir: gathered once on rank 0 and saved by ``save_pretrained``.
+
 :class:`Checkpoints` is a run's view of them: it saves the run state (:mod:`lmpretrain.run_state`), chooses the
 checkpoint to resume from and loads it back, and exports the final model. The functions below it are the format.
 
@@ -36,6 +41,7 @@ from .fsutil import atomic_write_text, publish, replace_dir, sha256_file
 from .log import get_logger, strict_dumps
 from .models.registry import usable_positions
 from .run_state import RunState
+from .sharding import all_finite, is_sharded, load_shards, save_shards
 from .tokenization import copy_tokenizer_files
 
 logger = get_logger(__name__)
@@ -43,6 +49,7 @@ logger = get_logger(__name__)
 MANIFEST = "lmpretrain_checkpoint.json"
 STATE_FILE = "training_state.pt"
 CONFIG_FILE = "lmpretrain_config.json"
+SHARDS = "sharded"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -53,33 +60,54 @@ class Checkpoints:
 
     ``config`` is the resolved run config written into each checkpoint; ``check(path, saved_config)`` raises
     :class:`UserError` when a checkpoint's saved config does not fit this run (then an older one is tried).
+    ``sharded``: write the weights and optimizer with torch.distributed.checkpoint (``--fsdp``).
     """
 
     def __init__(self, model_dir: str | Path, layout: Layout, *, tokenizer_dir: str | Path, config: dict,
-                 check: Callable[[Path, dict], None], total_limit: int | None = None):
+                 check: Callable[[Path, dict], None], total_limit: int | None = None, sharded: bool = False):
         self.model_dir, self.layout, self.tokenizer_dir = Path(model_dir), layout, Path(tokenizer_dir)
         self.config, self.check, self.total_limit = config, check, total_limit
+        self.sharded = sharded
 
     def save(self, state: RunState) -> Path:
         """Write ``checkpoint-<step>`` atomically (rank 0; every process waits for it). NaN weights are refused."""
         step = state.step
-        if not all(bool(torch.isfinite(p).all()) for p in state.model.parameters()):
+        if not all_finite(state.model.parameters()):
             raise UserError(f"step {step}: the weights contain NaN/inf; not saving them "
                             f"(the last checkpoint in {self.model_dir} is intact)")
+        shards = self._write_shards(state) if self.sharded else None
         if self.layout.is_main:
-            save_checkpoint(self.model_dir, step, lambda tmp: self._write(tmp, state), total_limit=self.total_limit)
+            save_checkpoint(self.model_dir, step, lambda tmp: self._write(tmp, state, shards),
+                            total_limit=self.total_limit)
         barrier()
         return checkpoint_path(self.model_dir, step)
 
-    def _write(self, directory: Path, state: RunState) -> None:
+    def _write_shards(self, state: RunState) -> Path:
+        """Every process writes its shards into a hidden folder named by rank 0's process id (removed as a leftover
+        if the save is interrupted), which rank 0 then moves into its temporary checkpoint."""
+        owner = torch.tensor([float(os.getpid()) if self.layout.is_main else 0.0], dtype=torch.float64)
+        staging = self.model_dir / f".checkpoint-{state.step}.shards-{int(all_reduce_sum(owner)[0])}"
+        save_shards(state.model, state.optimizer, staging)
+        barrier()
+        return staging
+
+    def _write(self, directory: Path, state: RunState, shards: Path | None = None) -> None:
         model = state.model
-        model.save_pretrained(directory)
+        if shards is None:
+            model.save_pretrained(directory)
+        else:  # the weights are in the shards; each part's config beside them, so that its folder reads as today's
+            os.replace(shards, directory / SHARDS)
+            for part, hf_model in zip(model.family.parts, model.hf_models().values()):
+                hf_model.config.save_pretrained(directory / part.folder)
         positions = usable_positions(model.hf_models()[model.family.main_part.name].config)
         for part in model.family.parts:  # each part's dir is complete on its own: tokenizer files in every one
             copy_tokenizer_files(self.tokenizer_dir, directory / part.folder, positions,
                                  causal_lm=model.family.collator == "causal", skip=OWN_FILES)
         (directory / CONFIG_FILE).write_text(strict_dumps(self.config, indent=1, default=str), encoding="utf-8")
-        save_training_state(directory, state.state_dict())
+        saved = state.state_dict()
+        if shards is not None:  # in the shards (its states are sharded too)
+            saved["optimizer"], saved["model_extra"] = None, {}
+        save_training_state(directory, saved)
 
     def restore(self, state: RunState, *, resume: bool) -> Path | None:
         """Remove leftovers of interrupted writes; with ``resume``, load ``state`` from the newest usable checkpoint
@@ -90,14 +118,21 @@ class Checkpoints:
         if not resume:
             return None
         path, saved = self._choose(lambda p: self._load(p, state.model))
+        if (path / SHARDS).is_dir():  # every process, together, once the checkpoint is chosen
+            load_shards(state.model, state.optimizer, path / SHARDS)
         state.load_state_dict(saved)
         logger.info("resumed from %s at step %d (sample position %d)", path, state.step, state.train.next_position)
         return path
 
     def _load(self, path: Path, model) -> dict:
-        """Check that a checkpoint fits this run, load its weights into ``model`` and return its training state."""
+        """Check that a checkpoint fits this run, load its weights into ``model`` and return its training state
+        (a sharded checkpoint's weights are loaded by :meth:`restore`, by every process together)."""
         self.check(path, json.loads((path / CONFIG_FILE).read_text(encoding="utf-8")))
-        load_weights(model, path)
+        if not (path / SHARDS).is_dir():
+            if is_sharded(model):
+                raise UserError(f"{path.name} was written without --fsdp (a plain model dir): resume it without "
+                                "--fsdp; a later checkpoint of that run is then written sharded if you ask")
+            load_weights(model, path)
         return load_training_state(path)
 
     def _choose(self, load: Callable[[Path], dict]) -> tuple[Path, dict]:
@@ -127,22 +162,46 @@ class Checkpoints:
         except LOAD_ERRORS as error:
             raise UserError(f"rank {layout.rank}: cannot load {path}, which rank 0 resumes from: {error}") from None
 
-    def export_final(self, state: RunState, summary: dict, *, verify: Callable[[Path], dict]) -> None:
+    def export_final(self, state: RunState, summary: dict, *, verify: Callable[[Path], dict],
+                     model: torch.nn.Module | None = None) -> None:
         """Copy the final checkpoint's model and tokenizer files to the top of ``model_dir`` (each file atomically),
         check the copy with ``verify(model_dir)`` (the trainer passes export.verify_export against the trained model:
         logits through transformers' Auto classes, ids through AutoTokenizer), and write ``train_summary.json`` last,
-        so that its presence means a finished, verified model. Rank 0 writes; every process waits for it."""
+        so that its presence means a finished, verified model. Rank 0 writes; every process waits for it.
+        A sharded checkpoint's weights come from ``model``: the whole model, gathered on rank 0."""
         if self.layout.is_main:
-            self._export(checkpoint_path(self.model_dir, state.step), summary, verify)
+            self._export(checkpoint_path(self.model_dir, state.step), summary, verify, model)
         barrier()
 
-    def _export(self, checkpoint_dir: Path, summary: dict, verify: Callable[[Path], dict]) -> None:
+    def _export(self, checkpoint_dir: Path, summary: dict, verify: Callable[[Path], dict],
+                model: torch.nn.Module | None = None) -> None:
         model_dir = self.model_dir
         (model_dir / "train_summary.json").unlink(missing_ok=True)  # an older run's must not vouch for this one
-        for src in checkpoint_dir.rglob("*"):
+        gathered = None
+        if (checkpoint_dir / SHARDS).is_dir():  # the gathered model's weights, saved beside the checkpoint first
+            gathered = model_dir / f".{checkpoint_dir.name}.export-{os.getpid()}"
+            shutil.rmtree(gathered, ignore_errors=True)
+            model.save_pretrained(gathered)
+        try:
+            self._copy_export(checkpoint_dir, gathered)
+        finally:
+            if gathered is not None:
+                shutil.rmtree(gathered, ignore_errors=True)
+        worst = verify(model_dir)
+        logger.info("verified the export in %s: logits match the trained model (max difference %s), "
+                    "AutoTokenizer ids match the training pipeline's", model_dir,
+                    ", ".join(f"{k} {v:.2g}" for k, v in worst.items()))
+        atomic_write_text(model_dir / "train_summary.json", strict_dumps(summary, indent=1))
+
+    def _copy_export(self, checkpoint_dir: Path, gathered: Path | None) -> None:
+        model_dir = self.model_dir
+        sources = [(src, checkpoint_dir) for src in checkpoint_dir.rglob("*")
+                   if SHARDS not in src.relative_to(checkpoint_dir).parts]
+        sources += [(src, gathered) for src in gathered.rglob("*")] if gathered is not None else []
+        for src, root in sources:
             if src.is_dir() or src.name in (MANIFEST, STATE_FILE):
                 continue
-            dest = model_dir / src.relative_to(checkpoint_dir)
+            dest = model_dir / src.relative_to(root)
             tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
             try:
                 dest.parent.mkdir(parents=True, exist_ok=True)
@@ -154,11 +213,6 @@ class Checkpoints:
                 reason = describe_write_failure(error, model_dir)
                 raise UserError(f"could not copy the final model to {dest}: {reason}; {checkpoint_dir} is complete "
                                 f"and holds the same model") from None
-        worst = verify(model_dir)
-        logger.info("verified the export in %s: logits match the trained model (max difference %s), "
-                    "AutoTokenizer ids match the training pipeline's", model_dir,
-                    ", ".join(f"{k} {v:.2g}" for k, v in worst.items()))
-        atomic_write_text(model_dir / "train_summary.json", strict_dumps(summary, indent=1))
 
 
 def load_weights(model, path: Path) -> None:
@@ -324,7 +378,7 @@ def rotate_checkpoints(model_dir: str | Path, total_limit: int) -> None:
         shutil.rmtree(doomed, ignore_errors=True)
 
 
-_LEFTOVER = re.compile(r"^\.(checkpoint-\d+)\.(tmp|old|deleting)-\d+$")
+_LEFTOVER = re.compile(r"^\.(checkpoint-\d+)\.(tmp|old|deleting|shards|export)-\d+$")
 
 
 def clean_partial_checkpoints(model_dir: str | Path) -> None:

@@ -95,6 +95,11 @@ class ModelParams:
     """The newest original's ``fp16-type`` in a preset (0-3, as --fp16_type, which overrides it when given)."""
     bf16: bool = False
     """The newest original's ``bf16`` in a preset (--bf16 turns it on too)."""
+    fsdp: str | None = None
+    """``fsdp``: shard with FSDP2 (no_shard, shard_grad_op, full_shard, hybrid_shard; --fsdp overrides it); None:
+    DDP."""
+    gradient_checkpointing: bool = False
+    """``gradient-checkpointing``: recompute each block's activations in the backward (--gradient_checkpointing)."""
     extra: dict = field(default_factory=dict)
     """The family's own options (its registry declaration names them), with their defaults filled in."""
 
@@ -164,11 +169,15 @@ KEYS = {
     "initializer-range": ("initializer_range", "pos_float"),
     "fp16-type": ("fp16_type", "fp16_level"),  # the newest original puts these in every preset
     "bf16": ("bf16", "bool"),
+    "fsdp": ("fsdp", "fsdp_mode"),
+    "gradient-checkpointing": ("gradient_checkpointing", "bool"),
 }
 REQUIRED_KEYS = ("learning-rate", "batch-size")
 BUDGET_KEYS = ("train-steps", "train-epochs", "train-tokens")
 """How long a run trains: exactly one of them (the flags --train_steps / --train_epochs / --train_tokens override)."""
 LR_SCHEDULES = ("linear", "cosine")
+FSDP_MODES = ("no_shard", "shard_grad_op", "full_shard", "hybrid_shard")
+"""The preset's ``fsdp`` / --fsdp: transformers' names of the sharding strategies (:mod:`lmpretrain.sharding`)."""
 SHAPE_KEYS = ("number-of-layers", "hidden-size", "sequence-length", "ffn-inner-hidden-size", "attention-heads")
 """Required unless the preset continues from a pretrained model, whose config then supplies them."""
 FIELD_KEYS = {name: key for key, (name, _) in KEYS.items() if key in SHAPE_KEYS}
@@ -177,6 +186,10 @@ FIELD_KEYS = {name: key for key, (name, _) in KEYS.items() if key in SHAPE_KEYS}
 def _convert(kind: str, value):
     """Return the converted value, or raise ValueError with what was expected."""
     number = (int, float)
+    if kind == "fsdp_mode":
+        if value not in FSDP_MODES:
+            raise ValueError(f"expected one of {', '.join(map(repr, FSDP_MODES))}, got {value!r}")
+        return value
     if kind == "token_init":
         if value not in ("mean", "pieces"):
             raise ValueError(f'expected "mean" or "pieces", got {value!r}')

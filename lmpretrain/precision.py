@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import UserError
+from .sharding import full_tensor
 
 
 @dataclass
@@ -46,7 +47,8 @@ class Precision:
         clipping, left on the device (the loop reads it with the step's other values, in one synchronisation)."""
         if self.scaler is not None:
             self.scaler.unscale_(optimizer)
-        return torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+        norm = torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+        return full_tensor(norm)  # FSDP2: the norm of sharded gradients is a DTensor, summed over the shards here
 
     def apply(self, optimizer: torch.optim.Optimizer, *, grad_norm: float, loss_finite: bool = True) -> bool:
         """Step the optimizer after :meth:`clip`, unless the step is non-finite; returns whether it stepped.

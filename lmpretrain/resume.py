@@ -35,11 +35,12 @@ _BREAKS = {"family", "number_of_layers", "hidden_size", "ffn_inner_hidden_size",
            "sequence_length", "max_position_embeddings", "frozen_layers"}
 _CONTINUES = {"warmup_steps", "warmup_ratio", "learning_rate", "save_steps", "logging_steps",
               "save_total_limit", "gradient_accumulation_steps", "max_grad_norm", "weight_decay", "adam_epsilon",
-              "adam_betas", "dropout", "attention_dropout"}
+              "adam_betas", "dropout", "attention_dropout", "fsdp"}
 # settled elsewhere (resolved.*, the global batch) or without effect on a resumed run (its weights are the checkpoint's)
 _NOT_COMPARED = {"model_type", "pretrained_model_name_or_path", "pretrained_generator", "resize_embeddings",
                  "initializer_range", "train_steps", "train_epochs", "train_tokens",
-                 "lr_schedule", "min_lr_ratio", "eval_steps", "whole_word_mask", "node_batch_sizes"}
+                 "lr_schedule", "min_lr_ratio", "eval_steps", "whole_word_mask", "node_batch_sizes",
+                 "gradient_checkpointing"}  # memory against compute: the same steps
 _RESOLVED_NEWER = {"train budget": "budget", "lr schedule": "lr_schedule", "min lr ratio": "min_lr_ratio"}
 _DATA_KEYS = {"corpus": "corpus", "eval data": "eval"}  # view name -> key of the saved config's "data"
 _ARGS_CONTINUE = ("fp16_type", "bf16", "max_eval_samples", "max_nonfinite_steps")

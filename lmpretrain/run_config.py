@@ -10,6 +10,7 @@ from fractions import Fraction
 from typing import TYPE_CHECKING
 
 from .cli import HelpFormatter
+from .config import FSDP_MODES
 from .errors import UserError
 
 if TYPE_CHECKING:
@@ -32,6 +33,12 @@ class TrainArgs:
     fp16_type: int | None = None
     """0 fp32, 1 mixed precision, 2 'almost fp16', 3 pure fp16 (the Apex levels, served by torch.amp)."""
     bf16: bool = False
+    fsdp: str | None = None
+    """Shard with FSDP2: no_shard, shard_grad_op, full_shard or hybrid_shard (None: the preset's fsdp, else DDP)."""
+    use_deepspeed: bool = False
+    """The original's flag (DeepSpeed ZeRO-2): accepted, and means --fsdp shard_grad_op."""
+    gradient_checkpointing: bool = False
+    """Recompute each block's activations in the backward instead of keeping them (less memory, ~1/3 more compute)."""
     tokenizer_type: str | None = None
     """Accepted for the original's command lines; checked against what the tokenizer dir records."""
     mecab_dic_type: str | None = None
@@ -168,6 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="0 fp32, 1 mixed precision, 2 'almost fp16', 3 pure fp16 (the Apex levels, served by "
                         "torch.amp); None: the preset's fp16-type, else 0")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (where the hardware has it)")
+    p.add_argument("--fsdp", choices=list(FSDP_MODES), default=None,
+                   help="shard parameters, gradients and optimizer states with PyTorch's FSDP2: no_shard, "
+                        "shard_grad_op (ZeRO-2), full_shard (ZeRO-3), hybrid_shard (sharded in a node, replicated "
+                        "across nodes); None: the preset's fsdp, else DDP")
+    p.add_argument("--use_deepspeed", action="store_true",
+                   help="the original's flag (DeepSpeed ZeRO-2): means --fsdp shard_grad_op")
+    p.add_argument("--gradient_checkpointing", action="store_true",
+                   help="activation checkpointing per block: recompute each block's activations in the backward "
+                        "(less memory, about a third more compute); also the preset's gradient-checkpointing")
     p.add_argument("--tokenizer_type", default=None,
                    help="the original's flag: checked against the tokenizer dir's algorithm (None: not checked)")
     p.add_argument("--mecab_dic_type", default=None,

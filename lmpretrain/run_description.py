@@ -30,6 +30,7 @@ from .data.layouts import INSTANCE_VERSION
 from .data.loader import default_dataloader_workers
 from .distributed import preset_global_batch_size
 from .errors import UserError
+from .log import get_logger
 from .run_config import TrainArgs, budget_from, budget_steps
 from .trackers import resolve_report_to
 
@@ -37,6 +38,10 @@ if TYPE_CHECKING:
     from .config import ModelParams
     from .distributed import Layout
     from .models import Family, VocabPlan
+
+logger = get_logger(__name__)
+DEEPSPEED_MODE = "shard_grad_op"
+"""What the original's ``--use_deepspeed`` (DeepSpeed ZeRO-2) means: gradients and optimizer states sharded."""
 
 RECORD_FORMAT = 2
 """``lmpretrain_config.json`` written from a run description (format 1: the flat params/args/resolved record)."""
@@ -64,6 +69,9 @@ class ModelSettings:
     """--compile: torch.compile the model (batches then padded to one shape)."""
     vocab_plan: VocabPlan | None = None
     """The pretrained model's embeddings mapped by token to this tokenizer (None: same vocabulary, or no model)."""
+    gradient_checkpointing: bool = False
+    """--gradient_checkpointing or the preset's gradient-checkpointing: every part's blocks recompute their
+    activations in the backward (transformers' activation checkpointing, non-reentrant)."""
 
 
 @dataclass(frozen=True)
@@ -192,6 +200,10 @@ class SystemSettings:
     report_batch_size: int | None = None
     """The global batch an epoch's steps are counted at: this run's, or under --build_dataset_only the preset's
     over all its nodes, even when not all of them are launched for the build."""
+    fsdp: str | None = None
+    """How the model is spread over the processes: None, DDP (every process holds all of it); else FSDP2's mode
+    (:mod:`lmpretrain.sharding`): --fsdp, else --use_deepspeed's shard_grad_op, else the preset's fsdp. Checkpoints
+    are then written with torch.distributed.checkpoint, one shard per process."""
 
     @property
     def batch_key(self) -> str:
@@ -245,7 +257,8 @@ class RunDescription:
         model = {"family": self.model.family.name, "params": self.model.params.to_dict(),
                  "pretrained": self.model.pretrained, "resize_embeddings": self.model.resize_embeddings,
                  "loss_terms": [term.name for term in self.model.loss_terms],
-                 "loss_weights": dict(self.model.loss_weights), "compile": self.model.compile}
+                 "loss_weights": dict(self.model.loss_weights), "compile": self.model.compile,
+                 "gradient_checkpointing": self.model.gradient_checkpointing}
         optim = asdict(self.optim)
         optim["budget"], optim["adam_betas"] = list(self.optim.budget), list(self.optim.adam_betas)
         data = asdict(self.data)
@@ -277,7 +290,7 @@ def describe(args: TrainArgs, params: ModelParams, family: Family, *, resume: bo
         pretrained=args.pretrained_model_name_or_path or params.pretrained_model_name_or_path,
         resize_embeddings=args.resize_embeddings or params.resize_embeddings,
         loss_terms=family.loss_terms_for(params), loss_weights=family.loss_weights(params), compile=args.compile,
-        vocab_plan=vocab_plan)
+        vocab_plan=vocab_plan, gradient_checkpointing=args.gradient_checkpointing or params.gradient_checkpointing)
     optim = OptimSettings(
         learning_rate=params.learning_rate, weight_decay=params.weight_decay, adam_epsilon=params.adam_epsilon,
         adam_betas=tuple(params.adam_betas), max_grad_norm=params.max_grad_norm,
@@ -308,5 +321,17 @@ def describe(args: TrainArgs, params: ModelParams, family: Family, *, resume: bo
     system = SystemSettings(
         parameter_file=args.parameter_file, model_type=args.model_type, node_batch_sizes=params.node_batch_sizes,
         node_rank=args.node_rank, local_rank=args.local_rank, device=args.device, peak_tflops=args.peak_tflops,
-        build_dataset_only=args.build_dataset_only)
+        build_dataset_only=args.build_dataset_only, fsdp=_sharding(args, params))
     return RunDescription(model=model, optim=optim, data=data, outputs=outputs, system=system)
+
+
+def _sharding(args: TrainArgs, params: ModelParams) -> str | None:
+    """--fsdp, else --use_deepspeed (the original's ZeRO-2: shard_grad_op, said once), else the preset's fsdp."""
+    if args.use_deepspeed:
+        if args.fsdp not in (None, DEEPSPEED_MODE):
+            raise UserError(f"--use_deepspeed means --fsdp {DEEPSPEED_MODE} (DeepSpeed ZeRO-2); it contradicts "
+                            f"--fsdp {args.fsdp}: give one of them")
+        logger.info("--use_deepspeed: training with PyTorch's FSDP2 in %s mode, DeepSpeed ZeRO-2's equivalent "
+                    "(gradients and optimizer states sharded); DeepSpeed itself is not used", DEEPSPEED_MODE)
+        return DEEPSPEED_MODE
+    return args.fsdp or params.fsdp

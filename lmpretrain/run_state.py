@@ -78,7 +78,8 @@ class RunState:
 
     def load_state_dict(self, saved: dict) -> None:
         """Restore what :meth:`state_dict` returned (the weights are loaded separately, from the model dirs)."""
-        self.optimizer.load_state_dict(saved["optimizer"])
+        if saved["optimizer"] is not None:  # None: in a sharded checkpoint's shards, loaded with the weights
+            self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         if self.scaler is not None and saved.get("scaler"):
             self.scaler.load_state_dict(saved["scaler"])

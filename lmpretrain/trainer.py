@@ -42,6 +42,7 @@ from .resume import check_checkpoint
 from .run_config import TrainArgs
 from .run_dir import own_model_dir
 from .run_state import RunState
+from .sharding import checkpoint_activations, gathered_model, is_sharded, shard_model
 from .throughput import device_peak_tflops, throughput_scalars
 from .trackers import open_trackers
 
@@ -210,7 +211,7 @@ def _train_loop(run: Run, history: tuple, layout: Layout, precision: Precision, 
     checkpoints = ckpt.Checkpoints(outputs.model_dir, layout, tokenizer_dir=data_settings.tokenizer_dir,
                                    config=current,
                                    check=lambda path, saved: check_checkpoint(run.description, path, saved, current),
-                                   total_limit=outputs.save_total_limit)
+                                   total_limit=outputs.save_total_limit, sharded=system.fsdp is not None)
     if checkpoints.restore(state, resume=outputs.resume) is not None:
         apply_settings(state.optimizer, state.scheduler, learning_rate=optim.learning_rate,
                        weight_decay=optim.weight_decay, adam_epsilon=optim.adam_epsilon, adam_betas=optim.adam_betas)
@@ -355,9 +356,11 @@ def _train_loop(run: Run, history: tuple, layout: Layout, precision: Precision, 
     summary.update(last_eval)
     if first_eval.get("eval/perplexity") is not None and steps_left == train_steps:  # the run started at step 0
         summary["eval/perplexity_at_start"] = first_eval["eval/perplexity"]
+    whole = gathered_model(model, run.build_model, is_main=layout.is_main)  # FSDP: gathered once, on rank 0
     try:
-        checkpoints.export_final(state, summary, verify=lambda export_dir: export.verify_export(model, export_dir,
-                                                                                                 run.encoder))
+        checkpoints.export_final(state, summary, verify=lambda export_dir: export.verify_export(whole, export_dir,
+                                                                                                 run.encoder),
+                                 model=whole)
     except BaseException:
         writer.finish(failed=True)
         raise
@@ -373,6 +376,15 @@ def _build_state(run: Run, layout: Layout, precision: Precision) -> RunState:
     model = run.build_model().to(layout.device)
     if precision.model_dtype != torch.float32:
         model = model.to(precision.model_dtype)
+    if run.description.model.gradient_checkpointing:
+        checkpoint_activations(model)
+    mode = run.description.system.fsdp
+    if mode is not None and layout.distributed:  # sharded before the optimizer, which then holds the shards
+        model = shard_model(model, mode, layout)
+        logger.info("FSDP2 %s over %d processes: each block a unit, then the root", mode, layout.world_size)
+    elif mode is not None:
+        logger.info("--fsdp %s in one process: nothing to shard; checkpoints are written with "
+                    "torch.distributed.checkpoint all the same, so that more processes can resume them", mode)
     optimizer = build_optimizer(model, learning_rate=optim.learning_rate, weight_decay=optim.weight_decay,
                                 adam_epsilon=optim.adam_epsilon, adam_betas=optim.adam_betas, device=layout.device)
     scheduler = lr_schedule(optimizer, warmup_steps=optim.warmup_steps, train_steps=optim.train_steps,
@@ -392,8 +404,9 @@ def _fresh_purge(tb_dir: Path) -> int | None:
 
 
 def _wrap(model: torch.nn.Module, layout: Layout, *, compile_model: bool) -> torch.nn.Module:
-    """The module the loop calls: DDP across processes, torch.compile if asked (checkpoints use ``model``)."""
-    if layout.distributed:
+    """The module the loop calls: DDP across processes (unless sharded with FSDP2 already), torch.compile if asked
+    (checkpoints use ``model``)."""
+    if layout.distributed and not is_sharded(model):  # FSDP2 modules synchronise their own gradients
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[layout.device.index] if layout.device.type == "cuda" else None)
     return torch.compile(model) if compile_model else model

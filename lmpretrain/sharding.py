@@ -1,0 +1,199 @@
+"""Sharded training on PyTorch's own FSDP2 (``torch.distributed.fsdp.fully_shard``): the modes, the device mesh, and
+where each family's parameters are sharded.
+
+``--fsdp`` (transformers' names) and what each does here:
+
+- not given: DDP (``DistributedDataParallel``), as always;
+- ``no_shard``: FSDP2 on a (processes, 1) mesh: replicated, gradients all-reduced (DDP's math through FSDP);
+- ``shard_grad_op`` (ZeRO-2; the original's ``--use_deepspeed``): parameters, gradients and optimizer states
+  sharded; a block's weights stay gathered from its forward to its backward (``reshard_after_forward=False``);
+- ``full_shard`` (ZeRO-3): the same, re-gathered for the backward;
+- ``hybrid_shard`` (HSDP): a (nodes, processes per node) mesh: sharded inside a node, replicated across nodes.
+
+Where parameters live: each transformer block the family declares (``Family.layers``, applied to every part whose
+model has them) is its own FSDP unit; everything else (the embeddings, the heads, the tied output layers, ELECTRA's
+shared embeddings, DeBERTa-v3's GDES table) belongs to the root unit, which is gathered for the whole forward and
+backward: a tied or shared parameter is one parameter of one unit, so it stays tied. A block the family lists more
+than once (ALBERT's layer, run at every depth) is shared too, and stays in the root.
+
+Gradients: FSDP2 averages them over all processes, as DDP does, so the loop's loss weighting (x world size) holds.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from .errors import UserError
+from .log import get_logger
+
+if TYPE_CHECKING:
+    from .distributed import Layout
+
+logger = get_logger(__name__)
+
+
+
+def mesh_shape(mode: str, layout: Layout) -> tuple[int, ...]:
+    """The device mesh of a mode: 1-D (every process) for the sharded modes; (replicas, shards) for the others."""
+    if mode == "no_shard":
+        return (layout.world_size, 1)
+    if mode == "hybrid_shard":
+        if layout.world_size % layout.num_nodes:
+            raise UserError(f"--fsdp hybrid_shard: {layout.world_size} processes over {layout.num_nodes} nodes are "
+                            "not the same number on every node")
+        return (layout.num_nodes, layout.world_size // layout.num_nodes)
+    return (layout.world_size,)
+
+
+def device_mesh(shape: tuple[int, ...], device: torch.device):
+    from torch.distributed.device_mesh import init_device_mesh
+
+    names = ("replicate", "shard") if len(shape) == 2 else ("shard",)
+    return init_device_mesh(device.type, shape, mesh_dim_names=names)
+
+
+def shard_units(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The modules that become FSDP units of their own, the root aside: each block of each part, from the family's
+    ``layers`` declaration (a part whose model the declaration does not fit keeps its blocks in the root), minus
+    the blocks listed more than once (shared weights, run at several depths)."""
+    family = getattr(model, "family", None)
+    if family is None or family.layers is None:
+        return []
+    units, seen, shared = [], set(), set()
+    for hf_model in model.hf_models().values():
+        try:
+            layers = list(family.layers(hf_model))
+        except AttributeError:
+            continue
+        for layer in layers:
+            if id(layer) in seen:
+                shared.add(id(layer))
+            else:
+                seen.add(id(layer))
+                units.append(layer)
+    return [unit for unit in units if id(unit) not in shared]
+
+
+def shard_model(model: torch.nn.Module, mode: str, layout: Layout, *, mesh_dims: tuple[int, ...] | None = None,
+                mp_policy=None) -> torch.nn.Module:
+    """Apply ``fully_shard`` in place: each block (:func:`shard_units`), then the root. ``mesh_dims`` overrides the
+    mode's mesh (tests: a 2x1 hybrid mesh on one machine). Returns ``model``, now an ``FSDPModule``."""
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = device_mesh(mesh_dims or mesh_shape(mode, layout), layout.device)
+    kwargs = {"mesh": mesh, "reshard_after_forward": mode != "shard_grad_op"}
+    if mp_policy is not None:
+        kwargs["mp_policy"] = mp_policy
+    for unit in shard_units(model):
+        fully_shard(unit, **kwargs)
+    fully_shard(model, **kwargs)
+    return model
+
+
+def checkpoint_activations(model: torch.nn.Module) -> None:
+    """Activation checkpointing on every block of every part: transformers' own where the part supports it
+    (non-reentrant: each block's forward is recomputed in the backward, FSDP2's hooks staying outside it), else
+    torch's checkpoint around the forward of each block the family declares (``Family.layers``: ALBERT's shared
+    layer, whose transformers class has none). Dropout draws the same numbers again in the recompute (the checkpoint
+    restores the RNG state), so the step is the one without it. State dict keys are unchanged."""
+    family = getattr(model, "family", None)
+    for name, hf_model in model.hf_models().items():
+        if getattr(hf_model, "supports_gradient_checkpointing", False):
+            hf_model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            continue
+        try:
+            layers = list(family.layers(hf_model)) if family is not None and family.layers is not None else []
+        except AttributeError:
+            layers = []
+        if not layers:
+            raise UserError(f"--gradient_checkpointing: the {name} part ({type(hf_model).__name__}) supports no "
+                            "activation checkpointing and its family declares no layers to checkpoint")
+        for layer in {id(layer): layer for layer in layers}.values():  # a shared layer once
+            layer.forward = functools.partial(_checkpointed, layer.forward)
+
+
+def _checkpointed(forward, *args, **kwargs):
+    if not torch.is_grad_enabled():
+        return forward(*args, **kwargs)
+    from torch.utils.checkpoint import checkpoint
+
+    return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def full_tensor(value: torch.Tensor) -> torch.Tensor:
+    """A DTensor's whole value (a collective: every process calls it); a plain tensor as it is."""
+    from torch.distributed.tensor import DTensor
+
+    return value.full_tensor() if isinstance(value, DTensor) else value
+
+
+def all_finite(parameters) -> bool:
+    """Whether every weight is finite, each process looking at its own shards (the same answer on every process
+    when the model is sharded: one all-reduce)."""
+    from torch.distributed.tensor import DTensor
+
+    parameters = list(parameters)
+    finite = all(bool(torch.isfinite(p.to_local() if isinstance(p, DTensor) else p).all()) for p in parameters)
+    if not any(isinstance(p, DTensor) for p in parameters):
+        return finite
+    from .distributed import all_reduce_sum
+
+    return float(all_reduce_sum(torch.tensor([0.0 if finite else 1.0], dtype=torch.float64))[0]) == 0.0
+
+
+def save_shards(model: torch.nn.Module, optimizer: torch.optim.Optimizer, directory: Path) -> None:
+    """Write the model's and optimizer's state with torch.distributed.checkpoint: every process its own shards
+    (a plain model in one process: the whole of it), ``.metadata`` by rank 0. Collective."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optimizer": optimizer_state, "extra": _resume_state(model)},
+             checkpoint_id=str(directory))
+
+
+def load_shards(model: torch.nn.Module, optimizer: torch.optim.Optimizer, directory: Path) -> None:
+    """Load what :func:`save_shards` wrote into ``model`` and ``optimizer``, on any number of processes (DCP
+    reshards: 2 -> 1, 1 -> 2 ...). Collective."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_state, optimizer_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optimizer": optimizer_state, "extra": _resume_state(model)}
+    dcp.load(state, checkpoint_id=str(directory))
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+    if state["extra"]:
+        model.load_resume_state(state["extra"])
+
+
+def _resume_state(model: torch.nn.Module) -> dict:
+    """What an exact resume needs beyond the weights (DeBERTa-v3's E_delta), sharded like the weights it is."""
+    resume_state = getattr(model, "resume_state", None)
+    return resume_state() if resume_state is not None else {}
+
+
+def gathered_model(model: torch.nn.Module, build: Callable[[], torch.nn.Module], *, is_main: bool):
+    """The whole model, unsharded, on the CPU of rank 0 (None elsewhere): a fresh ``build()`` holding the full
+    state dict gathered from the shards (collective; each parameter gathered once, straight to the CPU). A plain
+    model is returned as it is."""
+    if not is_sharded(model):
+        return model
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if not is_main:
+        return None
+    plain = build().to("cpu")
+    plain.load_state_dict(full)
+    return plain.eval()

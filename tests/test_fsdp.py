@@ -1,0 +1,299 @@
+"""Sharded training with FSDP2 (``--fsdp``) on the CPU with gloo on loopback: the same losses as one unsharded process
+over the same global batch, tied and shared weights kept tied, sharded checkpoints written per rank and resumed on
+another number of processes, the final model a plain HF dir."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+import transformers
+from safetensors.torch import load_file
+
+from lmpretrain.run_config import parse_args
+from lmpretrain.sharding import mesh_shape
+from tests.test_distributed_training import PRESET, check, env, free_port, losses, script_args, torchrun
+
+STEPS = (1, 2, 3, 4)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, sample_corpus, tiny_tokenizer_dir):
+    root = tmp_path_factory.mktemp("fsdp")
+    params = root / "parameter.json"
+    params.write_text(json.dumps({
+        "bert-single": {**PRESET, "batch-size": {"-1": 8}},
+        "albert-single": {**PRESET, "batch-size": {"-1": 8}, "embedding-size": 16},
+        "bert-sharded": {**PRESET, "batch-size": {"-1": 8}, "fsdp": "full_shard"},
+    }))
+    return {"root": root, "params": params, "corpus": sample_corpus, "tokenizer": tiny_tokenizer_dir,
+            "cache": root / "cache"}
+
+
+def one_process(setup, out, model_type, *extra):
+    proc = subprocess.run([sys.executable, *script_args(setup, out, model_type, *extra)], env=env(),
+                          capture_output=True, text=True, timeout=600)
+    check(proc)
+    return proc
+
+
+def two_processes(setup, out, model_type, *extra):
+    proc = subprocess.run(torchrun("--nproc_per_node", "2", "--master_port", str(free_port()),
+                                   *script_args(setup, out, model_type, *extra)),
+                          env=env(), capture_output=True, text=True, timeout=600)
+    check(proc)
+    return proc
+
+
+def assert_same_losses(reference, other, steps=STEPS):
+    a, b = losses(reference), losses(other)
+    assert sorted(b) == list(steps), b
+    for step in steps:
+        assert b[step] == pytest.approx(a[step], rel=1e-5, abs=1e-6), (step, a, b)
+
+
+def assert_same_final_model(reference, other, folder=""):
+    wa, wb = load_file(reference / folder / "model.safetensors"), load_file(other / folder / "model.safetensors")
+    assert set(wa) == set(wb)
+    for name in wa:
+        torch.testing.assert_close(wb[name], wa[name], rtol=1e-4, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def single(setup):
+    out = setup["root"] / "single"
+    one_process(setup, out, "bert-single")
+    return out
+
+
+@pytest.fixture(scope="module")
+def full_shard(setup):
+    out = setup["root"] / "full_shard"
+    two_processes(setup, out, "bert-single", "--fsdp", "full_shard")
+    return out
+
+
+def test_the_flag_the_preset_and_use_deepspeed_resolve_into_the_run_description(setup, caplog):
+    from lmpretrain.errors import UserError
+    from lmpretrain.models import get_family
+    from lmpretrain.models.presets import load_parameters
+    from lmpretrain.run_description import describe
+
+    def resolved(model_type, *flags):
+        args = parse_args(["--input_file", "x", "--tokenizer_dir", "t", "--model_dir", "m", "--parameter_file",
+                           str(setup["params"]), "--model_type", model_type, *flags])
+        params = load_parameters(setup["params"], model_type)
+        description = describe(args, params, get_family(params.family))
+        assert description.model.gradient_checkpointing == ("--gradient_checkpointing" in flags)
+        return description.system.fsdp
+
+    assert resolved("bert-single") is None  # DDP, as before
+    assert resolved("bert-sharded") == "full_shard"
+    assert resolved("bert-sharded", "--fsdp", "hybrid_shard") == "hybrid_shard"  # the flag over the preset
+    assert resolved("bert-single", "--gradient_checkpointing") is None
+    with caplog.at_level("INFO"):
+        assert resolved("bert-single", "--use_deepspeed") == "shard_grad_op"
+    assert "--use_deepspeed: training with PyTorch's FSDP2 in shard_grad_op mode" in caplog.text
+    with pytest.raises(UserError, match="--use_deepspeed means --fsdp shard_grad_op"):
+        resolved("bert-single", "--use_deepspeed", "--fsdp", "full_shard")
+    bad = setup["root"] / "bad.json"
+    bad.write_text(json.dumps({"bert-bad": {**PRESET, "batch-size": {"-1": 8}, "fsdp": "zero3"}}))
+    with pytest.raises(UserError, match=r"bert-bad\.fsdp.*'zero3'"):
+        load_parameters(bad, "bert-bad")
+
+
+def test_mesh_of_each_mode():
+    from types import SimpleNamespace
+
+    two_nodes = SimpleNamespace(world_size=8, num_nodes=2)
+    assert mesh_shape("full_shard", two_nodes) == (8,) and mesh_shape("shard_grad_op", two_nodes) == (8,)
+    assert mesh_shape("hybrid_shard", two_nodes) == (2, 4)  # replicated across nodes, sharded inside one
+    assert mesh_shape("no_shard", two_nodes) == (8, 1)
+
+
+def test_full_shard_on_two_processes_matches_one_unsharded_process(single, full_shard):
+    assert_same_losses(single, full_shard)
+    shards = full_shard / "checkpoint-2" / "sharded"
+    assert {p.name for p in shards.iterdir()} >= {".metadata", "__0_0.distcp", "__1_0.distcp"}  # one file per rank
+    assert not (full_shard / "checkpoint-2" / "model.safetensors").exists()
+    assert (full_shard / "checkpoint-2" / "config.json").is_file()
+    assert_same_final_model(single, full_shard)  # the export: gathered once, a plain HF dir
+    loaded = transformers.AutoModelForPreTraining.from_pretrained(full_shard)
+    assert loaded.get_output_embeddings().weight is loaded.get_input_embeddings().weight
+
+
+def test_sharded_checkpoint_resumes_on_one_process(setup, single, full_shard):
+    out = setup["root"] / "two_to_one"
+    out.mkdir()
+    shutil.copytree(full_shard / "checkpoint-2", out / "checkpoint-2")
+    one_process(setup, out, "bert-single", "--fsdp", "full_shard", "--do_continue")
+    assert_same_losses(single, out, steps=(3, 4))
+    assert_same_final_model(single, out)
+
+
+def test_one_process_checkpoint_resumes_sharded_on_two(setup, single):
+    """The preset's fsdp in one process: nothing to shard, the checkpoints written by DCP all the same; two processes
+    then resume it, resharded."""
+    first = setup["root"] / "one_sharded"
+    proc = one_process(setup, first, "bert-sharded", "--train_steps", "2")
+    assert "nothing to shard" in proc.stderr
+    assert (first / "checkpoint-2" / "sharded" / ".metadata").is_file()
+    out = setup["root"] / "one_to_two"
+    out.mkdir()
+    shutil.copytree(first / "checkpoint-2", out / "checkpoint-2")
+    two_processes(setup, out, "bert-sharded", "--do_continue")
+    assert_same_losses(single, out, steps=(3, 4))
+    assert_same_final_model(single, out)
+
+
+def test_albert_shard_grad_op_by_use_deepspeed_matches_one_process(setup):
+    """ALBERT's layer runs at every depth: one set of weights, in the root unit, kept shared."""
+    reference, sharded = setup["root"] / "albert_single", setup["root"] / "albert_zero2"
+    one_process(setup, reference, "albert-single")
+    proc = two_processes(setup, sharded, "albert-single", "--use_deepspeed")
+    assert proc.stderr.count("--use_deepspeed: training with PyTorch's FSDP2 in shard_grad_op mode") == 1
+    assert_same_losses(reference, sharded)
+    assert_same_final_model(reference, sharded)
+    loaded = transformers.AutoModelForPreTraining.from_pretrained(sharded)
+    assert loaded.get_output_embeddings().weight is loaded.get_input_embeddings().weight
+
+
+# --- the wrapping itself, in two spawned processes: every family's ties, every mode and mesh ------------------------
+TINY = {"number-of-layers": 2, "hidden-size": 32, "sequence-length": 16, "ffn-inner-hidden-size": 64,
+        "attention-heads": 4, "warmup-steps": 1, "learning-rate": 1e-3, "batch-size": {"-1": 4}, "train-steps": 2,
+        "dropout": 0.0, "attention-dropout": 0.0}
+CASES = [("bert", "full_shard", None), ("electra", "full_shard", None), ("albert", "shard_grad_op", None),
+         ("debertav3", "full_shard", None), ("llama", "full_shard", None), ("bert", "no_shard", None),
+         ("bert", "hybrid_shard", (1, 2)), ("bert", "hybrid_shard", (2, 1)),
+         ("electra", "full_shard", None, "checkpointing"), ("gpt", "shard_grad_op", None, "checkpointing")]
+
+
+def case_name(family, mode, mesh, *checkpointing) -> str:
+    return " ".join([family, mode, str(tuple(mesh) if mesh else None), *checkpointing])
+
+
+def tied_groups(model) -> list[list[str]]:
+    """The names that share one parameter object (tied embeddings and heads, ELECTRA's shared embeddings)."""
+    names = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
+    return sorted(sorted(group) for group in names.values() if len(group) > 1)
+
+
+def _sharded_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    from lmpretrain.distributed import Layout
+    from lmpretrain.models import build_model, parse_preset
+    from lmpretrain.sharding import gathered_model, shard_model, shard_units
+    from tests.test_registry import a_batch
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    layout = Layout(rank, world, rank, world, 0, 1, 4, 2, 2 * rank, 4, torch.device("cpu"))
+    results = {}
+    from lmpretrain.sharding import checkpoint_activations
+
+    for family, mode, mesh, *checkpointing in CASES:
+        params = parse_preset(f"{family}-test", dict(TINY), "test")
+
+        def build(params=params):
+            return build_model(params, vocab_size=50, pad_token_id=0, seed=0, eos_token_id=3)
+
+        reference, model = build(), build()
+        groups, units = tied_groups(reference), len(shard_units(model))
+        if checkpointing:
+            checkpoint_activations(model)
+        shard_model(model, mode, layout, mesh_dims=mesh)
+        losses, reference_losses = [], []
+        for net, record, share in ((reference, reference_losses, False), (model, losses, True)):
+            optimizer = torch.optim.AdamW(net.parameters(), lr=1e-2)
+            for step in range(3):
+                torch.manual_seed(100 + step)
+                batch = a_batch(net.family)  # two sequences: one per process when sharded
+                if share:
+                    batch = {k: v[rank:rank + 1] for k, v in batch.items()}
+                out = net(batch)
+                loss = sum(out[t.name] for t in net.family.loss_terms)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 0.5)  # DTensor gradients when sharded
+                optimizer.step()
+                optimizer.zero_grad()
+                value = loss.detach().clone()
+                if share:
+                    dist.all_reduce(value)
+                    value /= world
+                record.append(float(value))
+        whole = gathered_model(model, build, is_main=rank == 0)
+        if rank == 0:
+            gathered, expected = whole.state_dict(), reference.state_dict()
+            worst = max(float((gathered[k] - expected[k]).abs().max()) for k in expected)
+            results[case_name(family, mode, mesh, *checkpointing)] = {
+                "losses": losses, "reference": reference_losses, "worst": worst, "units": units,
+                "ties": tied_groups(model) == groups, "tied_after": tied_groups(whole) == groups, "groups": groups,
+                # DeBERTa-v3's GDES: the discriminator reads the generator's embedding module itself
+                "gdes": family != "debertav3" or
+                model.gdes.shared is model.generator.deberta.embeddings.word_embeddings}
+    if rank == 0:
+        (__import__("pathlib").Path(out_dir) / "results.json").write_text(json.dumps(results))
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def sharded_cases(tmp_path_factory):
+    import torch.multiprocessing as mp
+
+    out = tmp_path_factory.mktemp("sharded_cases")
+    mp.start_processes(_sharded_worker, args=(2, free_port(), str(out)), nprocs=2, start_method="spawn")
+    return json.loads((out / "results.json").read_text())
+
+
+@pytest.mark.parametrize("case", [case_name(*case) for case in CASES])
+def test_each_family_trains_sharded_as_unsharded_with_its_ties_kept(sharded_cases, case):
+    result = sharded_cases[case]
+    assert result["losses"] == pytest.approx(result["reference"], rel=1e-5, abs=1e-6), result
+    # the gathered weights after three AdamW steps of lr 1e-2: the unsharded model's, to 3% of one step (Adam
+    # magnifies reduction-order noise in near-zero gradients)
+    assert result["worst"] < 3e-4, result
+    assert result["ties"] and result["tied_after"] and result["gdes"], result  # one parameter object per tie
+    assert result["units"] >= (0 if case.startswith("albert") else 2), result  # blocks sharded on their own
+    if case.startswith(("bert", "electra", "albert")):
+        assert result["groups"], result  # there were ties to keep
+
+
+# --- activation checkpointing, unsharded: every family -----------------------------------------------------------
+@pytest.mark.parametrize("family", __import__("lmpretrain.models", fromlist=["family_names"]).family_names())
+def test_gradient_checkpointing_gives_the_same_step_with_fewer_saved_activations(family):
+    from lmpretrain.models import build_model, parse_preset
+    from lmpretrain.sharding import checkpoint_activations
+    from tests.test_registry import a_batch
+
+    params = parse_preset(f"{family}-test", dict(TINY), "test")
+    results = []
+    for checkpointing in (False, True):
+        model = build_model(params, vocab_size=50, pad_token_id=0, seed=0, eos_token_id=3).train()
+        if checkpointing:
+            checkpoint_activations(model)
+        saved = []
+
+        def pack(tensor, saved=saved):
+            saved.append(tensor.numel())
+            return tensor
+
+        torch.manual_seed(100)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            out = model(a_batch(model.family))
+            loss = sum(out[t.name] for t in model.family.loss_terms)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((float(loss.detach()), grads, sum(saved)))
+    (loss, grads, saved), (loss_ckpt, grads_ckpt, saved_ckpt) = results
+    assert loss_ckpt == loss
+    assert set(grads_ckpt) == set(grads)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grads_ckpt[name], grad, rtol=1e-5, atol=1e-7)
+    assert saved_ckpt < saved  # the blocks' activations were not kept: recomputed in the backward
