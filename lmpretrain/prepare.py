@@ -144,7 +144,7 @@ def prepare_run(args: TrainArgs) -> Run:
                           continued=bool(args.pretrained_model_name_or_path))
     family = get_family(params.family)
     params = resolve_pretrained_shape(params, args.pretrained_model_name_or_path or
-                                      params.pretrained_model_name_or_path, set(preset))
+                                      params.pretrained_model_name_or_path, set(preset), str(args.parameter_file))
     description = describe(args, params, family)
     data, outputs = description.data, description.outputs
     for name in data.input_files + (data.eval_files or ()):

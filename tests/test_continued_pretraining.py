@@ -49,6 +49,18 @@ def test_frozen_layers_stay_unchanged_and_the_rest_trains(pretrained, sample_cor
     assert len(AutoTokenizer.from_pretrained(out)("猫" * 500, truncation=True)["input_ids"]) == 64
 
 
+def test_freezing_more_layers_than_the_model_has_names_the_parameter_file(pretrained, sample_corpus,
+                                                                          tiny_tokenizer_dir, tmp_path):
+    # issue 28: the original's bert-small-further (flozen-layers 6) given a 2-layer model; the error, as every
+    # preset problem, starts with the file
+    params = tmp_path / "p.json"
+    preset = json.loads(pretrained["params"].read_text())["bert-further"]
+    params.write_text(json.dumps({"bert-small-further": {**preset, "flozen-layers": 6}}))
+    with pytest.raises(UserError) as error:
+        train(make_args(sample_corpus, tiny_tokenizer_dir, tmp_path / "out", params, "bert-small-further"))
+    assert str(error.value) == f"{params}: bert-small-further.flozen-layers: 6 is more than number-of-layers 2"
+
+
 def test_continuing_starts_from_the_pretrained_weights(pretrained, sample_corpus, tiny_tokenizer_dir):
     out = pretrained["root"] / "further-all"
     summary = train(make_args(sample_corpus, tiny_tokenizer_dir, out, pretrained["params"], "bert-further-all"))
