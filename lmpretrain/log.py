@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import sys
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Iterable, Iterator
 
 from tqdm.auto import tqdm
 
@@ -49,6 +52,39 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
     disable = not is_main_process() or bool(os.environ.get("LMP_NO_PROGRESS"))
     return tqdm(iterable, total=total, desc=desc, unit=unit, initial=initial, disable=disable,
                 dynamic_ncols=True, **kwargs)
+
+
+def duration(seconds: float) -> str:
+    """A short human duration: ``42s``, ``3m10s``, ``1h05m``."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+@contextlib.contextmanager
+def heartbeat(message: str, *, logger: logging.Logger, first_s: float = 30.0, every_s: float = 30.0,
+              level: int = logging.INFO) -> Iterator[None]:
+    """While the body runs, log ``message (<elapsed> elapsed)`` after ``first_s`` seconds and every ``every_s``
+    seconds after (from a daemon thread): a phase that reports no progress of its own (a library's training, a
+    wait for peers) is never silent for long."""
+    stop, started = threading.Event(), time.monotonic()
+
+    def beat() -> None:
+        wait = first_s
+        while not stop.wait(wait):
+            logger.log(level, "%s (%s elapsed)", message, duration(time.monotonic() - started))
+            wait = every_s
+
+    thread = threading.Thread(target=beat, name="lmpretrain-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 class MetricsWriter:
