@@ -25,6 +25,7 @@ from .models import (
     plan_adaptation,
     resolve_pretrained_shape,
 )
+from .resume import trained_eval_split
 from .run_config import TrainArgs
 from .run_description import DataSettings, RunDescription, describe
 from .run_dir import earlier_run_outputs, refuse_if_being_replaced
@@ -171,6 +172,9 @@ def prepare_run(args: TrainArgs) -> Run:
         refuse_if_being_replaced(outputs.model_dir)
     resume = outputs.resume and (bool(ckpt.list_checkpoints(outputs.model_dir)) or
                                  _start_over_or_refuse(Path(outputs.model_dir)))
+    trained_split = trained_eval_split(Path(outputs.model_dir)) if resume else None
+    if trained_split is not None:  # a resumed run holds out the documents it trained without
+        description = replace(description, data=replace(data, eval_split=trained_split))
     pretrained = description.model.pretrained
     if pretrained is not None and not resume:
         check_tokenizer_matches(pretrained, data.tokenizer_dir, allow_different=description.model.resize_embeddings)

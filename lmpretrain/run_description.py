@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .data.instances import EVAL_SPLIT_TOKENS
 from .data.loader import default_dataloader_workers
 from .distributed import preset_global_batch_size
 from .errors import UserError
@@ -143,6 +144,9 @@ class DataSettings:
     gather_masked: bool | None = None
     """Give masked positions as an index list of a host-known size (on a GPU, and with compile); None until
     settled."""
+    eval_split: int = EVAL_SPLIT_TOKENS
+    """How ``eval_share`` is drawn (``data.split_eval``): 2, documents until that share of the tokens (new runs);
+    1, that share of the documents by count (a run resumed from a checkpoint recorded before version 2)."""
 
 
 @dataclass(frozen=True)

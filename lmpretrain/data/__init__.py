@@ -10,6 +10,9 @@
 from .cache import build_or_load_dataset, cache_location
 from .corpus import iter_sentences, resolve_corpus_files
 from .instances import (
+    EVAL_SPLIT_DOCUMENTS,
+    EVAL_SPLIT_TOKENS,
+    MIN_EVAL_INSTANCES,
     CausalBlockDataset,
     InstanceDataset,
     NextSentenceDataset,
@@ -22,6 +25,7 @@ from .sampler import EpochOrder, epoch_permutation, positions_for_step
 from .shards import TokenShards, ids_dtype
 
 __all__ = [
+    "EVAL_SPLIT_DOCUMENTS", "EVAL_SPLIT_TOKENS", "MIN_EVAL_INSTANCES",
     "LAYOUTS", "CausalBlockDataset", "EpochOrder", "InstanceDataset", "InstanceLabel", "InstanceLayout",
     "NextSentenceDataset", "get_layout", "instance_labels",
     "PackedSentenceDataset", "SentenceOrderDataset", "TokenShards", "build_or_load_dataset", "cache_location",
