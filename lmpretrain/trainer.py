@@ -341,6 +341,8 @@ def _train_loop(run: Run, history: tuple, layout: Layout, precision: Precision, 
                                       metrics=_global_metrics(metrics, global_units, family, units_device))
                 writer.scalars(scalars, counters.step)
                 step_log.write({"step": counters.step, **scalars})
+                logger.info("%s", _step_line(counters.step, train_steps, scalars, time.perf_counter() - started,
+                                             counters.step - (train_steps - steps_left)))
             if counters.nonfinite_streak >= optim.max_nonfinite_steps:
                 raise UserError(f"the loss was NaN/inf for {counters.nonfinite_streak} consecutive steps (up to step "
                                 f"{counters.step}); stopping. Lower the learning rate or use bf16/fp32; the last "
@@ -373,6 +375,14 @@ def _train_loop(run: Run, history: tuple, layout: Layout, precision: Precision, 
                                                                                              run.encoder))
     logger.info("done: %s; model saved to %s", _fmt(summary), outputs.model_dir)
     return summary
+
+
+def _step_line(step: int, train_steps: int, scalars: dict[str, float], elapsed: float, steps_done: int) -> str:
+    """The plain line of a logging step: ``step 100/300: loss 7.4712, lr 4.2e-04, 2,623 tokens/s, eta 3m10s``
+    (the eta from this process's steps so far, evaluations and saves included)."""
+    eta = f", eta {duration(elapsed / steps_done * (train_steps - step))}" if steps_done and step < train_steps else ""
+    return (f"step {step}/{train_steps}: loss {scalars['train/loss']:.4f}, lr {scalars['train/learning_rate']:.2e}, "
+            f"{scalars.get('train/tokens_per_second', 0):,.0f} tokens/s{eta}")
 
 
 def _build_state(run: Run, layout: Layout, precision: Precision) -> RunState:

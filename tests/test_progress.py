@@ -79,3 +79,47 @@ def test_a_process_waiting_for_the_job_to_join_says_what_it_awaits(tmp_path):
     assert f"MASTER_ADDR:MASTER_PORT 127.0.0.1:{port}" in waiting[0]
     assert "giving up after 3 s (--peer_timeout)" in waiting[0]
     assert result.stderr.strip().splitlines()[-1].startswith("error: rank 1: not all 2 processes of the job joined")
+
+
+def test_a_run_logged_to_a_file_has_plain_lines(sample_corpus, tiny_tokenizer_dir, parameter_file,  # noqa: F811
+                                                tmp_path):
+    """Issue 28, item 5: stderr to a file (not a terminal), progress not turned off: no carriage-return bars, and a
+    plain loss line at each logging step, the same steps and losses as train_log.jsonl."""
+    import json
+
+    env = {k: v for k, v in os.environ.items() if k != "LMP_NO_PROGRESS"}
+    env.update(PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
+    out = tmp_path / "out"
+    with open(tmp_path / "stderr.log", "w") as err:
+        code = subprocess.run([sys.executable, str(REPO / "run_pretraining.py"), "--input_file", str(sample_corpus),
+                               "--tokenizer_dir", str(tiny_tokenizer_dir), "--model_dir", str(out),
+                               "--parameter_file", str(parameter_file), "--model_type", "bert-test",
+                               "--train_steps", "3", "--num_workers", "1", "--max_eval_samples", "16"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=err).returncode
+    text = (tmp_path / "stderr.log").read_text()
+    assert code == 0, text[-3000:]
+    assert "\r" not in text and "it/s]" not in text
+    steps = [line.split("lmpretrain.trainer: ", 1)[1] for line in text.splitlines()
+             if "lmpretrain.trainer: step " in line and "/3: loss " in line]
+    logged = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    logged = [record for record in logged if "train/loss" in record]
+    assert [line.split(":")[0] for line in steps] == [f"step {r['step']}/3" for r in logged] == \
+        ["step 1/3", "step 2/3", "step 3/3"]  # logging-steps 1
+    for line, record in zip(steps, logged):
+        assert f"loss {record['train/loss']:.4f}, lr {record['train/learning_rate']:.2e}, " in line
+        assert " tokens/s" in line and ("eta " in line) == (record["step"] < 3)
+
+
+def test_plain_progress_says_where_a_phase_is(caplog, monkeypatch):
+    caplog.set_level(logging.INFO, logger="lmpretrain.progress")
+    monkeypatch.setattr(log, "PLAIN_PROGRESS_S", 0.0)  # a line at every update
+    with log.PlainProgress(total=4, desc="eval", unit="batch") as bar:
+        for _ in range(4):
+            bar.update(1)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0].startswith("eval: 1/4 batch (25%), ") and ", eta " in lines[0]
+    assert lines[-1].startswith("eval: 4/4 batch (100%), ") and "eta" not in lines[-1]
+    caplog.clear()
+    monkeypatch.setattr(log, "PLAIN_PROGRESS_S", 3600.0)  # a short phase says nothing
+    assert list(log.PlainProgress(range(3), desc="quick")) == [0, 1, 2]
+    assert not caplog.records
