@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -111,3 +112,25 @@ def test_quick_start_then_continued_pretraining_run(tmp_path):
         _run(_fewer_steps(command.replace("python ", f"{sys.executable} ", 1), 4), tmp_path, env)
     summary = json.loads((tmp_path / "out/bert-domain/train_summary.json").read_text())
     assert summary["step"] == 4
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation but - and _ dropped, spaces as -."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_the_readme_links_to_its_own_sections_and_lists_them():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    headings = re.findall(r"^#{2,3} (.+)$", prose, flags=re.M)
+    anchors = {_slug(h) for h in headings}
+    links = set(re.findall(r"\]\(#([^)]+)\)", text))
+    assert links and not links - anchors, sorted(links - anchors)
+    assert {_slug(h) for h in headings if h != "Contents"} <= links  # the table of contents lists every section
+
+
+def test_readme_lines_fit_in_120_characters():
+    """Prose and commands wrap at 120 characters; only table rows (one line each in Markdown) may be longer."""
+    long = [f"README.md:{n}" for n, line in enumerate((ROOT / "README.md").read_text(encoding="utf-8").splitlines(), 1)
+            if len(line) > 120 and not line.startswith("|")]
+    assert not long, long
