@@ -51,12 +51,13 @@ def build_model(params: ModelParams, *, vocab_size: int, pad_token_id: int, seed
     trainable = None if vocab_plan is None or params.freeze_new_rows else vocab_plan.trainable_rows()
     model.freeze(params.frozen_layers, trainable)
     if pretrained_dir:
-        logger.info("%s", _continued_summary(model, pretrained_dir, params.frozen_layers, vocab_plan, vocab_size))
+        logger.info("%s", _continued_summary(model, pretrained_dir, params.frozen_layers, vocab_plan, vocab_size,
+                                             resize_embeddings))
     return model
 
 
 def _continued_summary(model: PretrainingModel, pretrained_dir: str, frozen_layers: int,
-                       vocab_plan: VocabPlan | None, vocab_size: int) -> str:
+                       vocab_plan: VocabPlan | None, vocab_size: int, resized: bool) -> str:
     """One line saying what continued pretraining loaded, froze and did to the vocabulary."""
     parts = ", ".join(f"{type(m).__name__}" + (f" ({name})" if len(model.hf_models()) > 1 else "")
                       for name, m in model.hf_models().items())
@@ -75,7 +76,8 @@ def _continued_summary(model: PretrainingModel, pretrained_dir: str, frozen_laye
                     f"({frozen + rows:,} parameters: {frozen:,} in {sum(not p.requires_grad for p in params)} "
                     f"frozen tensors{kept_rows}), {total - frozen - rows:,} train")
     vocabulary = (f"vocabulary adapted by token to the tokenizer: {vocab_plan.summary()}" if vocab_plan is not None
-                  else f"vocabulary: {vocab_size} tokens, embedding rows by id")
+                  else f"vocabulary: {vocab_size} tokens, embedding rows kept by id" if resized
+                  else f"vocabulary: the model's own ({vocab_size} tokens)")
     return f"continued pretraining from {pretrained_dir}: {parts}, {total:,} parameters; {freezing}; {vocabulary}"
 
 
