@@ -1,13 +1,18 @@
-"""Split an ELECTRA checkpoint into a generator and a discriminator, each a complete Hugging Face model dir.
+r"""Split an ELECTRA or DeBERTa-v3 checkpoint into a generator and a discriminator, each a Hugging Face model dir.
 
-Example:
+Examples:
 
     python extract_electra_model.py --input_dir out/electra-tiny/checkpoint-300 --output_dir out/electra-tiny-hf \
         --parameter_file parameter.json --model_type electra-tiny --generator --discriminator
 
-out/electra-tiny-hf/generator loads with AutoModelForMaskedLM, out/electra-tiny-hf/discriminator with
-ElectraForPreTraining / AutoModelForPreTraining (and AutoModel); both carry the tokenizer files. Each export is
-checked: the written dir, loaded back through transformers, must give the checkpoint's logits.
+    python extract_electra_model.py --input_dir out/deberta/checkpoint-300 --output_dir out/deberta-hf \
+        --parameter_file parameter.json --model_type deberta-v3-tiny --generator --discriminator
+
+ELECTRA: out/electra-tiny-hf/generator loads with AutoModelForMaskedLM, out/electra-tiny-hf/discriminator with
+ElectraForPreTraining / AutoModelForPreTraining (and AutoModel). DeBERTa-v3: the generator loads with
+AutoModelForMaskedLM, the discriminator with AutoModel / AutoModelForSequenceClassification (its replaced-token
+detection head beside it in rtd_head.safetensors). Both parts carry the tokenizer files. Each export is checked: the
+written dir, loaded back through transformers, must give the checkpoint's logits.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from lmpretrain.log import setup_logging
 
 def main(argv=None) -> None:
     parser = make_parser(__doc__)
-    parser.add_argument("--input_dir", required=True, help="a checkpoint-<step>/ folder of an ELECTRA run")
+    parser.add_argument("--input_dir", required=True,
+                        help="a checkpoint-<step>/ folder of an ELECTRA or DeBERTa-v3 run")
     parser.add_argument("--output_dir", required=True, help="writes <output_dir>/generator and/or /discriminator")
     parser.add_argument("--parameter_file", default=None, help="optional: cross-check sizes against this preset")
     parser.add_argument("--model_type", default=None, help="the preset in --parameter_file to cross-check against")

@@ -1,4 +1,4 @@
-"""Train a tokenizer (MeCab or Sudachi pre-tokenization + WordPiece / BPE / Unigram) that AutoTokenizer loads.
+r"""Train a tokenizer (MeCab or Sudachi pre-tokenization + WordPiece / BPE / Unigram) that AutoTokenizer loads.
 
 Example:
 
@@ -40,10 +40,12 @@ def _boolean(value: str) -> bool:
 
 def main(argv=None) -> None:
     p = make_parser(__doc__)
-    p.add_argument("--input_file", nargs="+", help="corpus file(s) or directories of .txt files")
+    p.add_argument("--input_file", nargs="+",
+                   help="corpus: .txt files (one sentence a line, a blank line between documents), directories of "
+                        "them, .jsonl (a text field) or .gz")
     p.add_argument("--model_dir", required=True, help="output tokenizer dir")
     p.add_argument("--intermediate_dir", default=None,
-                   help="keep the word-segmented training text here (segmented.txt); None: a temp dir, removed")
+                   help="keep the word-segmented training text here (segmented.txt); default: a temp dir, removed")
     p.add_argument("--num_files", type=int, default=os.cpu_count() or 1,
                    help="parallel segmenter workers (the result does not depend on it; default: the machine's cores)")
     segmenters.add_flags(p)  # --word_tokenizer, then each declared segmenter's (--mecab_dic_type, --sudachi_...)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .data import build_or_load_dataset, make_instances, split_eval
+from .data import EVAL_SPLIT_TOKENS, MIN_EVAL_INSTANCES, build_or_load_dataset, make_instances, split_eval
 from .data.epochs import describe_epoch, epoch_stats, record_epoch
 from .distributed import Layout, store_has, store_set
 from .errors import UserError
@@ -63,6 +63,17 @@ def _say_built(shards, layout: Layout) -> None:
         store_set(f"cache_built/{shards.directory.name}", "1")
 
 
+def _warn_if_few(eval_dataset, data: DataSettings) -> None:
+    """A warning when the eval split is too small for its loss and perplexity to mean much."""
+    count = len(eval_dataset) if eval_dataset is not None else 0
+    if count >= MIN_EVAL_INSTANCES or (not data.eval_files and data.eval_share == 0):
+        return
+    source = (f"--eval_file {', '.join(data.eval_files)}" if data.eval_files else
+              f"eval-share {data.eval_share:g} of the corpus")
+    logger.warning("the eval split has %d instance(s) (%s), fewer than %d: its loss and perplexity mean little; "
+                   "raise eval-share in the preset or give a larger --eval_file", count, source, MIN_EVAL_INSTANCES)
+
+
 def build_run_data(run, layout: Layout) -> RunData:
     """This process's datasets and collators. ``run``: a ``prepare.Run`` placed on its process layout (its
     ``system.report_batch_size`` is the global batch the epoch's steps are counted at)."""
@@ -90,12 +101,13 @@ def build_run_data(run, layout: Layout) -> RunData:
         train_docs, eval_docs = None, None
     else:
         eval_shards = shards
-        train_docs, eval_docs = split_eval(shards, data.eval_share, data.seed)
+        train_docs, eval_docs = split_eval(shards, data.eval_share, data.seed, data.eval_split)
     train_dataset = make_instances(shards, data.layout, seed=data.seed, doc_ids=train_docs, **instance_options)
     eval_dataset = None
     if eval_docs is None or len(eval_docs):
         eval_dataset = make_instances(eval_shards, data.layout, seed=data.seed + EVAL_SEED_OFFSET,
                                       doc_ids=eval_docs, **instance_options)
+    _warn_if_few(eval_dataset, data)
     if len(train_dataset) < layout.global_batch_size:
         raise UserError(f"the corpus {', '.join(data.input_files)} yields {len(train_dataset)} training instances, "
                         f"fewer than one global batch ({layout.global_batch_size}); add text or lower batch-size")
@@ -107,7 +119,8 @@ def build_run_data(run, layout: Layout) -> RunData:
     result = RunData(train_dataset=train_dataset, eval_dataset=eval_dataset, collator=collator,
                      eval_collator=eval_collator, epoch=epoch)
     if layout.rank == 0:
-        held_out = "eval_file" if data.eval_files else f"eval-share {data.eval_share:g}"
+        held_out = "eval_file" if data.eval_files else f"eval-share {data.eval_share:g}" + \
+            (" of the tokens" if data.eval_split == EVAL_SPLIT_TOKENS else "")
         record_epoch(shards, f"{data.layout} version {data.instance_version} sequence-length {data.sequence_length}, "
                              f"seed {data.seed}, {held_out}, "
                              f"short-seq-prob {data.short_seq_prob:g}, global batch {global_batch}", epoch)

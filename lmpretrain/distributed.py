@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -22,9 +23,11 @@ import torch
 import torch.distributed as dist
 
 from .errors import UserError
-from .log import get_logger
+from .log import get_logger, heartbeat
 
 logger = get_logger(__name__)
+JOIN_NOTICE_S = 5.0  # a join that takes longer is said (a node started before node 0 waits for it)
+JOIN_HEARTBEAT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -172,10 +175,16 @@ def init_distributed(node_batch_sizes: dict[int, int], *, local_rank: int | None
 def _join_deadline(rank: int, world_size: int, seconds: float | None) -> Iterator[None]:
     """End this process with one line if the body (joining the process group) takes over ``seconds``: the process
     group's own wait for a peer that never comes is its collective timeout (half an hour), not a join bound."""
-    if seconds is None:
-        yield
-        return
     master = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+    bound = f"giving up after {seconds:g} s (--peer_timeout)" if seconds is not None else "no bound"
+    waiting = heartbeat(f"rank {rank}: waiting for all {world_size} processes of the job to join at MASTER_ADDR:"
+                        f"MASTER_PORT {master} (node 0 runs the store: start it, and every node, with the same "
+                        f"address and port); {bound}", logger=logger, level=logging.WARNING,
+                        first_s=JOIN_NOTICE_S, every_s=JOIN_HEARTBEAT_S)
+    if seconds is None:
+        with waiting:
+            yield
+        return
     timer = threading.Timer(seconds, _exit_with, (
         f"rank {rank}: not all {world_size} processes of the job joined within {seconds:g} s (--peer_timeout; "
         f"store {master}): a node's script failed before joining (see that node's log: a bad flag, a missing "
@@ -183,7 +192,8 @@ def _join_deadline(rank: int, world_size: int, seconds: float | None) -> Iterato
     timer.daemon = True
     timer.start()
     try:
-        yield
+        with waiting:
+            yield
     finally:
         timer.cancel()
 

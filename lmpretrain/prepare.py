@@ -26,7 +26,7 @@ from .models import (
     plan_adaptation,
     resolve_pretrained_shape,
 )
-from .resume import saved_instance_version
+from .resume import saved_instance_version, trained_eval_split
 from .run_config import TrainArgs
 from .run_description import DataSettings, RunDescription, describe
 from .run_dir import earlier_run_outputs, refuse_if_being_replaced
@@ -157,7 +157,7 @@ def prepare_run(args: TrainArgs) -> Run:
                                                     f"{args.model_type}.pretrained_generator_model_name_or_path"))
     family = get_family(params.family)
     params = resolve_pretrained_shape(params, args.pretrained_model_name_or_path or
-                                      params.pretrained_model_name_or_path, set(preset))
+                                      params.pretrained_model_name_or_path, set(preset), str(args.parameter_file))
     description = describe(args, params, family)
     data, outputs = description.data, description.outputs
     tokenizer_dir = Path(data.tokenizer_dir)
@@ -181,6 +181,9 @@ def prepare_run(args: TrainArgs) -> Run:
         refuse_if_being_replaced(outputs.model_dir)
     resume = outputs.resume and (bool(ckpt.list_checkpoints(outputs.model_dir)) or
                                  _start_over_or_refuse(Path(outputs.model_dir)))
+    if resume:  # a resumed run keeps the held-out documents and the instances its checkpoint trained on
+        data = replace(data, eval_split=trained_eval_split(Path(outputs.model_dir)) or data.eval_split,
+                       instance_version=saved_instance_version(outputs.model_dir, data.instance_version))
     pretrained = description.model.pretrained
     if pretrained is not None and not resume:
         check_tokenizer_matches(pretrained, data.tokenizer_dir, allow_different=description.model.resize_embeddings)
@@ -196,11 +199,8 @@ def prepare_run(args: TrainArgs) -> Run:
         encoder.close()
         raise UserError(f"the tokenizer in {data.tokenizer_dir} declares no mask token, which the masked LM family "
                         f"{family.display} needs")
-    description = replace(description, model=replace(description.model, vocab_plan=vocab_plan),
+    description = replace(description, model=replace(description.model, vocab_plan=vocab_plan), data=data,
                           outputs=replace(outputs, resume=resume))
-    if resume:  # the instances the checkpoint trained on (issue 29: a record without a version is version 1)
-        description = replace(description, data=replace(data, instance_version=saved_instance_version(
-            outputs.model_dir, data.instance_version)))
     return Run(description, Resources(encoder))
 
 

@@ -8,7 +8,8 @@ work. Every difference is printed, then judged by its class:
 - **breaks** (one error: the checkpoint cannot be this run's): the tokenizer, the model family and shape,
   ``sequence-length``, position embeddings, frozen layers;
 - **different run** (refused unless ``--accept_changed_run``, then logged): the seed, the global batch size, the
-  corpus content, masking and instance options, the eval split.
+  corpus content, masking and instance options, the eval split (its share, and how it is drawn: a run resumed from
+  a checkpoint keeps the split version it recorded, 1 for records written before there was one).
 
 Machine-dependent values (paths, ``--num_workers``, ``--dataloader_workers``, ``--cache_dir``, ``--device``, ranks,
 ``--compile``) are not differences: the corpus and tokenizer are compared by content, not by path; a corpus file
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import KEYS
+from .data.instances import EVAL_SPLIT_DOCUMENTS
 from .errors import UserError
 from .log import get_logger
 
@@ -98,6 +100,7 @@ def _flat(config: dict) -> tuple[dict, dict]:
                    "run_name": (outputs, "run_name"), "global_batch_size": (system, "global_batch_size"),
                    "tokenizer_fingerprint": (prints, "tokenizer")}
         settings = {name: group[key] for name, (group, key) in sources.items() if key in group}
+        settings["eval_split"] = data.get("eval_split", EVAL_SPLIT_DOCUMENTS)  # recorded from version 2 on
         if "corpus" in prints:
             settings["data"] = {"corpus": prints["corpus"], "eval": prints.get("eval")}
         return model.get("params", {}), settings
@@ -113,6 +116,7 @@ def _flat(config: dict) -> tuple[dict, dict]:
     for name in ("global_batch_size", "tokenizer_fingerprint", "data"):
         if name in config:
             settings[name] = config[name]
+    settings["eval_split"] = EVAL_SPLIT_DOCUMENTS
     return config.get("params", {}), settings
 
 
@@ -135,6 +139,8 @@ def _view(config: dict, shape_fields: tuple[str, ...]) -> dict[str, tuple[str, o
     view["whole-word masking"] = (DIFFERENT, settings.get("whole_word_mask"))
     view["--run_name"] = (CONTINUES, settings.get("run_name"))
     view["--seed"] = (DIFFERENT, settings.get("seed"))
+    if not settings.get("eval_file"):
+        view["eval split"] = (DIFFERENT, settings["eval_split"])
     for name in _ARGS_CONTINUE:
         view[f"--{name}"] = (CONTINUES, settings.get(name))
     if "global_batch_size" in settings:
@@ -216,6 +222,14 @@ def saved_instance_version(model_dir: str | Path, current: int) -> int:
         logger.info("--do_continue: %s trained on instances of layout version %d: the run keeps them (a new run "
                     "gets version %d)", path.name, version, current)
     return version
+
+
+def trained_eval_split(model_dir: Path) -> int | None:
+    """The eval split (``data.split_eval`` version) of the run whose newest checkpoint is in ``model_dir``: what it
+    recorded, or 1 (documents by count) for a record written before the version was; None without a checkpoint.
+    A resumed run draws its held-out documents with it, whatever today's default."""
+    found = newest_complete(model_dir)
+    return None if found is None else _flat(found[1])[1]["eval_split"]
 
 
 def newest_complete(model_dir: Path) -> tuple[Path, dict] | None:

@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parameter_file", default="parameter.json", help="the JSON file of model presets")
     p.add_argument("--fp16_type", type=int, default=None, choices=[0, 1, 2, 3],
                    help="0 fp32, 1 mixed precision, 2 'almost fp16', 3 pure fp16 (the Apex levels, served by "
-                        "torch.amp); None: the preset's fp16-type, else 0")
+                        "torch.amp); default: the preset's fp16-type, else 0")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (where the hardware has it)")
     p.add_argument("--fsdp", choices=list(FSDP_MODES), default=None,
                    help="shard parameters, gradients and optimizer states with PyTorch's FSDP2: no_shard, "
@@ -185,11 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="activation checkpointing per block: recompute each block's activations in the backward "
                         "(less memory, about a third more compute); also the preset's gradient-checkpointing")
     p.add_argument("--tokenizer_type", default=None,
-                   help="the original's flag: checked against the tokenizer dir's algorithm (None: not checked)")
+                   help="the original's flag: checked against the tokenizer dir's algorithm (default: not checked)")
     p.add_argument("--mecab_dic_type", default=None,
-                   help="the original's flag: checked against the tokenizer dir's MeCab dictionary (None: not checked)")
+                   help="the original's flag: checked against the tokenizer dir's MeCab dictionary (default: not "
+                        "checked)")
     p.add_argument("--word_tokenizer_type", "--word_tokenizer", dest="word_tokenizer", default=None,
-                   help="mecab, sudachi, juman or none: checked against the tokenizer dir (None: not checked)")
+                   help="mecab, sudachi, juman or none: checked against the tokenizer dir (default: not checked)")
     p.add_argument("--do_whole_word_mask", action="store_true",
                    help="mask whole words (the segmenter's words, or the tokenizer's own word boundaries)")
     p.add_argument("--do_continue", action="store_true",
@@ -201,17 +202,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=-1,
                    help="set by python -m torch.distributed.launch (-1: from LOCAL_RANK, else 0)")
     p.add_argument("--run_name", default=None,
-                   help="TensorBoard run name (events under --logging_dir/<run_name>/); None: --model_type")
+                   help="TensorBoard run name (events under --logging_dir/<run_name>/); default: --model_type")
     p.add_argument("--logging_dir", default=None,
-                   help="where TensorBoard event files go, one folder per run name (None: <model_dir>/runs)")
+                   help="where TensorBoard event files go, one folder per run name (default: <model_dir>/runs)")
     p.add_argument("--report_to", nargs="+", default=None, metavar="TRACKER",
                    help="where metrics go, transformers' meaning: tensorboard, wandb, mlflow (several, or comma-"
-                        "separated), all (every installed one) or none; None: tensorboard. W&B: WANDB_PROJECT, "
+                        "separated), all (every installed one) or none; default: tensorboard. W&B: WANDB_PROJECT, "
                         "WANDB_MODE=offline; MLflow: MLFLOW_TRACKING_URI, else a file store <logging_dir>/mlruns")
     p.add_argument("--eval_file", nargs="+", default=None,
-                   help="held-out corpus for evaluation (None: a share of the training documents)")
+                   help="held-out corpus for evaluation (default: a share of the training documents)")
     p.add_argument("--cache_dir", default=None,
-                   help="where the tokenized dataset cache lives (None: <model_dir>/cache)")
+                   help="where the tokenized dataset cache lives (default: <model_dir>/cache)")
     p.add_argument("--seed", type=int, default=42, help="seeds the model's initialisation, the data order and masking")
     p.add_argument("--build_dataset_only", action="store_true", help="build and cache the dataset, then exit")
     p.add_argument("--pretrained_model_name_or_path", default=None,
@@ -221,9 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue a pretrained model with another tokenizer: embedding rows are mapped by token")
     p.add_argument("--compile", action="store_true", help="opt in to torch.compile")
     p.add_argument("--num_workers", type=int, default=None,
-                   help="tokenization processes for the dataset build (None: the machine's cores)")
+                   help="tokenization processes for the dataset build (default: the machine's cores)")
     p.add_argument("--dataloader_workers", type=int, default=None,
-                   help="background processes building batches ahead of the loop (0: in the loop's process; None: "
+                   help="background processes building batches ahead of the loop (0: in the loop's process; default: "
                         "min(2, cores per local process - 1)); the batches are the same for any number")
     p.add_argument("--max_eval_samples", type=int, default=1000, help="evaluate on at most this many instances")
     p.add_argument("--peak_tflops", type=float, default=None,
@@ -238,13 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train a budget of this many tokens: steps = tokens // (global batch x sequence-length), "
                         "Megatron's meaning (replaces the preset's budget)")
     p.add_argument("--lr_schedule", choices=["linear", "cosine"], default=None,
-                   help="decay after warmup: linear (None: the preset's lr-schedule, else linear) or cosine, down "
+                   help="decay after warmup: linear (default: the preset's lr-schedule, else linear) or cosine, down "
                         "to --min_lr_ratio")
     p.add_argument("--min_lr_ratio", type=float, default=None,
-                   help="the decay ends at this share of the learning rate, 0 to 1 (Megatron's min-lr / lr; None: "
+                   help="the decay ends at this share of the learning rate, 0 to 1 (Megatron's min-lr / lr; default: "
                         "the preset's min-lr-ratio, else 0)")
     p.add_argument("--device", default=None,
-                   help="cpu, cuda, cuda:1 ... (None: cuda:<local_rank> when a GPU is present, else cpu)")
+                   help="cpu, cuda, cuda:1 ... (default: cuda:<local_rank> when a GPU is present, else cpu)")
     p.add_argument("--peer_timeout", type=float, default=120.0,
                    help="seconds without a heartbeat from another process before this one stops, and how long a "
                         "process waits for a dataset cache that rank 0 has finished but it cannot see")

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .data.instances import EVAL_SPLIT_TOKENS
 from .data.layouts import INSTANCE_VERSION
 from .data.loader import default_dataloader_workers
 from .distributed import preset_global_batch_size
@@ -156,6 +157,9 @@ class DataSettings:
     instance_version: int = INSTANCE_VERSION
     """The instance builders' version (``data.layouts.INSTANCE_VERSION``): a new run's is this code's; a resumed
     run's is its checkpoint's (a record without one: 1), so that it keeps the instances it trained on."""
+    eval_split: int = EVAL_SPLIT_TOKENS
+    """How ``eval_share`` is drawn (``data.split_eval``): 2, documents until that share of the tokens (new runs);
+    1, that share of the documents by count (a run resumed from a checkpoint recorded before version 2)."""
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from .distributed import (
     shutdown,
 )
 from .errors import Preempted, UserError
-from .log import JsonlLog, get_logger, is_main_process, progress
+from .log import JsonlLog, duration, get_logger, is_main_process, progress
 from .models import BatchShape
 from .optim import apply_settings, build_optimizer, lr_schedule
 from .precision import Precision, make_precision
@@ -133,18 +133,23 @@ def evaluate(model, data: RunData, layout: Layout, precision: Precision, max_sam
     sums = torch.zeros(2 * len(terms) + 2, dtype=torch.float64)
     batch_size = layout.per_device_batch_size
     mine = [p for p in range(total) if p % layout.world_size == layout.rank]
-    for start in range(0, len(mine), batch_size):
-        batch = data.eval_collator([data.eval_dataset[p] for p in mine[start:start + batch_size]])
-        units = count_units(batch)
-        with precision.autocast():
-            out = model(_to_device(batch, layout.device))
-        for i, term in enumerate(terms):
-            if units[term.unit] and term.name in out:
-                sums[2 * i] += float(out[term.name]) * units[term.unit]
-                sums[2 * i + 1] += units[term.unit]
-        if "mlm_accuracy" in out and units.get("masked"):
-            sums[-2] += float(out["mlm_accuracy"]) * units["masked"]
-            sums[-1] += units["masked"]
+    starts, started = range(0, len(mine), batch_size), time.perf_counter()
+    with progress(total=len(starts), desc="eval", unit="batch", leave=False) as bar:
+        for start in starts:
+            batch = data.eval_collator([data.eval_dataset[p] for p in mine[start:start + batch_size]])
+            units = count_units(batch)
+            with precision.autocast():
+                out = model(_to_device(batch, layout.device))
+            for i, term in enumerate(terms):
+                if units[term.unit] and term.name in out:
+                    sums[2 * i] += float(out[term.name]) * units[term.unit]
+                    sums[2 * i + 1] += units[term.unit]
+            if "mlm_accuracy" in out and units.get("masked"):
+                sums[-2] += float(out["mlm_accuracy"]) * units["masked"]
+                sums[-1] += units["masked"]
+            bar.update(1)
+            if start == 0:
+                _announce_eval(total, len(starts), time.perf_counter() - started)
     all_reduce_sum(sums)
     model.train()
     result = {}
@@ -157,6 +162,19 @@ def evaluate(model, data: RunData, layout: Layout, precision: Precision, max_sam
     if sums[-1] > 0:
         result["eval/mlm_accuracy"] = float(sums[-2] / sums[-1])
     return result
+
+
+EVAL_NOTICE_S = 10.0  # an evaluation expected to take longer says so, with its estimate
+
+
+def _announce_eval(instances: int, batches: int, first_batch_s: float) -> None:
+    """After an evaluation's first batch: one line with its estimate when the rest looks long (a bar alone is
+    hidden by LMP_NO_PROGRESS, and the step-0 evaluation on a loaded machine can take minutes)."""
+    estimate = first_batch_s * batches
+    if estimate >= EVAL_NOTICE_S:
+        logger.info("evaluating %d eval instances in %d batches of this process: about %s (the first batch took "
+                    "%.1f s; --max_eval_samples sets the instances)", instances, batches, duration(estimate),
+                    first_batch_s)
 
 
 def train(args: TrainArgs) -> dict[str, float]:
@@ -327,6 +345,8 @@ def _train_loop(run: Run, history: tuple, layout: Layout, precision: Precision, 
                                       metrics=_global_metrics(metrics, global_units, family, units_device))
                 writer.scalars(scalars, counters.step)
                 step_log.write({"step": counters.step, **scalars})
+                logger.info("%s", _step_line(counters.step, train_steps, scalars, time.perf_counter() - started,
+                                             counters.step - (train_steps - steps_left)))
             if counters.nonfinite_streak >= optim.max_nonfinite_steps:
                 raise UserError(f"the loss was NaN/inf for {counters.nonfinite_streak} consecutive steps (up to step "
                                 f"{counters.step}); stopping. Lower the learning rate or use bf16/fp32; the last "
@@ -367,6 +387,14 @@ def _train_loop(run: Run, history: tuple, layout: Layout, precision: Precision, 
     writer.finish(summary)  # wandb's and MLflow's run summary (TensorBoard's writer is closed already)
     logger.info("done: %s; model saved to %s", _fmt(summary), outputs.model_dir)
     return summary
+
+
+def _step_line(step: int, train_steps: int, scalars: dict[str, float], elapsed: float, steps_done: int) -> str:
+    """The plain line of a logging step: ``step 100/300: loss 7.4712, lr 4.2e-04, 2,623 tokens/s, eta 3m10s``
+    (the eta from this process's steps so far, evaluations and saves included)."""
+    eta = f", eta {duration(elapsed / steps_done * (train_steps - step))}" if steps_done and step < train_steps else ""
+    return (f"step {step}/{train_steps}: loss {scalars['train/loss']:.4f}, lr {scalars['train/learning_rate']:.2e}, "
+            f"{scalars.get('train/tokens_per_second', 0):,.0f} tokens/s{eta}")
 
 
 def _build_state(run: Run, layout: Layout, precision: Precision) -> RunState:

@@ -2,6 +2,7 @@
 whose vocabulary differs is an error unless the embeddings are resized."""
 
 import json
+import logging
 
 import pytest
 import torch
@@ -27,9 +28,21 @@ def pretrained(tmp_path_factory, sample_corpus, tiny_tokenizer_dir):
     return {"root": root, "base": base, "params": params}
 
 
-def test_frozen_layers_stay_unchanged_and_the_rest_trains(pretrained, sample_corpus, tiny_tokenizer_dir):
+def test_frozen_layers_stay_unchanged_and_the_rest_trains(pretrained, sample_corpus, tiny_tokenizer_dir, caplog):
     out = pretrained["root"] / "further"
-    summary = train(make_args(sample_corpus, tiny_tokenizer_dir, out, pretrained["params"], "bert-further"))
+    with caplog.at_level(logging.INFO, logger="lmpretrain"):
+        summary = train(make_args(sample_corpus, tiny_tokenizer_dir, out, pretrained["params"], "bert-further"))
+    # one line says what was loaded and frozen (issue 28): the counts are transformers' own
+    from transformers import BertForPreTraining
+
+    reference = BertForPreTraining.from_pretrained(pretrained["base"])
+    frozen = [p for n, p in reference.named_parameters() if n.startswith(("bert.embeddings.", "bert.encoder.layer.0."))]
+    count, total = sum(p.numel() for p in frozen), reference.num_parameters()
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("continued pretraining from ")]
+    assert lines == [f"continued pretraining from {pretrained['base']}: BertForPreTraining, {total:,} parameters; "
+                     f"flozen-layers 1: the embeddings and layer 0 of the main model frozen ({count:,} parameters: "
+                     f"{count:,} in {len(frozen)} frozen tensors), {total - count:,} train; vocabulary: "
+                     f"the model's own ({reference.config.vocab_size} tokens)"]
     assert summary["step"] == 4
     before, after = load_file(pretrained["base"] / "model.safetensors"), load_file(out / "model.safetensors")
     assert before.keys() == after.keys()
@@ -47,6 +60,18 @@ def test_frozen_layers_stay_unchanged_and_the_rest_trains(pretrained, sample_cor
     from transformers import AutoTokenizer
 
     assert len(AutoTokenizer.from_pretrained(out)("猫" * 500, truncation=True)["input_ids"]) == 64
+
+
+def test_freezing_more_layers_than_the_model_has_names_the_parameter_file(pretrained, sample_corpus,
+                                                                          tiny_tokenizer_dir, tmp_path):
+    # issue 28: the original's bert-small-further (flozen-layers 6) given a 2-layer model; the error, as every
+    # preset problem, starts with the file
+    params = tmp_path / "p.json"
+    preset = json.loads(pretrained["params"].read_text())["bert-further"]
+    params.write_text(json.dumps({"bert-small-further": {**preset, "flozen-layers": 6}}))
+    with pytest.raises(UserError) as error:
+        train(make_args(sample_corpus, tiny_tokenizer_dir, tmp_path / "out", params, "bert-small-further"))
+    assert str(error.value) == f"{params}: bert-small-further.flozen-layers: 6 is more than number-of-layers 2"
 
 
 def test_continuing_starts_from_the_pretrained_weights(pretrained, sample_corpus, tiny_tokenizer_dir):

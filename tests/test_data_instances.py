@@ -443,3 +443,22 @@ def test_pairs_are_a_pure_function_of_seed_and_position(shards):
         n = len(a)
         for p in [3 * n + 5, 0, n - 1, 1, n]:
             assert np.array_equal(a[p]["input_ids"], b[p]["input_ids"])
+
+
+@pytest.mark.parametrize("share", [0.02, 0.05, 0.1, 0.25])
+def test_the_token_split_holds_out_close_to_its_share_of_the_tokens(shards, share):
+    """Version 2 (what new runs use): the held-out share of the tokens is as close to eval-share as whole documents
+    allow, whatever the sizes of the documents the seed draws (version 1 counts documents)."""
+    from lmpretrain.data import EVAL_SPLIT_TOKENS
+
+    offsets = np.asarray(shards.sentence_offsets)[np.asarray(shards.document_offsets)]
+    sizes = np.diff(offsets)
+    largest = sizes.max() / sizes.sum()
+    for seed in range(10):
+        train_docs, eval_docs = split_eval(shards, share, seed, EVAL_SPLIT_TOKENS)
+        assert sorted(train_docs.tolist() + eval_docs.tolist()) == list(range(shards.num_documents))
+        assert len(eval_docs) >= 1 and len(train_docs) >= 1
+        held = sizes[eval_docs].sum() / sizes.sum()
+        assert abs(held - share) <= largest / 2 + 1e-9, (seed, held)
+        assert np.array_equal(split_eval(shards, share, seed, EVAL_SPLIT_TOKENS)[1], eval_docs)  # deterministic
+    assert len(split_eval(shards, 0.0, 1, EVAL_SPLIT_TOKENS)[1]) == 0

@@ -10,6 +10,9 @@
 from .cache import build_or_load_dataset, cache_location
 from .corpus import iter_sentences, resolve_corpus_files
 from .instances import (
+    EVAL_SPLIT_DOCUMENTS,
+    EVAL_SPLIT_TOKENS,
+    MIN_EVAL_INSTANCES,
     CausalBlockDataset,
     InstanceDataset,
     NextSentenceDataset,
@@ -33,8 +36,8 @@ from .sampler import EpochOrder, epoch_permutation, positions_for_step
 from .shards import TokenShards, ids_dtype
 
 __all__ = [
-    "INSTANCE_VERSION", "LAYOUTS", "CausalBlockDataset", "EpochOrder",
-    "InstanceDataset", "InstanceLabel", "InstanceLayout",
+    "EVAL_SPLIT_DOCUMENTS", "EVAL_SPLIT_TOKENS", "INSTANCE_VERSION", "MIN_EVAL_INSTANCES",
+    "LAYOUTS", "CausalBlockDataset", "EpochOrder", "InstanceDataset", "InstanceLabel", "InstanceLayout",
     "NextSentenceDataset", "get_layout", "instance_labels",
     "PackedSentenceDataset", "PackedStreamDataset", "SentenceOrderDataset", "SentenceOrderPairDataset",
     "SentencePairDataset", "TokenShards", "build_or_load_dataset", "cache_location",

@@ -48,11 +48,37 @@ def build_model(params: ModelParams, *, vocab_size: int, pad_token_id: int, seed
                      cls_token_id=cls_token_id, seed=seed,
                      pretrained_dir=pretrained_dir, resize_embeddings=resize_embeddings, vocab_plan=vocab_plan)
     model = family.model(params, spec)
-    if pretrained_dir and vocab_plan is not None:
-        logger.info("vocabulary adapted by token to the tokenizer: %s", vocab_plan.summary())
     trainable = None if vocab_plan is None or params.freeze_new_rows else vocab_plan.trainable_rows()
     model.freeze(params.frozen_layers, trainable)
+    if pretrained_dir:
+        logger.info("%s", _continued_summary(model, pretrained_dir, params.frozen_layers, vocab_plan, vocab_size,
+                                             resize_embeddings))
     return model
+
+
+def _continued_summary(model: PretrainingModel, pretrained_dir: str, frozen_layers: int,
+                       vocab_plan: VocabPlan | None, vocab_size: int, resized: bool) -> str:
+    """One line saying what continued pretraining loaded, froze and did to the vocabulary."""
+    parts = ", ".join(f"{type(m).__name__}" + (f" ({name})" if len(model.hf_models()) > 1 else "")
+                      for name, m in model.hf_models().items())
+    params = list({id(p): p for p in model.parameters()}.values())  # shared weights (ELECTRA's embeddings) once
+    total = sum(p.numel() for p in params)
+    frozen = sum(p.numel() for p in params if not p.requires_grad)
+    row_frozen = [p for p in params if p.requires_grad and getattr(p, "frozen_rows", None) is not None]
+    rows = sum(int(p.frozen_rows.sum()) * (p.numel() // p.shape[0]) for p in row_frozen)
+    if frozen_layers < 0:
+        freezing = "flozen-layers -1: every parameter trains"
+    else:
+        layers = "no layer" if frozen_layers == 0 else "layer 0" if frozen_layers == 1 else \
+            f"layers 0-{frozen_layers - 1}"
+        kept_rows = f" and {rows:,} in the kept token-embedding rows" if rows else ""
+        freezing = (f"flozen-layers {frozen_layers}: the embeddings and {layers} of the main model frozen "
+                    f"({frozen + rows:,} parameters: {frozen:,} in {sum(not p.requires_grad for p in params)} "
+                    f"frozen tensors{kept_rows}), {total - frozen - rows:,} train")
+    vocabulary = (f"vocabulary adapted by token to the tokenizer: {vocab_plan.summary()}" if vocab_plan is not None
+                  else f"vocabulary: {vocab_size} tokens, embedding rows kept by id" if resized
+                  else f"vocabulary: the model's own ({vocab_size} tokens)")
+    return f"continued pretraining from {pretrained_dir}: {parts}, {total:,} parameters; {freezing}; {vocabulary}"
 
 
 __all__ = ["BatchShape", "BuildSpec", "Family", "LossTerm", "Part", "PretrainingModel", "VocabPlan", "build_model",

@@ -55,11 +55,12 @@ def load_parameters(path: str | Path, model_type: str, *, continued: bool = Fals
 
 
 def resolve_pretrained_shape(params: ModelParams, pretrained: str | None,
-                             preset_keys: set[str] | None = None) -> ModelParams:
+                             preset_keys: set[str] | None = None, source: str | None = None) -> ModelParams:
     """Fill the architecture fields a continued-pretraining preset left out from the pretrained model's config,
     and check the ones it gave against it. Without a pretrained model, only checks ``flozen-layers``. ``preset_keys``:
-    the preset's keys (None: a family option counts as given where it differs from its default)."""
-    where = params.model_type
+    the preset's keys (None: a family option counts as given where it differs from its default). ``source``: the
+    parameter file, named before each problem of a preset key (``<file>: <model_type>.<key>: ...``)."""
+    where = f"{source}: {params.model_type}" if source else params.model_type
     if pretrained is None:
         if params.frozen_layers >= 0:
             raise UserError(f"{where}.flozen-layers: freezing layers needs a pretrained model to continue from "
@@ -74,7 +75,7 @@ def resolve_pretrained_shape(params: ModelParams, pretrained: str | None,
         raise UserError(f"pretrained_model_name_or_path {pretrained}: cannot read its config.json ({error})") from None
     if hf_config.model_type not in family.hf_model_types:
         raise UserError(f"pretrained_model_name_or_path {pretrained} is a {hf_config.model_type!r} model, but "
-                        f"--model_type {where} trains the {params.family} family")
+                        f"--model_type {params.model_type} trains the {params.family} family")
     if family.check_pretrained is not None:
         structure = family.check_pretrained(params, pretrained, hf_config)
         if structure:
@@ -109,7 +110,7 @@ def resolve_pretrained_shape(params: ModelParams, pretrained: str | None,
                             f"loaded from {pretrained} (leave it out: it is taken from them)")
         elif not explicit and preset_value != model_value and option.default is not None:
             logger.info("%s.%s: %g, taken from the models loaded from %s (the preset's default %s is for a part "
-                        "built from scratch)", where, key, model_value, pretrained, option.default)
+                        "built from scratch)", params.model_type, key, model_value, pretrained, option.default)
         extra[name] = model_value
     merged = {**asdict(params), **values, **extra}
     if not problems:

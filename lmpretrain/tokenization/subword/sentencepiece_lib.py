@@ -22,16 +22,18 @@ off: ``--vocab_size`` is the most it makes, as the `tokenizers` trainers do. Wha
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 from ...errors import UserError
-from ...log import get_logger
+from ...log import duration, get_logger, heartbeat
 from ..tokenizer_dir import SPIECE_UNDERLINE, SPM_CHARACTER_COVERAGE, TokenizerSpec
 from .base import SubwordTrainer
 
 logger = get_logger(__name__)
 
 INSTALL_HINT = "pip install sentencepiece (the version requirements.txt pins)"
+HEARTBEAT_S = 30.0  # between the "still training" lines
 MAX_SENTENCE_BYTES = 1 << 20  # the library skips longer lines (its default is 4192 bytes: an Aozora paragraph)
 
 
@@ -83,10 +85,15 @@ class SentencePieceLibraryTrainer(SubwordTrainer):
         )
         if specials[:2] != ["[PAD]", "[UNK]"]:  # the ids pad_id and unk_id give them
             raise ValueError("the special tokens must start with [PAD], [UNK]")
-        logger.info("training SentencePiece %s on %d lines", spec.spm_model_type, num_lines)
-        model = io.BytesIO()
+        size = segmented.stat().st_size
+        logger.info("training SentencePiece %s on %d lines (%.1f MB); the library reports no progress: a line "
+                    "every %s until it is done", spec.spm_model_type, num_lines, size / 1e6,
+                    duration(HEARTBEAT_S))
+        model, started = io.BytesIO(), time.perf_counter()
         try:
-            self._spm.SentencePieceTrainer.train(model_writer=model, **options)
+            with heartbeat(f"SentencePiece still training ({spec.spm_model_type}, {num_lines} lines)",
+                           logger=logger, first_s=HEARTBEAT_S, every_s=HEARTBEAT_S):
+                self._spm.SentencePieceTrainer.train(model_writer=model, **options)
         except RuntimeError as error:
             message = str(error)
             if "Vocabulary size is smaller than required_chars" in message:
@@ -97,7 +104,10 @@ class SentencePieceLibraryTrainer(SubwordTrainer):
                                 f"already need {needed}") from None
             raise UserError(f"SentencePiece could not train on the corpus: {message.splitlines()[-1]}") from None
         self._model = _without_paths(model.getvalue())
-        return self._spm.SentencePieceProcessor(model_proto=self._model).get_piece_size()
+        pieces = self._spm.SentencePieceProcessor(model_proto=self._model).get_piece_size()
+        logger.info("trained SentencePiece %s: %d pieces in %s", spec.spm_model_type, pieces,
+                    duration(time.perf_counter() - started))
+        return pieces
 
     def save(self, out: Path) -> dict:
         (out / "spiece.model").write_bytes(self._model)
