@@ -63,7 +63,9 @@ def read_authors(path: str | Path, works: int) -> dict[int, str]:
             work, author = int(row["work"]), str(row["author"]).strip()
         except (KeyError, ValueError, TypeError):
             raise UserError(f"{path}:{number}: needs keys 'work' (a document index) and 'author'") from None
-        if not 0 <= work < works or not author:
+        if not author:
+            raise UserError(f"{path}:{number}: key 'author' is empty")
+        if not 0 <= work < works:
             raise UserError(f"{path}:{number}: key 'work' {work} is not a document of the corpus (0..{works - 1})")
         found[work] = author
     return found
