@@ -17,7 +17,7 @@ import pytest
 from tests.test_cli_help import parser_of
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ("run_pretraining.py", "train_tokenizer.py", "extract_electra_model.py")
+SCRIPTS = ("run_pretraining.py", "train_tokenizer.py", "extract_electra_model.py", "evaluate_downstream.py")
 PRESETS = json.loads((ROOT / "parameter.json").read_text(encoding="utf-8"))
 
 
