@@ -69,8 +69,8 @@ def local_dir(name: str | None, flag: str) -> str | None:
 
 
 def tokenizer_location(name: str | None, flag: str) -> str | None:
-    """A tokenizer as the original's ``--tokenizer_name_or_path`` names it: a dir, a file in it (its ``vocab.txt``
-    or ``spiece.model``: the dir holding it), or a hub name (its cached snapshot)."""
-    if name is not None and Path(name).is_file():
+    """A tokenizer as the original's ``--tokenizer_name_or_path`` names it: a dir, its ``vocab.txt`` or SentencePiece
+    ``*.model`` (the dir holding it), or a hub name (its cached snapshot); any other file is returned as given."""
+    if name is not None and Path(name).is_file() and (Path(name).name == "vocab.txt" or name.endswith(".model")):
         return str(Path(name).parent)
     return local_dir(name, flag)
