@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from .data import EVAL_SPLIT_TOKENS, MIN_EVAL_INSTANCES, build_or_load_dataset, make_instances, split_eval
 from .data.epochs import describe_epoch, epoch_stats, record_epoch
+from .dataset_dir import open_dataset_shards, read_dataset
 from .distributed import Layout, store_has, store_set
 from .errors import UserError
 from .log import get_logger
@@ -87,9 +88,12 @@ def build_run_data(run, layout: Layout) -> RunData:
                  is_builder=layout.rank == 0, unseen_timeout_s=data.peer_timeout,
                  builder_done=lambda location: store_has(f"cache_built/{location.name}"))
     fingerprints = run.data_fingerprints()  # hashed once: the checkpoints record them, the cache reuses them
-    shards = build_or_load_dataset(list(data.input_files), data.tokenizer_dir, data.cache_dir, **build,
-                                   files_fingerprint=fingerprints["corpus"])
-    _say_built(shards, layout)
+    if data.dataset_dir:  # create_datasets.py built them: read as they are, contents verified
+        shards = open_dataset_shards(data.dataset_dir, read_dataset(data.dataset_dir), encoder.vocab_size)
+    else:
+        shards = build_or_load_dataset(list(data.input_files), data.tokenizer_dir, data.cache_dir, **build,
+                                       files_fingerprint=fingerprints["corpus"])
+        _say_built(shards, layout)
     instance_options = dict(sequence_length=data.sequence_length, cls_id=encoder.cls_token_id,
                             sep_id=encoder.sep_token_id, short_seq_prob=data.short_seq_prob,
                             nsp_probability=data.nsp_probability, version=data.instance_version,

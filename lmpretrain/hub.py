@@ -66,3 +66,11 @@ def local_dir(name: str | None, flag: str) -> str | None:
                         f"({error.__class__.__name__}: {error})") from None
     logger.info("%s %s: the hub snapshot %s", flag, name, path)
     return path
+
+
+def tokenizer_location(name: str | None, flag: str) -> str | None:
+    """A tokenizer as the original's ``--tokenizer_name_or_path`` names it: a dir, its ``vocab.txt`` or SentencePiece
+    ``*.model`` (the dir holding it), or a hub name (its cached snapshot); any other file is returned as given."""
+    if name is not None and Path(name).is_file() and (Path(name).name == "vocab.txt" or name.endswith(".model")):
+        return str(Path(name).parent)
+    return local_dir(name, flag)

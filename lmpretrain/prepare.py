@@ -14,9 +14,10 @@ from .data import cache_location, resolve_corpus_files
 from .data.corpus import corpus_fingerprint
 from .data.shards import CacheInvalid, read_manifest
 from .data_setup import RunData, build_run_data
+from .dataset_dir import check_dataset_tokenizer, corpus_fingerprint_of, read_dataset
 from .distributed import Layout
 from .errors import UserError
-from .hub import local_dir
+from .hub import local_dir, tokenizer_location
 from .log import get_logger
 from .models import (
     VocabPlan,
@@ -26,7 +27,7 @@ from .models import (
     plan_adaptation,
     resolve_pretrained_shape,
 )
-from .resume import saved_instance_version, trained_eval_split
+from .resume import newest_complete, saved_instance_version, trained_eval_split
 from .run_config import TrainArgs
 from .run_description import DataSettings, RunDescription, describe
 from .run_dir import earlier_run_outputs, refuse_if_being_replaced
@@ -55,7 +56,9 @@ class Resources:
         """Content fingerprints of the corpus and of the --eval_file data (None: a held-out share), computed once
         and handed to the dataset cache, which then does not hash the files again."""
         if self._fingerprints is None:
-            self._fingerprints = {"corpus": _files_fingerprint(data, data.input_files),
+            corpus = corpus_fingerprint_of(data.dataset_dir, read_dataset(data.dataset_dir)) if data.dataset_dir \
+                else _files_fingerprint(data, data.input_files)  # a dataset's: what its shards record
+            self._fingerprints = {"corpus": corpus,
                                   "eval": _files_fingerprint(data, data.eval_files) if data.eval_files else None}
         return self._fingerprints
 
@@ -105,9 +108,9 @@ class Run:
                 "history": list(history or [])}
 
 
-def _check_tokenizer_flags(args: TrainArgs, meta: dict) -> None:
+def _check_tokenizer_flags(args: TrainArgs, meta: dict, flags: dict | None = None) -> None:
     """--mecab_dic_type / --tokenizer_type / --word_tokenizer are the original's flags; here they must agree with the
-    tokenizer dir."""
+    tokenizer dir. ``flags``: the flag each key was given as, for messages (create_datasets.py's names)."""
     checks = {"mecab_dic_type": args.mecab_dic_type, "tokenizer_type": args.tokenizer_type,
               "word_tokenizer": args.word_tokenizer}
     if word_tokenizer_of(meta) is not None:  # also for dirs written before it was recorded
@@ -117,8 +120,33 @@ def _check_tokenizer_flags(args: TrainArgs, meta: dict) -> None:
         if given is None or key not in meta:
             continue
         if aliases.get(given, given) != aliases.get(meta[key], meta[key]):
-            raise UserError(f"--{key} {given} does not match the tokenizer in {args.tokenizer_dir} "
+            flag = (flags or {}).get(key, key)
+            raise UserError(f"--{flag} {given} does not match the tokenizer in {args.tokenizer_dir} "
                             f"({key} {meta[key]} recorded in {META_FILE})")
+
+
+def _resume_from_checkpoint(args: TrainArgs) -> TrainArgs:
+    """The original's --resume_from_checkpoint DIR as --do_continue: DIR must be the newest checkpoint-<step> in
+    --model_dir, which is what --do_continue resumes (a run resumes in its own dir, from where it stopped)."""
+    if args.resume_from_checkpoint is None:
+        return args
+    given = Path(args.resume_from_checkpoint)
+    if not given.is_dir():
+        raise UserError(f"--resume_from_checkpoint {given} is not a directory")
+    if given.resolve().parent != Path(args.model_dir).resolve():
+        raise UserError(f"--resume_from_checkpoint {given} is not in --model_dir {args.model_dir}: a run resumes in "
+                        f"its own model dir (copy the checkpoint into --model_dir, or give its dir as --model_dir)")
+    try:
+        step = ckpt.step_of(given)
+    except ValueError:
+        raise UserError(f"--resume_from_checkpoint {given} is not a checkpoint-<step> folder") from None
+    newest = newest_complete(Path(args.model_dir))
+    if newest is None or newest[0].resolve() != given.resolve():
+        what = f"its newest complete checkpoint is {newest[0].name}" if newest else "it holds no complete checkpoint"
+        raise UserError(f"--resume_from_checkpoint {given}: a run resumes from the newest complete checkpoint in "
+                        f"--model_dir {args.model_dir} (--do_continue), and {what}; move the newer ones out to "
+                        f"resume from step {step}")
+    return replace(args, do_continue=True)
 
 
 def _check_output_dir(path: Path, flag: str) -> None:
@@ -145,7 +173,8 @@ def prepare_run(args: TrainArgs) -> Run:
         if not Path(name).exists():
             raise UserError(f"--input_file/--eval_file: {name} does not exist")
         resolve_corpus_files(name)  # a FIFO, a directory without corpus files: said now, before any dir is made
-    args = replace(args, tokenizer_dir=local_dir(args.tokenizer_dir, "--tokenizer_dir"),  # hub names: snapshots
+    args = _resume_from_checkpoint(args)
+    args = replace(args, tokenizer_dir=tokenizer_location(args.tokenizer_dir, "--tokenizer_dir"),  # hub: snapshots
                    pretrained_model_name_or_path=local_dir(args.pretrained_model_name_or_path,
                                                            "--pretrained_model_name_or_path"))
     preset = read_preset(args.parameter_file, args.model_type)  # read once
@@ -195,6 +224,13 @@ def prepare_run(args: TrainArgs) -> Run:
         logger.warning("--do_whole_word_mask: the tokenizer in %s has no word boundaries (its tokenizer.json has no "
                        "pre-tokenizer), so whole-word masking treats each line as one word; train the "
                        "tokenizer with a word segmenter or a pre-tokenizer", data.tokenizer_dir)
+    if data.dataset_dir:
+        try:
+            check_dataset_tokenizer(data.dataset_dir, read_dataset(data.dataset_dir), encoder.fingerprint,
+                                    data.tokenizer_dir)
+        except UserError:
+            encoder.close()
+            raise
     if family.collator == "mlm" and encoder.mask_token_id is None:
         encoder.close()
         raise UserError(f"the tokenizer in {data.tokenizer_dir} declares no mask token, which the masked LM family "

@@ -98,6 +98,11 @@ class TrainArgs:
     (without it such a run is refused)."""
     accept_changed_run: bool = False
     """--do_continue: continue even though the seed, batch size, corpus or masking changed (logged)."""
+    dataset_dir: str | None = None
+    """A dataset dir written by create_datasets.py: trained on instead of --input_file (its shards, checked against
+    the preset and the tokenizer)."""
+    resume_from_checkpoint: str | None = None
+    """The original's flag: a checkpoint-<step> dir in --model_dir, resumed as --do_continue does."""
     extra: dict = field(default_factory=dict)
 
 
@@ -160,12 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Pretrain BERT / RoBERTa / ELECTRA / DeBERTa / ModernBERT / GPT-2 / Llama "
                                 "models (see the README for launching with torchrun or accelerate).",
                                 formatter_class=HelpFormatter)
-    p.add_argument("--input_file", nargs="+", required=True,
+    p.add_argument("--input_file", nargs="+", default=None,
                    help="corpus: .txt files (one sentence a line, a blank line between documents), directories of "
-                        "them, .jsonl or .gz")
-    p.add_argument("--tokenizer_dir", required=True,
-                   help="a tokenizer dir written by train_tokenizer.py (or one saved by transformers), or a hub "
-                        "name org/name[@rev] (its snapshot in the HF cache; HF_HUB_OFFLINE=1: the cache only)")
+                        "them, .jsonl or .gz (this or --dataset_dir: required)")
+    p.add_argument("--dataset_dir", default=None,
+                   help="a dataset written by create_datasets.py, trained on instead of --input_file (checked against "
+                        "the preset and the tokenizer; default: none)")
+    p.add_argument("--tokenizer_dir", "--tokenizer_name_or_path", dest="tokenizer_dir", required=True,
+                   help="a tokenizer dir written by train_tokenizer.py (or one saved by transformers), its vocab.txt "
+                        "or spiece.model, or a hub name org/name[@rev] (its snapshot in the HF cache; "
+                        "HF_HUB_OFFLINE=1: the cache only)")
     p.add_argument("--model_dir", required=True,
                    help="output: checkpoint-<step>/ folders, the final model, train_log.jsonl, TensorBoard runs")
     p.add_argument("--model_type", required=True,
@@ -184,9 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gradient_checkpointing", action="store_true",
                    help="activation checkpointing per block: recompute each block's activations in the backward "
                         "(less memory, about a third more compute); also the preset's gradient-checkpointing")
-    p.add_argument("--tokenizer_type", default=None,
+    p.add_argument("--tokenizer_type", "--subword_tokenizer_type", dest="tokenizer_type", default=None,
                    help="the original's flag: checked against the tokenizer dir's algorithm (default: not checked)")
-    p.add_argument("--mecab_dic_type", default=None,
+    p.add_argument("--mecab_dic_type", "--mecab_dic", dest="mecab_dic_type", default=None,
                    help="the original's flag: checked against the tokenizer dir's MeCab dictionary (default: not "
                         "checked)")
     p.add_argument("--word_tokenizer_type", "--word_tokenizer", dest="word_tokenizer", default=None,
@@ -195,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mask whole words (the segmenter's words, or the tokenizer's own word boundaries)")
     p.add_argument("--do_continue", action="store_true",
                    help="resume from the newest complete checkpoint-<step>/ in --model_dir")
+    p.add_argument("--resume_from_checkpoint", default=None, metavar="DIR",
+                   help="the original's flag: resume from DIR, the newest checkpoint-<step>/ in --model_dir "
+                        "(--do_continue's meaning; default: none)")
     p.add_argument("--disable_overwrite_cache", action="store_true",
                    help="reuse the existing dataset cache as it is, without checking it against the corpus")
     p.add_argument("--node_rank", type=int, default=-1,
@@ -270,6 +282,11 @@ def _token_count(text: str) -> int:
 
 
 def parse_args(argv=None) -> TrainArgs:
-    namespace = build_parser().parse_args(argv)
+    parser = build_parser()
+    namespace = parser.parse_args(argv)
+    if (namespace.input_file is None) == (namespace.dataset_dir is None):
+        parser.error("give the corpus as --input_file or a dataset from create_datasets.py as --dataset_dir (one "
+                     "of them)")
+    namespace.input_file = namespace.input_file or []
     names = {f.name for f in fields(TrainArgs)}
     return TrainArgs(**{k: v for k, v in vars(namespace).items() if k in names})

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from .data.instances import EVAL_SPLIT_TOKENS
 from .data.layouts import INSTANCE_VERSION
 from .data.loader import default_dataloader_workers
+from .dataset_dir import read_dataset, resolve_whole_word_mask
 from .distributed import preset_global_batch_size
 from .errors import UserError
 from .log import get_logger
@@ -157,6 +158,9 @@ class DataSettings:
     instance_version: int = INSTANCE_VERSION
     """The instance builders' version (``data.layouts.INSTANCE_VERSION``): a new run's is this code's; a resumed
     run's is its checkpoint's (a record without one: 1), so that it keeps the instances it trained on."""
+    dataset_dir: str | None = None
+    """--dataset_dir: a dataset from create_datasets.py whose token shards the run trains on (``input_files`` are
+    then the corpus it records); None: the shards of --input_file, built or reused in ``cache_dir``."""
     eval_split: int = EVAL_SPLIT_TOKENS
     """How ``eval_share`` is drawn (``data.split_eval``): 2, documents until that share of the tokens (new runs);
     1, that share of the documents by count (a run resumed from a checkpoint recorded before version 2)."""
@@ -289,6 +293,14 @@ def describe(args: TrainArgs, params: ModelParams, family: Family, *, resume: bo
     if args.dataloader_workers is not None and args.dataloader_workers < 0:
         raise UserError(f"--dataloader_workers must be 0 (batches built in the loop's process) or more "
                         f"(got {args.dataloader_workers})")
+    whole_word_mask, input_files = args.do_whole_word_mask or params.whole_word_mask, tuple(args.input_file)
+    if args.dataset_dir:  # its settings checked against the preset's; a mask style's -wwm decides whole-word masking
+        dataset = read_dataset(args.dataset_dir)
+        whole_word_mask = resolve_whole_word_mask(
+            args.dataset_dir, dataset, layout=family.instance_layout(params), sequence_length=params.sequence_length,
+            whole_word_mask=whole_word_mask, mlm_probability=params.mlm_probability,
+            preset=f"{args.parameter_file}: {args.model_type}")
+        input_files = tuple(dataset["corpus"])
     model = ModelSettings(
         family=family, params=params,
         pretrained=args.pretrained_model_name_or_path or params.pretrained_model_name_or_path,
@@ -305,16 +317,16 @@ def describe(args: TrainArgs, params: ModelParams, family: Family, *, resume: bo
         fp16_type=args.fp16_type if args.fp16_type is not None else params.fp16_type, bf16=args.bf16 or params.bf16,
         max_nonfinite_steps=args.max_nonfinite_steps)
     data = DataSettings(
-        input_files=tuple(args.input_file), eval_files=tuple(args.eval_file) if args.eval_file else None,
+        input_files=input_files, eval_files=tuple(args.eval_file) if args.eval_file else None,
         tokenizer_dir=args.tokenizer_dir, cache_dir=args.cache_dir or str(Path(args.model_dir) / "cache"),
         num_workers=args.num_workers or os.cpu_count() or 1, check_cache=not args.disable_overwrite_cache,
         layout=family.instance_layout(params), sequence_length=params.sequence_length, seed=args.seed,
-        whole_word_mask=args.do_whole_word_mask or params.whole_word_mask,
+        whole_word_mask=whole_word_mask,
         mlm_probability=params.mlm_probability, mask_token_prob=params.mask_token_prob,
         random_token_prob=params.random_token_prob, span_masking=params.span_masking,
         short_seq_prob=params.short_seq_prob, nsp_probability=params.nsp_probability, eval_share=params.eval_share,
         max_eval_samples=args.max_eval_samples, peer_timeout=args.peer_timeout, fixed_shapes=args.compile,
-        dataloader_workers=args.dataloader_workers)
+        dataloader_workers=args.dataloader_workers, dataset_dir=args.dataset_dir)
     outputs = OutputSettings(
         model_dir=args.model_dir, run_name=args.run_name or args.model_type,
         logging_dir=args.logging_dir or str(Path(args.model_dir) / "runs"), logging_steps=params.logging_steps,
