@@ -17,7 +17,7 @@ import pytest
 from tests.test_cli_help import parser_of
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ("run_pretraining.py", "train_tokenizer.py", "extract_electra_model.py")
+SCRIPTS = ("run_pretraining.py", "train_tokenizer.py", "extract_electra_model.py", "evaluate_perplexity.py")
 PRESETS = json.loads((ROOT / "parameter.json").read_text(encoding="utf-8"))
 
 
@@ -104,9 +104,14 @@ def test_quick_start_then_continued_pretraining_run(tmp_path):
         output = _run(_fewer_steps(command, 12), tmp_path, env)
     assert "ids equal to FastEncoder's: True" in output
     assert (tmp_path / "out/quickstart/bert-tiny/train_summary.json").is_file()
+    # the README's perplexity command on the quick start's model
+    readme_text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = [command for _, command in shell_commands(readme_text) if "evaluate_perplexity.py" in command]
+    assert len(block) == 1 and "out/quickstart/bert-tiny" in block[0]
+    output = _run(block[0].replace("python ", f"{sys.executable} ", 1), tmp_path, env)
+    assert json.loads(next(line for line in output.splitlines() if line.startswith("{")))["perplexity"] > 1
 
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    block = [command for _, command in shell_commands(readme) if "hf/bert-mlm" in command]
+    block = [command for _, command in shell_commands(readme_text) if "hf/bert-mlm" in command]
     assert len(block) == 2 and "--model_type bert-tiny-further" in block[1]
     for command in block:
         _run(_fewer_steps(command.replace("python ", f"{sys.executable} ", 1), 4), tmp_path, env)
