@@ -4,6 +4,7 @@ then the continued-pretraining example on its model) runs on the bundled sample 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -139,3 +140,25 @@ def test_readme_lines_fit_in_120_characters():
     long = [f"README.md:{n}" for n, line in enumerate((ROOT / "README.md").read_text(encoding="utf-8").splitlines(), 1)
             if len(line) > 120 and not line.startswith("|")]
     assert not long, long
+
+
+def _flag_table(script: str) -> list[str]:
+    """The first column of the first flag table after the README's section about ``script`` (ELECTRA's for
+    extract_electra_model.py): the flags it names."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    heading = "## ELECTRA: pretrain, extract" if script == "extract_electra_model.py" else f"## {script}\n"
+    assert heading in text, f"no README section for {script}"
+    rows = re.search(r"^\| flag \|.*?\n((?:\|.*\n)+)", text[text.index(heading):], flags=re.M).group(1)
+    return [flag for row in rows.splitlines()[1:] for flag in re.findall(r"`(--[\w-]+)", row.split("|")[1])]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_the_readme_flag_table_lists_every_flag_and_no_other(script):
+    """Each script's flag table and its parser agree: every flag (any of its spellings) has a row, and every flag
+    a row names is the parser's."""
+    parser = parser_of(script)
+    listed = _flag_table(script)
+    flags = [action.option_strings for action in parser._actions if not isinstance(action, argparse._HelpAction)]
+    missing = [names[0] for names in flags if not set(names) & set(listed)]
+    unknown = [flag for flag in listed if flag not in parser._option_string_actions]
+    assert not missing and not unknown, f"{script}: not in the README's table {missing}; not flags {unknown}"
