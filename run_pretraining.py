@@ -9,6 +9,8 @@ Multi-process / multi-node: launch the same command with torchrun (or python -m 
 see the README. Resume an interrupted run by adding --do_continue. SIGTERM or SIGUSR1 (a cluster's preemption
 notice) saves a checkpoint at the end of the current step and exits 0; train_summary.json is written only when the
 run has finished. Bad input and failed writes end with one "error: ..." line and exit code 2.
+
+    python run_pretraining.py --list_presets    # every preset: family, shape, parameters, budget
 """
 
 from __future__ import annotations
@@ -17,11 +19,16 @@ import sys
 
 from lmpretrain.errors import run_cli
 from lmpretrain.log import setup_logging
-from lmpretrain.run_config import parse_args
+from lmpretrain.preset_list import list_presets, listing_requested
+from lmpretrain.run_config import build_parser, parse_args
 
 
 def main(argv=None) -> None:
     setup_logging()
+    listing = listing_requested(build_parser(), argv)
+    if listing is not None:
+        print(list_presets(listing.parameter_file))
+        return
     from lmpretrain.trainer import train  # heavy imports after argument parsing, so --help is instant
 
     train(parse_args(argv))

@@ -364,6 +364,17 @@ def shape_problems(model_type: str, values: dict, check=None) -> list[str]:
 
 def read_preset(path: str | Path, model_type: str) -> dict:
     """The raw preset ``model_type`` of parameter.json; any problem with the file is one UserError naming it."""
+    data = read_presets(path)
+    if model_type not in data:
+        close = difflib.get_close_matches(model_type, data, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UserError(f"--model_type {model_type!r} is not in {path}{hint}; available: {', '.join(sorted(data))}")
+    return data[model_type]
+
+
+def read_presets(path: str | Path) -> dict:
+    """Every raw preset of parameter.json, by name, in the file's order; any problem with the file is one
+    UserError naming it."""
     path = Path(path)
     if path.is_dir():
         raise UserError(f"--parameter_file {path} is a directory, not a JSON file")
@@ -381,8 +392,4 @@ def read_preset(path: str | Path, model_type: str) -> dict:
         raise UserError(f"{path}:{error.lineno}:{error.colno}: invalid JSON ({error.msg})") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a JSON object of presets")
-    if model_type not in data:
-        close = difflib.get_close_matches(model_type, data, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UserError(f"--model_type {model_type!r} is not in {path}{hint}; available: {', '.join(sorted(data))}")
-    return data[model_type]
+    return data

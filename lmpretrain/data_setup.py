@@ -75,6 +75,14 @@ def _warn_if_few(eval_dataset, data: DataSettings) -> None:
                    "raise eval-share in the preset or give a larger --eval_file", count, source, MIN_EVAL_INSTANCES)
 
 
+def instance_options(data: DataSettings, encoder) -> dict:
+    """What ``make_instances`` builds the run's instances with, besides the shards, layout, seed and documents
+    (evaluate_perplexity.py builds its eval instances with them too)."""
+    return dict(sequence_length=data.sequence_length, cls_id=encoder.cls_token_id, sep_id=encoder.sep_token_id,
+                short_seq_prob=data.short_seq_prob, nsp_probability=data.nsp_probability,
+                version=data.instance_version, sentence_marks=encoder.sentence_marks())
+
+
 def build_run_data(run, layout: Layout) -> RunData:
     """This process's datasets and collators. ``run``: a ``prepare.Run`` placed on its process layout (its
     ``system.report_batch_size`` is the global batch the epoch's steps are counted at)."""
@@ -94,10 +102,7 @@ def build_run_data(run, layout: Layout) -> RunData:
         shards = build_or_load_dataset(list(data.input_files), data.tokenizer_dir, data.cache_dir, **build,
                                        files_fingerprint=fingerprints["corpus"])
         _say_built(shards, layout)
-    instance_options = dict(sequence_length=data.sequence_length, cls_id=encoder.cls_token_id,
-                            sep_id=encoder.sep_token_id, short_seq_prob=data.short_seq_prob,
-                            nsp_probability=data.nsp_probability, version=data.instance_version,
-                            sentence_marks=encoder.sentence_marks())
+    options = instance_options(data, encoder)
     if data.eval_files:
         eval_shards = build_or_load_dataset(list(data.eval_files), data.tokenizer_dir, data.cache_dir, **build,
                                             files_fingerprint=fingerprints["eval"])
@@ -106,11 +111,11 @@ def build_run_data(run, layout: Layout) -> RunData:
     else:
         eval_shards = shards
         train_docs, eval_docs = split_eval(shards, data.eval_share, data.seed, data.eval_split)
-    train_dataset = make_instances(shards, data.layout, seed=data.seed, doc_ids=train_docs, **instance_options)
+    train_dataset = make_instances(shards, data.layout, seed=data.seed, doc_ids=train_docs, **options)
     eval_dataset = None
     if eval_docs is None or len(eval_docs):
         eval_dataset = make_instances(eval_shards, data.layout, seed=data.seed + EVAL_SEED_OFFSET,
-                                      doc_ids=eval_docs, **instance_options)
+                                      doc_ids=eval_docs, **options)
     _warn_if_few(eval_dataset, data)
     if len(train_dataset) < layout.global_batch_size:
         raise UserError(f"the corpus {', '.join(data.input_files)} yields {len(train_dataset)} training instances, "

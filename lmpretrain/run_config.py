@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model_type", required=True,
                    help="a preset name in --parameter_file (bert-tiny, electra-small, ...)")
     p.add_argument("--parameter_file", default="parameter.json", help="the JSON file of model presets")
+    p.add_argument("--list_presets", action="store_true",
+                   help="list --parameter_file's presets (family, shape, parameters, budget) and exit; the flags "
+                        "above are then not needed")
     p.add_argument("--fp16_type", type=int, default=None, choices=[0, 1, 2, 3],
                    help="0 fp32, 1 mixed precision, 2 'almost fp16', 3 pure fp16 (the Apex levels, served by "
                         "torch.amp); default: the preset's fp16-type, else 0")

@@ -4,6 +4,7 @@ then the continued-pretraining example on its model) runs on the bundled sample 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -17,7 +18,8 @@ import pytest
 from tests.test_cli_help import parser_of
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ("run_pretraining.py", "train_tokenizer.py", "extract_electra_model.py", "evaluate_downstream.py")
+SCRIPTS = ("run_pretraining.py", "train_tokenizer.py", "extract_electra_model.py", "evaluate_downstream.py",
+           "evaluate_perplexity.py")
 PRESETS = json.loads((ROOT / "parameter.json").read_text(encoding="utf-8"))
 
 
@@ -104,9 +106,14 @@ def test_quick_start_then_continued_pretraining_run(tmp_path):
         output = _run(_fewer_steps(command, 12), tmp_path, env)
     assert "ids equal to FastEncoder's: True" in output
     assert (tmp_path / "out/quickstart/bert-tiny/train_summary.json").is_file()
+    # the README's perplexity command on the quick start's model
+    readme_text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = [command for _, command in shell_commands(readme_text) if "evaluate_perplexity.py" in command]
+    assert len(block) == 1 and "out/quickstart/bert-tiny" in block[0]
+    output = _run(block[0].replace("python ", f"{sys.executable} ", 1), tmp_path, env)
+    assert json.loads(next(line for line in output.splitlines() if line.startswith("{")))["perplexity"] > 1
 
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    block = [command for _, command in shell_commands(readme) if "hf/bert-mlm" in command]
+    block = [command for _, command in shell_commands(readme_text) if "hf/bert-mlm" in command]
     assert len(block) == 2 and "--model_type bert-tiny-further" in block[1]
     for command in block:
         _run(_fewer_steps(command.replace("python ", f"{sys.executable} ", 1), 4), tmp_path, env)
@@ -134,3 +141,28 @@ def test_readme_lines_fit_in_120_characters():
     long = [f"README.md:{n}" for n, line in enumerate((ROOT / "README.md").read_text(encoding="utf-8").splitlines(), 1)
             if len(line) > 120 and not line.startswith("|")]
     assert not long, long
+
+
+def _flag_table(script: str) -> list[str]:
+    """The first column of the first flag table after the README's section about ``script`` (ELECTRA's for
+    extract_electra_model.py): the flags it names."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    if script == "extract_electra_model.py":
+        found = re.search(r"^## ELECTRA: pretrain, extract", text, flags=re.M)
+    else:  # "## run_pretraining.py", or a section named after what the script is for: "## Is ... (evaluate_x.py)"
+        found = re.search(rf"^## (?:{re.escape(script)}|.*\({re.escape(script)}\))$", text, flags=re.M)
+    assert found, f"no README section for {script}"
+    rows = re.search(r"^\| flag \|.*?\n((?:\|.*\n)+)", text[found.start():], flags=re.M).group(1)
+    return [flag for row in rows.splitlines()[1:] for flag in re.findall(r"`(--[\w-]+)", row.split("|")[1])]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_the_readme_flag_table_lists_every_flag_and_no_other(script):
+    """Each script's flag table and its parser agree: every flag (any of its spellings) has a row, and every flag
+    a row names is the parser's."""
+    parser = parser_of(script)
+    listed = _flag_table(script)
+    flags = [action.option_strings for action in parser._actions if not isinstance(action, argparse._HelpAction)]
+    missing = [names[0] for names in flags if not set(names) & set(listed)]
+    unknown = [flag for flag in listed if flag not in parser._option_string_actions]
+    assert not missing and not unknown, f"{script}: not in the README's table {missing}; not flags {unknown}"
