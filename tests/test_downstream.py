@@ -108,8 +108,12 @@ def test_causal_lm_and_regression(tiny_tokenizer_dir, sample_corpus, tmp_path):
     task.mkdir()
     for split, part in (("train", lines[:32]), ("dev", lines[32:40]), ("test", lines[40:48])):
         write_jsonl(task / f"{split}.jsonl", [{"text": x, "label": len(x) / 10.0} for x in part])
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    results = evaluate(model_dir, task, tmp_path / "out", ProbeSettings(seeds=1, epochs=1, batch_size=8))
+    try:
+        results = evaluate(model_dir, task, tmp_path / "out", ProbeSettings(seeds=1, epochs=1, batch_size=8))
+    finally:  # the process's thread count is every later test's: an in-process run with other threads than its
+        torch.set_num_threads(threads)  # subprocess twin reduces in another order (test_fault_tolerance's reference)
     assert results["kind"] == "regression" and results["labels"] == []
     for split in ("train", "dev", "test"):
         assert set(results["per_seed"][0][split]) == {"pearson", "spearman"}
