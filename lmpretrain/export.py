@@ -17,9 +17,8 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from .data.cache import process_is_running
 from .errors import UserError
-from .fsutil import atomic_write_text, publish
+from .fsutil import atomic_write_text, process_is_running, publish
 from .log import get_logger
 from .models import family_names, get_family
 from .models.registry import ROLE_OUTPUTS

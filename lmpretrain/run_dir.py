@@ -23,10 +23,9 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from .data.cache import process_is_running
 from .distributed import Layout, all_reduce_sum
 from .errors import UserError
-from .fsutil import atomic_write_text
+from .fsutil import atomic_write_text, process_is_running
 from .log import get_logger
 from .resume import check_checkpoint, compare, newest_complete
 

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import UserError
-from ..fsutil import replace_dir
+from ..fsutil import process_is_running, replace_dir
 from ..log import get_logger
 from .corpus import CorpusPosition, compression_of, corpus_fingerprint, iter_chunks, resolve_corpus_files
 from .shards import FORMAT_VERSION, MANIFEST, CacheInvalid, TokenShards, write_shards
@@ -413,12 +413,3 @@ class _BuildLock:
         self.path.unlink(missing_ok=True)
 
 
-def process_is_running(pid: int) -> bool:
-    """Whether a process of this host exists (one we may not signal counts as running)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True

@@ -104,6 +104,15 @@ def _document_sentences(shards: TokenShards, docs: np.ndarray) -> tuple[np.ndarr
     return first + np.arange(counts.sum(), dtype=np.int64), owner
 
 
+def _other_document(own: int, count: int, u: float) -> int:
+    """A document other than ``own`` of ``count`` (by its position in the split), drawn by the uniform ``u``; ``own``
+    when it is the only one (the pairs' random next segment)."""
+    if count < 2:
+        return own
+    pick = int(u * (count - 1))
+    return pick + 1 if pick >= own else pick
+
+
 class InstanceDataset:
     """Base class: position -> (epoch, index) -> instance dict (see module docstring)."""
 
@@ -351,12 +360,7 @@ class NextSentenceDataset(InstanceDataset):
 
     def _random_segment(self, own: int, target: int, u_doc: float, u_start: float):
         """Sentences from a random other document (of this split), from a random sentence, about ``target`` long."""
-        count = len(self.doc_ids)
-        if count > 1:
-            pick = int(u_doc * (count - 1))
-            doc = pick + 1 if pick >= own else pick
-        else:
-            doc = own
+        doc = _other_document(own, len(self.doc_ids), u_doc)
         first, last = int(self.doc_first[doc]), int(self.doc_first[doc + 1])
         lo = first + int(u_start * (last - first))
         offsets = self.shards.sentence_offsets
@@ -592,12 +596,7 @@ class SentencePairDataset(NextSentenceDataset):
         return self._tokens(int(self.piece_start[lo]), int(self.piece_end[hi - 1]))
 
     def _random_segment(self, own: int, target: int, u_doc: float, u_start: float):
-        count = len(self.doc_ids)
-        if count > 1:
-            pick = int(u_doc * (count - 1))
-            doc = pick + 1 if pick >= own else pick
-        else:
-            doc = own
+        doc = _other_document(own, len(self.doc_ids), u_doc)
         first, last = int(self.doc_first[doc]), int(self.doc_first[doc + 1])
         lo = first + int(u_start * (last - first))
         hi = lo + 1
