@@ -27,7 +27,7 @@ from .models import (
     plan_adaptation,
     resolve_pretrained_shape,
 )
-from .resume import newest_complete, saved_instance_version, trained_eval_split
+from .resume import newest_complete, trained_data_versions
 from .run_config import TrainArgs
 from .run_description import DataSettings, RunDescription, describe
 from .run_dir import earlier_run_outputs, refuse_if_being_replaced
@@ -210,9 +210,12 @@ def prepare_run(args: TrainArgs) -> Run:
         refuse_if_being_replaced(outputs.model_dir)
     resume = outputs.resume and (bool(ckpt.list_checkpoints(outputs.model_dir)) or
                                  _start_over_or_refuse(Path(outputs.model_dir)))
-    if resume:  # a resumed run keeps the held-out documents and the instances its checkpoint trained on
-        data = replace(data, eval_split=trained_eval_split(Path(outputs.model_dir)) or data.eval_split,
-                       instance_version=saved_instance_version(outputs.model_dir, data.instance_version))
+    trained = trained_data_versions(outputs.model_dir) if resume else None
+    if trained is not None:  # a resumed run keeps the held-out documents and the instances its checkpoint trained on
+        if trained["instance_version"] != data.instance_version:
+            logger.info("--do_continue: the checkpoint trained on instances of layout version %d: the run keeps them "
+                        "(a new run gets version %d)", trained["instance_version"], data.instance_version)
+        data = replace(data, **trained)
     pretrained = description.model.pretrained
     if pretrained is not None and not resume:
         check_tokenizer_matches(pretrained, data.tokenizer_dir, allow_different=description.model.resize_embeddings)

@@ -101,6 +101,7 @@ def _flat(config: dict) -> tuple[dict, dict]:
                    "tokenizer_fingerprint": (prints, "tokenizer")}
         settings = {name: group[key] for name, (group, key) in sources.items() if key in group}
         settings["eval_split"] = data.get("eval_split", EVAL_SPLIT_DOCUMENTS)  # recorded from version 2 on
+        settings["instance_version"] = data.get("instance_version", 1)  # recorded from layout version 2 on
         if "corpus" in prints:
             settings["data"] = {"corpus": prints["corpus"], "eval": prints.get("eval")}
         return model.get("params", {}), settings
@@ -116,7 +117,7 @@ def _flat(config: dict) -> tuple[dict, dict]:
     for name in ("global_batch_size", "tokenizer_fingerprint", "data"):
         if name in config:
             settings[name] = config[name]
-    settings["eval_split"] = EVAL_SPLIT_DOCUMENTS
+    settings["eval_split"], settings["instance_version"] = EVAL_SPLIT_DOCUMENTS, 1
     return config.get("params", {}), settings
 
 
@@ -210,26 +211,15 @@ def check_checkpoint(description, path: Path, saved: dict, current: dict, *, ann
           accept_changed_run=description.outputs.accept_changed_run, announce=announce)
 
 
-def saved_instance_version(model_dir: str | Path, current: int) -> int:
-    """The instance version (``data.instance_version``) the newest complete checkpoint in ``model_dir`` trained on:
-    1 for a record written before versions were recorded; ``current`` where there is no such checkpoint."""
-    newest = newest_complete(Path(model_dir))
-    if newest is None:
-        return current
-    path, saved = newest
-    version = int(saved.get("data", {}).get("instance_version", 1))
-    if version != current:
-        logger.info("--do_continue: %s trained on instances of layout version %d: the run keeps them (a new run "
-                    "gets version %d)", path.name, version, current)
-    return version
-
-
-def trained_eval_split(model_dir: Path) -> int | None:
-    """The eval split (``data.split_eval`` version) of the run whose newest checkpoint is in ``model_dir``: what it
-    recorded, or 1 (documents by count) for a record written before the version was; None without a checkpoint.
-    A resumed run draws its held-out documents with it, whatever today's default."""
-    found = newest_complete(model_dir)
-    return None if found is None else _flat(found[1])[1]["eval_split"]
+def trained_data_versions(model_dir: str | Path) -> dict | None:
+    """What the run whose newest complete checkpoint is in ``model_dir`` trained on and a resume must keep, read from
+    that one record: ``eval_split`` (the ``data.split_eval`` version) and ``instance_version`` (the instance
+    builders'); a record written before either was recorded means version 1 of it. None without a checkpoint."""
+    found = newest_complete(Path(model_dir))
+    if found is None:
+        return None
+    settings = _flat(found[1])[1]
+    return {"eval_split": settings["eval_split"], "instance_version": settings["instance_version"]}
 
 
 def newest_complete(model_dir: Path) -> tuple[Path, dict] | None:

@@ -108,7 +108,7 @@ def test_a_resume_keeps_the_instance_version_its_checkpoint_trained_on(tmp_path)
     checkpoint's (the fixture, written before versions were recorded: 1, the builders it trained on)."""
     from lmpretrain.data import INSTANCE_VERSION
     from lmpretrain.prepare import prepare_run
-    from lmpretrain.resume import saved_instance_version
+    from lmpretrain.resume import trained_data_versions
 
     params = parse_preset("bert-x", PRESET, "p")
     fresh = describe(flags(), params, get_family("bert")).placed(layout(8))
@@ -124,5 +124,5 @@ def test_a_resume_keeps_the_instance_version_its_checkpoint_trained_on(tmp_path)
     finally:
         run.resources.close()
     config = model_dir / "checkpoint-1" / "lmpretrain_config.json"
-    config.write_text(json.dumps({**json.loads(config.read_text()), "data": {"instance_version": 2}}))
-    assert saved_instance_version(model_dir, 2) == 2
+    config.write_text(json.dumps({**json.loads(config.read_text()), "format": 2, "data": {"instance_version": 2}}))
+    assert trained_data_versions(model_dir)["instance_version"] == 2
