@@ -27,7 +27,7 @@ from .distributed import Layout, all_reduce_sum
 from .errors import UserError
 from .fsutil import atomic_write_text, process_is_running
 from .log import get_logger
-from .resume import check_checkpoint, compare, newest_complete
+from .resume import compare, judge, newest_complete
 
 logger = get_logger(__name__)
 
@@ -299,7 +299,7 @@ def settle_model_dir(run, layout: Layout) -> DirOutcome:
     current = run.record()
 
     changes = compare(saved, current, run.description.model.family.shape_fields())
-    check_checkpoint(run.description, path, saved, current, announce=True)
+    judge(changes, path, accept_changed_run=run.description.outputs.accept_changed_run, announce=True)
     step, train_steps = ckpt.step_of(path), run.description.optim.train_steps
     summary_path = model_dir / SUMMARY_FILE
     if step >= train_steps and summary_path.is_file():
