@@ -97,7 +97,8 @@ def build_run_data(run, layout: Layout) -> RunData:
                  builder_done=lambda location: store_has(f"cache_built/{location.name}"))
     fingerprints = run.data_fingerprints()  # hashed once: the checkpoints record them, the cache reuses them
     if data.dataset_dir:  # create_datasets.py built them: read as they are, contents verified
-        shards = open_dataset_shards(data.dataset_dir, read_dataset(data.dataset_dir), encoder.vocab_size)
+        dataset = read_dataset(data.dataset_dir)  # its metadata first: what it holds, then the shards
+        shards = open_dataset_shards(data.dataset_dir, dataset, encoder.vocab_size)
     else:
         shards = build_or_load_dataset(list(data.input_files), data.tokenizer_dir, data.cache_dir, **build,
                                        files_fingerprint=fingerprints["corpus"])

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from lmpretrain import log, trainer
+from lmpretrain import evaluation, log
 from lmpretrain.trainer import train
 from tests.helpers import REPO, wait_for
 from tests.test_distributed_training import free_port
@@ -38,14 +38,14 @@ def test_durations_read_as_a_person_writes_them(seconds, shown):
 def test_a_long_evaluation_says_how_long_it_will_take(caplog, monkeypatch, sample_corpus, tiny_tokenizer_dir,
                                                       parameter_file, tmp_path):  # noqa: F811
     caplog.set_level(logging.INFO, logger="lmpretrain")
-    monkeypatch.setattr(trainer, "EVAL_NOTICE_S", 0.0)  # every evaluation counts as long
+    monkeypatch.setattr(evaluation, "EVAL_NOTICE_S", 0.0)  # every evaluation counts as long
     train(make_args(sample_corpus, tiny_tokenizer_dir, tmp_path / "out", parameter_file, "bert-test", train_steps=4))
     notices = [r.getMessage() for r in caplog.records if r.getMessage().startswith("evaluating ")]
     assert len(notices) == 2  # the step-0 evaluation and the final one (eval-steps 4)
     assert all("eval instances in" in line and ": about " in line and "--max_eval_samples" in line
                for line in notices)
     caplog.clear()
-    monkeypatch.setattr(trainer, "EVAL_NOTICE_S", 3600.0)  # a short evaluation adds no line
+    monkeypatch.setattr(evaluation, "EVAL_NOTICE_S", 3600.0)  # a short evaluation adds no line
     train(make_args(sample_corpus, tiny_tokenizer_dir, tmp_path / "out2", parameter_file, "bert-test", train_steps=4))
     assert not [r for r in caplog.records if r.getMessage().startswith("evaluating ")]
 
