@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import re
 import sys
 from pathlib import Path
@@ -109,7 +110,7 @@ def regenerate(text: str, tables: dict[str, str]) -> str:
 def stale() -> list[str]:
     """The documents whose tables differ from what the parsers give (relative paths)."""
     tables: dict[str, str] = {}
-    return [str(path.relative_to(ROOT)) for path in documents()
+    return [os.path.relpath(path, ROOT) for path in documents()
             if regenerate(text := path.read_text(encoding="utf-8"), tables) != text]
 
 
@@ -125,7 +126,7 @@ def main(argv=None) -> int:
         text = path.read_text(encoding="utf-8")
         new = regenerate(text, tables)
         if new != text:
-            changed.append(str(path.relative_to(ROOT)))
+            changed.append(os.path.relpath(path, ROOT))
             if args.write:
                 path.write_text(new, encoding="utf-8")
     if args.check and changed:
