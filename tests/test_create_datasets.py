@@ -200,8 +200,8 @@ def test_resume_from_checkpoint_is_do_continue_in_the_model_dir(tiny_tokenizer_d
 
 
 def test_help_and_the_readme_commands_use_its_flags():
-    """Every flag has help text, and every create_datasets.py flag the README gives exists (run_pretraining.py's are
-    checked by tests/test_readme_commands.py)."""
+    """Every flag has help text, and every create_datasets.py flag the README or docs/ give exists
+    (run_pretraining.py's are checked by tests/test_readme_commands.py)."""
     import argparse
     import shlex
 
@@ -210,7 +210,8 @@ def test_help_and_the_readme_commands_use_its_flags():
 
     parser = parser_of("create_datasets.py")
     assert all((a.help or "").strip() for a in parser._actions if not isinstance(a, argparse._HelpAction))
-    commands = [shlex.split(c) for _, c in shell_commands((ROOT / "README.md").read_text(encoding="utf-8"))
-                if "create_datasets.py" in c]
+    documents = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]  # the command is in docs/migrating.md
+    commands = [shlex.split(c) for document in documents
+                for _, c in shell_commands(document.read_text(encoding="utf-8")) if "create_datasets.py" in c]
     flags = [w for words in commands for w in words if w.startswith("--")]
     assert commands and flags and all(flag in parser._option_string_actions for flag in flags), flags

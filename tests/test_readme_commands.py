@@ -1,10 +1,14 @@
-"""The README's commands are ones that work (issue 28, item 1): every flag a README command gives a script is one of
-that script's flags, every --model_type is a preset of parameter.json, and the newcomer's path (the quick start,
-then the continued-pretraining example on its model) runs on the bundled sample with few steps."""
+"""The README's and the guides' commands are ones that work (issue 28, items 1-2): every flag a command in README.md or
+docs/*.md gives a script is one of that script's flags and parses, every --model_type is a preset of parameter.json,
+the flag tables are the parsers' own (scripts/flag_tables.py), and the newcomer's path (the quick start, the README's
+tour, then the continued-pretraining guide's example on its model) runs on the bundled sample with few steps."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
+import io
 import json
 import os
 import re
@@ -20,6 +24,11 @@ from tests.test_cli_help import parser_of
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ("run_pretraining.py", "train_tokenizer.py", "extract_electra_model.py", "evaluate_downstream.py",
            "evaluate_perplexity.py")
+CHECKED = (*SCRIPTS, "create_datasets.py")
+DOCUMENTS = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
+_spec = importlib.util.spec_from_file_location("flag_tables", ROOT / "scripts" / "flag_tables.py")
+flag_tables = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(flag_tables)
 PRESETS = json.loads((ROOT / "parameter.json").read_text(encoding="utf-8"))
 
 
@@ -42,22 +51,25 @@ def shell_commands(text: str, languages=("bash", "sh")) -> list[tuple[int, str]]
     return commands
 
 
-def script_commands() -> list[tuple[int, str, list[str]]]:
-    """(README line, script, its arguments) of each README command that runs one of the scripts."""
+def script_commands() -> list[tuple[str, str, list[str]]]:
+    """(document:line, script, its arguments) of each command in README.md and docs/*.md that runs a script."""
     found = []
-    for number, command in shell_commands((ROOT / "README.md").read_text(encoding="utf-8")):
-        words = shlex.split(command, comments=True)
-        at = next((i for i, word in enumerate(words) if Path(word).name in SCRIPTS), None)
-        if at is not None:
-            found.append((number, Path(words[at]).name, words[at + 1:]))
+    for document in DOCUMENTS:
+        for number, command in shell_commands(document.read_text(encoding="utf-8")):
+            words = shlex.split(command, comments=True)
+            at = next((i for i, word in enumerate(words) if Path(word).name in CHECKED), None)
+            if at is not None:
+                found.append((f"{document.relative_to(ROOT)}:{number}", Path(words[at]).name, words[at + 1:]))
     return found
 
 
 def test_the_readme_shows_every_script():
-    assert {script for _, script, _ in script_commands()} == set(SCRIPTS)
+    assert {script for _, script, _ in script_commands()} == set(CHECKED)
+    readme = {script for where, script, _ in script_commands() if where.startswith("README.md:")}
+    assert {"train_tokenizer.py", "run_pretraining.py", "evaluate_perplexity.py"} <= readme  # the tour
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("script", CHECKED)
 def test_every_readme_flag_and_model_type_exists(script):
     parser = parser_of(script)
     checked, problems = 0, []
@@ -70,12 +82,20 @@ def test_every_readme_flag_and_model_type_exists(script):
             flag = word.split("=", 1)[0]
             checked += 1
             if flag not in parser._option_string_actions:
-                problems.append(f"README.md:{number}: {script} has no flag {flag}")
+                problems.append(f"{number}: {script} has no flag {flag}")
         values = dict(zip(args, args[1:]))
         shipped = Path(values.get("--parameter_file", "parameter.json")).name == "parameter.json"
         if shipped and "--model_type" in values and values["--model_type"] not in PRESETS:
-            problems.append(f"README.md:{number}: --model_type {values['--model_type']} is not in parameter.json")
-    assert checked, f"no {script} command in the README"
+            problems.append(f"{number}: --model_type {values['--model_type']} is not in parameter.json")
+        # a whole command (not an elided one) parses as the script parses it (--list_presets: its own small parser)
+        if "..." not in args and "--list_presets" not in args and not problems:
+            with contextlib.redirect_stderr(io.StringIO()) as error:
+                try:
+                    parser.parse_args(args)
+                except SystemExit:
+                    last = error.getvalue().strip().splitlines()[-1]
+                    problems.append(f"{number}: {script} {shlex.join(args)}: {last}")
+    assert checked, f"no {script} command in the README or docs/"
     assert not problems, "\n".join(problems)
 
 
@@ -106,14 +126,16 @@ def test_quick_start_then_continued_pretraining_run(tmp_path):
         output = _run(_fewer_steps(command, 12), tmp_path, env)
     assert "ids equal to FastEncoder's: True" in output
     assert (tmp_path / "out/quickstart/bert-tiny/train_summary.json").is_file()
-    # the README's perplexity command on the quick start's model
-    readme_text = (ROOT / "README.md").read_text(encoding="utf-8")
-    block = [command for _, command in shell_commands(readme_text) if "evaluate_perplexity.py" in command]
-    assert len(block) == 1 and "out/quickstart/bert-tiny" in block[0]
-    output = _run(block[0].replace("python ", f"{sys.executable} ", 1), tmp_path, env)
-    assert json.loads(next(line for line in output.splitlines() if line.startswith("{")))["perplexity"] > 1
+    # the README's tour and docs/evaluation.md: the perplexity command on the quick start's model
+    blocks = {command for document in DOCUMENTS for _, command in shell_commands(document.read_text(encoding="utf-8"))
+              if "evaluate_perplexity.py" in command}
+    assert blocks and all("out/quickstart/bert-tiny" in command for command in blocks)
+    for command in sorted(blocks):
+        output = _run(command.replace("python ", f"{sys.executable} ", 1), tmp_path, env)
+        assert json.loads(next(line for line in output.splitlines() if line.startswith("{")))["perplexity"] > 1
 
-    block = [command for _, command in shell_commands(readme_text) if "hf/bert-mlm" in command]
+    guide = (ROOT / "docs" / "continued-pretraining.md").read_text(encoding="utf-8")
+    block = [command for _, command in shell_commands(guide) if "hf/bert-mlm" in command]
     assert len(block) == 2 and "--model_type bert-tiny-further" in block[1]
     for command in block:
         _run(_fewer_steps(command.replace("python ", f"{sys.executable} ", 1), 4), tmp_path, env)
@@ -121,42 +143,81 @@ def test_quick_start_then_continued_pretraining_run(tmp_path):
     assert summary["step"] == 4
 
 
+def test_the_readme_tour_is_the_quick_start():
+    """The tour's first three commands are scripts/quickstart.sh's (run by the slow test above), with its paths."""
+    quick = [command.replace("$PY ", "python ").replace('"$OUT', "out/quickstart").replace('/tokenizer"', "/tokenizer")
+             .replace('/bert-tiny"', "/bert-tiny")
+             for _, command in shell_commands((ROOT / "scripts" / "quickstart.sh").read_text(), None)
+             if command.startswith("$PY ")]
+    tour = [command for _, command in shell_commands((ROOT / "README.md").read_text(encoding="utf-8"))
+            if command.startswith("python ")]
+    assert [" ".join(c.split()) for c in tour[:3]] == [" ".join(c.split()) for c in quick]
+
+
 def _slug(heading: str) -> str:
     """GitHub's anchor of a heading: lower case, punctuation but - and _ dropped, spaces as -."""
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
+def _anchors(document: Path) -> list[str]:
+    prose = re.sub(r"^```.*?^```", "", document.read_text(encoding="utf-8"), flags=re.S | re.M)
+    return [_slug(h) for h in re.findall(r"^#{1,3} (.+)$", prose, flags=re.M)]
+
+
 def test_the_readme_links_to_its_own_sections_and_lists_them():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
-    headings = re.findall(r"^#{2,3} (.+)$", prose, flags=re.M)
-    anchors = {_slug(h) for h in headings}
+    anchors = set(_anchors(ROOT / "README.md"))
     links = set(re.findall(r"\]\(#([^)]+)\)", text))
     assert links and not links - anchors, sorted(links - anchors)
-    assert {_slug(h) for h in headings if h != "Contents"} <= links  # the table of contents lists every section
+    sections = re.findall(r"^## (.+)$", re.sub(r"^```.*?^```", "", text, flags=re.S | re.M), flags=re.M)
+    assert {_slug(h) for h in sections if h != "Contents"} <= links  # the table of contents lists every section
+    guides = set(re.findall(r"\]\(docs/([\w-]+\.md)\)", text))
+    assert guides == {path.name for path in DOCUMENTS[1:]}  # ... and its guides table every guide
+
+
+def test_every_link_between_the_readme_and_the_guides_resolves():
+    problems = []
+    for document in DOCUMENTS:
+        for target in re.findall(r"\]\(([^)\s]+)\)", document.read_text(encoding="utf-8")):
+            if re.match(r"[a-z]+://", target):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (document.parent / path).resolve() if path else document
+            if not linked.exists():
+                problems.append(f"{document.relative_to(ROOT)}: {target}: no such file")
+            elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked):
+                problems.append(f"{document.relative_to(ROOT)}: {target}: no such section")
+    assert not problems, problems
 
 
 def test_readme_lines_fit_in_120_characters():
     """Prose and commands wrap at 120 characters; only table rows (one line each in Markdown) may be longer."""
-    long = [f"README.md:{n}" for n, line in enumerate((ROOT / "README.md").read_text(encoding="utf-8").splitlines(), 1)
+    long = [f"{document.relative_to(ROOT)}:{n}" for document in DOCUMENTS if document.name != "ARCHITECTURE.md"
+            for n, line in enumerate(document.read_text(encoding="utf-8").splitlines(), 1)
             if len(line) > 120 and not line.startswith("|")]
     assert not long, long
 
 
+def test_the_flag_tables_are_the_parsers_own():
+    """Every table between flag markers is what scripts/flag_tables.py renders from the script's parser today
+    (after changing a flag: python scripts/flag_tables.py --write), and every script has one."""
+    assert flag_tables.stale() == []
+    blocks = [match.group("script") for document in DOCUMENTS
+              for match in flag_tables.BLOCK.finditer(document.read_text(encoding="utf-8"))]
+    assert sorted(blocks) == sorted(flag_tables.SCRIPTS) and set(CHECKED) <= set(blocks)
+
+
 def _flag_table(script: str) -> list[str]:
-    """The first column of the first flag table after the README's section about ``script`` (ELECTRA's for
-    extract_electra_model.py): the flags it names."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    if script == "extract_electra_model.py":
-        found = re.search(r"^## ELECTRA: pretrain, extract", text, flags=re.M)
-    else:  # "## run_pretraining.py", or a section named after what the script is for: "## Is ... (evaluate_x.py)"
-        found = re.search(rf"^## (?:{re.escape(script)}|.*\({re.escape(script)}\))$", text, flags=re.M)
-    assert found, f"no README section for {script}"
-    rows = re.search(r"^\| flag \|.*?\n((?:\|.*\n)+)", text[found.start():], flags=re.M).group(1)
-    return [flag for row in rows.splitlines()[1:] for flag in re.findall(r"`(--[\w-]+)", row.split("|")[1])]
+    """The first column of the script's committed flag table: the flags it names."""
+    for document in DOCUMENTS:
+        for match in flag_tables.BLOCK.finditer(document.read_text(encoding="utf-8")):
+            if match.group("script") == script:
+                rows = match.group("table").splitlines()[2:]
+                return [flag for row in rows for flag in re.findall(r"`(--[\w-]+)", row.split(" | ")[0])]
+    raise AssertionError(f"no flag table for {script}")
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("script", CHECKED)
 def test_the_readme_flag_table_lists_every_flag_and_no_other(script):
     """Each script's flag table and its parser agree: every flag (any of its spellings) has a row, and every flag
     a row names is the parser's."""
@@ -165,4 +226,15 @@ def test_the_readme_flag_table_lists_every_flag_and_no_other(script):
     flags = [action.option_strings for action in parser._actions if not isinstance(action, argparse._HelpAction)]
     missing = [names[0] for names in flags if not set(names) & set(listed)]
     unknown = [flag for flag in listed if flag not in parser._option_string_actions]
-    assert not missing and not unknown, f"{script}: not in the README's table {missing}; not flags {unknown}"
+    assert not missing and not unknown, f"{script}: not in the table {missing}; not flags {unknown}"
+
+
+def test_flag_tables_check_and_write(tmp_path, monkeypatch):
+    """--check fails on a stale table and --write brings it back to the parser's."""
+    document = tmp_path / "README.md"
+    (tmp_path / "docs").mkdir()
+    document.write_text("x\n<!-- flags:evaluate_perplexity.py -->\n| flag | meaning |\n<!-- /flags -->\n")
+    monkeypatch.setattr(flag_tables, "documents", lambda: [document])
+    assert flag_tables.main(["--check"]) == 1
+    assert flag_tables.main(["--write"]) == 0 and flag_tables.main(["--check"]) == 0
+    assert flag_tables.render("evaluate_perplexity.py") in document.read_text()
