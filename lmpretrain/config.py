@@ -372,6 +372,20 @@ def read_preset(path: str | Path, model_type: str) -> dict:
     return data[model_type]
 
 
+DEFAULT_PARAMETER_FILE = "parameter.json"
+INSTALLED_PARAMETER_FILE = Path(__file__).parent / "scripts" / DEFAULT_PARAMETER_FILE
+"""The presets installed with the scripts by ``pip install .`` (pyproject.toml); absent in a checkout."""
+
+
+def preset_file(path: str | Path) -> str:
+    """``--parameter_file`` as given; the default (``parameter.json``), when the working directory has none, is the
+    one installed with lmpretrain, so that an installed command finds its presets from any directory (a checkout
+    has no installed copy: the default stays the working directory's file)."""
+    if str(path) == DEFAULT_PARAMETER_FILE and not Path(path).exists() and INSTALLED_PARAMETER_FILE.is_file():
+        return str(INSTALLED_PARAMETER_FILE)
+    return str(path)
+
+
 def read_presets(path: str | Path) -> dict:
     """Every raw preset of parameter.json, by name, in the file's order; any problem with the file is one
     UserError naming it."""

@@ -21,13 +21,24 @@ from .errors import UserError
 from .fsutil import atomic_write_text
 from .hub import tokenizer_location
 from .log import get_logger
-from .models.dataset_styles import dataset_settings, mask_style_names
+from .models.dataset_styles import (
+    NSP_STYLE,
+    WHOLE_WORD_SUFFIX,
+    dataset_settings,
+    dataset_type_of,
+    mask_style_names,
+)
 from .prepare import _check_tokenizer_flags
 from .tokenization import META_FILE, read_meta, word_tokenizer_of
 
 logger = get_logger(__name__)
 _FLAGS = {"mecab_dic_type": "mecab_dic", "tokenizer_type": "subword_tokenizer_type",
           "word_tokenizer": "word_tokenizer_type"}
+
+
+def premasked(mask_style: str | None) -> bool:
+    """Whether the original stored this mask style's masks (its probability then is the dataset's): not bert's."""
+    return mask_style is not None and mask_style.removesuffix(WHOLE_WORD_SUFFIX) != NSP_STYLE
 
 
 def create_dataset(*, input_corpus: str, max_length: int, input_files: list[str] | None, dataset_type: str | None,
@@ -41,15 +52,19 @@ def create_dataset(*, input_corpus: str, max_length: int, input_files: list[str]
     if dataset_type is None and mask_style is None:
         raise UserError("give --dataset_type (nsp or linebyline) or --mask_style (" + ", ".join(mask_style_names()) +
                         ")")
-    if mask_style is not None:
-        if dataset_type not in (None, "linebyline"):
-            logger.warning("--mask_style %s has priority over --dataset_type %s (as in the original): the dataset is "
-                           "linebyline", mask_style, dataset_type)
-        dataset_type = "linebyline"  # the original's type of every mask style
     try:
         layout, whole_word_mask = dataset_settings(dataset_type, mask_style)
     except KeyError:
         raise UserError(f"--mask_style {mask_style}: expected one of {', '.join(mask_style_names())}") from None
+    if mask_style is not None:
+        style_type = dataset_type_of(mask_style)  # the original's type of the mask style
+        if dataset_type not in (None, style_type):
+            logger.warning("--mask_style %s has priority over --dataset_type %s (as in the original): the dataset is "
+                           "%s", mask_style, dataset_type, style_type)
+        dataset_type = style_type
+        if not premasked(mask_style):
+            logger.info("--mask_style %s (the original's README; its parser refuses it): an nsp dataset, masked while "
+                        "training%s", mask_style, " on whole words" if whole_word_mask else "")
     if max_length < get_layout(layout).minimum_length:
         raise UserError(f"--max_length {max_length} is too short for {layout} instances (at least "
                         f"{get_layout(layout).minimum_length})")
@@ -81,7 +96,7 @@ def create_dataset(*, input_corpus: str, max_length: int, input_files: list[str]
                                    num_workers=num_workers or os.cpu_count() or 1)
     record = {
         "format": DATASET_FORMAT, "shards": shards.directory.name, "layout": layout, "sequence_length": max_length,
-        "whole_word_mask": whole_word_mask, "mlm_probability": mlm_probability if mask_style else None,
+        "whole_word_mask": whole_word_mask, "mlm_probability": mlm_probability if premasked(mask_style) else None,
         "tokenizer": {"name_or_path": tokenizer_name_or_path, "dir": str(Path(tokenizer_dir).resolve()),
                       "fingerprint": shards.manifest["components"]["tokenizer"],
                       "word_tokenizer": word_tokenizer_of(meta), "tokenizer_type": meta.get("tokenizer_type"),

@@ -109,7 +109,7 @@ def verify_export(model, export_dir: str | Path, encoder=None) -> dict[str, floa
     export_dir = Path(export_dir)
     hf = model.hf_models()
     result = {}
-    for part in model.family.parts:
+    for part in model.parts:
         directory = export_dir / part.folder
         result[part.name] = compare_models(hf[part.name], directory, part.role, outputs=part.compared_outputs)
         if encoder is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from .config import read_presets
+from .config import preset_file, read_presets
 from .errors import UserError
 
 DEFAULT_VOCAB = 32768
@@ -89,6 +89,7 @@ def preset_line(name: str, raw: dict, source: str, vocab_size: int) -> str:
 
 def list_presets(parameter_file: str, vocab_size: int = DEFAULT_VOCAB) -> str:
     """The listing's text: a header, then one line per preset in the file's order."""
+    parameter_file = preset_file(parameter_file)
     presets = read_presets(parameter_file)
     lines = [f"{parameter_file}: {len(presets)} presets; parameters counted at a vocabulary of {vocab_size:,} "
              f"tokens (the tokenizer decides it)",

@@ -10,7 +10,7 @@ from fractions import Fraction
 from typing import TYPE_CHECKING
 
 from .cli import HelpFormatter
-from .config import FSDP_MODES
+from .config import FSDP_MODES, preset_file
 from .errors import UserError
 
 if TYPE_CHECKING:
@@ -291,5 +291,6 @@ def parse_args(argv=None) -> TrainArgs:
         parser.error("give the corpus as --input_file or a dataset from create_datasets.py as --dataset_dir (one "
                      "of them)")
     namespace.input_file = namespace.input_file or []
+    namespace.parameter_file = preset_file(namespace.parameter_file)  # installed: its own presets by default
     names = {f.name for f in fields(TrainArgs)}
     return TrainArgs(**{k: v for k, v in vars(namespace).items() if k in names})

@@ -110,13 +110,24 @@ def test_output_names_follow_the_original(tiny_tokenizer_dir, tmp_path):
     assert [p.name for p in again.iterdir() if p.is_dir()] == [meta["shards"]] != [settings[again.name]["shards"]]
 
 
+def test_mask_style_bert_is_an_nsp_dataset_masked_while_training(tiny_tokenizer_dir, tmp_path):
+    """The original's README's --mask_style bert (its parser refuses it): the nsp layout, whole-word masking as the run
+    says (bert) or on (bert-wwm), no stored mask probability."""
+    bert = create(tiny_tokenizer_dir, tmp_path, mask_style="bert", dataset_type="linebyline")
+    wwm = create(tiny_tokenizer_dir, tmp_path, mask_style="bert-wwm")
+    metas = [json.loads((d / "lmpretrain_dataset.json").read_text()) for d in (bert, wwm)]
+    assert [d.name for d in (bert, wwm)] == ["nsp_64_sample_bert", "nsp_64_sample_bert-wwm"]
+    assert [(m["layout"], m["whole_word_mask"], m["mlm_probability"], m["original"]["dataset_type"])
+            for m in metas] == [("sentence_pairs", None, None, "nsp"), ("sentence_pairs", True, None, "nsp")]
+
+
 def test_bad_create_input_is_one_error(tiny_tokenizer_dir, tmp_path):
     with pytest.raises(UserError, match="--mecab_dic unidic does not match"):
         create(tiny_tokenizer_dir, tmp_path, dataset_type="nsp", mecab_dic="unidic")
     with pytest.raises(UserError, match="--subword_tokenizer_type sentencepiece does not match"):
         create(tiny_tokenizer_dir, tmp_path, dataset_type="nsp", subword_tokenizer_type="sentencepiece")
-    with pytest.raises(UserError, match="--mask_style bert: expected one of"):
-        create(tiny_tokenizer_dir, tmp_path, mask_style="bert")
+    with pytest.raises(UserError, match="--mask_style albert: expected one of"):
+        create(tiny_tokenizer_dir, tmp_path, mask_style="albert")
     with pytest.raises(UserError, match="--dataset_type .* or --mask_style"):
         create(tiny_tokenizer_dir, tmp_path)
     with pytest.raises(UserError, match="--tokenizer_name_or_path .* neither a tokenizer dir"):

@@ -5,6 +5,7 @@ fill-mask runs on; and BERT's ``next-sentence-prediction: false``."""
 import json
 
 import pytest
+import torch
 
 from lmpretrain.errors import UserError
 from lmpretrain.models import get_family, parse_preset
@@ -81,6 +82,65 @@ def test_a_bert_masked_lm_dir_continues_mlm_only_and_exports_for_fill_mask(maske
     assert not any(key.startswith(("train/nsp", "eval/nsp")) for r in records for key in r)
     fill = pipeline("fill-mask", model=str(out), tokenizer=str(out))
     assert len(fill("吾輩は[MASK]である。")) == 5
+    # the class it started as (issue 26 item 4): no next-sentence head or pooler added, the same weights trained
+    start, trained = masked_lm_weights(masked_lm_dir), masked_lm_weights(out)
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["BertForMaskedLM"]
+    assert sorted(trained) == sorted(start) and all(trained[k].shape == start[k].shape for k in start)
+    assert not torch.equal(trained["bert.encoder.layer.0.attention.self.query.weight"],
+                           start["bert.encoder.layer.0.attention.self.query.weight"])
+    assert "exporting a BertForMaskedLM, as it started" in result.stderr
+
+
+def masked_lm_weights(directory) -> dict:
+    """The state dict of the model in ``directory`` as AutoModelForMaskedLM loads it (which must be a
+    BertForMaskedLM)."""
+    from transformers import AutoModelForMaskedLM
+
+    model = AutoModelForMaskedLM.from_pretrained(directory)
+    assert type(model).__name__ == "BertForMaskedLM"
+    return model.state_dict()
+
+
+def test_a_bert_masked_lm_dir_comes_back_unchanged_when_nothing_is_learnt(masked_lm_dir, sample_corpus, tmp_path):
+    """One step at a learning rate (1e-30) too small to move an fp32 weight (a zero one by 1e-30 at most): the export
+    gives the start's logits (nothing added, dropped or re-initialised on the way through training and export)."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    params = tmp_path / "parameter.json"
+    params.write_text(json.dumps({"bert-further": {**FURTHER, "learning-rate": 1e-30, "train-steps": 1}}))
+    out = tmp_path / "out"
+    result = run_script("run_pretraining.py", "--input_file", str(sample_corpus), "--tokenizer_dir", str(masked_lm_dir),
+                        "--pretrained_model_name_or_path", str(masked_lm_dir), "--model_dir", str(out),
+                        "--parameter_file", str(params), "--model_type", "bert-further", "--num_workers", "1",
+                        env={"LMP_NO_PROGRESS": "1"}, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    tokenizer = AutoTokenizer.from_pretrained(masked_lm_dir)
+    batch = tokenizer(["吾輩は[MASK]である。", "名前はまだ無い。"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = [AutoModelForMaskedLM.from_pretrained(d).eval()(**batch).logits for d in (masked_lm_dir, out)]
+    # (a zero-initialised bias moves by ~1e-30: nothing else can)
+    torch.testing.assert_close(logits[1], logits[0], rtol=0, atol=1e-6)
+
+
+def test_next_sentence_prediction_on_a_masked_lm_adds_a_head(masked_lm_dir, caplog):
+    """A preset that asks for next-sentence prediction on a BertForMaskedLM gets a new head, said in one line; without
+    it, the model stays a BertForMaskedLM; asking for NSP without a head is one error."""
+    from lmpretrain.models import resolve_pretrained_shape
+
+    family = get_family("bert")
+    further = {k: v for k, v in FURTHER.items() if k != "sequence-length"}
+    with caplog.at_level("INFO", logger="lmpretrain"):
+        nsp = resolve_pretrained_shape(parse_preset("bert-nsp", {**further, "next-sentence-prediction": True}, "p",
+                                                    continued=True), str(masked_lm_dir), {"next-sentence-prediction"})
+    assert [p.hf_class for p in family.parts_for(nsp)] == ["BertForPreTraining"]
+    assert [term.name for term in family.loss_terms_for(nsp)] == ["mlm_loss", "nsp_loss"]
+    assert any("next-sentence-prediction: true in the preset adds a new one" in r.message for r in caplog.records)
+    mlm = resolve_pretrained_shape(parse_preset("bert-mlm", further, "p", continued=True), str(masked_lm_dir),
+                                   set(further))
+    assert [p.hf_class for p in family.parts_for(mlm)] == ["BertForMaskedLM"]
+    assert [term.name for term in family.loss_terms_for(mlm)] == ["mlm_loss"]
+    with pytest.raises(UserError, match="next-sentence-head: false leaves no head for next-sentence-prediction"):
+        parse_preset("bert-x", {**BASE, "next-sentence-prediction": True, "next-sentence-head": False}, "p.json")
 
 
 def test_next_sentence_prediction_false_packs_sentences(tmp_path):

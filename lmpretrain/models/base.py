@@ -84,6 +84,11 @@ class PretrainingModel(torch.nn.Module):
     def hf_models(self) -> dict[str, torch.nn.Module]:
         raise NotImplementedError
 
+    @property
+    def parts(self):
+        """The parts this model holds (its family's, as its preset's options choose: ``Family.parts_for``)."""
+        return self.family.parts_for(self.params)
+
     def train_flops(self, shape: BatchShape) -> int:
         """FLOPs of a forward and backward pass over a micro-batch of this shape (:mod:`.flops`)."""
         return train_flops(self, shape)
@@ -91,7 +96,7 @@ class PretrainingModel(torch.nn.Module):
     def save_pretrained(self, path: str | Path) -> None:
         """Each part as a complete HF model dir, in the folder its family declares."""
         models = self.hf_models()
-        for part in self.family.parts:
+        for part in self.parts:
             target = Path(path) / part.folder
             target.mkdir(parents=True, exist_ok=True)
             models[part.name].save_pretrained(str(target))

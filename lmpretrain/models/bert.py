@@ -34,26 +34,27 @@ def _encoder_kwargs(params: ModelParams, spec: BuildSpec) -> dict:
 class BertPretraining(PretrainingModel):
     def __init__(self, params: ModelParams, spec: BuildSpec):
         super().__init__(params)
+        cls = getattr(transformers, self.parts[0].hf_class)  # BertForPreTraining, or BertForMaskedLM (no NSP head)
         if spec.pretrained_dir:
-            self.model = load_pretrained(transformers.BertForPreTraining, spec, params.sequence_length)
+            self.model = load_pretrained(cls, spec, params.sequence_length)
         else:
             positions = params.max_position_embeddings or params.sequence_length
             config = transformers.BertConfig(**_encoder_kwargs(params, spec), type_vocab_size=2,
                                              max_position_embeddings=positions)
-            self.model = transformers.BertForPreTraining(config)
+            self.model = cls(config)
 
     def hf_models(self):
         return {"model": self.model}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         # The MLM head runs on the masked positions only: the full [B, L, V] logits are never built.
-        hidden, pooled = self.model.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                         token_type_ids=batch.get("token_type_ids"), return_dict=False)[:2]
-        rows, targets = masked_rows(hidden, batch)
+        encoded = self.model.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                  token_type_ids=batch.get("token_type_ids"), return_dict=True)
+        rows, targets = masked_rows(encoded.last_hidden_state, batch)
         mlm_loss, mlm_accuracy = masked_lm_loss(self.model.cls.predictions(rows), targets)
         out = {"mlm_loss": mlm_loss, "mlm_accuracy": mlm_accuracy}
-        if "next_sentence_label" in batch:
-            nsp_logits = self.model.cls.seq_relationship(pooled)
+        if "next_sentence_label" in batch:  # the layout pairs sentences only when the model has an NSP head
+            nsp_logits = self.model.cls.seq_relationship(encoded.pooler_output)
             out["nsp_loss"] = F.cross_entropy(nsp_logits.float(), batch["next_sentence_label"])
             out["nsp_accuracy"] = (nsp_logits.detach().argmax(-1) == batch["next_sentence_label"]).float().mean()
         return out
@@ -82,7 +83,10 @@ class RobertaPretraining(PretrainingModel):
 
 
 def bert_flops(model: BertPretraining, shape: BatchShape) -> int:
-    """Encoder, the MLM head on the masked positions, the pooler and the NSP classifier on each sequence."""
+    """Encoder, the MLM head on the masked positions, the pooler and the NSP classifier on each sequence (a
+    ``BertForMaskedLM`` has neither)."""
+    if not next_sentence_head(model.params):
+        return encoder_mlm_flops(model, shape)
     config = model.model.config
     hidden = config.hidden_size
     return (stack_flops(config, shape) + mlm_head_flops(config, shape.masked)
@@ -100,8 +104,25 @@ def next_sentence_prediction(params: ModelParams) -> bool:
     return params.option("next_sentence_prediction") is not False
 
 
+def next_sentence_head(params: ModelParams) -> bool:
+    """``next-sentence-head`` (None, the default: on, unless the model continued from has none): whether the model
+    is a ``BertForPreTraining`` (an NSP head and a pooler, trained or not) or a ``BertForMaskedLM``."""
+    return params.option("next_sentence_head") is not False
+
+
 def _bert_layout(params: ModelParams) -> str:
     return "sentence_pairs" if next_sentence_prediction(params) else "packed_sentences"
+
+
+def _bert_parts(params: ModelParams) -> tuple[Part, ...]:
+    return BERT.parts if next_sentence_head(params) else MASKED_LM_PARTS
+
+
+def _bert_problems(model_type: str, values: dict) -> list[str]:
+    if values.get("next_sentence_prediction") and values.get("next_sentence_head") is False:
+        return [f"{model_type}.next-sentence-head: false leaves no head for next-sentence-prediction: true; "
+                "leave one of them out"]
+    return []
 
 
 def _has_nsp_head(pretrained: str, hf_config) -> bool:
@@ -121,14 +142,24 @@ def _has_nsp_head(pretrained: str, hf_config) -> bool:
 
 
 def _bert_loaded_options(params: ModelParams, pretrained: str, hf_config) -> dict:
-    """Continuing from a model without an NSP head (``BertForMaskedLM``): MLM-only on packed sentences, unless the
-    preset asks for NSP (``next-sentence-prediction: true`` trains a new head)."""
-    if params.option("next_sentence_prediction") is not None or _has_nsp_head(pretrained, hf_config):
+    """Continuing from a model without an NSP head (``BertForMaskedLM``, the continued-MLM recipes' start) follows
+    its objective: MLM-only on packed sentences, trained and exported as a ``BertForMaskedLM``, unless the preset
+    asks for more (``next-sentence-prediction: true`` or ``next-sentence-head: true``: a new head is added)."""
+    if _has_nsp_head(pretrained, hf_config):
+        return {}
+    found = ", ".join(hf_config.architectures or ["no architectures recorded"])
+    asked = [key for key, field in (("next-sentence-prediction", "next_sentence_prediction"),
+                                    ("next-sentence-head", "next_sentence_head")) if params.option(field)]
+    if asked:
+        trained = "trained from scratch" if next_sentence_prediction(params) else "left untrained"
+        logger.info("the model at %s has no next-sentence-prediction head (%s): %s: true in the preset adds a new "
+                    "one (a pooler and the NSP classifier, randomly initialised, %s); the export is a "
+                    "BertForPreTraining", pretrained, found, " and ".join(asked), trained)
         return {}
     logger.info("the model at %s has no next-sentence-prediction head (%s): training MLM-only on packed sentences "
-                "(next-sentence-prediction: true in the preset trains a new head)", pretrained,
-                ", ".join(hf_config.architectures or ["no architectures recorded"]))
-    return {"next_sentence_prediction": False}
+                "and exporting a BertForMaskedLM, as it started (next-sentence-prediction: true in the preset adds "
+                "and trains a new head)", pretrained, found)
+    return {"next_sentence_prediction": False, "next_sentence_head": False}
 
 
 BERT = Family(
@@ -137,11 +168,17 @@ BERT = Family(
                 outputs=("prediction_logits", "seq_relationship_logits")),),
     loss_terms=(LossTerm("mlm_loss", "masked"), LossTerm("nsp_loss", "samples", label="next_sentence_label")),
     layout="sentence_pairs", collator="mlm", hf_model_types=("bert",), hf_shape=ENCODER_SHAPE,
-    # false: masked LM only, on packed sentences as RoBERTa (the NSP head is kept, untrained); None: on, unless
-    # the model continued from has no NSP head
-    options={"next-sentence-prediction": Option("next_sentence_prediction", "bool", None)},
-    layout_of=_bert_layout, loaded_options=_bert_loaded_options, forward_flops=bert_flops,
+    # next-sentence-prediction false: masked LM only, on packed sentences as RoBERTa (the NSP head is kept,
+    # untrained); next-sentence-head false: no NSP head at all (a BertForMaskedLM); None: on, unless the model
+    # continued from has no NSP head
+    options={"next-sentence-prediction": Option("next_sentence_prediction", "bool", None),
+             "next-sentence-head": Option("next_sentence_head", "bool", None, shape=True)},
+    layout_of=_bert_layout, parts_of=_bert_parts, loaded_options=_bert_loaded_options, check=_bert_problems,
+    forward_flops=bert_flops,
     embeddings=attr_path("bert.embeddings"), layers=attr_path("bert.encoder.layer"))
+
+MASKED_LM_PARTS = (Part("model", "BertForMaskedLM", role="masked_lm"),)
+"""A BERT without a next-sentence head (``next-sentence-head: false``, or continued from a ``BertForMaskedLM``)."""
 
 ROBERTA = Family(
     name="roberta", display="RoBERTa", model=RobertaPretraining,

@@ -125,6 +125,9 @@ class Family:
     """params -> the layout a preset's options choose (BERT without next-sentence prediction: packed sentences);
     None: always ``layout``. The loss terms whose ``label`` that layout does not produce are then not trained
     (``loss_terms_for``)."""
+    parts_of: Callable | None = None
+    """params -> the parts a preset's options build, in place of ``parts`` (BERT continued from a ``BertForMaskedLM``:
+    that class, without a next-sentence head); the same names and folders, another class or role. None: ``parts``."""
     loaded_options: Callable | None = None
     """(params, pretrained path, its HF config) -> {option field: value} for the options that models loaded from
     there fix (ELECTRA's ``generator_size`` when its generator is loaded too). Those take the loaded value (a
@@ -151,6 +154,10 @@ class Family:
     def instance_layout(self, params) -> str:
         """The layout this preset trains on (``layout``, unless an option of the family chooses another)."""
         return self.layout_of(params) if self.layout_of is not None else self.layout
+
+    def parts_for(self, params) -> tuple[Part, ...]:
+        """The parts this preset builds, trains and exports (``parts``, unless an option chooses others)."""
+        return self.parts_of(params) if self.parts_of is not None else self.parts
 
     def loss_terms_for(self, params) -> tuple[LossTerm, ...]:
         """The terms this preset trains: every term without a label, and those whose label its layout produces."""
