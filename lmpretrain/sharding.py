@@ -17,6 +17,11 @@ backward: a tied or shared parameter is one parameter of one unit, so it stays t
 than once (ALBERT's layer, run at every depth) is shared too, and stays in the root.
 
 Gradients: FSDP2 averages them over all processes, as DDP does, so the loop's loss weighting (x world size) holds.
+Under ``shard_grad_op`` with gradient accumulation they are reduce-scattered once per step, after the last
+micro-batch (:func:`defer_gradient_sync`), as DDP's ``no_sync`` all-reduces once.
+
+``--compile`` under sharding compiles each block in place before it is sharded (:func:`compile_blocks`), as
+torchtitan does, rather than the whole sharded model.
 """
 
 from __future__ import annotations
@@ -93,6 +98,36 @@ def shard_model(model: torch.nn.Module, mode: str, layout: Layout, *, mesh_dims:
         fully_shard(unit, **kwargs)
     fully_shard(model, **kwargs)
     return model
+
+
+def compile_blocks(model: torch.nn.Module) -> int:
+    """``torch.compile`` each block the family declares, in place and once (a shared block too), before
+    :func:`shard_model`: per-block compilation, as torchtitan's ``apply_compile`` (compile, then ``fully_shard``),
+    so that FSDP2's all-gathers and reduce-scatters run between compiled blocks rather than inside one whole-model
+    graph, and blocks of one shape share their compiled code. ``nn.Module.compile`` keeps the module and its
+    state-dict keys (``torch.compile(block)`` would add ``_orig_mod.``), so checkpoints and exports are unchanged.
+    Returns the number of blocks compiled."""
+    family = getattr(model, "family", None)
+    blocks = {}
+    for hf_model in model.hf_models().values():
+        try:
+            layers = list(family.layers(hf_model)) if family is not None and family.layers is not None else []
+        except AttributeError:
+            layers = []
+        blocks.update((id(layer), layer) for layer in layers)
+    for block in blocks.values():
+        block.compile()
+    return len(blocks)
+
+
+def defer_gradient_sync(model: torch.nn.Module, defer: bool) -> None:
+    """Gradient accumulation under ``shard_grad_op``: with ``defer``, the next backward keeps its gradients
+    unsharded on this process (no reduce-scatter) and the parameters gathered (no re-gather for the next forward);
+    the last micro-batch's backward (``defer=False``) reduce-scatters the sum once and reshards. The gradient is the
+    same sum as one reduce-scatter per micro-batch (a mean over processes of the summed micro-batches either way);
+    the cost is a gathered copy of the weights and gradients until the step, as ZeRO-2 holds."""
+    model.set_requires_gradient_sync(not defer)
+    model.set_reshard_after_backward(not defer)
 
 
 def checkpoint_activations(model: torch.nn.Module) -> None:

@@ -41,7 +41,14 @@ from .resume import check_checkpoint
 from .run_config import TrainArgs
 from .run_dir import own_model_dir
 from .run_state import RunState
-from .sharding import checkpoint_activations, gathered_model, is_sharded, shard_model
+from .sharding import (
+    checkpoint_activations,
+    compile_blocks,
+    defer_gradient_sync,
+    gathered_model,
+    is_sharded,
+    shard_model,
+)
 
 logger = get_logger(__name__)
 
@@ -153,6 +160,8 @@ def _train_loop(run: Run, history: tuple, layout: Layout, precision: Precision, 
                       history=history)
     terms, weights = model_settings.loss_terms, model_settings.loss_weights
     max_eval_samples = data_settings.max_eval_samples
+    # shard_grad_op with accumulation: one reduce-scatter per step, after the last micro-batch (DDP's no_sync)
+    defer_sync = system.fsdp == "shard_grad_op" and is_sharded(model)
     # where the step's tensors are summed over processes: on the GPU under NCCL; the unit counts on the CPU
     # otherwise; the loss, in one process, where it already is (no all-reduce then)
     units_device = layout.device if reduces_on_device() else torch.device("cpu")
@@ -182,6 +191,8 @@ def _train_loop(run: Run, history: tuple, layout: Layout, precision: Precision, 
             step_loss = torch.zeros((), dtype=torch.float64, device=layout.device)
             metrics = {}
             for i, (batch, _) in enumerate(micro):
+                if defer_sync and len(micro) > 1:
+                    defer_gradient_sync(model, defer=i < len(micro) - 1)
                 no_sync = i < len(micro) - 1 and layout.distributed and hasattr(train_model, "no_sync")
                 with train_model.no_sync() if no_sync else contextlib.nullcontext():
                     with precision.autocast():
@@ -271,6 +282,8 @@ def _build_state(run: Run, layout: Layout, precision: Precision) -> RunState:
         checkpoint_activations(model)
     mode = run.description.system.fsdp
     if mode is not None and layout.distributed:  # sharded before the optimizer, which then holds the shards
+        if run.description.model.compile:  # per block, before sharding (torchtitan's order)
+            logger.info("--compile with --fsdp: %d blocks compiled one by one", compile_blocks(model))
         model = shard_model(model, mode, layout)
         logger.info("FSDP2 %s over %d processes: each block a unit, then the root", mode, layout.world_size)
     elif mode is not None:
@@ -285,11 +298,12 @@ def _build_state(run: Run, layout: Layout, precision: Precision) -> RunState:
 
 def _wrap(model: torch.nn.Module, layout: Layout, *, compile_model: bool) -> torch.nn.Module:
     """The module the loop calls: DDP across processes (unless sharded with FSDP2 already), torch.compile if asked
-    (checkpoints use ``model``)."""
+    and not sharded (checkpoints use ``model``)."""
     if layout.distributed and not is_sharded(model):  # FSDP2 modules synchronise their own gradients
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[layout.device.index] if layout.device.type == "cuda" else None)
-    return torch.compile(model) if compile_model else model
+    # a sharded model's blocks were compiled before sharding (_build_state: sharding.compile_blocks)
+    return torch.compile(model) if compile_model and not is_sharded(model) else model
 
 
 _chunks = micro_batch_positions  # the name the unit tests use

@@ -27,6 +27,7 @@ def setup(tmp_path_factory, sample_corpus, tiny_tokenizer_dir):
         "bert-single": {**PRESET, "batch-size": {"-1": 8}},
         "albert-single": {**PRESET, "batch-size": {"-1": 8}, "embedding-size": 16},
         "bert-sharded": {**PRESET, "batch-size": {"-1": 8}, "fsdp": "full_shard"},
+        "bert-accumulated": {**PRESET, "batch-size": {"-1": 8}, "gradient-accumulation-steps": 2},
     }))
     return {"root": root, "params": params, "corpus": sample_corpus, "tokenizer": tiny_tokenizer_dir,
             "cache": root / "cache"}
@@ -160,6 +161,36 @@ def test_albert_shard_grad_op_by_use_deepspeed_matches_one_process(setup):
     assert loaded.get_output_embeddings().weight is loaded.get_input_embeddings().weight
 
 
+def test_shard_grad_op_with_accumulation_reduces_once_a_step_and_matches_one_process(setup, single):
+    """Two micro-batches a process, the reduce-scatter deferred to the last (sharding.defer_gradient_sync): the
+    losses and final weights of one process over the same global batch without accumulation."""
+    out = setup["root"] / "zero2_accumulated"
+    two_processes(setup, out, "bert-accumulated", "--fsdp", "shard_grad_op")
+    assert_same_losses(single, out)
+    assert_same_final_model(single, out)
+
+
+@pytest.mark.slow
+def test_compiled_sharded_run_follows_the_uncompiled_one_and_logs_mfu(setup, full_shard):
+    """--compile with --fsdp: each block compiled before it is sharded; the losses are the uncompiled sharded run's
+    to float tolerance (fused kernels reorder sums; asserted at 1e-4 relative, passed); MFU and the data
+    wait share are logged from the whole model's FLOPs on each process's own micro-batches."""
+    out = setup["root"] / "full_shard_compiled"
+    proc = two_processes(setup, out, "bert-single", "--fsdp", "full_shard", "--compile", "--peak_tflops", "2")
+    assert "--compile with --fsdp: 2 blocks compiled one by one" in proc.stderr
+    a, b = losses(full_shard), losses(out)
+    assert sorted(b) == list(STEPS), b
+    for step in STEPS:
+        assert b[step] == pytest.approx(a[step], rel=1e-4), (step, a, b)
+    logged = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    windows = [r for r in logged if "train/loss" in r]
+    assert len(windows) == len(STEPS)
+    for window in windows:
+        assert window["train/mfu"] == pytest.approx(window["train/tflops_per_device"] / 2)
+        assert 0 <= window["train/data_wait_fraction"] < 1
+    assert_same_final_model(full_shard, out)  # the export's keys and weights: no "_orig_mod." from compilation
+
+
 # --- the wrapping itself, in two spawned processes: every family's ties, every mode and mesh ------------------------
 TINY = {"number-of-layers": 2, "hidden-size": 32, "sequence-length": 16, "ffn-inner-hidden-size": 64,
         "attention-heads": 4, "warmup-steps": 1, "learning-rate": 1e-3, "batch-size": {"-1": 4}, "train-steps": 2,
@@ -238,9 +269,38 @@ def _sharded_worker(rank: int, world: int, port: int, out_dir: str) -> None:
                 # DeBERTa-v3's GDES: the discriminator reads the generator's embedding module itself
                 "gdes": family != "debertav3" or
                 model.gdes.shared is model.generator.deberta.embeddings.word_embeddings}
+    results["accumulation"] = _accumulation_case(rank, layout)
     if rank == 0:
         (__import__("pathlib").Path(out_dir) / "results.json").write_text(json.dumps(results))
     dist.destroy_process_group()
+
+
+def _accumulation_case(rank: int, layout) -> dict:
+    """shard_grad_op, two micro-batches: the gradients with the reduce-scatter deferred to the last one against one
+    reduce-scatter per micro-batch; and the FLOPs a sharded model counts (MFU's numerator) against the whole model's."""
+    from lmpretrain.models import BatchShape, build_model, parse_preset
+    from lmpretrain.sharding import defer_gradient_sync, full_tensor, shard_model
+    from tests.test_registry import a_batch
+
+    params = parse_preset("llama-test", dict(TINY), "test")
+    reference = build_model(params, vocab_size=50, pad_token_id=0, seed=0, eos_token_id=3)
+    grads, unsynced = [], []
+    for defer in (False, True):
+        model = shard_model(build_model(params, vocab_size=50, pad_token_id=0, seed=0, eos_token_id=3),
+                            "shard_grad_op", layout)
+        batch = a_batch(model.family)
+        for i, row in enumerate((rank, 1 - rank)):  # this process's two micro-batches
+            if defer:
+                defer_gradient_sync(model, defer=i == 0)
+            model({k: v[row:row + 1] for k, v in batch.items()})["lm_loss"].backward()
+            if defer and i == 0:  # nothing reduced nor resharded yet: whole local gradients on gathered weights
+                unsynced.append(all(type(p).__name__ != "DTensor" and type(p.grad).__name__ != "DTensor" and
+                                    p.grad.shape == p.shape for p in model.parameters()))
+        grads.append({n: full_tensor(p.grad) for n, p in model.named_parameters()})
+    shape = BatchShape(2, 16, predicted=30)
+    return {"same": all(torch.allclose(grads[1][n], g, rtol=1e-5, atol=1e-7) for n, g in grads[0].items()),
+            "unsynced": unsynced == [True], "resharded": all(type(p).__name__ == "DTensor" for p in model.parameters()),
+            "flops": [model.train_flops(shape), reference.train_flops(shape)]}
 
 
 @pytest.fixture(scope="module")
@@ -263,6 +323,13 @@ def test_each_family_trains_sharded_as_unsharded_with_its_ties_kept(sharded_case
     assert result["units"] >= (0 if case.startswith("albert") else 2), result  # blocks sharded on their own
     if case.startswith(("bert", "electra", "albert")):
         assert result["groups"], result  # there were ties to keep
+
+
+def test_deferred_gradient_sync_gives_the_same_gradients_and_flops_count_the_whole_model(sharded_cases):
+    result = sharded_cases["accumulation"]
+    assert result["unsynced"] and result["same"] and result["resharded"], result
+    flops, whole = result["flops"]
+    assert flops == whole > 0  # a sharded model counts the whole model's FLOPs for its own micro-batch
 
 
 # --- activation checkpointing, unsharded: every family -----------------------------------------------------------
@@ -297,3 +364,60 @@ def test_gradient_checkpointing_gives_the_same_step_with_fewer_saved_activations
     for name, grad in grads.items():
         torch.testing.assert_close(grads_ckpt[name], grad, rtol=1e-5, atol=1e-7)
     assert saved_ckpt < saved  # the blocks' activations were not kept: recomputed in the backward
+
+
+# --- on CUDA (scripts/gpu_checks.sh runs these where a GPU is lent) ------------------------------------------------
+def _cuda_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    import os
+    from pathlib import Path
+
+    import torch.distributed as dist
+
+    from lmpretrain.distributed import Layout
+    from lmpretrain.models import build_model, parse_preset
+    from lmpretrain.sharding import compile_blocks, defer_gradient_sync, shard_model
+    from tests.test_registry import a_batch
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    device = torch.device("cuda", rank)
+    torch.cuda.set_device(device)
+    dist.init_process_group("nccl", rank=rank, world_size=world, device_id=device)
+    layout = Layout(rank, world, rank, world, 0, 1, 2 * world, 2, 2 * rank, 2 * world, device)
+    params = parse_preset("llama-test", {**TINY, "number-of-layers": 3}, "test")
+    runs = {}
+    for name, mode, compiled in (("eager", "full_shard", False), ("compiled", "full_shard", True),
+                                 ("zero2_compiled", "shard_grad_op", True)):
+        model = build_model(params, vocab_size=50, pad_token_id=0, seed=0, eos_token_id=3).to(device)
+        if compiled:
+            compile_blocks(model)
+        shard_model(model, mode, layout)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        batch = {k: v.to(device) for k, v in a_batch(model.family).items()}
+        losses = []
+        for _ in range(3):
+            for i in range(2):  # two micro-batches (the same sequences): the reduce-scatter deferred under ZeRO-2
+                if mode == "shard_grad_op":
+                    defer_gradient_sync(model, defer=i == 0)
+                loss = model(batch)["lm_loss"] / 2
+                loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            losses.append(float(loss.detach()) * 2)
+        runs[name] = losses
+    if rank == 0:
+        Path(out_dir, "cuda.json").write_text(json.dumps(runs))
+    dist.destroy_process_group()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_compiled_blocks_shard_on_cuda_with_the_eager_losses(tmp_path):
+    """FSDP2 on NCCL (every GPU there is, up to 2), per-block torch.compile (inductor's GPU kernels) against eager,
+    and shard_grad_op's deferred reduce-scatter: the same losses to float tolerance."""
+    import torch.multiprocessing as mp
+
+    world = min(2, torch.cuda.device_count())
+    mp.start_processes(_cuda_worker, args=(world, free_port(), str(tmp_path)), nprocs=world, start_method="spawn")
+    runs = json.loads((tmp_path / "cuda.json").read_text())
+    for name in ("compiled", "zero2_compiled"):
+        assert runs[name] == pytest.approx(runs["eager"], rel=1e-3), runs
