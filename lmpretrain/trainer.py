@@ -32,6 +32,7 @@ from .distributed import (
     reduces_on_device,
     shutdown,
 )
+from .downstream_watch import DownstreamWatch
 from .errors import Preempted, UserError
 from .log import JsonlLog, duration, get_logger, is_main_process, progress
 from .models import BatchShape
@@ -262,6 +263,7 @@ def _train_loop(run: Run, history: tuple, layout: Layout, precision: Precision, 
     step_log = JsonlLog(f"{outputs.model_dir}/train_log.jsonl", resume_step=counters.step)
     if history and history[-1]["step"] == counters.step:  # what this resume changed, where it changed
         step_log.write({"step": counters.step, "resumed_with_changes": history[-1]["changes"]})
+    probes = DownstreamWatch(run.description, layout, step=counters.step)  # --downstream_task, rank 0
     terms, weights = model_settings.loss_terms, model_settings.loss_weights
     max_eval_samples = data_settings.max_eval_samples
 
@@ -277,7 +279,7 @@ def _train_loop(run: Run, history: tuple, layout: Layout, precision: Precision, 
     loss_device = layout.device if reduces_on_device() or not layout.distributed else torch.device("cpu")
     # trackers and bar are closed on errors too (the last scalars kept); a signal during the last save is held off;
     # the batch workers are shut down on every way out of this block
-    with writer, contextlib.closing(bar), batches:
+    with writer, contextlib.closing(bar), batches, probes:
         # before the first step; or, for a run resumed at its last step (its export interrupted), the final eval,
         # which the interrupted run has logged already
         first_eval = evaluate(model, data, layout, precision, max_eval_samples) \
@@ -361,12 +363,14 @@ def _train_loop(run: Run, history: tuple, layout: Layout, precision: Precision, 
                     logger.info("step %d: %s", counters.step, _fmt(last_eval))
             if preempt_now or counters.step % outputs.save_steps == 0 or counters.step == train_steps:
                 checkpoints.save(state)  # every save-steps; the final model; where a preempted run resumes
+                probes.saved(counters.step, writer)  # a background probe of it, if its step is due
             if preempt_now:
                 preempted = True
                 break
         # a run resumed at (or past) its last step has no step to take: it exports the checkpoint it resumed from
 
     if preempted:
+        probes.stop(writer)
         writer.finish()
         logger.warning("preempted: saved checkpoint-%d; rerun with --do_continue to resume", counters.step)
         return {"step": counters.step, "preempted": 1.0}
@@ -384,6 +388,7 @@ def _train_loop(run: Run, history: tuple, layout: Layout, precision: Precision, 
     except BaseException:
         writer.finish(failed=True)
         raise
+    probes.finish(writer)  # waits for the downstream probes, writing their metrics at their checkpoints' steps
     writer.finish(summary)  # wandb's and MLflow's run summary (TensorBoard's writer is closed already)
     logger.info("done: %s; model saved to %s", _fmt(summary), outputs.model_dir)
     return summary
