@@ -29,8 +29,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkpoint import MANIFEST, STATE_FILE, checkpoint_path, list_checkpoints
 from .log import get_logger, strict_dumps
+
+# torch (through .checkpoint) is imported where it is used: the child process lowers its priority before it loads
 
 logger = get_logger(__name__)
 
@@ -97,6 +98,8 @@ class DownstreamWatch:
         logger.info("downstream probe: %s (%s) at every %d steps and the final model, %d seed(s) x %d epoch(s) on %s, "
                     "in a background process (nice %d, %d thread(s))", s.task, s.task_dir, s.every, s.seeds, s.epochs,
                     s.device, NICE, self.threads)
+        from .checkpoint import MANIFEST, list_checkpoints
+
         for saved_step, path in list_checkpoints(self.model_dir):  # a resume: what the earlier run left unprobed
             if saved_step <= step and (path / MANIFEST).is_file():
                 self._submit(saved_step, path)
@@ -127,6 +130,8 @@ class DownstreamWatch:
         """After ``checkpoint-<step>`` was saved: probe it if its step is due; log what has finished."""
         if not self.active:
             return
+        from .checkpoint import checkpoint_path
+
         self._submit(step, checkpoint_path(self.model_dir, step))
         self.collect(writer)
 
@@ -170,9 +175,8 @@ class DownstreamWatch:
             with self._lock:
                 waiting = dict(self._pending)
             if waiting and (waiting != shown or time.monotonic() - noticed >= WAIT_NOTICE_S):
-                logger.info("waiting for the downstream probe(s) of %s (%s)",
-                            ", ".join(f"checkpoint-{step}" for step in sorted(waiting)),
-                            ", ".join(f"{state} {step}" for step, state in sorted(waiting.items())))
+                logger.info("waiting for the downstream probe(s) of %s",
+                            ", ".join(f"checkpoint-{step} ({state})" for step, state in sorted(waiting.items())))
                 shown, noticed = waiting, time.monotonic()
             self._thread.join(timeout=1.0)
         self.collect(writer)
@@ -217,6 +221,8 @@ class DownstreamWatch:
     def _submit(self, step: int, checkpoint: Path) -> None:
         if not self._wanted(step):
             return
+        from .checkpoint import STATE_FILE
+
         snapshot = self.root / f".snapshot-{step}"
         try:
             shutil.rmtree(snapshot, ignore_errors=True)
@@ -298,7 +304,7 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, required=True)
     args = parser.parse_args(argv)
     if hasattr(os, "nice"):
-        os.nice(NICE)  # the training's processes come first
+        os.nice(NICE)  # the training's processes come first (before torch and transformers load)
     import torch
 
     from .downstream import ProbeSettings, evaluate, summary_line

@@ -144,3 +144,50 @@ def test_a_bad_task_file_names_its_line(sample_corpus, tiny_tokenizer_dir, prese
         f.write('{"text": "no label here"}\n')
     with pytest.raises(UserError, match=r"dev.jsonl:33: no 'label'"):
         train(probe_args(sample_corpus, tiny_tokenizer_dir, tmp_path / "out", preset, task))
+
+
+def test_a_stopped_watch_ends_its_probe_and_a_resume_probes_it_again(tmp_path, monkeypatch, caplog,
+                                                                      reversal_task):  # noqa: F811
+    """The pieces without a training run: a snapshot is hard links (no optimizer state); stop() (a preempted
+    or failed run) ends the running child and records nothing; a watch resumed at that step probes it again."""
+    import subprocess
+    import time
+    from types import SimpleNamespace
+
+    from lmpretrain import downstream_watch
+    from lmpretrain.run_description import DownstreamSettings
+
+    model_dir = tmp_path / "out"
+    checkpoint = model_dir / "checkpoint-4"
+    checkpoint.mkdir(parents=True)
+    for name in ("config.json", "lmpretrain_checkpoint.json", "training_state.pt"):
+        (checkpoint / name).write_text("{}")
+    settings = DownstreamSettings(task_dir=str(reversal_task), task="reversal", every=4, seeds=1, epochs=1,
+                                  device="cpu")
+    description = SimpleNamespace(outputs=SimpleNamespace(downstream=settings, model_dir=str(model_dir)),
+                                  optim=SimpleNamespace(train_steps=8))
+    started, popen = [], subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        started.append(popen(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(downstream_watch.subprocess, "Popen", recording_popen)
+    watch = downstream_watch.DownstreamWatch(description, SimpleNamespace(is_main=True), step=0)
+    watch.saved(3, writer=None)  # not a multiple of 4, not the final step: not probed
+    watch.saved(4, writer=None)
+    snapshot = model_dir / "downstream" / "reversal" / ".snapshot-4"
+    assert sorted(p.name for p in snapshot.iterdir()) == ["config.json", "lmpretrain_checkpoint.json"]
+    assert (snapshot / "config.json").stat().st_ino == (checkpoint / "config.json").stat().st_ino  # a hard link
+    while not started:  # the probe's child process has started
+        time.sleep(0.05)
+    with caplog.at_level(logging.WARNING, logger="lmpretrain"):
+        watch.stop()
+    assert started[0].poll() is not None and not snapshot.exists()
+    assert "stopped the downstream probe(s) of checkpoint-4: --do_continue probes them again" in caplog.text
+    assert (model_dir / "downstream_log.jsonl").read_text() == ""
+    resumed = downstream_watch.DownstreamWatch(description, SimpleNamespace(is_main=True), step=4)
+    while len(started) < 2:  # the resumed watch probes checkpoint-4, which nothing recorded
+        time.sleep(0.05)
+    resumed.stop()
+    assert started[1].poll() is not None and "--model_dir" in started[1].args
