@@ -103,6 +103,16 @@ class TrainArgs:
     the preset and the tokenizer)."""
     resume_from_checkpoint: str | None = None
     """The original's flag: a checkpoint-<step> dir in --model_dir, resumed as --do_continue does."""
+    downstream_task: str | None = None
+    """A task dir (evaluate_downstream.py's): saved checkpoints are fine-tuned on it in a background process."""
+    downstream_every: int | None = None
+    """Probe the checkpoints whose step is a multiple of this (a multiple of save-steps; None: every save)."""
+    downstream_seeds: int = 1
+    """Fine-tuning runs per probed checkpoint (seeds 0, 1, ...)."""
+    downstream_epochs: int = 3
+    """Passes over the task's train split per fine-tuning run."""
+    downstream_device: str = "cpu"
+    """Where the probe fine-tunes (cpu by default: the training keeps its GPU)."""
     extra: dict = field(default_factory=dict)
 
 
@@ -268,6 +278,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop with an error after this many consecutive steps whose loss is NaN/inf")
     p.add_argument("--overwrite_output_dir", action="store_true",
                    help="a fresh run into a --model_dir that holds an earlier run deletes that run's outputs first")
+    p.add_argument("--downstream_task", default=None, metavar="TASK_DIR",
+                   help="fine-tune saved checkpoints on this task dir (evaluate_downstream.py's train/dev/test) in a "
+                        "background process on rank 0, and log downstream/<task>/<metric> at their steps (default: "
+                        "none)")
+    p.add_argument("--downstream_every", type=int, default=None, metavar="N",
+                   help="probe the checkpoints whose step is a multiple of N, a multiple of save-steps, and the final "
+                        "model (default: every saved checkpoint)")
+    p.add_argument("--downstream_seeds", type=int, default=1, help="fine-tuning runs per probed checkpoint")
+    p.add_argument("--downstream_epochs", type=int, default=3, help="the probe's passes over the task's train split")
+    p.add_argument("--downstream_device", default="cpu",
+                   help="where the probe fine-tunes: cpu (the training keeps its GPU), cuda, cuda:1, ...")
     p.add_argument("--accept_changed_run", action="store_true",
                    help="--do_continue: continue even though the seed, batch size, corpus or masking changed")
     return p

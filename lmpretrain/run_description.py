@@ -31,6 +31,7 @@ from .data.layouts import INSTANCE_VERSION
 from .data.loader import default_dataloader_workers
 from .dataset_dir import read_dataset, resolve_whole_word_mask
 from .distributed import preset_global_batch_size
+from .downstream import read_task
 from .errors import UserError
 from .log import get_logger
 from .run_config import TrainArgs, budget_from, budget_steps
@@ -167,6 +168,25 @@ class DataSettings:
 
 
 @dataclass(frozen=True)
+class DownstreamSettings:
+    """--downstream_task: the downstream probe (:mod:`lmpretrain.downstream`) over the run's checkpoints, run in a
+    background process on rank 0 by :mod:`lmpretrain.downstream_watch`."""
+
+    task_dir: str
+    """The task dir, absolute; checked (``downstream.read_task``) before the run starts."""
+    task: str
+    """Its name (the dir's), in the metric names ``downstream/<task>/<metric>``."""
+    every: int
+    """Probe each checkpoint whose step is a multiple of this (--downstream_every, else save-steps; always a multiple
+    of save-steps), and the final model."""
+    seeds: int
+    """Fine-tuning runs per checkpoint, seeds 0, 1, ... (evaluate_downstream.py's --seed 0 --seeds N)."""
+    epochs: int
+    device: str
+    """Where the probe fine-tunes (--downstream_device, default cpu)."""
+
+
+@dataclass(frozen=True)
 class OutputSettings:
     """Where the run writes, how often, and what it does with a used model dir."""
 
@@ -188,6 +208,9 @@ class OutputSettings:
     report_to: tuple[str, ...] = ("tensorboard",)
     """--report_to resolved (:func:`~lmpretrain.trackers.resolve_report_to`): the trackers the metrics go to, rank 0
     only; a resume continues their runs (not compared on --do_continue: where metrics go does not change the run)."""
+    downstream: DownstreamSettings | None = None
+    """--downstream_task and its settings; None: no probe (not compared on --do_continue: the probe reads
+    checkpoints, it does not change them)."""
 
 
 @dataclass(frozen=True)
@@ -338,6 +361,7 @@ def describe(args: TrainArgs, params: ModelParams, family: Family, *, resume: bo
         parameter_file=args.parameter_file, model_type=args.model_type, node_batch_sizes=params.node_batch_sizes,
         node_rank=args.node_rank, local_rank=args.local_rank, device=args.device, peak_tflops=args.peak_tflops,
         build_dataset_only=args.build_dataset_only, fsdp=_sharding(args, params))
+    outputs = replace(outputs, downstream=_downstream(args, params, system.fsdp))
     return RunDescription(model=model, optim=optim, data=data, outputs=outputs, system=system)
 
 
@@ -351,3 +375,28 @@ def _sharding(args: TrainArgs, params: ModelParams) -> str | None:
                     "(gradients and optimizer states sharded); DeepSpeed itself is not used", DEEPSPEED_MODE)
         return DEEPSPEED_MODE
     return args.fsdp or params.fsdp
+
+
+def _downstream(args: TrainArgs, params: ModelParams, fsdp: str | None) -> DownstreamSettings | None:
+    """--downstream_* resolved and checked (the task's files read here, so that a bad task stops the run before any
+    long work), or None without --downstream_task."""
+    if args.downstream_task is None:
+        if args.downstream_every is not None:
+            raise UserError("--downstream_every needs --downstream_task TASK_DIR (the task the checkpoints are "
+                            "fine-tuned on)")
+        return None
+    every = params.save_steps if args.downstream_every is None else args.downstream_every
+    if every < 1 or every % params.save_steps:
+        raise UserError(f"--downstream_every {every}: the probe fine-tunes saved checkpoints, so it must be a "
+                        f"positive multiple of save-steps {params.save_steps} ({args.parameter_file}: "
+                        f"{args.model_type}.save-steps), e.g. {params.save_steps} or {2 * params.save_steps}")
+    for name in ("downstream_seeds", "downstream_epochs"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name} must be at least 1 (got {getattr(args, name)})")
+    if fsdp is not None:
+        raise UserError(f"--downstream_task with --fsdp {fsdp}: its checkpoints hold sharded weights, not a model "
+                        f"the probe loads; probe the final model with evaluate_downstream.py after the run")
+    task = read_task(args.downstream_task)  # UserError naming the file and line of a bad task
+    return DownstreamSettings(task_dir=str(Path(args.downstream_task).resolve()), task=task.name, every=every,
+                              seeds=args.downstream_seeds, epochs=args.downstream_epochs,
+                              device=args.downstream_device)

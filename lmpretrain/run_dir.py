@@ -24,6 +24,8 @@ import torch
 
 from . import checkpoint as ckpt
 from .distributed import Layout, all_reduce_sum
+from .downstream_watch import LOG_FILE as PROBE_LOG
+from .downstream_watch import RESULTS_DIR as PROBE_DIR
 from .errors import UserError
 from .fsutil import atomic_write_text, process_is_running
 from .log import get_logger
@@ -176,10 +178,10 @@ def check_fresh_run(model_dir: str | Path, *, overwrite: bool, keep: list[Path],
         raise UserError(f"--model_dir {model_dir} holds an earlier run ({shown}): pass --do_continue to resume it, "
                         f"--overwrite_output_dir to delete it and start over, or choose another --model_dir")
     if not used and not interrupted:
-        doomed = [model_dir / LOG_FILE, model_dir / RUNS_DIR]
+        doomed = [model_dir / LOG_FILE, model_dir / RUNS_DIR, model_dir / PROBE_LOG, model_dir / PROBE_DIR]
     else:
         doomed = [model_dir / SUMMARY_FILE] + [model_dir / name for name in checkpoint_names(model_dir)]
-        names = {LOG_FILE, RUNS_DIR, *MODEL_FILES, *part_folders}
+        names = {LOG_FILE, RUNS_DIR, PROBE_LOG, PROBE_DIR, *MODEL_FILES, *part_folders}
         for checkpoint in doomed[1:]:  # what a final export copied from the checkpoints
             names.update(p.name for p in checkpoint.iterdir())
         tokenizer = Path(tokenizer_dir)

@@ -78,17 +78,22 @@ class TensorBoardTracker:
     name = "tensorboard"
 
     def __init__(self, log_dir: str, purge_step: int | None):
+        self._log_dir = log_dir
         self._writer = MetricsWriter(log_dir, purge_step=purge_step)
         self.ids: dict = {}
 
     def scalars(self, values: dict[str, float], step: int) -> None:
+        if self._writer is None:  # after the loop (the downstream probes' results): a new event file beside
+            self._writer = MetricsWriter(self._log_dir)
         self._writer.scalars(values, step)
 
     def summary(self, values: dict) -> None:
         pass  # TensorBoard has no summary: the last scalars and train_summary.json hold it
 
     def close(self) -> None:
-        self._writer.close()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     def finish(self, failed: bool = False) -> None:
         self.close()

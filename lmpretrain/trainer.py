@@ -29,6 +29,7 @@ from .distributed import (
     reduces_on_device,
     shutdown,
 )
+from .downstream_watch import DownstreamWatch
 from .errors import Preempted, UserError
 from .evaluation import evaluate
 from .log import get_logger
@@ -158,6 +159,7 @@ def _train_loop(run: Run, history: tuple, layout: Layout, precision: Precision, 
     logger.info("input pipeline: %s", f"{workers} background worker(s)" if workers else "in this process")
     report = Reporter(outputs, system, layout, config=current, step=counters.step, train_steps=train_steps,
                       history=history)
+    probes = DownstreamWatch(run.description, layout, step=counters.step)  # --downstream_task, rank 0
     terms, weights = model_settings.loss_terms, model_settings.loss_weights
     max_eval_samples = data_settings.max_eval_samples
     # shard_grad_op with accumulation: one reduce-scatter per step, after the last micro-batch (DDP's no_sync)
@@ -168,7 +170,7 @@ def _train_loop(run: Run, history: tuple, layout: Layout, precision: Precision, 
     loss_device = layout.device if reduces_on_device() or not layout.distributed else torch.device("cpu")
     # trackers and bar are closed on errors too (the last scalars kept); a signal during the last save is held off;
     # the batch workers are shut down on every way out of this block
-    with report, batches:
+    with report, batches, probes:
         # before the first step; or, for a run resumed at its last step (its export interrupted), the final eval,
         # which the interrupted run has logged already
         first_eval = evaluate(model, data, layout, precision, max_eval_samples) \
@@ -244,12 +246,14 @@ def _train_loop(run: Run, history: tuple, layout: Layout, precision: Precision, 
                 report.evaluation(counters.step, last_eval)
             if preempt_now or counters.step % outputs.save_steps == 0 or counters.step == train_steps:
                 checkpoints.save(state)  # every save-steps; the final model; where a preempted run resumes
+                probes.saved(counters.step, report.writer)  # a background probe of it, if its step is due
             if preempt_now:
                 preempted = True
                 break
         # a run resumed at (or past) its last step has no step to take: it exports the checkpoint it resumed from
 
     if preempted:
+        probes.stop(report.writer)
         report.finish()
         logger.warning("preempted: saved checkpoint-%d; rerun with --do_continue to resume", counters.step)
         return {"step": counters.step, "preempted": 1.0}
@@ -266,6 +270,7 @@ def _train_loop(run: Run, history: tuple, layout: Layout, precision: Precision, 
     except BaseException:
         report.finish(failed=True)
         raise
+    probes.finish(report.writer)  # waits for the downstream probes, writing their metrics at their checkpoints' steps
     report.finish(summary)  # wandb's and MLflow's run summary (TensorBoard's writer is closed already)
     logger.info("done: %s; model saved to %s", fmt(summary), outputs.model_dir)
     return summary
