@@ -115,9 +115,12 @@ class Checkpoints:
         if self.layout.is_main:
             clean_partial_checkpoints(self.model_dir)  # before choosing: it may put back a checkpoint moved aside
         barrier()
+        if self.layout.distributed:  # rank 0's decision: a node-local --model_dir has no checkpoint on other nodes
+            resume = bool(all_reduce_sum(torch.tensor([float(resume and self.layout.is_main)],
+                                                      dtype=torch.float64))[0])
         if not resume:
             return None
-        path, saved = self._choose(lambda p: self._load(p, state.model))
+        path, saved = self._choose(lambda p: self._load(p, state.model), state.model)
         if (path / SHARDS).is_dir():  # every process, together, once the checkpoint is chosen
             load_shards(state.model, state.optimizer, path / SHARDS)
         state.load_state_dict(saved)
@@ -135,10 +138,11 @@ class Checkpoints:
             load_weights(model, path)
         return load_training_state(path)
 
-    def _choose(self, load: Callable[[Path], dict]) -> tuple[Path, dict]:
+    def _choose(self, load: Callable[[Path], dict], model: torch.nn.Module | None = None) -> tuple[Path, dict]:
         """The newest usable checkpoint and its training state. Rank 0 alone checks the checksums (reading every
         byte of every candidate once, not once per process) and falls back past unusable checkpoints; the other
-        processes load the checkpoint it chose, so all of them resume from the same one."""
+        processes load the checkpoint it chose, so all of them resume from the same one (from rank 0 through the
+        process group, ``model`` given, when some process does not see it: a node-local --model_dir)."""
         layout = self.layout
         if not layout.distributed:
             return latest_checkpoint(self.model_dir, load=load)
@@ -153,14 +157,41 @@ class Checkpoints:
         all_reduce_sum(chosen)
         if chosen[0] == 0:
             raise failure or UserError(f"--do_continue: rank 0 found no usable checkpoint in {self.model_dir}")
+        # a node-local --model_dir: only node 0 holds the checkpoints (global rank 0 writes them); a process that does
+        # not see the chosen one gets rank 0's loaded weights and training state through the process group instead
+        step = int(chosen[0]) - 1
+        seen = torch.tensor([0.0 if layout.is_main or checkpoint_path(self.model_dir, step).is_dir() else 1.0,
+                             float(layout.is_main and (path / SHARDS).is_dir())], dtype=torch.float64)
+        lacking, sharded = (int(x) for x in all_reduce_sum(seen))
+        if lacking:
+            return self._receive_from_rank_0(model, path if layout.is_main else checkpoint_path(self.model_dir, step),
+                                             saved if layout.is_main else None, lacking, sharded=bool(sharded))
         if layout.is_main:
             return path, saved
-        path = checkpoint_path(self.model_dir, int(chosen[0]) - 1)
+        path = checkpoint_path(self.model_dir, step)
         try:
             verify_checkpoint(path, check_hashes=False)
             return path, load(path)
         except LOAD_ERRORS as error:
             raise UserError(f"rank {layout.rank}: cannot load {path}, which rank 0 resumes from: {error}") from None
+
+    def _receive_from_rank_0(self, model, path: Path, saved: dict | None, lacking: int, *,
+                             sharded: bool) -> tuple[Path, dict]:
+        """Every process: rank 0 sends the weights it loaded and the training state (a collective); the others load
+        them. For a --model_dir that is not on every node (the checkpoints are on node 0's disk alone)."""
+        if sharded or is_sharded(model):
+            raise UserError(f"--do_continue: {lacking} process(es) do not see {path} (a node-local --model_dir): "
+                            f"a sharded (--fsdp) checkpoint is read by every process, so --model_dir must be a dir "
+                            f"shared by all nodes")
+        payload = [({k: v.cpu() for k, v in model.state_dict().items()}, saved) if self.layout.is_main else None]
+        if self.layout.is_main:
+            logger.info("--do_continue: %d process(es) on other nodes do not see %s (a node-local --model_dir): "
+                        "rank 0 sends them its weights and training state", lacking, path)
+        torch.distributed.broadcast_object_list(payload, src=0)
+        weights, saved = payload[0]
+        if not self.layout.is_main:
+            model.load_state_dict(weights)
+        return path, saved
 
     def export_final(self, state: RunState, summary: dict, *, verify: Callable[[Path], dict],
                      model: torch.nn.Module | None = None) -> None:

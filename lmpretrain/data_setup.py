@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from .data import EVAL_SPLIT_TOKENS, MIN_EVAL_INSTANCES, build_or_load_dataset, make_instances, split_eval
 from .data.epochs import describe_epoch, epoch_stats, record_epoch
 from .dataset_dir import open_dataset_shards, read_dataset
-from .distributed import Layout, store_has, store_set
+from .distributed import Layout, dir_shared_by_nodes, store_has, store_set
 from .errors import UserError
 from .log import get_logger
 from .masking import CausalLMCollator, MaskingConfig, MLMCollator
@@ -59,9 +59,23 @@ def make_collator(kind: str, data: DataSettings, encoder, *, seed: int):
                        seed=seed)
 
 
-def _say_built(shards, layout: Layout) -> None:
+def _cache_builders(cache_dir: str, layout: Layout) -> tuple[bool, str]:
+    """Whether this process builds the dataset cache, and the store key prefix its builder says "built" under. One
+    builder for the job (global rank 0) when every node sees ``cache_dir``; one per node (each node's local rank 0,
+    its other processes waiting on it) when the dir is node-local (:func:`dir_shared_by_nodes`). Nodes that do share
+    it while others do not each build too: the build lock makes one of them wait and reuse the other's cache."""
+    if dir_shared_by_nodes(cache_dir, layout, "cache"):
+        return layout.rank == 0, "cache_built"
     if layout.rank == 0:
-        store_set(f"cache_built/{shards.directory.name}", "1")
+        logger.info("--cache_dir %s is not shared by the job's %d nodes (node-local disks): each node's local rank 0 "
+                    "builds the dataset cache on its own node, and that node's other processes wait for it",
+                    cache_dir, layout.num_nodes)
+    return layout.local_rank == 0, f"cache_built/node{layout.node_rank}"
+
+
+def _say_built(shards, is_builder: bool, key: str) -> None:
+    if is_builder:
+        store_set(f"{key}/{shards.directory.name}", "1")
 
 
 def _warn_if_few(eval_dataset, data: DataSettings) -> None:
@@ -90,11 +104,13 @@ def build_run_data(run, layout: Layout) -> RunData:
     data, family = description.data, description.model.family
     if data.gather_masked is None:
         raise ValueError("build_run_data needs a run description placed on its process layout (prepare.place_run)")
-    # rank 0 says in the job's store when a cache is complete; a rank that still does not see it --peer_timeout
-    # seconds later (a node-local --cache_dir) stops with an error instead of waiting out the build timeout
+    # the builder says in the job's store when a cache is complete; a rank that still does not see it --peer_timeout
+    # seconds later stops with an error instead of waiting out the build timeout
+    is_builder, built_key = (layout.rank == 0, "cache_built") if data.dataset_dir else \
+        _cache_builders(data.cache_dir, layout)
     build = dict(num_workers=data.num_workers, overwrite=data.check_cache,
-                 is_builder=layout.rank == 0, unseen_timeout_s=data.peer_timeout,
-                 builder_done=lambda location: store_has(f"cache_built/{location.name}"))
+                 is_builder=is_builder, unseen_timeout_s=data.peer_timeout,
+                 builder_done=lambda location: store_has(f"{built_key}/{location.name}"))
     fingerprints = run.data_fingerprints()  # hashed once: the checkpoints record them, the cache reuses them
     if data.dataset_dir:  # create_datasets.py built them: read as they are, contents verified
         dataset = read_dataset(data.dataset_dir)  # its metadata first: what it holds, then the shards
@@ -102,12 +118,12 @@ def build_run_data(run, layout: Layout) -> RunData:
     else:
         shards = build_or_load_dataset(list(data.input_files), data.tokenizer_dir, data.cache_dir, **build,
                                        files_fingerprint=fingerprints["corpus"])
-        _say_built(shards, layout)
+        _say_built(shards, is_builder, built_key)
     options = instance_options(data, encoder)
     if data.eval_files:
         eval_shards = build_or_load_dataset(list(data.eval_files), data.tokenizer_dir, data.cache_dir, **build,
                                             files_fingerprint=fingerprints["eval"])
-        _say_built(eval_shards, layout)
+        _say_built(eval_shards, is_builder, built_key)
         train_docs, eval_docs = None, None
     else:
         eval_shards = shards

@@ -16,8 +16,10 @@ import datetime
 import logging
 import os
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -248,6 +250,36 @@ def store_has(key: str) -> bool:
         return bool(dist.distributed_c10d._get_default_store().check([f"lmpretrain/{key}"]))
     except Exception:  # a store gone with its host: the peer watchdog says so
         return False
+
+
+def dir_shared_by_nodes(path: str | os.PathLike, layout: Layout, purpose: str) -> bool:
+    """Whether every process of a multi-node job sees the same ``path`` (a shared filesystem) rather than a node-local
+    dir of the same name (the original README's relative paths on clusters without one). A collective: every process
+    calls it, with the same ``purpose`` (a store key of its own). Each node's local rank 0 writes a token file of a
+    random name into ``path`` (created if missing) and puts that name in the job's store; after a barrier, every
+    process looks for every node's token; one sum says whether any process missed one (then every process answers
+    False, so all of them agree); the tokens are removed after a second barrier. True in one process or on one node
+    (a node's processes share its disk)."""
+    if not layout.distributed or layout.num_nodes == 1:
+        return True
+    store = dist.distributed_c10d._get_default_store()
+    token = None
+    if layout.local_rank == 0:
+        directory = Path(path)
+        directory.mkdir(parents=True, exist_ok=True)
+        token = directory / f".lmpretrain-shared-{purpose}-node{layout.node_rank}-{uuid.uuid4().hex}"
+        token.touch()
+        store.set(f"lmpretrain/shared/{purpose}/node{layout.node_rank}", token.name)
+    try:
+        barrier()
+        names = [store.get(f"lmpretrain/shared/{purpose}/node{node}").decode() for node in range(layout.num_nodes)]
+        missed = torch.tensor([float(sum(not (Path(path) / name).exists() for name in names))], dtype=torch.float64)
+        shared = all_reduce_sum(missed)[0] == 0
+        barrier()
+    finally:
+        if token is not None:
+            token.unlink(missing_ok=True)
+    return bool(shared)
 
 
 def is_collective_error(error: BaseException) -> bool:

@@ -24,6 +24,10 @@ class Preempted(BaseException):
     that every ``finally`` and ``except BaseException`` cleans up (temporary dirs, locks) on the way out. A
     BaseException, like KeyboardInterrupt, so that no ``except Exception`` swallows it."""
 
+    left: str | None = None
+    """What the interrupted step left behind, when it is more than nothing (an interrupted --overwrite_output_dir
+    sets it): said in place of "nothing half-written is left"."""
+
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be used (incomplete, truncated, corrupt); the message names what is wrong."""

@@ -26,7 +26,7 @@ from . import checkpoint as ckpt
 from .distributed import Layout, all_reduce_sum
 from .downstream_watch import LOG_FILE as PROBE_LOG
 from .downstream_watch import RESULTS_DIR as PROBE_DIR
-from .errors import UserError
+from .errors import Preempted, UserError
 from .fsutil import atomic_write_text, process_is_running
 from .log import get_logger
 from .resume import compare, judge, newest_complete
@@ -216,12 +216,16 @@ def check_fresh_run(model_dir: str | Path, *, overwrite: bool, keep: list[Path],
                 shutil.rmtree(path)
             else:
                 path.unlink()
-    except BaseException:
+    except BaseException as stop:
         if used or interrupted:
             logger.warning("--overwrite_output_dir was stopped after deleting %d of the %d outputs of the earlier run "
                            "in %s; the rest is marked as being replaced (%s): no run resumes or exports it, and "
                            "rerunning with --overwrite_output_dir finishes deleting it", len(removed) - 1, len(doomed),
                            model_dir, REPLACING_FILE)
+            if isinstance(stop, Preempted):
+                stop.left = (f"--model_dir {model_dir} is left half-cleared, marked as being replaced "
+                             f"({REPLACING_FILE}: no run resumes or exports what is left there); rerun with "
+                             f"--overwrite_output_dir to finish the replacement and train the new run")
         raise
     marker.unlink(missing_ok=True)
     if interrupted:

@@ -97,6 +97,10 @@ def train(args: TrainArgs) -> dict[str, float]:
             return _train(args, preemption)
         except Preempted as signal_name:
             preemption.immediate = False
+            if signal_name.left:  # something is left: say what, not that nothing is
+                logger.warning("preempted (%s) before training started: %s; no checkpoint was saved", signal_name,
+                               signal_name.left)
+                return {"step": 0, "preempted": 1.0}
             logger.warning("preempted (%s) before training started: nothing half-written is left (a dataset cache "
                            "being built was removed) and no checkpoint was saved; rerun the same command to start "
                            "again (the dataset cache is reused if it was complete)", signal_name)

@@ -178,6 +178,11 @@ def test_an_interrupted_overwrite_leaves_no_run_to_resume(setup, tmp_path):
         proc.wait()
     stopped = (tmp_path / "stopped.err").read_text()
     assert "--overwrite_output_dir was stopped after deleting 1 of the" in stopped, stopped[-3000:]
+    # the preemption line says what is left, not the generic "nothing half-written is left"
+    assert "nothing half-written is left" not in stopped, stopped[-3000:]
+    assert (f"preempted (SIGTERM) before training started: --model_dir {model_dir} is left half-cleared, marked as "
+            f"being replaced ({REPLACING_FILE}") in stopped, stopped[-3000:]
+    assert "rerun with --overwrite_output_dir to finish the replacement" in stopped
     assert (model_dir / REPLACING_FILE).is_file()
     assert (model_dir / "checkpoint-8").is_dir() and (model_dir / "model.safetensors").is_file()  # the leftovers
     assert not (model_dir / "train_summary.json").exists()
