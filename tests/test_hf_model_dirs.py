@@ -438,3 +438,37 @@ def test_an_electra_discriminator_dir_continues_with_a_new_generator(masked_lm_d
     assert generator.config.hidden_size == 16 and generator.config.embedding_size == 32  # 1/3, embeddings shared
     assert AutoTokenizer.from_pretrained(out)(lines[:5])["input_ids"] == encoder.encode_batch(
         lines[:5], add_special_tokens=True)
+
+
+def test_an_electra_generator_is_not_continued_as_a_discriminator(masked_lm_dir, tmp_path, caplog):
+    """A transformers-saved ElectraForMaskedLM (a generator alone) given as the model to continue would become the
+    discriminator (its width, a new detection head): one error says which dir goes where; a discriminator given as
+    the generator too. A discriminator alone gets a new generator, said in one line."""
+    import transformers
+
+    from lmpretrain.models import build_model, resolve_pretrained_shape
+
+    config = dict(vocab_size=1500, embedding_size=32, num_hidden_layers=2, intermediate_size=64,
+                  max_position_embeddings=64)
+    transformers.ElectraForMaskedLM(transformers.ElectraConfig(hidden_size=16, num_attention_heads=1, **config)) \
+        .save_pretrained(tmp_path / "generator-only")
+    transformers.ElectraForPreTraining(transformers.ElectraConfig(hidden_size=48, num_attention_heads=3, **config)) \
+        .save_pretrained(tmp_path / "discriminator")
+    further = {k: v for k, v in FURTHER.items() if k != "sequence-length"}
+    with pytest.raises(UserError, match=r"generator-only is an ELECTRA generator \(ElectraForMaskedLM, no "
+                                        r"discriminator head\).*as pretrained_generator_model_name_or_path"):
+        resolve_pretrained_shape(parse_preset("electra-further", further, "p", continued=True),
+                                 str(tmp_path / "generator-only"), set(further))
+    swapped = {**further, "pretrained_generator_model_name_or_path": str(tmp_path / "discriminator")}
+    with pytest.raises(UserError, match=r"the generator .*discriminator is an ELECTRA discriminator"):
+        resolve_pretrained_shape(parse_preset("electra-further", swapped, "p", continued=True),
+                                 str(tmp_path / "discriminator"), set(swapped))
+    params = resolve_pretrained_shape(parse_preset("electra-further", {**further, "generator-size": "1/3"}, "p",
+                                                   continued=True), str(tmp_path / "discriminator"), set(further))
+    with caplog.at_level("INFO", logger="lmpretrain"):
+        model = build_model(params, vocab_size=1500, pad_token_id=0, seed=0, pretrained_dir=str(tmp_path /
+                                                                                                "discriminator"))
+    assert model.generator.config.hidden_size == 16
+    assert any("is a discriminator without a generator" in r.message and "a new ElectraForMaskedLM generator is "
+               "added (hidden size 16, generator-size 0.333333" in r.message for r in caplog.records)
+
