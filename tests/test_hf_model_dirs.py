@@ -472,3 +472,54 @@ def test_an_electra_generator_is_not_continued_as_a_discriminator(masked_lm_dir,
     assert any("is a discriminator without a generator" in r.message and "a new ElectraForMaskedLM generator is "
                "added (hidden size 16, generator-size 0.333333" in r.message for r in caplog.records)
 
+
+def _single_class_start(kind: str, directory, tokenizer):
+    """A tiny transformers model of the one class its family trains, save_pretrained'd with ``tokenizer``."""
+    import transformers
+
+    shape = dict(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                 intermediate_size=64, max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id)
+    if kind == "deberta-v2":
+        # the attention settings of microsoft/deberta-v3-base's config.json (which a continued preset must match)
+        model = transformers.DebertaV2ForMaskedLM(transformers.DebertaV2Config(
+            **shape, relative_attention=True, position_buckets=256, pos_att_type=["p2c", "c2p"],
+            norm_rel_ebd="layer_norm", share_att_key=True, position_biased_input=False, max_relative_positions=-1))
+    elif kind == "modernbert":
+        model = transformers.ModernBertForMaskedLM(transformers.ModernBertConfig(
+            **shape, cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id))
+    else:
+        shape["pad_token_id"] = None
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            **shape, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id))
+    tokenizer.save_pretrained(directory)
+    model.save_pretrained(directory)
+    return type(model).__name__
+
+
+@pytest.mark.parametrize("kind, auto", [("deberta-v2", "AutoModelForMaskedLM"), ("modernbert", "AutoModelForMaskedLM"),
+                                        ("llama", "AutoModelForCausalLM")])
+def test_a_single_class_family_continues_and_exports_the_class_it_started_as(kind, auto, masked_lm_dir, gpt2_dir,
+                                                                               sample_corpus, tmp_path):
+    """Issue 26 item 4 for the families that train one class (DeBERTa-v2 and ModernBERT masked LMs, Llama causal
+    LM; RoBERTa and GPT-2 are shown by their tests above): the export is the start's class, with the same weight
+    names and shapes, trained."""
+    import transformers
+
+    from lmpretrain.trainer import train
+    from tests.test_run_pretraining import make_args
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(gpt2_dir if kind == "llama" else masked_lm_dir)
+    start_dir, out = tmp_path / "start", tmp_path / "out"
+    start_class = _single_class_start(kind, start_dir, tokenizer)
+    params = tmp_path / "parameter.json"
+    params.write_text(json.dumps({f"{kind}-further": FURTHER}))
+    summary = train(make_args(sample_corpus, start_dir, out, params, f"{kind}-further",
+                              pretrained_model_name_or_path=str(start_dir)))
+    assert summary["step"] == 3
+    assert json.loads((out / "config.json").read_text())["architectures"] == [start_class]
+    start, end = (getattr(transformers, auto).from_pretrained(d) for d in (start_dir, out))
+    assert type(start).__name__ == type(end).__name__ == start_class
+    start, end = start.state_dict(), end.state_dict()
+    assert sorted(end) == sorted(start) and all(end[k].shape == start[k].shape for k in start)
+    assert sum(not torch.equal(end[k], start[k]) for k in start) > len(start) // 2
+
