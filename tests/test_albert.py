@@ -130,6 +130,33 @@ def test_flops_count_the_projection_the_shared_layer_at_every_depth_and_the_sop_
     assert model.train_flops(shape) == 3 * hand
 
 
+def test_without_a_sentence_order_head_it_is_transformers_albert_for_masked_lm():
+    """``sentence-order-head: false`` (with sentence-order prediction off) builds an AlbertForMaskedLM: its loss is
+    transformers' own, and the FLOPs (counted by torch) have no pooler or SOP classifier."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from lmpretrain.data.loader import count_units
+    from lmpretrain.models import BatchShape, get_family
+
+    params = parse_preset("albert-mlm", {**TINY, "sentence-order-prediction": False, "sentence-order-head": False},
+                          "test")
+    model = build_model(params, vocab_size=VOCAB, pad_token_id=0, seed=0).eval()
+    assert type(model.model).__name__ == "AlbertForMaskedLM"
+    assert [p.hf_class for p in model.parts] == ["AlbertForMaskedLM"]
+    assert [t.name for t in get_family("albert").loss_terms_for(params)] == ["mlm_loss"]
+    batch = {k: v for k, v in a_batch().items() if k != "sentence_order_label"}
+    model.model.set_attn_implementation("eager")
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        ours = model(batch)
+    assert set(ours) == {"mlm_loss", "mlm_accuracy"}
+    shape = BatchShape(3, 16, masked=int(count_units(batch)["masked"]))
+    assert model.train_flops(shape) == 3 * counter.get_total_flops()
+    with torch.no_grad():
+        theirs = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                             token_type_ids=batch["token_type_ids"], labels=batch["labels"])
+    torch.testing.assert_close(ours["mlm_loss"], theirs.loss)
+
+
 # a tiny Japanese run through the script: both loss terms, whole-word masking, continued with frozen layers, exported
 RUN = {"number-of-layers": 2, "hidden-size": 32, "sequence-length": 64, "ffn-inner-hidden-size": 64,
        "attention-heads": 2, "embedding-size": 16, "warmup-steps": 1, "learning-rate": 2e-3, "batch-size": {"-1": 8},

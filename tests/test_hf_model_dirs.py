@@ -167,6 +167,85 @@ def test_next_sentence_prediction_false_trains_without_nsp(sample_corpus, tiny_t
     assert not any("nsp" in key for r in records for key in r)
 
 
+@pytest.fixture(scope="module")
+def albert_masked_lm_dir(tmp_path_factory, masked_lm_dir):
+    """A tiny AlbertForMaskedLM (no sentence-order head) saved by transformers, with the WordPiece tokenizer of
+    ``masked_lm_dir`` beside it."""
+    from transformers import AlbertConfig, AlbertForMaskedLM, AutoTokenizer
+
+    directory = tmp_path_factory.mktemp("hf") / "albert-mlm"
+    tokenizer = AutoTokenizer.from_pretrained(masked_lm_dir)
+    tokenizer.save_pretrained(directory)
+    AlbertForMaskedLM(AlbertConfig(vocab_size=len(tokenizer), embedding_size=16, hidden_size=32, num_hidden_layers=2,
+                                   num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
+                                   pad_token_id=tokenizer.pad_token_id)).save_pretrained(directory)
+    assert not (directory / "lmpretrain_tokenizer.json").exists()
+    return directory
+
+
+def test_an_albert_masked_lm_dir_continues_mlm_only_and_exports_an_albert_masked_lm(albert_masked_lm_dir,
+                                                                                    sample_corpus, tmp_path):
+    """Issue 26 item 4 for ALBERT: no sentence-order head is added, no SOP term trained, and the export is the
+    AlbertForMaskedLM it started as (the same weight names and shapes, trained)."""
+    from transformers import AutoModelForMaskedLM, pipeline
+
+    params = tmp_path / "parameter.json"
+    params.write_text(json.dumps({"albert-further": FURTHER}))
+    out = tmp_path / "out"
+    result = run_script("run_pretraining.py", "--input_file", str(sample_corpus), "--tokenizer_dir",
+                        str(albert_masked_lm_dir), "--pretrained_model_name_or_path", str(albert_masked_lm_dir),
+                        "--model_dir", str(out), "--parameter_file", str(params), "--model_type", "albert-further",
+                        "--num_workers", "1", env={"LMP_NO_PROGRESS": "1"}, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "no sentence-order-prediction head (AlbertForMaskedLM): training MLM-only on packed sentences and " \
+           "exporting an AlbertForMaskedLM, as it started" in result.stderr
+    records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    trained = [r for r in records if "train/loss" in r]
+    assert [r["step"] for r in trained] == [1, 2, 3] and all("train/mlm_loss" in r for r in trained)
+    assert not any(key.startswith(("train/sop", "eval/sop")) for r in records for key in r)
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["AlbertForMaskedLM"]
+    start, end = (AutoModelForMaskedLM.from_pretrained(d) for d in (albert_masked_lm_dir, out))
+    assert type(start).__name__ == type(end).__name__ == "AlbertForMaskedLM"
+    start, end = start.state_dict(), end.state_dict()
+    assert sorted(end) == sorted(start) and all(end[k].shape == start[k].shape for k in start)
+    assert not any("sop_classifier" in k or "pooler" in k for k in end)
+    name = "albert.encoder.albert_layer_groups.0.albert_layers.0.attention.query.weight"
+    assert not torch.equal(end[name], start[name])
+    assert len(pipeline("fill-mask", model=str(out), tokenizer=str(out))("吾輩は[MASK]である。")) == 5
+
+
+def test_sentence_order_prediction_on_an_albert_masked_lm_adds_a_head(albert_masked_lm_dir, caplog):
+    """A preset asking for SOP on an AlbertForMaskedLM gets a new head, said in one line; without it the model stays
+    an AlbertForMaskedLM on packed sentences; SOP without a head is one error; ``sentence-order-prediction: false``
+    alone packs sentences and keeps the head."""
+    from lmpretrain.models import resolve_pretrained_shape
+
+    family = get_family("albert")
+    further = {k: v for k, v in FURTHER.items() if k != "sequence-length"}
+    with caplog.at_level("INFO", logger="lmpretrain"):
+        sop = resolve_pretrained_shape(parse_preset("albert-sop", {**further, "sentence-order-prediction": True}, "p",
+                                                    continued=True), str(albert_masked_lm_dir),
+                                       {"sentence-order-prediction"})
+    assert [p.hf_class for p in family.parts_for(sop)] == ["AlbertForPreTraining"]
+    assert [term.name for term in family.loss_terms_for(sop)] == ["mlm_loss", "sop_loss"]
+    assert family.instance_layout(sop) == "sentence_order"
+    assert any("sentence-order-prediction: true in the preset adds a new one" in r.message for r in caplog.records)
+    mlm = resolve_pretrained_shape(parse_preset("albert-mlm", further, "p", continued=True),
+                                   str(albert_masked_lm_dir), set(further))
+    assert [p.hf_class for p in family.parts_for(mlm)] == ["AlbertForMaskedLM"]
+    assert [term.name for term in family.loss_terms_for(mlm)] == ["mlm_loss"]
+    assert family.instance_layout(mlm) == "packed_sentences"
+    with pytest.raises(UserError, match="sentence-order-head: false leaves no head for sentence-order-prediction"):
+        parse_preset("albert-x", {**BASE, "sentence-order-prediction": True, "sentence-order-head": False}, "p.json")
+    off = parse_preset("albert-off", {**BASE, "sentence-order-prediction": False}, "p.json")
+    assert family.instance_layout(off) == "packed_sentences"
+    assert [p.hf_class for p in family.parts_for(off)] == ["AlbertForPreTraining"]  # the head kept, untrained
+    with pytest.raises(UserError, match=r"p\.json: albert-x\.sentence-order-prediction: expected true or false"):
+        parse_preset("albert-x", {**BASE, "sentence-order-prediction": "no"}, "p.json")
+    with pytest.raises(UserError, match=r"bert-x\.sentence-order-prediction: unknown key"):
+        parse_preset("bert-x", {**BASE, "sentence-order-prediction": False}, "p.json")
+
+
 def assert_byte_level_word_starts(encoder, tokenizer, lines):
     """Whole-word masking on a byte-level BPE: every piece that begins with 'Ġ' (a space) starts a word."""
     for ids, starts in encoder.encode_batch_with_word_starts(lines + ["hello big world"]):
@@ -359,3 +438,88 @@ def test_an_electra_discriminator_dir_continues_with_a_new_generator(masked_lm_d
     assert generator.config.hidden_size == 16 and generator.config.embedding_size == 32  # 1/3, embeddings shared
     assert AutoTokenizer.from_pretrained(out)(lines[:5])["input_ids"] == encoder.encode_batch(
         lines[:5], add_special_tokens=True)
+
+
+def test_an_electra_generator_is_not_continued_as_a_discriminator(masked_lm_dir, tmp_path, caplog):
+    """A transformers-saved ElectraForMaskedLM (a generator alone) given as the model to continue would become the
+    discriminator (its width, a new detection head): one error says which dir goes where; a discriminator given as
+    the generator too. A discriminator alone gets a new generator, said in one line."""
+    import transformers
+
+    from lmpretrain.models import build_model, resolve_pretrained_shape
+
+    config = dict(vocab_size=1500, embedding_size=32, num_hidden_layers=2, intermediate_size=64,
+                  max_position_embeddings=64)
+    transformers.ElectraForMaskedLM(transformers.ElectraConfig(hidden_size=16, num_attention_heads=1, **config)) \
+        .save_pretrained(tmp_path / "generator-only")
+    transformers.ElectraForPreTraining(transformers.ElectraConfig(hidden_size=48, num_attention_heads=3, **config)) \
+        .save_pretrained(tmp_path / "discriminator")
+    further = {k: v for k, v in FURTHER.items() if k != "sequence-length"}
+    with pytest.raises(UserError, match=r"generator-only is an ELECTRA generator \(ElectraForMaskedLM, no "
+                                        r"discriminator head\).*as pretrained_generator_model_name_or_path"):
+        resolve_pretrained_shape(parse_preset("electra-further", further, "p", continued=True),
+                                 str(tmp_path / "generator-only"), set(further))
+    swapped = {**further, "pretrained_generator_model_name_or_path": str(tmp_path / "discriminator")}
+    with pytest.raises(UserError, match=r"the generator .*discriminator is an ELECTRA discriminator"):
+        resolve_pretrained_shape(parse_preset("electra-further", swapped, "p", continued=True),
+                                 str(tmp_path / "discriminator"), set(swapped))
+    params = resolve_pretrained_shape(parse_preset("electra-further", {**further, "generator-size": "1/3"}, "p",
+                                                   continued=True), str(tmp_path / "discriminator"), set(further))
+    with caplog.at_level("INFO", logger="lmpretrain"):
+        model = build_model(params, vocab_size=1500, pad_token_id=0, seed=0, pretrained_dir=str(tmp_path /
+                                                                                                "discriminator"))
+    assert model.generator.config.hidden_size == 16
+    assert any("is a discriminator without a generator" in r.message and "a new ElectraForMaskedLM generator is "
+               "added (hidden size 16, generator-size 0.333333" in r.message for r in caplog.records)
+
+
+def _single_class_start(kind: str, directory, tokenizer):
+    """A tiny transformers model of the one class its family trains, save_pretrained'd with ``tokenizer``."""
+    import transformers
+
+    shape = dict(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                 intermediate_size=64, max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id)
+    if kind == "deberta-v2":
+        # the attention settings of microsoft/deberta-v3-base's config.json (which a continued preset must match)
+        model = transformers.DebertaV2ForMaskedLM(transformers.DebertaV2Config(
+            **shape, relative_attention=True, position_buckets=256, pos_att_type=["p2c", "c2p"],
+            norm_rel_ebd="layer_norm", share_att_key=True, position_biased_input=False, max_relative_positions=-1))
+    elif kind == "modernbert":
+        model = transformers.ModernBertForMaskedLM(transformers.ModernBertConfig(
+            **shape, cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id))
+    else:
+        shape["pad_token_id"] = None
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            **shape, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id))
+    tokenizer.save_pretrained(directory)
+    model.save_pretrained(directory)
+    return type(model).__name__
+
+
+@pytest.mark.parametrize("kind, auto", [("deberta-v2", "AutoModelForMaskedLM"), ("modernbert", "AutoModelForMaskedLM"),
+                                        ("llama", "AutoModelForCausalLM")])
+def test_a_single_class_family_continues_and_exports_the_class_it_started_as(kind, auto, masked_lm_dir, gpt2_dir,
+                                                                               sample_corpus, tmp_path):
+    """Issue 26 item 4 for the families that train one class (DeBERTa-v2 and ModernBERT masked LMs, Llama causal
+    LM; RoBERTa and GPT-2 are shown by their tests above): the export is the start's class, with the same weight
+    names and shapes, trained."""
+    import transformers
+
+    from lmpretrain.trainer import train
+    from tests.test_run_pretraining import make_args
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(gpt2_dir if kind == "llama" else masked_lm_dir)
+    start_dir, out = tmp_path / "start", tmp_path / "out"
+    start_class = _single_class_start(kind, start_dir, tokenizer)
+    params = tmp_path / "parameter.json"
+    params.write_text(json.dumps({f"{kind}-further": FURTHER}))
+    summary = train(make_args(sample_corpus, start_dir, out, params, f"{kind}-further",
+                              pretrained_model_name_or_path=str(start_dir)))
+    assert summary["step"] == 3
+    assert json.loads((out / "config.json").read_text())["architectures"] == [start_class]
+    start, end = (getattr(transformers, auto).from_pretrained(d) for d in (start_dir, out))
+    assert type(start).__name__ == type(end).__name__ == start_class
+    start, end = start.state_dict(), end.state_dict()
+    assert sorted(end) == sorted(start) and all(end[k].shape == start[k].shape for k in start)
+    assert sum(not torch.equal(end[k], start[k]) for k in start) > len(start) // 2
+

@@ -1,5 +1,7 @@
 """ALBERT (AlbertForPreTraining): masked LM + sentence-order prediction, with factorized embeddings and one layer
-shared by every depth, as in Lan et al. 2019 ("ALBERT: A Lite BERT ...") and UER-py's ``--target albert``.
+shared by every depth, as in Lan et al. 2019 ("ALBERT: A Lite BERT ...") and UER-py's ``--target albert``; or masked
+LM only (``sentence-order-prediction: false``, on packed sentences), as an ``AlbertForMaskedLM`` without the SOP head
+(``sentence-order-head: false``, or continued from an ``AlbertForMaskedLM``), as BERT's ``next-sentence-*`` keys.
 
 - Factorized embeddings: tokens are embedded in ``embedding-size`` (128, the paper's) and projected to
   ``hidden-size`` by the encoder's ``embedding_hidden_mapping_in``; the MLM head maps back down to
@@ -19,13 +21,16 @@ import transformers  # its lazy module: a model class loads on first use, not wh
 from torch import nn
 
 from ..config import ModelParams
+from ..log import get_logger
 from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss, masked_rows
-from .bert import ENCODER_SHAPE
+from .bert import ENCODER_SHAPE, has_head
 from .flops import BatchShape, linear, stack_flops
 from .registry import Family, LossTerm, Option, Part
 
 SOP_LABEL = "sentence_order_label"  # 0: segments in order, 1: swapped (AlbertForPreTraining's convention)
 EMBEDDING_SIZE = 128  # the paper's, for every model size
+
+logger = get_logger(__name__)
 
 
 def albert_config(params: ModelParams, spec: BuildSpec) -> transformers.AlbertConfig:
@@ -42,22 +47,24 @@ def albert_config(params: ModelParams, spec: BuildSpec) -> transformers.AlbertCo
 class AlbertPretraining(PretrainingModel):
     def __init__(self, params: ModelParams, spec: BuildSpec):
         super().__init__(params)
+        cls = getattr(transformers, self.parts[0].hf_class)  # AlbertForPreTraining, or AlbertForMaskedLM (no SOP)
         if spec.pretrained_dir:
-            self.model = load_pretrained(transformers.AlbertForPreTraining, spec, params.sequence_length)
+            self.model = load_pretrained(cls, spec, params.sequence_length)
         else:
-            self.model = transformers.AlbertForPreTraining(albert_config(params, spec))
+            self.model = cls(albert_config(params, spec))
 
     def hf_models(self):
         return {"model": self.model}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        hidden, pooled = self.model.albert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                           token_type_ids=batch.get("token_type_ids"), return_dict=False)[:2]
-        rows, targets = masked_rows(hidden, batch)
+        # (an AlbertForMaskedLM's encoder has no pooler: its pooler_output is None)
+        encoded = self.model.albert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                    token_type_ids=batch.get("token_type_ids"), return_dict=True)
+        rows, targets = masked_rows(encoded.last_hidden_state, batch)
         mlm_loss, mlm_accuracy = masked_lm_loss(self.model.predictions(rows), targets)
         out = {"mlm_loss": mlm_loss, "mlm_accuracy": mlm_accuracy}
-        if SOP_LABEL in batch:
-            sop_logits = self.model.sop_classifier(pooled)
+        if SOP_LABEL in batch:  # the layout pairs segments only when the model has an SOP head
+            sop_logits = self.model.sop_classifier(encoded.pooler_output)
             out["sop_loss"] = F.cross_entropy(sop_logits.float(), batch[SOP_LABEL])
             out["sop_accuracy"] = (sop_logits.detach().argmax(-1) == batch[SOP_LABEL]).float().mean()
         return out
@@ -66,13 +73,63 @@ class AlbertPretraining(PretrainingModel):
 def albert_flops(model: AlbertPretraining, shape: BatchShape) -> int:
     """The embedding projection on every position, the shared layer run ``num_hidden_layers`` times (its weights are
     counted once, its work at every depth), the MLM head (down to the embedding size, then the vocabulary) on the
-    masked positions, the pooler and the SOP classifier on each sequence."""
+    masked positions, the pooler and the SOP classifier on each sequence (an ``AlbertForMaskedLM`` has neither)."""
     config = model.model.config
     embedding, hidden = config.embedding_size, config.hidden_size
-    return (linear(shape.positions, embedding, hidden)
-            + stack_flops(config, shape, layers=config.num_hidden_layers * config.inner_group_num)
-            + linear(shape.masked, hidden, embedding) + linear(shape.masked, embedding, config.vocab_size)
-            + linear(shape.sequences, hidden, hidden) + linear(shape.sequences, hidden, config.num_labels))
+    total = (linear(shape.positions, embedding, hidden)
+             + stack_flops(config, shape, layers=config.num_hidden_layers * config.inner_group_num)
+             + linear(shape.masked, hidden, embedding) + linear(shape.masked, embedding, config.vocab_size))
+    if not sentence_order_head(model.params):
+        return total
+    return total + linear(shape.sequences, hidden, hidden) + linear(shape.sequences, hidden, config.num_labels)
+
+
+def sentence_order_prediction(params: ModelParams) -> bool:
+    """``sentence-order-prediction`` (None, the default: on, unless the model continued from has no SOP head)."""
+    return params.option("sentence_order_prediction") is not False
+
+
+def sentence_order_head(params: ModelParams) -> bool:
+    """``sentence-order-head`` (None, the default: on, unless the model continued from has none): whether the model
+    is an ``AlbertForPreTraining`` (a pooler and the SOP classifier, trained or not) or an ``AlbertForMaskedLM``."""
+    return params.option("sentence_order_head") is not False
+
+
+def _albert_layout(params: ModelParams) -> str:
+    return "sentence_order" if sentence_order_prediction(params) else "packed_sentences"
+
+
+def _albert_parts(params: ModelParams) -> tuple[Part, ...]:
+    return ALBERT.parts if sentence_order_head(params) else MASKED_LM_PARTS
+
+
+def _albert_problems(model_type: str, values: dict) -> list[str]:
+    if values.get("sentence_order_prediction") and values.get("sentence_order_head") is False:
+        return [f"{model_type}.sentence-order-head: false leaves no head for sentence-order-prediction: true; "
+                "leave one of them out"]
+    return []
+
+
+def _albert_loaded_options(params: ModelParams, pretrained: str, hf_config) -> dict:
+    """Continuing from a model without an SOP head (``AlbertForMaskedLM``) follows its objective: MLM-only on packed
+    sentences, trained and exported as an ``AlbertForMaskedLM``, unless the preset asks for more
+    (``sentence-order-prediction: true`` or ``sentence-order-head: true``: a new head is added). As bert.py's
+    ``_bert_loaded_options``."""
+    if has_head(pretrained, hf_config, "sop_classifier", ("PreTraining",)):
+        return {}
+    found = ", ".join(hf_config.architectures or ["no architectures recorded"])
+    asked = [key for key, field in (("sentence-order-prediction", "sentence_order_prediction"),
+                                    ("sentence-order-head", "sentence_order_head")) if params.option(field)]
+    if asked:
+        trained = "trained from scratch" if sentence_order_prediction(params) else "left untrained"
+        logger.info("the model at %s has no sentence-order-prediction head (%s): %s: true in the preset adds a new "
+                    "one (a pooler and the SOP classifier, randomly initialised, %s); the export is an "
+                    "AlbertForPreTraining", pretrained, found, " and ".join(asked), trained)
+        return {}
+    logger.info("the model at %s has no sentence-order-prediction head (%s): training MLM-only on packed sentences "
+                "and exporting an AlbertForMaskedLM, as it started (sentence-order-prediction: true in the preset "
+                "adds and trains a new head)", pretrained, found)
+    return {"sentence_order_prediction": False, "sentence_order_head": False}
 
 
 def _embeddings(model: transformers.AlbertForPreTraining) -> nn.Module:
@@ -116,8 +173,20 @@ ALBERT = Family(
     loss_terms=(LossTerm("mlm_loss", "masked"), LossTerm("sop_loss", "samples", label=SOP_LABEL)),
     layout="sentence_order", collator="mlm", hf_model_types=("albert",),
     hf_shape={**ENCODER_SHAPE, "embedding_size": "embedding_size"},
-    # factorized embedding width (the paper's 128 at every size)
-    options={"embedding-size": Option("embedding_size", "pos_int", EMBEDDING_SIZE, shape=True)},
+    options={
+        # factorized embedding width (the paper's 128 at every size)
+        "embedding-size": Option("embedding_size", "pos_int", EMBEDDING_SIZE, shape=True),
+        # sentence-order-prediction false: masked LM only, on packed sentences (the SOP head is kept, untrained);
+        # sentence-order-head false: no SOP head at all (an AlbertForMaskedLM); None: on, unless the model
+        # continued from has no SOP head
+        "sentence-order-prediction": Option("sentence_order_prediction", "bool", None),
+        "sentence-order-head": Option("sentence_order_head", "bool", None, shape=True),
+    },
     # no dropout, as ALBERT v2 and UER-py's albert configs
     defaults={"dropout": 0.0, "attention_dropout": 0.0},
+    layout_of=_albert_layout, parts_of=_albert_parts, loaded_options=_albert_loaded_options, check=_albert_problems,
     check_pretrained=_frozen_layers_problems, forward_flops=albert_flops, embeddings=_embeddings, layers=_layers)
+
+MASKED_LM_PARTS = (Part("model", "AlbertForMaskedLM", role="masked_lm"),)
+"""An ALBERT without a sentence-order head (``sentence-order-head: false``, or continued from an
+``AlbertForMaskedLM``)."""

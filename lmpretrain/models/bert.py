@@ -129,16 +129,22 @@ def _has_nsp_head(pretrained: str, hf_config) -> bool:
     """Whether a BERT model dir holds a next-sentence-prediction head (``BertForPreTraining`` /
     ``BertForNextSentencePrediction``; a ``BertForMaskedLM`` dir has none): its weights' names, else its config's
     ``architectures``."""
+    return has_head(pretrained, hf_config, "seq_relationship", ("PreTraining", "NextSentence"))
+
+
+def has_head(pretrained: str, hf_config, weight: str, architectures: tuple[str, ...]) -> bool:
+    """Whether a model dir holds a head: a weight whose name contains ``weight`` in its ``model.safetensors``, else
+    (no such file, or an unreadable one) an ``architectures`` entry containing one of ``architectures``."""
     from safetensors import safe_open
 
     weights = Path(pretrained) / "model.safetensors"
     if weights.is_file():
         try:
             with safe_open(str(weights), "pt") as f:
-                return any("seq_relationship" in name for name in f.keys())
+                return any(weight in name for name in f.keys())
         except LOAD_ERRORS:  # a broken file: loading the model reports it, naming the dir
             pass
-    return any("PreTraining" in a or "NextSentence" in a for a in (hf_config.architectures or []))
+    return any(part in a for a in (hf_config.architectures or []) for part in architectures)
 
 
 def _bert_loaded_options(params: ModelParams, pretrained: str, hf_config) -> dict:

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 import transformers  # its lazy module: a model class loads on first use, not when the registry is imported
 
 from ..config import ModelParams
-from ..errors import UserError
+from ..errors import LOAD_ERRORS, UserError
+from ..log import get_logger
 from ..rng import uniform
 from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss, masked_rows
 from .bert import ENCODER_SHAPE
@@ -25,6 +26,8 @@ from .flops import BatchShape, linear, stack_flops
 from .registry import Family, LossTerm, Option, Part, attr_path
 
 _SAMPLING_STREAM = 101
+
+logger = get_logger(__name__)
 
 
 def electra_configs(params: ModelParams, vocab_size: int, pad_token_id: int) -> dict[str, transformers.ElectraConfig]:
@@ -113,6 +116,11 @@ class ElectraPretraining(PretrainingModel):
                 generator_config.embedding_size = self.discriminator.config.embedding_size
                 generator_config.max_position_embeddings = self.discriminator.config.max_position_embeddings
                 self.generator = transformers.ElectraForMaskedLM(generator_config)
+                logger.info("the model at %s is a discriminator without a generator (no generator/ beside it, no "
+                            "pretrained_generator_model_name_or_path): a new ElectraForMaskedLM generator is added "
+                            "(hidden size %d, generator-size %g of the discriminator's, randomly initialised, "
+                            "sharing its embeddings); the export holds both", spec.pretrained_dir,
+                            generator_config.hidden_size, params.option("generator_size"))
         else:
             self.discriminator = transformers.ElectraForPreTraining(discriminator_config)
             self.generator = transformers.ElectraForMaskedLM(generator_config)
@@ -169,6 +177,53 @@ def pretrained_generator_dir(params: ModelParams, pretrained: str) -> str | None
     return str(folder) if (folder / "config.json").is_file() else None
 
 
+def electra_role(directory: str, hf_config) -> str | None:
+    """Which ELECTRA model a dir holds: "discriminator" (``ElectraForPreTraining``: replaced-token-detection head),
+    "generator" (``ElectraForMaskedLM``: masked-LM head), or None (neither told apart): its weights' names, else
+    (no readable ``model.safetensors``) its config's ``architectures``."""
+    from safetensors import safe_open
+
+    weights = Path(directory) / "model.safetensors"
+    if weights.is_file():
+        try:
+            with safe_open(str(weights), "pt") as f:
+                names = list(f.keys())
+        except LOAD_ERRORS:  # a broken file: loading the model reports it, naming the dir
+            names = None
+        if names is not None:
+            if any("discriminator_predictions" in n for n in names):
+                return "discriminator"
+            return "generator" if any(n.startswith(("generator_predictions", "generator_lm_head"))
+                                      for n in names) else None
+    architectures = hf_config.architectures or []
+    return "discriminator" if "ElectraForPreTraining" in architectures else \
+        "generator" if "ElectraForMaskedLM" in architectures else None
+
+
+def _pretrained_problems(params: ModelParams, pretrained: str, hf_config) -> list[str]:
+    """ELECTRA continues a discriminator (with its generator, or a new one): a generator alone
+    (``ElectraForMaskedLM``) given as the model to continue, or a discriminator given as the generator, is refused
+    rather than trained in the other's place."""
+    problems = []
+    if electra_role(pretrained, hf_config) == "generator":
+        problems.append(f"pretrained_model_name_or_path {pretrained} is an ELECTRA generator (ElectraForMaskedLM, no "
+                        f"discriminator head), but --model_type {params.model_type} continues ELECTRA's "
+                        "discriminator (ElectraForPreTraining) with a generator; give the discriminator dir here and "
+                        "this one as pretrained_generator_model_name_or_path (or as its generator/ folder)")
+    generator_dir = pretrained_generator_dir(params, pretrained)
+    if generator_dir is not None:
+        from transformers import AutoConfig
+
+        try:
+            generator = AutoConfig.from_pretrained(generator_dir)
+        except (OSError, ValueError):  # _loaded_options says so
+            return problems
+        if generator.model_type == "electra" and electra_role(generator_dir, generator) == "discriminator":
+            problems.append(f"the generator {generator_dir} is an ELECTRA discriminator (ElectraForPreTraining), not "
+                            "a generator (ElectraForMaskedLM)")
+    return problems
+
+
 def _loaded_options(params: ModelParams, pretrained: str, hf_config) -> dict:
     """With both models loaded, the generator's size is theirs: hidden size over the discriminator's."""
     generator_dir = pretrained_generator_dir(params, pretrained)
@@ -213,6 +268,7 @@ ELECTRA = Family(
     },
     defaults={"mask_token_prob": 0.85, "random_token_prob": 0.0},
     check=_generator_problems, part_configs=electra_configs, loaded_options=_loaded_options,
+    check_pretrained=_pretrained_problems,
     forward_flops=electra_flops,
     # the discriminator's embeddings, which the generator shares
     embeddings=attr_path("electra.embeddings"), layers=attr_path("electra.encoder.layer"))

@@ -86,6 +86,10 @@ def resolve_pretrained_shape(params: ModelParams, pretrained: str | None,
     problems, values, extra = [], {}, dict(params.extra)
     for name, model_value in from_model.items():
         given = getattr(params, name) if hasattr(params, name) else extra.get(name)
+        if not hasattr(params, name) and given is not None:  # a family option: its default is for a new model
+            key, option = next((k, o) for k, o in family.options.items() if o.field == name)
+            if not (key in preset_keys if preset_keys is not None else given != option.default):
+                given = None  # ALBERT's embedding-size 128 when the model continued from has another
         if given is None:
             if hasattr(params, name):
                 values[name] = model_value
