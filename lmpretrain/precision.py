@@ -16,8 +16,9 @@ backward (``MixedPrecisionPolicy(param_dtype=...)``: half the bytes gathered) an
 fp32 (``reduce_dtype``) into fp32 gradient shards. Autocast stays on around the forward, so the ops it keeps in fp32
 (softmax, layer norm, the losses) are in fp32 as they are unsharded. fp16 loss scaling uses
 ``ShardedGradScaler``, which all-reduces its inf/NaN finding: an overflow in any process's gradient shard skips the
-step on every process (:meth:`Precision.shard_scaler`). Level 3 (fp16 weights) gathers its fp16 shards as they are and
-reduces in fp32 too.
+step on every process (:meth:`Precision.shard_scaler`); a unit's gradient being fp16 until its fp32 reduce (autocast's
+are fp32), an fp16 run may skip a step or two more at its start while the scaler finds its scale. Level 3 (fp16
+weights) gathers its fp16 shards as they are and reduces in fp32 too.
 """
 
 from __future__ import annotations

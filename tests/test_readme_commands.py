@@ -19,7 +19,7 @@ from tests.test_cli_help import parser_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ("run_pretraining.py", "train_tokenizer.py", "extract_electra_model.py", "evaluate_downstream.py",
-           "evaluate_perplexity.py")
+           "evaluate_perplexity.py", "convert_checkpoint.py")
 PRESETS = json.loads((ROOT / "parameter.json").read_text(encoding="utf-8"))
 
 
