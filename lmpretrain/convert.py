@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -121,3 +122,21 @@ def convert_checkpoint(checkpoint_dir: str | Path, output_dir: str | Path) -> Pa
                 output_dir, ", ".join(f"{k} {v:.2g}" for k, v in worst.items()),
                 ", AutoTokenizer ids match the training pipeline's" if encoder is not None else "")
     return output_dir
+
+
+def extract_parts(input_dir: str | Path, output_dir: str | Path, names: list[str], params=None) -> dict[str, Path]:
+    """extract_electra_model.py: :func:`lmpretrain.export.extract_parts`, a sharded checkpoint (``--fsdp``: its
+    weights in ``sharded/``) first converted by :func:`convert_checkpoint` into a scratch dir beside ``output_dir``,
+    which the parts are then extracted from (what can be checked without the weights is checked first)."""
+    from .export import _check_output_dir, _require_extractable_checkpoint
+    from .export import extract_parts as extract_plain
+
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    if not (input_dir / ckpt.SHARDS).is_dir():
+        return extract_plain(input_dir, output_dir, names, params)
+    family = _require_extractable_checkpoint(input_dir, weights=False)  # its family, manifest and tokenizer
+    _check_output_dir(output_dir, [p.extract_as for p in family.extractable if p.extract_as in names])
+    parent = output_dir.resolve().parent
+    with tempfile.TemporaryDirectory(prefix=".lmp-unsharded-", dir=parent if parent.is_dir() else None) as scratch:
+        plain = convert_checkpoint(input_dir, Path(scratch) / input_dir.name)
+        return extract_plain(plain, output_dir, names, params, complete=True)

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import socket
-import tempfile
 from pathlib import Path
 
 import torch
@@ -268,36 +267,20 @@ def _load_part(name: str, cls, source: Path, expected) -> torch.nn.Module:
     return model
 
 
-def extract_parts(input_dir: str | Path, output_dir: str | Path, names: list[str], params=None) -> dict[str, Path]:
+def extract_parts(input_dir: str | Path, output_dir: str | Path, names: list[str], params=None, *,
+                  complete: bool = False) -> dict[str, Path]:
     """Write ``output_dir/<name>`` for each extractable part ``names`` (``generator``, ``discriminator``) of a
     checkpoint of a family with sub-models (ELECTRA), each a complete HF model dir, verified.
 
     Everything is checked before anything is written: the checkpoint (of such a family, complete, loadable), the
     output dir (nothing there is replaced), the preset sizes when ``params`` (a parameter.json preset) is given.
     Each part is written to a hidden folder, checked (logits through the Auto classes; AutoTokenizer ids against
-    the training pipeline's encoder) and only then renamed into place.
-
-    A sharded checkpoint (``--fsdp``: its weights in ``sharded/``) is first converted, as convert_checkpoint.py
-    converts it (one process reads every shard), into a scratch dir beside ``output_dir``, which the parts are then
-    extracted from.
+    the training pipeline's encoder) and only then renamed into place. ``complete``: the input was checked already
+    (:func:`lmpretrain.convert.extract_parts`, which converts a sharded checkpoint first, calls it so).
     """
-    input_dir, output_dir = Path(input_dir), Path(output_dir)
-    if not (input_dir / ckpt.SHARDS).is_dir():
-        return _extract_parts(input_dir, output_dir, names, params)
-    from .convert import convert_checkpoint
-
-    family = _require_extractable_checkpoint(input_dir, weights=False)  # what can be said before converting
-    _check_output_dir(output_dir, [p.extract_as for p in family.extractable if p.extract_as in names])
-    scratch_root = output_dir.resolve().parent if output_dir.resolve().parent.is_dir() else None
-    with tempfile.TemporaryDirectory(prefix=".lmp-unsharded-", dir=scratch_root) as scratch:
-        plain = convert_checkpoint(input_dir, Path(scratch) / input_dir.name)
-        return _extract_parts(plain, output_dir, names, params, complete=True)
-
-
-def _extract_parts(input_dir: Path, output_dir: Path, names: list[str], params=None, *,
-                   complete: bool = False) -> dict[str, Path]:
     import transformers
 
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not names:
         raise UserError("nothing to extract: pass --generator, --discriminator or both")
     if params is not None and not get_family(params.family).extractable:
