@@ -112,18 +112,17 @@ def extract(input_dir, output_dir):
     return output_dir
 
 
+@pytest.mark.slow  # a 2-process ELECTRA run and two extractions: ~47 s on this loaded machine
 def test_electra_parts_extract_from_a_sharded_checkpoint_as_from_the_unsharded_model(setup):
+    """The sharded checkpoint's parts are bit for bit those extracted from the run's final model dir (the whole model,
+    gathered by the run: an unsharded HF dir); that sharded training equals unsharded training is test_fsdp.py's."""
     sharded = setup["root"] / "electra_full_shard"
     two_processes(setup, sharded, "electra-single", "--fsdp", "full_shard")
     assert (sharded / "checkpoint-3" / "sharded" / ".metadata").is_file()
     from_checkpoint = extract(sharded / "checkpoint-3", setup["root"] / "parts-from-shards")
     from_model_dir = extract(sharded, setup["root"] / "parts-from-model-dir")  # the run's gathered final model
-    single = setup["root"] / "electra_single"
-    one_process(setup, single, "electra-single")
-    from_unsharded = extract(single / "checkpoint-3", setup["root"] / "parts-unsharded")
     for part in ("generator", "discriminator"):
         assert_same_tensors(from_model_dir, from_checkpoint, part)
-        assert_same_final_model(from_unsharded, from_checkpoint, part)  # sharded training = unsharded, to 1e-4
         assert not (from_checkpoint / part / "sharded").exists()
     transformers.AutoModelForMaskedLM.from_pretrained(from_checkpoint / "generator")
     transformers.AutoModelForPreTraining.from_pretrained(from_checkpoint / "discriminator")
