@@ -36,7 +36,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     setup_logging()
 
-    from lmpretrain.export import extract_parts
+    from lmpretrain.convert import extract_parts  # a sharded checkpoint converted first
 
     params = None
     if bool(args.parameter_file) != bool(args.model_type):

@@ -208,42 +208,49 @@ class Checkpoints:
                 model: torch.nn.Module | None = None) -> None:
         model_dir = self.model_dir
         (model_dir / "train_summary.json").unlink(missing_ok=True)  # an older run's must not vouch for this one
-        gathered = None
-        if (checkpoint_dir / SHARDS).is_dir():  # the gathered model's weights, saved beside the checkpoint first
-            gathered = model_dir / f".{checkpoint_dir.name}.export-{os.getpid()}"
-            shutil.rmtree(gathered, ignore_errors=True)
-            model.save_pretrained(gathered)
-        try:
-            self._copy_export(checkpoint_dir, gathered)
-        finally:
-            if gathered is not None:
-                shutil.rmtree(gathered, ignore_errors=True)
+        write_export(checkpoint_dir, model_dir, model)
         worst = verify(model_dir)
         logger.info("verified the export in %s: logits match the trained model (max difference %s), "
                     "AutoTokenizer ids match the training pipeline's", model_dir,
                     ", ".join(f"{k} {v:.2g}" for k, v in worst.items()))
         atomic_write_text(model_dir / "train_summary.json", strict_dumps(summary, indent=1))
 
-    def _copy_export(self, checkpoint_dir: Path, gathered: Path | None) -> None:
-        model_dir = self.model_dir
-        sources = [(src, checkpoint_dir) for src in checkpoint_dir.rglob("*")
-                   if SHARDS not in src.relative_to(checkpoint_dir).parts]
-        sources += [(src, gathered) for src in gathered.rglob("*")] if gathered is not None else []
-        for src, root in sources:
-            if src.is_dir() or src.name in (MANIFEST, STATE_FILE):
-                continue
-            dest = model_dir / src.relative_to(root)
-            tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-            try:
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, tmp)
-                publish(tmp)  # the umask's mode, not the source's (a checkpoint an older version wrote 0600)
-                os.replace(tmp, dest)
-            except OSError as error:
-                tmp.unlink(missing_ok=True)
-                reason = describe_write_failure(error, model_dir)
-                raise UserError(f"could not copy the final model to {dest}: {reason}; {checkpoint_dir} is complete "
-                                f"and holds the same model") from None
+
+def write_export(checkpoint_dir: Path, destination: Path, model: torch.nn.Module | None = None) -> None:
+    """A checkpoint as a plain HF model dir in ``destination``: its files but the training state, each copied
+    atomically; a sharded checkpoint's weights from ``model`` (the whole model: gathered on rank 0 by the run's
+    export, loaded from the shards by convert_checkpoint.py), saved by ``save_pretrained`` beside them first."""
+    gathered = None
+    if (checkpoint_dir / SHARDS).is_dir():
+        gathered = destination / f".{checkpoint_dir.name}.export-{os.getpid()}"
+        shutil.rmtree(gathered, ignore_errors=True)
+        model.save_pretrained(gathered)
+    try:
+        _copy_export(checkpoint_dir, destination, gathered)
+    finally:
+        if gathered is not None:
+            shutil.rmtree(gathered, ignore_errors=True)
+
+
+def _copy_export(checkpoint_dir: Path, destination: Path, gathered: Path | None) -> None:
+    sources = [(src, checkpoint_dir) for src in checkpoint_dir.rglob("*")
+               if SHARDS not in src.relative_to(checkpoint_dir).parts]
+    sources += [(src, gathered) for src in gathered.rglob("*")] if gathered is not None else []
+    for src, root in sources:
+        if src.is_dir() or src.name in (MANIFEST, STATE_FILE):
+            continue
+        dest = destination / src.relative_to(root)
+        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, tmp)
+            publish(tmp)  # the umask's mode, not the source's (a checkpoint an older version wrote 0600)
+            os.replace(tmp, dest)
+        except OSError as error:
+            tmp.unlink(missing_ok=True)
+            reason = describe_write_failure(error, destination)
+            raise UserError(f"could not copy the final model to {dest}: {reason}; {checkpoint_dir} is complete "
+                            f"and holds the same model") from None
 
 
 def load_weights(model, path: Path) -> None:

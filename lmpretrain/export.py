@@ -155,9 +155,10 @@ def _names(families) -> str:
     return " or ".join(f.display for f in families)
 
 
-def _require_extractable_checkpoint(input_dir: Path):
+def _require_extractable_checkpoint(input_dir: Path, *, complete: bool = False, weights: bool = True):
     """The family of the checkpoint in ``input_dir``, which must have parts to extract, be complete (its manifest,
-    when it has one, checked) and carry its tokenizer."""
+    when it has one, checked; ``complete``: checked already), hold each part's weights (unless not ``weights``: a
+    sharded checkpoint's are in its shards) and carry its tokenizer."""
     families = _extractable_families()
     if not input_dir.is_dir():
         raise UserError(f"--input_dir {input_dir} is not a directory")
@@ -175,11 +176,12 @@ def _require_extractable_checkpoint(input_dir: Path):
         found = ", ".join(f"{folder}/ {'present' if (input_dir / folder).is_dir() else 'missing'}"
                           for folder in folders)
         raise UserError(f"{input_dir} is not an {_names(families)} checkpoint (model_type {model_type!r}, {found})")
-    _require_complete(input_dir)
-    for part in family.parts:
-        weights = input_dir / part.folder / "model.safetensors"
-        if not weights.is_file() and not weights.with_name("pytorch_model.bin").is_file():
-            raise UserError(f"{weights} is missing")
+    if not complete:
+        _require_complete(input_dir)
+    for part in family.parts if weights else ():
+        found = input_dir / part.folder / "model.safetensors"
+        if not found.is_file() and not found.with_name("pytorch_model.bin").is_file():
+            raise UserError(f"{found} is missing")
     if not any((input_dir / name).is_file() for name in TOKENIZER_MARKERS):
         raise UserError(f"{input_dir} holds no tokenizer files ({', '.join(TOKENIZER_MARKERS)}); the exports would "
                         f"not be usable on their own")
@@ -265,24 +267,26 @@ def _load_part(name: str, cls, source: Path, expected) -> torch.nn.Module:
     return model
 
 
-def extract_parts(input_dir: str | Path, output_dir: str | Path, names: list[str], params=None) -> dict[str, Path]:
+def extract_parts(input_dir: str | Path, output_dir: str | Path, names: list[str], params=None, *,
+                  complete: bool = False) -> dict[str, Path]:
     """Write ``output_dir/<name>`` for each extractable part ``names`` (``generator``, ``discriminator``) of a
     checkpoint of a family with sub-models (ELECTRA), each a complete HF model dir, verified.
 
     Everything is checked before anything is written: the checkpoint (of such a family, complete, loadable), the
     output dir (nothing there is replaced), the preset sizes when ``params`` (a parameter.json preset) is given.
     Each part is written to a hidden folder, checked (logits through the Auto classes; AutoTokenizer ids against
-    the training pipeline's encoder) and only then renamed into place.
+    the training pipeline's encoder) and only then renamed into place. ``complete``: the input was checked already
+    (:func:`lmpretrain.convert.extract_parts`, which converts a sharded checkpoint first, calls it so).
     """
     import transformers
 
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not names:
         raise UserError("nothing to extract: pass --generator, --discriminator or both")
-    input_dir, output_dir = Path(input_dir), Path(output_dir)
     if params is not None and not get_family(params.family).extractable:
         raise UserError(f"--model_type {params.model_type} is a {params.family} preset, not an "
                         f"{_names(_extractable_families())} one")
-    family = _require_extractable_checkpoint(input_dir)
+    family = _require_extractable_checkpoint(input_dir, complete=complete)
     parts = {p.extract_as: p for p in family.extractable if p.extract_as in names}
     unknown = sorted(set(names) - set(parts))
     if unknown:

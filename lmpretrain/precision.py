@@ -9,6 +9,16 @@
 | 3     | O3, pure fp16 (loss scale 1)         | the model cast to fp16, no autocast, no loss scaling              |
 
 bf16 (``--bf16``) uses bf16 autocast with fp32 weights and no loss scaling. fp16 needs a CUDA device.
+
+Under ``--fsdp`` (the model sharded over processes) the same levels, the FSDP way (:meth:`Precision.fsdp_policy`):
+the sharded parameters stay the fp32 master weights; each unit gathers them cast to bf16/fp16 for its forward and
+backward (``MixedPrecisionPolicy(param_dtype=...)``: half the bytes gathered) and reduce-scatters its gradients in
+fp32 (``reduce_dtype``) into fp32 gradient shards. Autocast stays on around the forward, so the ops it keeps in fp32
+(softmax, layer norm, the losses) are in fp32 as they are unsharded. fp16 loss scaling uses
+``ShardedGradScaler``, which all-reduces its inf/NaN finding: an overflow in any process's gradient shard skips the
+step on every process (:meth:`Precision.shard_scaler`); a unit's gradient being fp16 until its fp32 reduce (autocast's
+are fp32), an fp16 run may skip a step or two more at its start while the scaler finds its scale. Level 3 (fp16
+weights) gathers its fp16 shards as they are and reduces in fp32 too.
 """
 
 from __future__ import annotations
@@ -36,6 +46,26 @@ class Precision:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device_type, dtype=self.autocast_dtype)
+
+    def fsdp_policy(self):
+        """FSDP2's ``MixedPrecisionPolicy`` for this precision (None for fp32): compute in the autocast dtype (level
+        3: the weights' own fp16), gradients reduced in fp32."""
+        if self.autocast_dtype is None and self.model_dtype == torch.float32:
+            return None
+        from torch.distributed.fsdp import MixedPrecisionPolicy
+
+        return MixedPrecisionPolicy(param_dtype=self.autocast_dtype, reduce_dtype=torch.float32)
+
+    def shard_scaler(self) -> None:
+        """For a sharded model: the loss scaler becomes a ``ShardedGradScaler`` (same settings and state-dict
+        format), whose inf/NaN check is all-reduced over the processes, so that they all skip the same steps."""
+        if self.scaler is None:
+            return
+        from torch.distributed.fsdp.sharded_grad_scaler import ShardedGradScaler
+
+        sharded = ShardedGradScaler(self.device_type)
+        sharded.load_state_dict(self.scaler.state_dict())
+        self.scaler = sharded
 
     def backward(self, loss: torch.Tensor) -> None:
         """Backpropagate ``loss`` (times the loss scale, with fp16 loss scaling)."""

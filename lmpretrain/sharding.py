@@ -27,6 +27,7 @@ torchtitan does, rather than the whole sharded model.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -210,6 +211,21 @@ def load_shards(model: torch.nn.Module, optimizer: torch.optim.Optimizer, direct
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
     if state["extra"]:
         model.load_resume_state(state["extra"])
+
+
+def load_model_shards(model: torch.nn.Module, directory: Path) -> None:
+    """Load the weights alone of what :func:`save_shards` wrote into a plain (unsharded) ``model``, in one process
+    with no process group (DCP reads every rank's shards into the whole tensors): the converter's and the
+    extraction's way to a whole model."""
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+
+    state = {"model": get_model_state_dict(model)}
+    with warnings.catch_warnings():  # "torch.distributed is disabled ...: assuming ... a single process": it is
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, checkpoint_id=str(directory), no_dist=not (dist.is_available() and dist.is_initialized()))
+    set_model_state_dict(model, state["model"])
 
 
 def _resume_state(model: torch.nn.Module) -> dict:

@@ -293,7 +293,8 @@ def _build_state(run: Run, layout: Layout, precision: Precision) -> RunState:
     if mode is not None and layout.distributed:  # sharded before the optimizer, which then holds the shards
         if run.description.model.compile:  # per block, before sharding (torchtitan's order)
             logger.info("--compile with --fsdp: %d blocks compiled one by one", compile_blocks(model))
-        model = shard_model(model, mode, layout)
+        model = shard_model(model, mode, layout, mp_policy=precision.fsdp_policy())  # fp32 shards, fp32 reduction
+        precision.shard_scaler()  # an inf in any process's gradient shard skips the step on every process
         logger.info("FSDP2 %s over %d processes: each block a unit, then the root", mode, layout.world_size)
     elif mode is not None:
         logger.info("--fsdp %s in one process: nothing to shard; checkpoints are written with "

@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ("train_tokenizer.py", "run_pretraining.py", "create_datasets.py", "extract_electra_model.py",
-           "evaluate_perplexity.py", "evaluate_downstream.py")
+           "evaluate_perplexity.py", "evaluate_downstream.py", "convert_checkpoint.py")
 BLOCK = re.compile(r"(<!-- flags:(?P<script>[\w.]+) -->\n)(?P<table>.*?)(<!-- /flags -->)", re.S)
 _NO_DEFAULT = re.compile(r" \(default: (?:None|False)\)$")
 

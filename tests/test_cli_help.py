@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ("run_pretraining.py", "train_tokenizer.py", "extract_electra_model.py", "evaluate_downstream.py",
-           "evaluate_perplexity.py")
+           "evaluate_perplexity.py", "convert_checkpoint.py")
 STATES_DEFAULT = re.compile(r"\bdefault\b")
 
 

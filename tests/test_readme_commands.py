@@ -23,7 +23,7 @@ from tests.test_cli_help import parser_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ("run_pretraining.py", "train_tokenizer.py", "extract_electra_model.py", "evaluate_downstream.py",
-           "evaluate_perplexity.py")
+           "evaluate_perplexity.py", "convert_checkpoint.py")
 CHECKED = (*SCRIPTS, "create_datasets.py")
 DOCUMENTS = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
 _spec = importlib.util.spec_from_file_location("flag_tables", ROOT / "scripts" / "flag_tables.py")
