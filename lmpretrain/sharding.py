@@ -20,6 +20,11 @@ Gradients: FSDP2 averages them over all processes, as DDP does, so the loop's lo
 Under ``shard_grad_op`` with gradient accumulation they are reduce-scattered once per step, after the last
 micro-batch (:func:`defer_gradient_sync`), as DDP's ``no_sync`` all-reduces once.
 
+The build (:func:`build_on_rank0`, :func:`shard_from_rank0`): only rank 0 builds the whole model (seeded, or loaded
+for continued pretraining); the other ranks build it on the meta device, and after ``fully_shard`` receive rank 0's
+weights and buffers into their shards by broadcast, one tensor at a time. The weights are those of the unsharded
+build bit for bit; a rank other than 0 never holds the whole model. DDP builds the whole model on every rank.
+
 ``--compile`` under sharding compiles each block in place before it is sharded (:func:`compile_blocks`), as
 torchtitan does, rather than the whole sharded model.
 """

@@ -426,7 +426,8 @@ def test_compiled_blocks_shard_on_cuda_with_the_eager_losses(tmp_path):
 # --- the low-memory build (sharding.build_on_rank0 / shard_from_rank0): rank 0 builds, the others on meta -----------
 # Llama with tied embeddings (a tie and RoPE's non-persistent inverse frequencies), BERT (tied head, position ids),
 # ELECTRA (shared embeddings), DeBERTa-v3 (GDES), ALBERT (a shared layer in the root unit), and Llama continued from
-# a saved model (rank 0 loads it; the others build the structure from its config)
+# a saved model (rank 0 loads it; the others build the structure from its config); ELECTRA with activation
+# checkpointing applied before sharding, as the trainer does
 RANK0_CASES = [("llama", {"tie-word-embeddings": True}, False, "full_shard"), ("bert", {}, False, "full_shard"),
                ("electra", {}, False, "full_shard"), ("debertav3", {}, False, "shard_grad_op"),
                ("albert", {}, False, "full_shard"), ("llama", {}, True, "full_shard")]
@@ -445,7 +446,7 @@ def _rank0_build_worker(rank: int, world: int, port: int, out_dir: str) -> None:
 
     from lmpretrain.distributed import Layout
     from lmpretrain.models import build_model, parse_preset
-    from lmpretrain.sharding import build_on_rank0, shard_from_rank0
+    from lmpretrain.sharding import build_on_rank0, checkpoint_activations, shard_from_rank0
     from tests.test_registry import a_batch
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -466,6 +467,8 @@ def _rank0_build_worker(rank: int, world: int, port: int, out_dir: str) -> None:
         model = build_on_rank0(build, layout)
         materialised = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers())
                            if t.device.type != "meta")
+        if family == "electra":  # the trainer's order: activation checkpointing on the built model, then sharding
+            checkpoint_activations(model)
         rng_same = torch.equal(torch.get_rng_state(), rng_after_build)
         shard_from_rank0(model, mode, layout)
         sharded = all(type(p).__name__ == "DTensor" for p in model.parameters())
