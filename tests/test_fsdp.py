@@ -427,14 +427,17 @@ def test_compiled_blocks_shard_on_cuda_with_the_eager_losses(tmp_path):
 # Llama with tied embeddings (a tie and RoPE's non-persistent inverse frequencies), BERT (tied head, position ids),
 # ELECTRA (shared embeddings), DeBERTa-v3 (GDES), ALBERT (a shared layer in the root unit), and Llama continued from
 # a saved model (rank 0 loads it; the others build the structure from its config); ELECTRA with activation
-# checkpointing applied before sharding, as the trainer does
-RANK0_CASES = [("llama", {"tie-word-embeddings": True}, False, "full_shard"), ("bert", {}, False, "full_shard"),
-               ("electra", {}, False, "full_shard"), ("debertav3", {}, False, "shard_grad_op"),
-               ("albert", {}, False, "full_shard"), ("llama", {}, True, "full_shard")]
+# checkpointing applied before sharding, as the trainer does; a 2x1 hybrid mesh and no_shard (GPT, tied head):
+# replicated placements take the whole tensor
+RANK0_CASES = [("llama", {"tie-word-embeddings": True}, False, "full_shard", None),
+               ("bert", {}, False, "full_shard", None), ("electra", {}, False, "full_shard", None),
+               ("debertav3", {}, False, "shard_grad_op", None), ("albert", {}, False, "full_shard", None),
+               ("llama", {}, True, "full_shard", None), ("bert", {}, False, "hybrid_shard", (2, 1)),
+               ("gpt", {}, False, "no_shard", None)]
 
 
-def rank0_case_name(family, options, pretrained, mode) -> str:
-    return " ".join([family, *options, "pretrained" * pretrained, mode]).replace("  ", " ")
+def rank0_case_name(family, options, pretrained, mode, mesh) -> str:
+    return " ".join([family, *options, "pretrained" * pretrained, mode, str(mesh or "")]).replace("  ", " ").strip()
 
 
 def _rank0_build_worker(rank: int, world: int, port: int, out_dir: str) -> None:
@@ -453,7 +456,7 @@ def _rank0_build_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world)
     layout = Layout(rank, world, rank, world, 0, 1, 4, 2, 2 * rank, 4, torch.device("cpu"))
     results = {}
-    for family, options, pretrained, mode in RANK0_CASES:
+    for family, options, pretrained, mode, mesh in RANK0_CASES:
         params = parse_preset(f"{family}-test", {**TINY, **options}, "test")
         pretrained_dir = str(Path(out_dir, "pretrained")) if pretrained else None
 
@@ -470,7 +473,7 @@ def _rank0_build_worker(rank: int, world: int, port: int, out_dir: str) -> None:
         if family == "electra":  # the trainer's order: activation checkpointing on the built model, then sharding
             checkpoint_activations(model)
         rng_same = torch.equal(torch.get_rng_state(), rng_after_build)
-        shard_from_rank0(model, mode, layout)
+        shard_from_rank0(model, mode, layout, mesh_dims=mesh)
         sharded = all(type(p).__name__ == "DTensor" for p in model.parameters())
         full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))  # on every rank
         expected = reference.state_dict()
@@ -481,7 +484,7 @@ def _rank0_build_worker(rank: int, world: int, port: int, out_dir: str) -> None:
         torch.manual_seed(7)
         reference_out = reference(batch)
         terms = [t.name for t in model.family.loss_terms if t.name in out]
-        results.setdefault(rank0_case_name(family, options, pretrained, mode), {})[rank] = {
+        results.setdefault(rank0_case_name(family, options, pretrained, mode, mesh), {})[rank] = {
             "materialised": materialised, "rng": rng_same,
             # every rank's gathered weights and its own buffers (persistent or not): the unsharded build's, exactly
             "weights": set(full) == set(expected) and all(torch.equal(full[k], expected[k]) for k in expected),
@@ -527,5 +530,5 @@ def test_only_rank_0_builds_the_whole_model_and_the_shards_hold_its_weights_exac
         assert result["losses"] == pytest.approx(result["reference"], rel=1e-6), (rank, result)
     if case.startswith("llama"):
         assert "model.model.rotary_emb.inv_freq" in by_rank[1]["nonpersistent"], by_rank
-    if case.startswith(("llama tie", "bert", "electra", "albert")):
+    if case.startswith(("llama tie", "bert", "electra", "albert", "gpt")):
         assert by_rank[0]["groups"], by_rank  # there were ties to keep
