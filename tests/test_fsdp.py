@@ -460,9 +460,9 @@ def _rank0_build_worker(rank: int, world: int, port: int, out_dir: str) -> None:
         params = parse_preset(f"{family}-test", {**TINY, **options}, "test")
         pretrained_dir = str(Path(out_dir, "pretrained")) if pretrained else None
 
-        def build(params=params, pretrained_dir=pretrained_dir):
-            return build_model(params, vocab_size=50, pad_token_id=0, seed=0, eos_token_id=3,
-                               pretrained_dir=pretrained_dir)
+        def build(params=params, pretrained_dir=pretrained_dir, vocab=51 if family == "electra" else 50):
+            return build_model(params, vocab_size=vocab, pad_token_id=0, seed=0, eos_token_id=3,
+                               pretrained_dir=pretrained_dir)  # ELECTRA: 51 rows, shards of 26 and 25 (padded)
 
         reference = build()  # today's build, on every rank
         rng_after_build = torch.get_rng_state()
