@@ -170,6 +170,20 @@ def test_shard_grad_op_with_accumulation_reduces_once_a_step_and_matches_one_pro
     assert_same_final_model(single, out)
 
 
+def test_continued_pretraining_sharded_on_two_processes_matches_one_process(setup, single):
+    """--pretrained_model_name_or_path under --fsdp: rank 0 loads the model, rank 1 builds its structure from the
+    config on the meta device and receives rank 0's weights (sharding.build_on_rank0): the losses and final weights
+    of one unsharded process continuing from the same model."""
+    reference, sharded = setup["root"] / "continued_single", setup["root"] / "continued_sharded"
+    flags = ("--pretrained_model_name_or_path", str(single), "--train_steps", "2")
+    one_process(setup, reference, "bert-single", *flags)
+    proc = two_processes(setup, sharded, "bert-single", "--fsdp", "full_shard", *flags)
+    assert f"continued pretraining from {single}" in proc.stderr
+    assert_same_losses(reference, sharded, steps=(1, 2))
+    assert losses(sharded)[1] < losses(single)[1]  # step 1 starts from the trained model, not from a new one
+    assert_same_final_model(reference, sharded)
+
+
 @pytest.mark.slow
 def test_compiled_sharded_run_follows_the_uncompiled_one_and_logs_mfu(setup, full_shard):
     """--compile with --fsdp: each block compiled before it is sharded; the losses are the uncompiled sharded run's
