@@ -6,7 +6,7 @@ it). Where it holds the run's record (``lmpretrain_config.json``), the model is 
 its weights loaded as a resume loads them, and the instances and masks are the run's eval instances for an
 ``--eval_file``: the recorded layout, instance version, sequence length, masking settings and seed. Another HF dir
 (no record) is loaded as continued pretraining loads a model, with the family its ``config.json`` names and the
-default masking and seed. Either way the loss is :func:`lmpretrain.trainer.evaluate`'s, in one process, fp32.
+default masking and seed. Either way the loss is :func:`lmpretrain.evaluation.evaluate`'s, in one process, fp32.
 """
 
 from __future__ import annotations
@@ -112,15 +112,15 @@ def evaluate_model_dir(model_dir: str | Path, input_files: list[str], *, max_sam
     """The eval loss and perplexity of ``model_dir`` on ``input_files``: ``{"model_dir", "family", "term", "loss",
     "perplexity", "instances", "sequence_length", ...}`` plus every ``eval/*`` value the trainer's evaluation
     gives."""
-    from .checkpoint import load_weights
+    from .convert import load_checkpoint_weights
     from .data import build_or_load_dataset, make_instances
     from .data.corpus import resolve_corpus_files
     from .data_setup import EVAL_SEED_OFFSET, RunData, instance_options, make_collator
     from .distributed import Layout
+    from .evaluation import evaluate
     from .models import build_model, get_family, usable_positions
     from .precision import make_precision
     from .tokenization.encoder import FastEncoder
-    from .trainer import evaluate
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
@@ -168,7 +168,7 @@ def evaluate_model_dir(model_dir: str | Path, input_files: list[str], *, max_sam
             encoder.close()
     if record is not None:  # the recorded preset's model, its weights loaded as a resume loads them
         model = build_model(replace(params, pretrained_model_name_or_path=None, frozen_layers=-1), **spec)
-        load_weights(model, model_dir)
+        load_checkpoint_weights(model, model_dir)  # a --fsdp checkpoint's shards, or its safetensors
     else:
         model = build_model(params, pretrained_dir=str(model_dir), **spec)
     where = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

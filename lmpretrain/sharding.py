@@ -20,6 +20,11 @@ Gradients: FSDP2 averages them over all processes, as DDP does, so the loop's lo
 Under ``shard_grad_op`` with gradient accumulation they are reduce-scattered once per step, after the last
 micro-batch (:func:`defer_gradient_sync`), as DDP's ``no_sync`` all-reduces once.
 
+The build (:func:`build_on_rank0`, :func:`shard_from_rank0`): only rank 0 builds the whole model (seeded, or loaded
+for continued pretraining); the other ranks build it on the meta device, and after ``fully_shard`` receive rank 0's
+weights and buffers into their shards by broadcast, one tensor at a time. The weights are those of the unsharded
+build bit for bit; a rank other than 0 never holds the whole model. DDP builds the whole model on every rank.
+
 ``--compile`` under sharding compiles each block in place before it is sharded (:func:`compile_blocks`), as
 torchtitan does, rather than the whole sharded model.
 """
@@ -98,6 +103,66 @@ def shard_model(model: torch.nn.Module, mode: str, layout: Layout, *, mesh_dims:
     for unit in shard_units(model):
         fully_shard(unit, **kwargs)
     fully_shard(model, **kwargs)
+    return model
+
+
+def build_on_rank0(build: Callable[[], torch.nn.Module], layout: Layout) -> torch.nn.Module:
+    """The model to shard, built so that only rank 0 ever holds all of it: rank 0 builds it as an unsharded run does
+    (seeded, or loaded for continued pretraining), on the CPU; every other rank builds the same structure on the
+    meta device (no memory, no weights read: ``models.base.load_pretrained`` builds from the config there).
+    :func:`shard_from_rank0` then shards both and broadcasts rank 0's weights into the shards (HF accelerate's
+    ``cpu_ram_efficient_loading``; torch's ``set_model_state_dict(..., broadcast_from_rank0=True)``). The CPU
+    random state every rank leaves with is rank 0's, as when every rank built the model itself. Collective."""
+    if layout.rank == 0:
+        model = build()
+    else:
+        with torch.device("meta"):
+            model = build()
+    import torch.distributed as dist
+
+    state = torch.get_rng_state().to(layout.device)
+    dist.broadcast(state, src=0)
+    torch.set_rng_state(state.cpu())
+    return model
+
+
+def shard_from_rank0(model: torch.nn.Module, mode: str, layout: Layout, **shard_kwargs) -> torch.nn.Module:
+    """:func:`shard_model` for a model from :func:`build_on_rank0`: rank 0 keeps its whole weights (references to
+    them) while sharding, the meta ranks allocate their empty shards (``to_empty``: a tied or shared
+    parameter is one parameter, and stays one), then rank 0 broadcasts each parameter in turn and every rank copies
+    its own slice into its shard (a rank other than 0 holds one whole tensor at a time), and every buffer whole:
+    the non-persistent ones (RoPE's inverse frequencies, position ids) are in no state dict. The weights are rank
+    0's bit for bit. Collective.
+
+    As torch's ``set_model_state_dict(..., StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))``
+    (``_state_dict_utils._broadcast_state_dict`` / ``_distribute_tensors``), but over the parameters themselves,
+    each once: the state-dict route lists a module shared by two parents (ELECTRA's embeddings) under both names
+    and fails on the second, and misses GDES's E_delta."""
+    import torch.distributed as dist
+    from torch.distributed.tensor import DTensor
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    # rank 0's whole weights by parameter name (not the state dict: DeBERTa-v3's GDES writes E_generator + E_delta
+    # there, not E_delta)
+    whole = {name: param.detach() for name, param in model.named_parameters()} if layout.rank == 0 else {}
+    model = shard_model(model, mode, layout, **shard_kwargs)
+    if layout.rank != 0:
+        model.to_empty(device=layout.device)
+    with torch.no_grad():
+        for name, param in model.named_parameters():  # each parameter once, in the same order on every rank
+            full = whole.pop(name).to(layout.device) if layout.rank == 0 else \
+                torch.empty(param.shape, dtype=param.dtype, device=layout.device)
+            dist.broadcast(full, src=0)
+            if isinstance(param, DTensor):
+                shape, offset = compute_local_shape_and_global_offset(param.shape, param.device_mesh,
+                                                                      param.placements)
+                param.to_local().copy_(full[tuple(slice(o, o + n) for n, o in zip(shape, offset))])
+            else:
+                param.copy_(full)
+            del full
+        whole.clear()
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
     return model
 
 

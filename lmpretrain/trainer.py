@@ -43,12 +43,13 @@ from .run_config import TrainArgs
 from .run_dir import own_model_dir
 from .run_state import RunState
 from .sharding import (
+    build_on_rank0,
     checkpoint_activations,
     compile_blocks,
     defer_gradient_sync,
     gathered_model,
     is_sharded,
-    shard_model,
+    shard_from_rank0,
 )
 
 logger = get_logger(__name__)
@@ -284,7 +285,9 @@ def _build_state(run: Run, layout: Layout, precision: Precision) -> RunState:
     """A fresh model (seeded), its optimizer and schedule, and the loss scaler: the state a resume overwrites."""
     optim = run.description.optim
     torch.manual_seed(run.description.data.seed)
-    model = run.build_model().to(layout.device)
+    # sharded: only rank 0 builds the whole model, the others on the meta device (sharding.build_on_rank0)
+    rank0_build = run.description.system.fsdp is not None and layout.distributed
+    model = build_on_rank0(run.build_model, layout) if rank0_build else run.build_model().to(layout.device)
     if precision.model_dtype != torch.float32:
         model = model.to(precision.model_dtype)
     if run.description.model.gradient_checkpointing:
@@ -293,7 +296,9 @@ def _build_state(run: Run, layout: Layout, precision: Precision) -> RunState:
     if mode is not None and layout.distributed:  # sharded before the optimizer, which then holds the shards
         if run.description.model.compile:  # per block, before sharding (torchtitan's order)
             logger.info("--compile with --fsdp: %d blocks compiled one by one", compile_blocks(model))
-        model = shard_model(model, mode, layout, mp_policy=precision.fsdp_policy())  # fp32 shards, fp32 reduction
+        # rank 0's weights broadcast into every rank's shards; fp32 shards, compute in the policy's dtype, fp32
+        # reduction
+        model = shard_from_rank0(model, mode, layout, mp_policy=precision.fsdp_policy())
         precision.shard_scaler()  # an inf in any process's gradient shard skips the step on every process
         logger.info("FSDP2 %s over %d processes: each block a unit, then the root", mode, layout.world_size)
     elif mode is not None:

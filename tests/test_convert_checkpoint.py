@@ -127,3 +127,19 @@ def test_electra_parts_extract_from_a_sharded_checkpoint_as_from_the_unsharded_m
     transformers.AutoModelForMaskedLM.from_pretrained(from_checkpoint / "generator")
     transformers.AutoModelForPreTraining.from_pretrained(from_checkpoint / "discriminator")
     assert not list(setup["root"].glob(".lmp-unsharded-*"))  # the scratch conversion is gone
+
+
+def test_perplexity_of_a_sharded_checkpoint_equals_its_conversions(setup, bert_sharded):
+    """evaluate_perplexity.py reads a --fsdp checkpoint's shards (before: it looked for model.safetensors and failed):
+    the same loss as on the converted dir of the same step, which holds the same weights and the same run record."""
+    from lmpretrain.convert import convert_checkpoint
+    from lmpretrain.perplexity import evaluate_model_dir
+
+    checkpoint = bert_sharded / "checkpoint-3"
+    converted = setup["root"] / "perplexity-converted-3"
+    convert_checkpoint(checkpoint, converted)
+    kwargs = dict(max_samples=32, cache_dir=str(setup["root"] / "ppl-cache"), num_workers=1)
+    sharded = evaluate_model_dir(checkpoint, [str(setup["corpus"])], **kwargs)
+    plain = evaluate_model_dir(converted, [str(setup["corpus"])], **kwargs)
+    assert sharded["instances"] == plain["instances"] > 0
+    assert sharded["loss"] == pytest.approx(plain["loss"], rel=1e-6)

@@ -170,6 +170,20 @@ def test_shard_grad_op_with_accumulation_reduces_once_a_step_and_matches_one_pro
     assert_same_final_model(single, out)
 
 
+def test_continued_pretraining_sharded_on_two_processes_matches_one_process(setup, single):
+    """--pretrained_model_name_or_path under --fsdp: rank 0 loads the model, rank 1 builds its structure from the
+    config on the meta device and receives rank 0's weights (sharding.build_on_rank0): the losses and final weights
+    of one unsharded process continuing from the same model."""
+    reference, sharded = setup["root"] / "continued_single", setup["root"] / "continued_sharded"
+    flags = ("--pretrained_model_name_or_path", str(single), "--train_steps", "2")
+    one_process(setup, reference, "bert-single", *flags)
+    proc = two_processes(setup, sharded, "bert-single", "--fsdp", "full_shard", *flags)
+    assert f"continued pretraining from {single}" in proc.stderr
+    assert_same_losses(reference, sharded, steps=(1, 2))
+    assert losses(sharded)[1] < losses(single)[1]  # step 1 starts from the trained model, not from a new one
+    assert_same_final_model(reference, sharded)
+
+
 @pytest.mark.slow
 def test_compiled_sharded_run_follows_the_uncompiled_one_and_logs_mfu(setup, full_shard):
     """--compile with --fsdp: each block compiled before it is sharded; the losses are the uncompiled sharded run's
@@ -421,3 +435,114 @@ def test_compiled_blocks_shard_on_cuda_with_the_eager_losses(tmp_path):
     runs = json.loads((tmp_path / "cuda.json").read_text())
     for name in ("compiled", "zero2_compiled"):
         assert runs[name] == pytest.approx(runs["eager"], rel=1e-3), runs
+
+
+# --- the low-memory build (sharding.build_on_rank0 / shard_from_rank0): rank 0 builds, the others on meta -----------
+# Llama with tied embeddings (a tie and RoPE's non-persistent inverse frequencies), BERT (tied head, position ids),
+# ELECTRA (shared embeddings), DeBERTa-v3 (GDES), ALBERT (a shared layer in the root unit), and Llama continued from
+# a saved model (rank 0 loads it; the others build the structure from its config); ELECTRA with activation
+# checkpointing applied before sharding, as the trainer does; a 2x1 hybrid mesh and no_shard (GPT, tied head):
+# replicated placements take the whole tensor
+RANK0_CASES = [("llama", {"tie-word-embeddings": True}, False, "full_shard", None),
+               ("bert", {}, False, "full_shard", None), ("electra", {}, False, "full_shard", None),
+               ("debertav3", {}, False, "shard_grad_op", None), ("albert", {}, False, "full_shard", None),
+               ("llama", {}, True, "full_shard", None), ("bert", {}, False, "hybrid_shard", (2, 1)),
+               ("gpt", {}, False, "no_shard", None)]
+
+
+def rank0_case_name(family, options, pretrained, mode, mesh) -> str:
+    return " ".join([family, *options, "pretrained" * pretrained, mode, str(mesh or "")]).replace("  ", " ").strip()
+
+
+def _rank0_build_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    import os
+    from pathlib import Path
+
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    from lmpretrain.distributed import Layout
+    from lmpretrain.models import build_model, parse_preset
+    from lmpretrain.sharding import build_on_rank0, checkpoint_activations, shard_from_rank0
+    from tests.test_registry import a_batch
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    layout = Layout(rank, world, rank, world, 0, 1, 4, 2, 2 * rank, 4, torch.device("cpu"))
+    results = {}
+    for family, options, pretrained, mode, mesh in RANK0_CASES:
+        params = parse_preset(f"{family}-test", {**TINY, **options}, "test")
+        pretrained_dir = str(Path(out_dir, "pretrained")) if pretrained else None
+
+        def build(params=params, pretrained_dir=pretrained_dir, vocab=51 if family == "electra" else 50):
+            return build_model(params, vocab_size=vocab, pad_token_id=0, seed=0, eos_token_id=3,
+                               pretrained_dir=pretrained_dir)  # ELECTRA: 51 rows, shards of 26 and 25 (padded)
+
+        reference = build()  # today's build, on every rank
+        rng_after_build = torch.get_rng_state()
+        torch.manual_seed(12345)  # a state the low-memory build must leave behind it: rank 0's after its build
+        model = build_on_rank0(build, layout)
+        materialised = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers())
+                           if t.device.type != "meta")
+        if family == "electra":  # the trainer's order: activation checkpointing on the built model, then sharding
+            checkpoint_activations(model)
+        rng_same = torch.equal(torch.get_rng_state(), rng_after_build)
+        shard_from_rank0(model, mode, layout, mesh_dims=mesh)
+        sharded = all(type(p).__name__ == "DTensor" for p in model.parameters())
+        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))  # on every rank
+        expected = reference.state_dict()
+        buffers, reference_buffers = dict(model.named_buffers()), dict(reference.named_buffers())
+        batch = a_batch(model.family)
+        torch.manual_seed(7)
+        out = model(batch)
+        torch.manual_seed(7)
+        reference_out = reference(batch)
+        terms = [t.name for t in model.family.loss_terms if t.name in out]
+        results.setdefault(rank0_case_name(family, options, pretrained, mode, mesh), {})[rank] = {
+            "materialised": materialised, "rng": rng_same,
+            # every rank's gathered weights and its own buffers (persistent or not): the unsharded build's, exactly
+            "weights": set(full) == set(expected) and all(torch.equal(full[k], expected[k]) for k in expected),
+            "buffers": set(buffers) == set(reference_buffers) and
+            all(torch.equal(b, reference_buffers[n]) for n, b in buffers.items()),
+            "nonpersistent": sorted(n for n in buffers if n not in expected),
+            "ties": tied_groups(model) == tied_groups(reference), "groups": tied_groups(reference),
+            "gdes": family != "debertav3" or model.gdes.shared is model.generator.deberta.embeddings.word_embeddings,
+            "sharded": sharded, "losses": [float(out[t].detach()) for t in terms],
+            "reference": [float(reference_out[t].detach()) for t in terms]}
+    gathered = [None] * world
+    dist.all_gather_object(gathered, results)
+    if rank == 0:
+        merged = {case: {**by_rank, **gathered[1][case]} for case, by_rank in results.items()}
+        Path(out_dir, "results.json").write_text(json.dumps(merged))
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def rank0_cases(tmp_path_factory):
+    import torch.multiprocessing as mp
+
+    from lmpretrain.models import build_model, parse_preset
+
+    out = tmp_path_factory.mktemp("rank0_cases")
+    model = build_model(parse_preset("llama-test", dict(TINY), "test"), vocab_size=50, pad_token_id=0, seed=3,
+                        eos_token_id=3)
+    model.save_pretrained(out / "pretrained")
+    mp.start_processes(_rank0_build_worker, args=(2, free_port(), str(out)), nprocs=2, start_method="spawn")
+    return {case: {int(rank): result for rank, result in by_rank.items()}
+            for case, by_rank in json.loads((out / "results.json").read_text()).items()}
+
+
+@pytest.mark.parametrize("case", [rank0_case_name(*case) for case in RANK0_CASES])
+def test_only_rank_0_builds_the_whole_model_and_the_shards_hold_its_weights_exactly(rank0_cases, case):
+    by_rank = rank0_cases[case]
+    assert by_rank[1]["materialised"] == 0, by_rank  # rank 1 built on meta: not one byte of weights before sharding
+    assert by_rank[0]["materialised"] > 0, by_rank
+    for rank, result in by_rank.items():
+        assert result["weights"] and result["buffers"], (rank, result)  # bit for bit the seeded (or loaded) build
+        assert result["rng"] and result["sharded"], (rank, result)
+        assert result["ties"] and result["gdes"], (rank, result)  # one parameter object per tie after to_empty
+        assert result["losses"] == pytest.approx(result["reference"], rel=1e-6), (rank, result)
+    if case.startswith("llama"):
+        assert "model.model.rotary_emb.inv_freq" in by_rank[1]["nonpersistent"], by_rank
+    if case.startswith(("llama tie", "bert", "electra", "albert", "gpt")):
+        assert by_rank[0]["groups"], by_rank  # there were ties to keep

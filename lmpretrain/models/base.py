@@ -151,7 +151,11 @@ def load_pretrained(cls, spec: BuildSpec, sequence_length: int, directory: str |
     directory = directory or spec.pretrained_dir
     vocab_size = spec.vocab_size
     try:
-        model = cls.from_pretrained(directory, dtype=torch.float32)
+        if torch.empty(0).device.type == "meta":  # sharding.build_on_rank0's other ranks: the structure only, no
+            # weights read (rank 0 loads them and broadcasts them into the shards); from_pretrained refuses meta
+            model = cls._from_config(cls.config_class.from_pretrained(directory), dtype=torch.float32)
+        else:
+            model = cls.from_pretrained(directory, dtype=torch.float32)
     except LOAD_ERRORS as error:  # a missing, truncated or foreign weights file
         raise UserError(f"cannot load a {cls.__name__} from {directory}: {error}") from None
     model_vocab = model.config.vocab_size
