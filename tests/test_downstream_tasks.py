@@ -258,3 +258,93 @@ def test_zero_shot_cli_with_jglue_defaults_and_its_errors(tiny_tokenizer_dir, tm
     code, err = run_in_process(PROBE, ["--model_dir", str(model_dir), "--task", str(directory), "--output_dir",
                                        str(tmp_path / "o4"), "--prompt", "{text}"], capsys)
     check_one_clear_error(code, err, "--label_words and --prompt go with --zero_shot")
+
+
+# ---- hub names as --model_dir ---------------------------------------------------------------------------------------
+
+from tests.test_hub_names import REPO as HUB_REPO  # noqa: E402
+from tests.test_hub_names import hub_home, offline_cache  # noqa: E402,F401 - the offline HF cache fixtures
+
+
+def test_a_hub_name_as_model_dir_is_its_cached_snapshot(offline_cache, sample_corpus, tmp_path, capsys):  # noqa: F811
+    lines = sample_lines(sample_corpus)[:24]
+    task = tmp_path / "task"
+    task.mkdir()
+    for split, part in (("train", lines[:12]), ("dev", lines[12:18]), ("test", lines[18:24])):
+        write_jsonl(task / f"{split}.jsonl", [{"text": x, "label": str(i % 2)} for i, x in enumerate(part)])
+    out = tmp_path / "out"
+    code, err = run_in_process(PROBE, ["--model_dir", HUB_REPO, "--task", str(task), "--output_dir", str(out),
+                                       "--seeds", "1", "--epochs", "1", "--device", "cpu"], capsys)
+    assert code == 0, err
+    results = json.loads((out / "downstream_results.json").read_text(encoding="utf-8"))
+    assert results["model_dir"] == str(offline_cache) and results["sizes"] == {"train": 12, "dev": 6, "test": 6}
+    code, err = run_in_process(PROBE, ["--model_dir", "lmp-test/absent", "--task", str(task), "--output_dir",
+                                       str(tmp_path / "o2")], capsys)
+    check_one_clear_error(code, err, "--model_dir lmp-test/absent: not a directory, and the hub model lmp-test/absent "
+                                     "is not found locally and the hub is offline (HF_HUB_OFFLINE=1)")
+
+
+# ---- every exportable family's output ----------------------------------------------------------------------------
+
+FAMILY_BASE = {"number-of-layers": 2, "hidden-size": 32, "sequence-length": 32, "ffn-inner-hidden-size": 64,
+               "attention-heads": 2, "warmup-steps": 1, "learning-rate": 1e-3, "batch-size": {"-1": 4},
+               "train-steps": 2, "save-steps": 2, "logging-steps": 1, "eval-steps": 2, "eval-share": 0.1}
+FAMILIES = {  # model type: (preset extras, tokenizer (dic, algorithm), the classification class transformers picks)
+    "bert-x": ({}, ("ipadic", "wordpiece"), "BertForSequenceClassification"),
+    "roberta-x": ({}, ("ipadic", "wordpiece"), "RobertaForSequenceClassification"),
+    "electra-x": ({"embedding-size": 16, "generator-size": "1/2"}, ("ipadic", "wordpiece"),
+                  "ElectraForSequenceClassification"),
+    "deberta-v3-x": ({"position-buckets": 16}, ("ipadic", "wordpiece"), "DebertaV2ForSequenceClassification"),
+    "modernbert-x": ({"local-attention": 16}, ("none", "bpe"), "ModernBertForSequenceClassification"),
+    "albert-x": ({"embedding-size": 16}, ("ipadic", "wordpiece"), "AlbertForSequenceClassification"),
+    "gpt-x": ({}, ("ipadic", "wordpiece"), "GPT2ForSequenceClassification"),
+    "llama-x": ({"num-key-value-heads": 1}, ("none", "bpe"), "LlamaForSequenceClassification"),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_task(tmp_path_factory, sample_corpus):
+    lines = sample_lines(sample_corpus)[:32]
+    rows = [{"text": x[::-1], "label": "reversed"} if i % 2 else {"text": x, "label": "forward"}
+            for i, x in enumerate(lines)]
+    task = tmp_path_factory.mktemp("family-task") / "reversal"
+    task.mkdir()
+    for split, part in (("train", rows[:16]), ("dev", rows[16:24]), ("test", rows[24:32])):
+        write_jsonl(task / f"{split}.jsonl", part)
+    return task
+
+
+@pytest.mark.parametrize("model_type", sorted(FAMILIES))
+def test_the_probe_runs_on_every_familys_export(model_type, tiny_task, sample_corpus, tokenizer_factory, tmp_path):
+    """Each family trained here for 2 steps and exported; the probe fine-tunes its export (the ELECTRA run's dir is
+    the discriminator) on the CPU with the head transformers picks for it, and reports its metrics."""
+    import torch
+    import transformers
+
+    from lmpretrain.downstream import ProbeSettings, evaluate
+    from lmpretrain.trainer import train
+    from tests.test_run_pretraining import make_args
+
+    extra, (dic, algorithm), head = FAMILIES[model_type]
+    params = tmp_path / "parameter.json"
+    params.write_text(json.dumps({model_type: {**FAMILY_BASE, **extra}}))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(make_args(sample_corpus, tokenizer_factory(dic, algorithm), tmp_path / "out", params, model_type))
+        results = evaluate(tmp_path / "out", tiny_task, tmp_path / "probe",
+                           ProbeSettings(seeds=1, epochs=1, batch_size=8, max_length=32, device="cpu"))
+    finally:  # the process's thread count is every later test's (see test_downstream's regression test)
+        torch.set_num_threads(threads)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "out", num_labels=2)
+    assert type(model).__name__ == head
+    run = results["per_seed"][0]
+    assert run["steps"] == 2 and torch.isfinite(torch.tensor(run["final_train_loss"]))
+    assert results["labels"] == ["forward", "reversed"] and results["max_length"] == 32
+    for split in ("train", "dev", "test"):
+        assert 0 <= run[split]["accuracy"] <= 1 and results["mean"][split] == run[split]
+    if model_type in ("bert-x", "electra-x"):  # an encoder cannot be probed zero-shot: one clear error
+        from lmpretrain.errors import UserError
+
+        with pytest.raises(UserError, match="--zero_shot needs a causal LM"):
+            evaluate(tmp_path / "out", tiny_task, tmp_path / "zs", ProbeSettings(zero_shot=True, device="cpu"))
