@@ -21,7 +21,7 @@ jglue-jnli), holding train-v*.json and valid-v*.json with JGLUE's own fields. Wi
 is valid and test is test.
 
 --zero_shot (causal LMs): no fine-tuning; each label's verbalizer (--label_words: a JSON file or inline object
-{"label": "text", ...}; default: JGLUE's built-in words, else the label itself) is scored as a continuation of
+{"label": "text", ...}; without it, JGLUE's built-in words, else the label itself) is scored as a continuation of
 --prompt (a template with {text}, or {text_a} and {text_b}) by its summed token log-likelihood; the best label is
 the prediction, reported with the same metrics on dev and test.
 """

@@ -93,7 +93,8 @@ def pretrain(args, model_type: str, tokenizer: Path, work: Path) -> tuple[Path, 
 def probe(args, model_dir: Path, task: Path, out: Path) -> dict:
     from lmpretrain.downstream import ProbeSettings, evaluate
 
-    settings = ProbeSettings(seeds=args.seeds, epochs=args.probe_epochs, batch_size=16, max_length=128, device="cpu")
+    settings = ProbeSettings(seeds=args.seeds, epochs=args.probe_epochs, batch_size=16,
+                             max_length=args.probe_max_length, device="cpu")
     return evaluate(model_dir, task, out, settings)
 
 
@@ -104,6 +105,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000, help="the pretraining budget (checkpoints every quarter)")
     parser.add_argument("--seeds", type=int, default=3, help="probe fine-tuning seeds per point")
     parser.add_argument("--probe_epochs", type=int, default=3)
+    parser.add_argument("--probe_max_length", type=int, default=128, help="tokens per probe pair")
     parser.add_argument("--pairs", type=int, nargs=3, default=(2000, 400, 400), metavar=("TRAIN", "DEV", "TEST"))
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the box is shared)")
     parser.add_argument("--work", type=Path, default=None, help="keep the tokenizer, task and runs here")

@@ -586,8 +586,9 @@ def evaluate(model_dir: str | Path, task_dir: str | Path, output_dir: str | Path
     device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     max_length = _max_length(tokenizer, config, settings.max_length)
     encoded = None if settings.zero_shot else _encode(tokenizer, task, max_length)
-    logger.info("task %s (%s): %s examples; %d seed(s) on %s", task.name, task.kind,
-                "/".join(str(len(task.splits[s])) for s in SPLITS), settings.seeds, device)
+    logger.info("task %s (%s): %s examples; %s on %s", task.name, task.kind,
+                "/".join(str(len(task.splits[s])) for s in SPLITS),
+                "zero-shot" if settings.zero_shot else f"{settings.seeds} seed(s)", device)
     if settings.zero_shot:  # deterministic: one run, whatever --seeds says
         per_seed = [_zero_shot(model_dir, task, tokenizer, config, settings, max_length, device)]
     else:
