@@ -240,6 +240,9 @@ def test_zero_shot_cli_with_jglue_defaults_and_its_errors(tiny_tokenizer_dir, tm
     results = json.loads((tmp_path / "out" / "downstream_results.json").read_text(encoding="utf-8"))
     assert results["per_seed"][0]["label_words"] == {"contradiction": "矛盾", "entailment": "含意", "neutral": "中立"}
     assert results["per_seed"][0]["prompt"] == "{text_a}\n{text_b}\n関係:" and results["task_format"] == "jglue-jnli"
+    assert results["splits"] == {"train": "train-v1.3.json less dev", "test": "valid-v1.3.json",
+                                 "dev": "2 records (0.1) of train-v1.3.json, seed 0"}
+    assert results["sizes"] == {"train": 18, "dev": 2, "test": 6}
     assert 0 <= results["mean"]["test"]["accuracy"] <= 1
     words = tmp_path / "labels.json"
     words.write_text(json.dumps({"entailment": "はい", "neutral": "たぶん"}), encoding="utf-8")
