@@ -82,7 +82,8 @@ def pretrain(args, model_type: str, tokenizer: Path, work: Path) -> tuple[Path, 
     shutil.rmtree(step0, ignore_errors=True)
     shutil.copytree(points[0][1], step0, ignore=shutil.ignore_patterns(*WEIGHT_FILES))  # tokenizer, record
     initial.save_pretrained(step0)
-    perplexity = {0: None}
+    summary = json.loads((run_dir / "train_summary.json").read_text(encoding="utf-8"))
+    perplexity = {0: summary.get("eval/perplexity_at_start")}  # the run's own eval of its initial model
     for line in (run_dir / "train_log.jsonl").read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
         if "eval/perplexity" in row:
