@@ -4,8 +4,21 @@ A task dir holds ``train``, ``dev`` and ``test`` splits, each ``<split>.jsonl`` 
 ``<split>.tsv`` (tab-separated, a header line naming the columns), with a text field (``text``, or ``text_a`` and
 ``text_b`` for a pair) and ``label``. Labels that are strings or integers make a classification task (accuracy);
 JSON floats (in a TSV: numbers that are not all integers) make a regression task (Pearson and Spearman correlation).
+JGLUE datasets are read as the user has them locally (nothing is downloaded): a dir named ``marc_ja-v*``,
+``jnli-v*``, ``jsts-v*`` or ``jcola-v*`` (or any dir with ``task_format="jglue-<name>"``) holding JGLUE's own files,
+``train-v<version>.json`` and ``valid-v<version>.json`` (JSON lines; JCoLA's ``in_domain_train-v1.0.json(l)`` and
+``in_domain_valid-v1.0.json``), with their own fields: MARC-ja ``sentence`` (or ``text``) and ``label``
+positive/negative; JNLI ``sentence1``, ``sentence2`` and ``label`` entailment/contradiction/neutral; JSTS
+``sentence1``, ``sentence2`` and a float ``label`` 0-5 (a regression: Pearson and Spearman); JCoLA ``sentence`` and
+``label`` 0/1. JGLUE publishes train and valid (its test labels are held back; papers report on valid), so: ``test``
+is ``valid-v*.json`` and ``dev`` is a seeded share of ``train-v*.json`` (``dev_share``, default 10%, ``split_seed``
+0), taken out of train. Where a labelled ``test-v*.json`` is there too (newer releases), ``dev`` is valid and
+``test`` is test. The results record where each split came from.
+
 The model dir is any Hugging Face dir with its tokenizer (an export, a ``checkpoint-N/``); it is loaded through
-``AutoModelForSequenceClassification`` (encoders: their own head; causal LMs: the last non-pad token's state).
+``AutoModelForSequenceClassification`` (encoders: their own head; causal LMs: the last non-pad token's state). With
+``zero_shot`` a causal LM is not fine-tuned: each label's verbalizer text is scored as a continuation of the
+example's prompt (the sum of its tokens' log-likelihoods) and the best-scoring label is the prediction.
 """
 
 from __future__ import annotations
@@ -13,6 +26,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import random
+import re
 import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +40,33 @@ logger = get_logger(__name__)
 SPLITS = ("train", "dev", "test")
 TEXT_FIELDS = (("text",), ("text_a", "text_b"))
 BASE_LEARNING_RATE, BASE_HIDDEN, MAX_LEARNING_RATE = 5e-5, 768, 1e-3
+
+
+@dataclass(frozen=True)
+class JGlueFormat:
+    kind: str
+    fields: tuple[str, ...]  # the text fields, in order (a second one: a pair)
+    labels: tuple | None  # the allowed labels (None: a number)
+    label_words: dict  # the zero-shot verbalizers (label -> text) and prompt when none are given
+    prompt: str
+
+
+# the JGLUE datasets' own fields (github.com/yahoojapan/JGLUE README and preprocess/marc-ja/scripts/marc-ja.py, which
+# writes {"sentence", "label", "review_id"}; JCoLA: github.com/osekilab/JCoLA data/jcola-v1.0/*.json)
+JGLUE = {
+    "marc_ja": JGlueFormat("classification", ("sentence",), ("positive", "negative"),
+                           {"positive": "良い", "negative": "悪い"}, "{text}\nこの商品の評価は"),
+    "jnli": JGlueFormat("classification", ("sentence1", "sentence2"), ("entailment", "contradiction", "neutral"),
+                        {"entailment": "含意", "contradiction": "矛盾", "neutral": "中立"},
+                        "{text_a}\n{text_b}\n関係:"),
+    "jsts": JGlueFormat("regression", ("sentence1", "sentence2"), None, {}, ""),
+    "jcola": JGlueFormat("classification", ("sentence",), (0, 1), {"1": "正しい", "0": "誤り"},
+                         "{text}\nこの文は文法的に"),
+}
+TASK_FORMATS = ("plain",) + tuple(f"jglue-{name}" for name in JGLUE)
+# JGLUE's file names: <split>-v<version>.json (JCoLA: in_domain_<split>-v<version>.json or .jsonl)
+_JGLUE_FILE = re.compile(r"^(?:in_domain_)?(train|valid|test)-v[0-9.]+\.jsonl?$")
+_JGLUE_DIR = re.compile(r"^(marc_ja|jnli|jsts|jcola)(?:-v[0-9.]+)?$")
 
 
 @dataclass
@@ -40,6 +82,8 @@ class Task:
     kind: str  # "classification" or "regression"
     splits: dict[str, list[Example]]
     labels: list = field(default_factory=list)  # classification: the train labels, sorted; index = class id
+    task_format: str = "plain"
+    sources: dict = field(default_factory=dict)  # split -> where its records came from
 
     def target(self, example: Example):
         return float(example.label) if self.kind == "regression" else self.labels.index(example.label)
@@ -56,6 +100,11 @@ class ProbeSettings:
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     device: str | None = None  # None: cuda when present
+    zero_shot: bool = False  # causal LMs: score each label's verbalizer, no fine-tuning
+    label_words: dict | None = None  # zero-shot: label -> verbalizer text (None: the JGLUE format's, or the label)
+    prompt: str | None = None  # zero-shot: a template with {text} (or {text_a} and {text_b})
+    task_format: str | None = None  # None: plain, or JGLUE's by the dir's name
+    dev_share: float = 0.1  # JGLUE without test labels: the share of train held out as dev
 
 
 # ---- reading a task ----------------------------------------------------------------------------------------------
@@ -63,16 +112,17 @@ class ProbeSettings:
 def _split_file(task_dir: Path, split: str) -> Path:
     found = [task_dir / f"{split}.{ext}" for ext in ("jsonl", "tsv") if (task_dir / f"{split}.{ext}").is_file()]
     if not found:
-        raise UserError(f"{task_dir}: no {split}.jsonl or {split}.tsv (a task dir holds train, dev and test)")
+        raise UserError(f"{task_dir}: no {split}.jsonl or {split}.tsv (a task dir holds train, dev and test; a JGLUE "
+                        "dir is named marc_ja-v*, jnli-v*, jsts-v*, jcola-v*, or give --task_format jglue-<name>)")
     if len(found) > 1:
         raise UserError(f"{task_dir}: both {found[0].name} and {found[1].name}; keep one")
     return found[0]
 
 
-def _rows(path: Path):
-    """(line number, dict) for each record of a .jsonl or .tsv file."""
+def _rows(path: Path, jsonl: bool = False):
+    """(line number, dict) for each record of a .jsonl (or, ``jsonl``, any JSON-lines file) or .tsv file."""
     with open(path, encoding="utf-8", newline="") as f:
-        if path.suffix == ".jsonl":
+        if jsonl or path.suffix == ".jsonl":
             for number, line in enumerate(f, 1):
                 if not line.strip():
                     continue
@@ -130,22 +180,11 @@ def _kind(examples: list[Example], tsv: bool) -> str:
     return "classification"
 
 
-def read_task(task_dir: str | Path) -> Task:
-    """Read and check a task dir: every split present and non-empty, every record with a text and a label, and (for
-    classification) at least two classes in train and no dev/test label that train lacks."""
-    task_dir = Path(task_dir)
-    if not task_dir.is_dir():
-        raise UserError(f"{task_dir}: no such task dir")
-    splits, suffixes = {}, set()
-    for split in SPLITS:
-        path = _split_file(task_dir, split)
-        suffixes.add(path.suffix)
-        splits[split] = [_example(path, number, row) for number, row in _rows(path)]
-        if not splits[split]:
-            raise UserError(f"{path}: empty split (no records)")
-    kind = _kind(splits["train"], tsv=suffixes == {".tsv"})
-    task = Task(task_dir.name, kind, splits)
-    if kind == "regression":
+def _finish(task: Task, train_file: Path) -> Task:
+    """Check a read task: numbers in a regression; two or more train classes and no unseen dev/test label in a
+    classification (whose labels become strings: 1 and "1" are one class, whatever the file format)."""
+    splits = task.splits
+    if task.kind == "regression":
         for examples in splits.values():
             for example in examples:
                 try:
@@ -156,19 +195,123 @@ def read_task(task_dir: str | Path) -> Task:
                 if not math.isfinite(value):
                     raise UserError(f"{example.where}: key 'label' is not a finite number")
         return task
-    for examples in splits.values():  # 1 and "1" are one class, whatever the file format
+    for examples in splits.values():
         for example in examples:
             example.label = str(example.label)
     task.labels = sorted({example.label for example in splits["train"]})
     if len(task.labels) < 2:
-        raise UserError(f"{_split_file(task_dir, 'train')}: one class only ({task.labels[0]!r}); a classification "
-                        "task needs two or more")
+        raise UserError(f"{train_file}: one class only ({task.labels[0]!r}); a classification task needs two or more")
     known = set(task.labels)
     for split in ("dev", "test"):
         for example in splits[split]:
             if example.label not in known:
                 raise UserError(f"{example.where}: key 'label' has {example.label!r}, which no train record has")
     return task
+
+
+def task_format_of(task_dir: Path, task_format: str | None) -> str:
+    """``task_format`` when given, else a JGLUE format for a dir named like JGLUE's (``jnli-v1.1``) that has no
+    ``train.jsonl``/``train.tsv``, else "plain"."""
+    if task_format is not None:
+        if task_format not in TASK_FORMATS:
+            raise UserError(f"--task_format {task_format}: unknown (one of {', '.join(TASK_FORMATS)})")
+        return task_format
+    found = _JGLUE_DIR.match(task_dir.name)
+    if found and not any((task_dir / f"train.{ext}").is_file() for ext in ("jsonl", "tsv")):
+        return f"jglue-{found.group(1)}"
+    return "plain"
+
+
+def read_task(task_dir: str | Path, task_format: str | None = None, *, dev_share: float = 0.1,
+              split_seed: int = 0) -> Task:
+    """Read and check a task dir: every split present and non-empty, every record with a text and a label, and (for
+    classification) at least two classes in train and no dev/test label that train lacks. A JGLUE dir (by name, or
+    ``task_format="jglue-<name>"``) is read with its own files and fields (see the module's docstring)."""
+    task_dir = Path(task_dir)
+    if not task_dir.is_dir():
+        raise UserError(f"{task_dir}: no such task dir")
+    task_format = task_format_of(task_dir, task_format)
+    if task_format != "plain":
+        return _read_jglue(task_dir, task_format, dev_share, split_seed)
+    splits, suffixes, sources = {}, set(), {}
+    for split in SPLITS:
+        path = _split_file(task_dir, split)
+        suffixes.add(path.suffix)
+        sources[split] = path.name
+        splits[split] = [_example(path, number, row) for number, row in _rows(path)]
+        if not splits[split]:
+            raise UserError(f"{path}: empty split (no records)")
+    kind = _kind(splits["train"], tsv=suffixes == {".tsv"})
+    return _finish(Task(task_dir.name, kind, splits, sources=sources), _split_file(task_dir, "train"))
+
+
+def _jglue_files(task_dir: Path, name: str) -> dict[str, Path]:
+    found: dict[str, list[Path]] = {}
+    for path in sorted(task_dir.iterdir()):
+        match = _JGLUE_FILE.match(path.name)
+        if match and path.is_file():
+            found.setdefault(match.group(1), []).append(path)
+    for split, paths in found.items():
+        if len(paths) > 1:
+            raise UserError(f"{task_dir}: several JGLUE {split} files ({', '.join(p.name for p in paths)}); keep one")
+    for split in ("train", "valid"):
+        if split not in found:
+            raise UserError(f"{task_dir}: no JGLUE {split} file ({split}-v<version>.json) for --task_format "
+                            f"jglue-{name} (JGLUE ships train and valid; nothing is downloaded)")
+    return {split: paths[0] for split, paths in found.items()}
+
+
+def _jglue_example(path: Path, number: int, row: dict, name: str, spec: JGlueFormat) -> Example:
+    where = f"{path}:{number}"
+    fields = spec.fields
+    if name == "marc_ja" and "sentence" not in row and "text" in row:
+        fields = ("text",)
+    for key in fields + ("label",):
+        if key not in row or row[key] is None:
+            raise UserError(f"{where}: no '{key}' (a JGLUE {name} record has {', '.join(spec.fields)} and label)")
+    texts = tuple(row[key] for key in fields)
+    if not all(isinstance(text, str) for text in texts):
+        raise UserError(f"{where}: the text fields ({', '.join(fields)}) must be strings")
+    label = row["label"]
+    if spec.labels is None:
+        if isinstance(label, bool) or not isinstance(label, (int, float)):
+            raise UserError(f"{where}: key 'label' must be a number (a {name} similarity), not {label!r}")
+        label = float(label)
+    elif label not in spec.labels or isinstance(label, bool):
+        raise UserError(f"{where}: key 'label' has {label!r}; a JGLUE {name} label is one of "
+                        f"{', '.join(map(repr, spec.labels))}")
+    return Example(texts, label, where)
+
+
+def _read_jglue(task_dir: Path, task_format: str, dev_share: float, split_seed: int) -> Task:
+    name = task_format.removeprefix("jglue-")
+    spec = JGLUE[name]
+    files = _jglue_files(task_dir, name)
+    read = {}
+    for split, path in files.items():
+        read[split] = [_jglue_example(path, number, row, name, spec) for number, row in _rows(path, jsonl=True)]
+        if not read[split]:
+            raise UserError(f"{path}: empty split (no records)")
+    if "test" in files:  # a release with test labels: train, valid, test as they are
+        splits = {"train": read["train"], "dev": read["valid"], "test": read["test"]}
+        sources = {"train": files["train"].name, "dev": files["valid"].name, "test": files["test"].name}
+    else:  # train and valid only: dev is a seeded share of train, taken out of it; valid is the test split
+        if not 0 < dev_share < 1:
+            raise UserError(f"--dev_share {dev_share}: must be between 0 and 1")
+        train = read["train"]
+        if len(train) < 2:
+            raise UserError(f"{files['train']}: {len(train)} record; a dev split is taken out of train, which needs "
+                            "two or more")
+        order = list(range(len(train)))
+        random.Random(split_seed).shuffle(order)
+        held = set(order[:max(1, min(len(train) - 1, round(dev_share * len(train))))])
+        splits = {"train": [e for i, e in enumerate(train) if i not in held],
+                  "dev": [e for i, e in enumerate(train) if i in held], "test": read["valid"]}
+        sources = {"train": f"{files['train'].name} less dev",
+                   "dev": f"{len(held)} records ({dev_share:g}) of {files['train'].name}, seed {split_seed}",
+                   "test": files["valid"].name}
+    task = Task(task_dir.name, spec.kind, splits, task_format=task_format, sources=sources)
+    return _finish(task, files["train"])
 
 
 # ---- metrics -----------------------------------------------------------------------------------------------------
@@ -313,6 +456,96 @@ def _fine_tune(model_dir: Path, task: Task, encoded, tokenizer, settings: ProbeS
     return result
 
 
+# ---- zero-shot scoring (causal LMs) -----------------------------------------------------------------------------
+
+def zero_shot_words(task: Task, settings: ProbeSettings) -> tuple[dict[str, str], str]:
+    """(label -> verbalizer text, prompt template): the settings', else the JGLUE format's, else each label's own
+    text and the example's text(s) on lines of their own."""
+    if task.kind != "classification":
+        raise UserError(f"--zero_shot scores label words: the task {task.name} is a {task.kind}, not a "
+                        "classification")
+    spec = JGLUE.get(task.task_format.removeprefix("jglue-"))
+    words = settings.label_words or (spec.label_words if spec else {label: label for label in task.labels})
+    words = {str(label): text for label, text in words.items()}
+    missing = [label for label in task.labels if label not in words]
+    if missing:
+        raise UserError(f"--label_words: no verbalizer for label(s) {', '.join(map(repr, missing))} (give every "
+                        f"label of the task: {', '.join(map(repr, task.labels))})")
+    if any(not isinstance(text, str) or not text.strip() for text in words.values()):
+        raise UserError("--label_words: every verbalizer must be a non-empty string")
+    pair = len(task.splits["train"][0].texts) == 2
+    prompt = settings.prompt or (spec.prompt if spec else "{text_a}\n{text_b}\n" if pair else "{text}\n")
+    try:
+        prompt.format(**_prompt_fields(task.splits["train"][0].texts))
+    except (KeyError, IndexError, ValueError) as error:
+        raise UserError(f"--prompt {prompt!r}: not a template of this task's fields ({error!r}; use {{text}}, or "
+                        "{text_a} and {text_b} for a pair)") from None
+    return {label: words[label] for label in task.labels}, prompt
+
+
+def _prompt_fields(texts: tuple[str, ...]) -> dict[str, str]:
+    return {"text": texts[0], "text_a": texts[0]} | ({"text_b": texts[1]} if len(texts) > 1 else {})
+
+
+def continuation_ids(tokenizer, prompt: str, continuation: str, max_length: int) -> tuple[list[int], list[int]]:
+    """The prompt's ids (with the tokenizer's leading special tokens, without a trailing end/separator token; cut
+    from the left to fit) and the continuation's ids (no special tokens)."""
+    context = tokenizer(prompt)["input_ids"]
+    while context and context[-1] in {tokenizer.eos_token_id, tokenizer.sep_token_id} - {None}:
+        context = context[:-1]
+    if not context:  # a continuation needs a token to follow
+        context = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id]
+    target = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+    keep = max(1, max_length - len(target))
+    return context[-keep:], target[:max_length - 1]
+
+
+def continuation_log_likelihoods(model, pairs: list[tuple[list[int], list[int]]], device) -> list[float]:
+    """For each (context ids, continuation ids): the sum of the continuation tokens' log-probabilities."""
+    import torch
+
+    width = max(len(c) + len(t) for c, t in pairs)
+    ids = torch.zeros(len(pairs), width, dtype=torch.long)
+    mask = torch.zeros(len(pairs), width, dtype=torch.long)
+    for row, (context, target) in enumerate(pairs):
+        ids[row, :len(context) + len(target)] = torch.tensor(context + target)
+        mask[row, :len(context) + len(target)] = 1
+    with torch.no_grad():
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+    log_probs = torch.log_softmax(logits, dim=-1)
+    scores = []
+    for row, (context, target) in enumerate(pairs):
+        positions = torch.arange(len(context) - 1, len(context) + len(target) - 1, device=log_probs.device)
+        scores.append(log_probs[row, positions, torch.tensor(target, device=log_probs.device)].sum().item())
+    return scores
+
+
+def _zero_shot(model_dir: Path, task: Task, tokenizer, config, settings: ProbeSettings, max_length: int,
+               device) -> dict:
+    from transformers import AutoModelForCausalLM
+
+    words, prompt = zero_shot_words(task, settings)
+    architectures = getattr(config, "architectures", None) or []
+    if not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
+        raise UserError(f"{model_dir}: --zero_shot needs a causal LM (GPT-2, Llama, ...), not "
+                        f"{', '.join(architectures) or 'a model without architectures'}")
+    model = AutoModelForCausalLM.from_pretrained(model_dir).to(device).eval()
+    result = {"seed": None, "zero_shot": True, "label_words": words, "prompt": prompt}
+    labels = list(words)
+    for split in ("dev", "test"):
+        predictions, targets = [], []
+        with progress(total=len(task.splits[split]), desc=f"zero-shot {split}", unit="example") as bar:
+            for example in task.splits[split]:
+                text = prompt.format(**_prompt_fields(example.texts))
+                pairs = [continuation_ids(tokenizer, text, words[label], max_length) for label in labels]
+                scores = continuation_log_likelihoods(model, pairs, device)
+                predictions.append(max(range(len(labels)), key=scores.__getitem__))
+                targets.append(task.target(example))
+                bar.update(1)
+        result[split] = metrics(task.kind, predictions, targets)
+    return result
+
+
 def default_learning_rate(config) -> float:
     """5e-5 (BERT-base's fine-tuning rate) for a 768-wide model, scaled up for narrower ones, at most 1e-3."""
     hidden = getattr(config, "hidden_size", None) or BASE_HIDDEN
@@ -321,7 +554,7 @@ def default_learning_rate(config) -> float:
 
 def _summarise(per_seed: list[dict]) -> tuple[dict, dict]:
     mean, std = {}, {}
-    for split in SPLITS:
+    for split in (s for s in SPLITS if s in per_seed[0]):
         names = per_seed[0][split]
         values = {name: [result[split][name] for result in per_seed] for name in names}
         mean[split] = {name: statistics.fmean(v) for name, v in values.items()}
@@ -335,7 +568,7 @@ def evaluate(model_dir: str | Path, task_dir: str | Path, output_dir: str | Path
     from transformers import AutoConfig, AutoTokenizer
 
     model_dir, output_dir = Path(model_dir), Path(output_dir)
-    task = read_task(task_dir)
+    task = read_task(task_dir, settings.task_format, dev_share=settings.dev_share)
     if not (model_dir / "config.json").is_file():
         raise UserError(f"{model_dir}: no config.json (give an exported model dir or a checkpoint-N/ folder)")
     for name, value in (("--seeds", settings.seeds), ("--epochs", settings.epochs),
@@ -352,14 +585,19 @@ def evaluate(model_dir: str | Path, task_dir: str | Path, output_dir: str | Path
     config = AutoConfig.from_pretrained(model_dir)
     device = torch.device(settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     max_length = _max_length(tokenizer, config, settings.max_length)
-    encoded = _encode(tokenizer, task, max_length)
-    logger.info("task %s (%s): %s examples; %d seed(s) on %s", task.name, task.kind,
-                "/".join(str(len(task.splits[s])) for s in SPLITS), settings.seeds, device)
-    per_seed = [_fine_tune(model_dir, task, encoded, tokenizer, settings, settings.seed + k, device)
-                for k in range(settings.seeds)]
+    encoded = None if settings.zero_shot else _encode(tokenizer, task, max_length)
+    logger.info("task %s (%s): %s examples; %s on %s", task.name, task.kind,
+                "/".join(str(len(task.splits[s])) for s in SPLITS),
+                "zero-shot" if settings.zero_shot else f"{settings.seeds} seed(s)", device)
+    if settings.zero_shot:  # deterministic: one run, whatever --seeds says
+        per_seed = [_zero_shot(model_dir, task, tokenizer, config, settings, max_length, device)]
+    else:
+        per_seed = [_fine_tune(model_dir, task, encoded, tokenizer, settings, settings.seed + k, device)
+                    for k in range(settings.seeds)]
     mean, std = _summarise(per_seed)
     results = {"model_dir": str(model_dir), "task_dir": str(task_dir), "task": task.name, "kind": task.kind,
-               "labels": task.labels, "sizes": {s: len(task.splits[s]) for s in SPLITS},
+               "task_format": task.task_format, "splits": task.sources, "labels": task.labels,
+               "sizes": {s: len(task.splits[s]) for s in SPLITS},
                "chance": {s: chance(task, s) for s in SPLITS}, "max_length": max_length, "device": str(device),
                "settings": asdict(settings), "per_seed": per_seed, "mean": mean, "std": std}
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -377,5 +615,6 @@ def summary_line(results: dict) -> str:
         for name, value in results["mean"][split].items():
             parts.append(f"{split} {name} {value:.4f} ± {results['std'][split][name]:.4f}")
     chance_ = ", ".join(f"{k} {v:.4f}" for k, v in results["chance"]["test"].items())
-    return (f"{results['task']}: " + ", ".join(parts) + f" ({len(results['per_seed'])} seed(s); test chance "
+    runs = "zero-shot" if results["per_seed"][0].get("zero_shot") else f"{len(results['per_seed'])} seed(s)"
+    return (f"{results['task']}: " + ", ".join(parts) + f" ({runs}; test chance "
             f"{chance_}) -> {results['path']}")
