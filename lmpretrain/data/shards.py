@@ -123,7 +123,7 @@ class TokenShards:
     def has_checksums(self) -> bool:
         return isinstance(self.manifest.get("checksums"), dict)
 
-    def verify(self, vocab_size: int, chunk_bytes: int = 1 << 22) -> None:
+    def verify(self, vocab_size: int, chunk_bytes: int = 1 << 20) -> None:
         """Check the contents, not only the sizes: every file's CRC-32 against the one recorded at build (a cache
         without checksums, from format 1, skips this) and every id below ``vocab_size`` (the tokenizer's).
         CacheInvalid names the first problem found."""
