@@ -12,7 +12,9 @@ Reuse verifies the contents (:meth:`TokenShards.verify`): each file's CRC-32 aga
 against the tokenizer's vocabulary size, in one streamed pass (0.5-0.7 s per GB on one loaded core, BENCHMARKS.md).
 
 Writing streams: workers tokenize chunks of sentences and the parent appends their ids to the files, so memory does
-not grow with the corpus.
+not grow with the corpus. Opening a cache checks its offsets, and ``verify`` its contents, by reading the files in
+fixed blocks (:func:`read_blocks`), not through the maps: a mapped page once read stays in the process's RSS, which
+made a build's peak grow by 16 bytes per sentence (BENCHMARKS.md, dataset build scaling).
 """
 
 from __future__ import annotations
