@@ -526,3 +526,43 @@ def test_waiting_on_another_hosts_lock_says_who_holds_it_and_how_to_clear_it_per
     assert lines[1].startswith("still waiting to build")
     assert all(f"process 4242 on host otherhost, which this host cannot check: if that build is not running any more "
                f"(the job was killed), delete {lock}" in line for line in lines)
+
+
+def test_the_blockwise_offset_check_finds_each_decrease_the_whole_array_check_finds(setup, monkeypatch):
+    """The open reads the offsets in blocks (not through the maps): a repeated offset anywhere, across a block
+    boundary too, is found as a diff over the whole array finds it; the clean cache opens."""
+    _, corpus, tok, cache = setup
+    directory = build(corpus, tok, cache).directory
+    monkeypatch.setattr(shards_module, "CHECK_BLOCK_ITEMS", 4)
+    TokenShards(directory)
+    for name in ("sentence_offsets.bin", "document_offsets.bin"):
+        path = directory / name
+        clean = path.read_bytes()
+        offsets = np.frombuffer(clean, dtype=np.int64)
+        assert len(offsets) > 12
+        for at in range(1, len(offsets) - 1):  # the first and last are checked against the manifest
+            damaged = offsets.copy()
+            damaged[at] = damaged[at - 1] if at % 2 else damaged[at + 1]
+            assert np.any(np.diff(damaged) <= 0)
+            path.write_bytes(damaged.tobytes())
+            with pytest.raises(shards_module.CacheInvalid, match="not increasing"):
+                TokenShards(directory)
+        path.write_bytes(clean)
+    TokenShards(directory)
+
+
+def test_verify_in_blocks_that_do_not_divide_the_files_checks_every_byte(setup):
+    _, corpus, tok, cache = setup
+    shards = build(corpus, tok, cache)
+    for name, itemsize in (("ids.bin", 2), ("word_starts.bin", 1), ("sentence_offsets.bin", 8),
+                           ("document_offsets.bin", 8)):
+        path = shards.directory / name
+        clean = path.read_bytes()
+        items = len(clean) // itemsize
+        step = next(k for k in range(2, items) if items % k)  # a partial last block
+        TokenShards(shards.directory).verify(32000, chunk_bytes=step * itemsize)
+        opened = TokenShards(shards.directory)  # opened first: a damaged last offset would fail the open's check
+        path.write_bytes(clean[:-1] + bytes([clean[-1] ^ 1]))  # the last byte, in the partial block
+        with pytest.raises(shards_module.CacheInvalid, match=f"content of {name} differs"):
+            opened.verify(32000, chunk_bytes=step * itemsize)
+        path.write_bytes(clean)

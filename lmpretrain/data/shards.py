@@ -12,7 +12,9 @@ Reuse verifies the contents (:meth:`TokenShards.verify`): each file's CRC-32 aga
 against the tokenizer's vocabulary size, in one streamed pass (0.5-0.7 s per GB on one loaded core, BENCHMARKS.md).
 
 Writing streams: workers tokenize chunks of sentences and the parent appends their ids to the files, so memory does
-not grow with the corpus.
+not grow with the corpus. Opening a cache checks its offsets, and ``verify`` its contents, by reading the files in
+fixed blocks (:func:`read_blocks`), not through the maps: a mapped page once read stays in the process's RSS, which
+made a build's peak grow by 16 bytes per sentence (BENCHMARKS.md, dataset build scaling).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
 from pathlib import Path
 
@@ -41,6 +43,7 @@ WORD_STARTS_FILE = "word_starts.bin"
 SENTENCE_OFFSETS_FILE = "sentence_offsets.bin"
 DOCUMENT_OFFSETS_FILE = "document_offsets.bin"
 DATA_FILES = (IDS_FILE, WORD_STARTS_FILE, SENTENCE_OFFSETS_FILE, DOCUMENT_OFFSETS_FILE)
+CHECK_BLOCK_ITEMS = 1 << 18  # offsets checked per read when a cache is opened (2 MiB)
 
 
 class CacheInvalid(Exception):
@@ -49,6 +52,36 @@ class CacheInvalid(Exception):
 
 def ids_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= np.iinfo(np.uint16).max + 1 else np.dtype(np.uint32)
+
+
+def read_blocks(path: Path, dtype: np.dtype, block_items: int = 1 << 18) -> Iterator[np.ndarray]:
+    """The array stored in ``path``, in blocks of ``block_items`` read with plain reads into one reused buffer: each
+    block is valid until the next is read. Memory stays ``block_items`` items whatever the file's size, and nothing of
+    the file stays in the process's RSS (the page cache holds it, as for any read)."""
+    dtype = np.dtype(dtype)
+    buffer = np.empty(block_items, dtype)
+    view = memoryview(buffer).cast("B")
+    try:
+        handle = open(path, "rb", buffering=0)
+    except OSError as error:
+        raise CacheInvalid(f"{Path(path).name} cannot be read ({error.strerror or error})") from None
+    with handle:
+        while True:
+            filled = 0
+            while filled < len(view):
+                try:
+                    got = handle.readinto(view[filled:])
+                except OSError as error:
+                    raise CacheInvalid(f"{Path(path).name} cannot be read ({error.strerror or error})") from None
+                if not got:
+                    break
+                filled += got
+            if filled % dtype.itemsize:
+                raise CacheInvalid(f"{Path(path).name} holds a partial item at its end")
+            if filled:
+                yield buffer[:filled // dtype.itemsize]
+            if filled < len(view):
+                return
 
 
 class TokenShards:
@@ -78,17 +111,21 @@ class TokenShards:
             raise CacheInvalid("its array lengths do not match its manifest")
         if so[0] != 0 or so[-1] != m["num_tokens"] or do[0] != 0 or do[-1] != m["num_sentences"]:
             raise CacheInvalid("its offsets do not match its manifest")
-        block = 1 << 22  # checked in blocks: memory stays bounded for offsets of any length
-        for offsets in (so, do):
-            for start in range(0, len(offsets) - 1, block):
-                if np.any(np.diff(offsets[start:start + block + 1]) <= 0):
+        # read in blocks, not through the maps: a map's pages, once read, count in this process's RSS (8 bytes per
+        # sentence, plus a diff of the same size, was all the growth of a build's peak RSS with the corpus)
+        for name in (SENTENCE_OFFSETS_FILE, DOCUMENT_OFFSETS_FILE):
+            last = None
+            for block in read_blocks(self.directory / name, np.int64, CHECK_BLOCK_ITEMS):
+                if (last is not None and len(block) and block[0] <= last) or np.any(block[1:] <= block[:-1]):
                     raise CacheInvalid("its offsets are not increasing")
+                if len(block):
+                    last = int(block[-1])
 
     @property
     def has_checksums(self) -> bool:
         return isinstance(self.manifest.get("checksums"), dict)
 
-    def verify(self, vocab_size: int, chunk_bytes: int = 1 << 24) -> None:
+    def verify(self, vocab_size: int, chunk_bytes: int = 1 << 20) -> None:
         """Check the contents, not only the sizes: every file's CRC-32 against the one recorded at build (a cache
         without checksums, from format 1, skips this) and every id below ``vocab_size`` (the tokenizer's).
         CacheInvalid names the first problem found."""
@@ -98,8 +135,9 @@ class TokenShards:
         for name, array in arrays.items():
             step = max(1, chunk_bytes // array.itemsize)
             crc = 0
-            for start in range(0, len(array), step):
-                chunk = array[start:start + step]
+            # read, not through the maps, as in _check: the whole cache would otherwise stay in this process's RSS
+            for start, chunk in zip(range(0, len(array), step),
+                                    read_blocks(self.directory / name, array.dtype, step)):
                 if name == IDS_FILE and len(chunk) and int(chunk.max()) >= vocab_size:
                     at = start + int(np.flatnonzero(chunk >= vocab_size)[0])
                     sentence = int(np.searchsorted(self.sentence_offsets, at, side="right")) - 1
