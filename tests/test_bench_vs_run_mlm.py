@@ -45,7 +45,7 @@ def test_the_baseline_schedule_is_ours_and_transformers_warmup_one_step_later():
     assert ours[warmup - 1] == ours[warmup] == 1e-3 and ours[steps:] == [0.0] * 3
 
 
-@pytest.mark.slow  # 60 s alone (two dataset builds, a run_pretraining.py process, the slow BertJapaneseTokenizer)
+@pytest.mark.slow  # 24-60 s on the shared 2 cores: two dataset builds, a run_pretraining.py process, and more
 def test_the_benchmark_evaluates_both_runs_at_every_checkpoint(tiny_tokenizer_dir, sample_corpus, tmp_path):
     markdown = tmp_path / "vs.md"
     rows = main(["--tokenizer_dir", str(tiny_tokenizer_dir), "--corpus", str(sample_corpus), "--steps", "8",
