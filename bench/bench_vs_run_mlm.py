@@ -15,7 +15,8 @@ the training text of both runs, the held-out lines are the evaluation text of bo
   (concatenated per 1,000 lines and cut into ``max_seq_length`` chunks, the remainder of each 1,000 dropped),
   ``DataCollatorForLanguageModeling`` (0.15, 80/10/10) over shuffled chunks, ``BertForMaskedLM`` with the config our
   run wrote, AdamW with the same learning rate, betas, epsilon, weight decay (not on biases and LayerNorm, as the
-  Trainer) and gradient clipping, ``get_linear_schedule_with_warmup`` with the same warmup and steps.
+  Trainer) and gradient clipping, ``get_linear_schedule_with_warmup`` with the same warmup and steps (its warmup
+  one step ahead, as ours: :func:`baseline_schedule`).
 * **one evaluation** for both: the held-out lines as run_mlm.py's chunks and as our packed instances, masked once by
   ``DataCollatorForLanguageModeling(seed=...)`` (the same positions and replacements for every model), loss = mean
   cross-entropy over all labelled tokens and accuracy over the same tokens (what run_mlm.py's ``compute_metrics``
@@ -86,20 +87,39 @@ def run_mlm_chunks(tokenizer, path: Path, length: int) -> list[dict]:
     return chunks
 
 
-def our_preset(steps: int, evals: int, batch: int, length: int) -> dict:
+def baseline_schedule(optimizer, warmup_steps: int, train_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """transformers' ``get_linear_schedule_with_warmup`` with its warmup one step ahead, as ours.
+
+    transformers' factor at 0-based step s < warmup is ``s / warmup`` (update 0 at rate 0, the peak first reached at
+    update ``warmup``); ours (``lmpretrain.optim.schedule_factor``) is ``(s + 1) / warmup`` (the peak at update
+    ``warmup - 1``). Both decay as ``(train - s) / (train - warmup)`` from step ``warmup`` on. Neither is wrong (the
+    original BERT's TF warmup is transformers' ``step / warmup``: google-research/bert optimization.py
+    ``create_optimizer``, ``global_step / num_warmup_steps`` from global step 0); the baseline takes ours so that the
+    runs differ only in the data they see and in the model code."""
+    from transformers import get_linear_schedule_with_warmup
+
+    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)  # theirs, built aside: its factor alone
+    theirs = get_linear_schedule_with_warmup(probe, warmup_steps, train_steps).lr_lambdas[0]
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: theirs(step + 1) if step < warmup_steps else theirs(step))
+
+
+def our_preset(steps: int, evals: int, batch: int, length: int, warmup: int | None = None) -> dict:
     base = json.loads((REPO / "parameter.json").read_text(encoding="utf-8"))["bert-tiny"]
     preset = {k: v for k, v in base.items() if k not in ("train-steps", "save-steps", "eval-steps", "eval-share")}
     preset.update({"next-sentence-prediction": False, "train-steps": steps, "save-steps": max(1, steps // evals),
                    "save-total-limit": evals + 1, "eval-share": 0.0, "batch-size": {"-1": batch},
                    "sequence-length": length, "logging-steps": max(1, steps // 10)})
+    if warmup is not None:
+        preset["warmup-steps"] = warmup
     return preset
 
 
 def train_ours(args, train: Path, work: Path) -> dict:
     """Build the dataset (timed), then train with checkpoints; the wall time each checkpoint appeared."""
     parameter_file = work / "parameter.json"
-    parameter_file.write_text(json.dumps({PRESET: our_preset(args.steps, args.evals, args.batch, args.length)}),
-                              encoding="utf-8")
+    preset = our_preset(args.steps, args.evals, args.batch, args.length, args.warmup)
+    parameter_file.write_text(json.dumps({PRESET: preset}), encoding="utf-8")
     model_dir = work / "ours"
     command = [sys.executable, str(REPO / "run_pretraining.py"), "--input_file", str(train), "--tokenizer_dir",
                args.tokenizer_dir, "--model_dir", str(model_dir), "--parameter_file", str(parameter_file),
@@ -131,10 +151,9 @@ def train_baseline(args, tokenizer, train: Path, config_dir: Path, work: Path) -
         AutoConfig,
         BertForMaskedLM,
         DataCollatorForLanguageModeling,
-        get_linear_schedule_with_warmup,
     )
 
-    preset = our_preset(args.steps, args.evals, args.batch, args.length)
+    preset = our_preset(args.steps, args.evals, args.batch, args.length, args.warmup)
     started = time.perf_counter()
     chunks = run_mlm_chunks(tokenizer, train, args.length)
     prep_s = time.perf_counter() - started
@@ -149,7 +168,7 @@ def train_baseline(args, tokenizer, train: Path, config_dir: Path, work: Path) -
     decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
                                   lr=preset["learning-rate"], betas=(0.9, 0.999), eps=1e-6)
-    scheduler = get_linear_schedule_with_warmup(optimizer, preset["warmup-steps"], args.steps)
+    scheduler = baseline_schedule(optimizer, preset["warmup-steps"], args.steps)
     loader = torch.utils.data.DataLoader(chunks, batch_size=args.batch, shuffle=True, drop_last=True,
                                          collate_fn=collator, generator=torch.Generator().manual_seed(args.seed))
     save_every, checkpoints, step = preset["save-steps"], {}, 0
@@ -226,7 +245,8 @@ def evaluate_dir(model_dir: Path, batches: list[dict], mask_id: int) -> dict:
             "by_kind": (correct[1:] / np.maximum(counts[1:], 1)).tolist(), "tokens": int(counts[0])}
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> list[tuple]:
+    """The rows of the table: (step, run, train wall s, held-out set, evaluate_dir's result)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokenizer_dir", required=True, help="a tokenizer dir written by train_tokenizer.py")
     parser.add_argument("--corpus", default=str(DEFAULT_CORPUS))
@@ -236,6 +256,7 @@ def main(argv=None) -> None:
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--heldout_every", type=int, default=20, help="hold out every N-th document")
     parser.add_argument("--eval_sequences", type=int, default=128)
+    parser.add_argument("--warmup", type=int, help="warmup steps of both runs (default: the bert-tiny preset's)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--mask_seed", type=int, default=1234)
     parser.add_argument("--work", help="working dir (default: a temporary one, removed)")
@@ -276,6 +297,7 @@ def main(argv=None) -> None:
                     print(step, name, f"{wall:.0f} s", set_name, {k: result[k] for k in ("loss", "accuracy")},
                           flush=True)
     load_after = os.getloadavg()
+    preset = our_preset(args.steps, args.evals, args.batch, args.length, args.warmup)
     lines = ["### Held-out masked loss against a run_mlm.py-style baseline (issue 29, item 4)", "",
              "```", command, "```", "",
              f"Machine: {machine()}. Load average (1/5/15 min) {load_before[0]:.1f}/{load_before[1]:.1f}/"
@@ -283,8 +305,8 @@ def main(argv=None) -> None:
              f"cores were shared with other agents' work; read the wall times as a ratio within this run.",
              f"Corpus `{Path(args.corpus).parent.name}`: {n_train} documents trained on, {n_held} held out (every "
              f"{args.heldout_every}-th). bert-tiny shape (2 x 128, ffn 512, 2 heads), sequence {args.length}, batch "
-             f"{args.batch}, {args.steps} steps, lr {our_preset(1, 1, 1, 1)['learning-rate']:g}, warmup "
-             f"{our_preset(1, 1, 1, 1)['warmup-steps']}, linear decay, fp32 CPU on "
+             f"{args.batch}, {args.steps} steps, lr {preset['learning-rate']:g}, warmup "
+             f"{preset['warmup-steps']} (the same rates step for step), linear decay, fp32 CPU on "
              f"{args.threads} torch thread(s) each, seed {args.seed}. Prep (tokenize and "
              f"lay out the training text): ours {ours['prep_s']:.1f} s (dataset build), baseline "
              f"{baseline['prep_s']:.1f} s (AutoTokenizer + group_texts: {baseline['chunks']:,} chunks).",
@@ -297,6 +319,7 @@ def main(argv=None) -> None:
         lines.append(f"| {step} | {name} | {wall:.0f} | {set_name} | {r['tokens']:,} | {r['loss']:.3f} | "
                      f"{r['accuracy']:.4f} | {m:.4f} | {rnd:.4f} | {kept:.4f} |")
     report(lines, args.markdown)
+    return rows
 
 
 if __name__ == "__main__":
