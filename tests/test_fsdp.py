@@ -185,10 +185,10 @@ def test_continued_pretraining_sharded_on_two_processes_matches_one_process(setu
 
 
 def test_frozen_kept_rows_stay_frozen_under_full_shard_as_in_one_process(setup, single, tmp_path_factory):
-    """flozen-layers with vocabulary adaptation under --fsdp full_shard on 2 processes: fully_shard replaces the
-    embedding parameter by a DTensor one, so the row mask (train_rows_only's hook and ``frozen_rows``) is carried
-    over to it (sharding.keep_row_masks): the kept rows stay bit for bit, the new rows train (no weight decay
-    either), and the final model is the one of one unsharded process."""
+    """flozen-layers with vocabulary adaptation under --fsdp full_shard (and no_shard) on 2 processes:
+    fully_shard replaces the embedding parameter by a DTensor one, so the row mask (train_rows_only's hook and
+    ``frozen_rows``) is set again on it (sharding._keep_trained_rows): the kept rows stay bit for bit, the new rows
+    train (no weight decay either), and the final model is the one of one unsharded process."""
     from lmpretrain.prepare import vocabulary_plan
     from lmpretrain.tokenization import TokenizerSpec, train_tokenizer
 
@@ -204,20 +204,22 @@ def test_frozen_kept_rows_stay_frozen_under_full_shard_as_in_one_process(setup, 
                                                   "resize-embeddings": True, "flozen-layers": 1}}))
     frozen_setup = {**setup, "params": params, "tokenizer": other, "cache": root / "cache"}
     flags = ("--pretrained_model_name_or_path", str(single))
-    reference, sharded = root / "single", root / "sharded"
+    reference, sharded, replicated = root / "single", root / "sharded", root / "no_shard"
     one_process(frozen_setup, reference, "bert-frozen", *flags)
     two_processes(frozen_setup, sharded, "bert-frozen", "--fsdp", "full_shard", *flags)
+    two_processes(frozen_setup, replicated, "bert-frozen", "--fsdp", "no_shard", *flags)  # a (2, 1) mesh
     plan = vocabulary_plan(str(single), other)
     name = "bert.embeddings.word_embeddings.weight"
     start = plan.apply(load_file(single / "model.safetensors")[name])
     kept = ~plan.trainable_rows()
     assert kept.any() and (~kept).any()
-    for out in (reference, sharded):
+    for out in (reference, sharded, replicated):
         weights = load_file(out / "model.safetensors")[name]
         assert torch.equal(weights[kept], start[kept]), out  # frozen exactly (no weight decay either)
         assert not torch.equal(weights[~kept], start[~kept]), out  # the new rows trained
-    assert_same_losses(reference, sharded, steps=(1, 2))
-    assert_same_final_model(reference, sharded)
+    for out in (sharded, replicated):
+        assert_same_losses(reference, out, steps=(1, 2))
+        assert_same_final_model(reference, out)
 
 
 @pytest.mark.slow
