@@ -96,6 +96,7 @@ def shard_model(model: torch.nn.Module, mode: str, layout: Layout, *, mesh_dims:
     mode's mesh (tests: a 2x1 hybrid mesh on one machine). Returns ``model``, now an ``FSDPModule``."""
     from torch.distributed.fsdp import fully_shard
 
+    trained_rows = _trained_rows(model)
     mesh = device_mesh(mesh_dims or mesh_shape(mode, layout), layout.device)
     kwargs = {"mesh": mesh, "reshard_after_forward": mode != "shard_grad_op"}
     if mp_policy is not None:
@@ -103,7 +104,26 @@ def shard_model(model: torch.nn.Module, mode: str, layout: Layout, *, mesh_dims:
     for unit in shard_units(model):
         fully_shard(unit, **kwargs)
     fully_shard(model, **kwargs)
+    _keep_trained_rows(model, trained_rows)
     return model
+
+
+def _trained_rows(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The weights that train some rows only (``flozen-layers`` with vocabulary adaptation:
+    :func:`.models.vocab_adapt.train_rows_only`), by parameter name: their trained rows' mask."""
+    return {name: ~param.frozen_rows for name, param in model.named_parameters()
+            if getattr(param, "frozen_rows", None) is not None}
+
+
+def _keep_trained_rows(model: torch.nn.Module, trained_rows: dict[str, torch.Tensor]) -> None:
+    """After ``fully_shard`` (or ``to_empty``), which replace the parameters by new (DTensor) ones without
+    train_rows_only's gradient hook and ``frozen_rows``: set both again on each new parameter that lacks them (the
+    hook zeroing the frozen rows of its gradient shard)."""
+    from .models.vocab_adapt import train_rows_only
+
+    for name, param in model.named_parameters():
+        if name in trained_rows and getattr(param, "frozen_rows", None) is None:
+            train_rows_only(param, trained_rows[name])
 
 
 def build_on_rank0(build: Callable[[], torch.nn.Module], layout: Layout) -> torch.nn.Module:
@@ -145,9 +165,11 @@ def shard_from_rank0(model: torch.nn.Module, mode: str, layout: Layout, **shard_
     # rank 0's whole weights by parameter name (not the state dict: DeBERTa-v3's GDES writes E_generator + E_delta
     # there, not E_delta)
     whole = {name: param.detach() for name, param in model.named_parameters()} if layout.rank == 0 else {}
+    trained_rows = _trained_rows(model)
     model = shard_model(model, mode, layout, **shard_kwargs)
     if layout.rank != 0:
         model.to_empty(device=layout.device)
+        _keep_trained_rows(model, trained_rows)  # to_empty made new parameters again
     with torch.no_grad():
         for name, param in model.named_parameters():  # each parameter once, in the same order on every rank
             full = whole.pop(name).to(layout.device) if layout.rank == 0 else \

@@ -184,6 +184,44 @@ def test_continued_pretraining_sharded_on_two_processes_matches_one_process(setu
     assert_same_final_model(reference, sharded)
 
 
+def test_frozen_kept_rows_stay_frozen_under_full_shard_as_in_one_process(setup, single, tmp_path_factory):
+    """flozen-layers with vocabulary adaptation under --fsdp full_shard (and no_shard) on 2 processes:
+    fully_shard replaces the embedding parameter by a DTensor one, so the row mask (train_rows_only's hook and
+    ``frozen_rows``) is set again on it (sharding._keep_trained_rows): the kept rows stay bit for bit, the new rows
+    train (no weight decay either), and the final model is the one of one unsharded process."""
+    from lmpretrain.prepare import vocabulary_plan
+    from lmpretrain.tokenization import TokenizerSpec, train_tokenizer
+
+    root = tmp_path_factory.mktemp("fsdp-frozen")
+    other = root / "tokenizer"
+    train_tokenizer([str(setup["corpus"])], other, TokenizerSpec(mecab_dic_type="none", tokenizer_type="wordpiece",
+                                                                 vocab_size=1200, min_frequency=1,
+                                                                 limit_alphabet=400, num_unused_tokens=7),
+                    num_workers=1)
+    params = root / "parameter.json"
+    params.write_text(json.dumps({"bert-frozen": {**PRESET, "batch-size": {"-1": 8}, "train-steps": 2,
+                                                  "save-steps": 2, "learning-rate": 5e-3, "weight-decay": 0.1,
+                                                  "resize-embeddings": True, "flozen-layers": 1}}))
+    frozen_setup = {**setup, "params": params, "tokenizer": other, "cache": root / "cache"}
+    flags = ("--pretrained_model_name_or_path", str(single))
+    reference, sharded, replicated = root / "single", root / "sharded", root / "no_shard"
+    one_process(frozen_setup, reference, "bert-frozen", *flags)
+    two_processes(frozen_setup, sharded, "bert-frozen", "--fsdp", "full_shard", *flags)
+    two_processes(frozen_setup, replicated, "bert-frozen", "--fsdp", "no_shard", *flags)  # a (2, 1) mesh
+    plan = vocabulary_plan(str(single), other)
+    name = "bert.embeddings.word_embeddings.weight"
+    start = plan.apply(load_file(single / "model.safetensors")[name])
+    kept = ~plan.trainable_rows()
+    assert kept.any() and (~kept).any()
+    for out in (reference, sharded, replicated):
+        weights = load_file(out / "model.safetensors")[name]
+        assert torch.equal(weights[kept], start[kept]), out  # frozen exactly (no weight decay either)
+        assert not torch.equal(weights[~kept], start[~kept]), out  # the new rows trained
+    for out in (sharded, replicated):
+        assert_same_losses(reference, out, steps=(1, 2))
+        assert_same_final_model(reference, out)
+
+
 @pytest.mark.slow
 def test_compiled_sharded_run_follows_the_uncompiled_one_and_logs_mfu(setup, full_shard):
     """--compile with --fsdp: each block compiled before it is sharded; the losses are the uncompiled sharded run's

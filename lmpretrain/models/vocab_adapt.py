@@ -63,10 +63,11 @@ class VocabPlan:
                 f"({self.old_size} -> {self.new_size} tokens)")
 
     def trainable_rows(self) -> torch.Tensor:
-        """A bool mask over the new ids: True for the rows this plan made (composed and initialised)."""
-        mask = torch.ones(self.new_size, dtype=torch.bool)
+        """A bool mask over the new ids: True for the rows this plan made (composed and initialised). On the CPU
+        always, also where the model is built on the meta device (sharding.build_on_rank0's other ranks)."""
+        mask = torch.ones(self.new_size, dtype=torch.bool, device="cpu")
         if self.kept:
-            mask[torch.tensor([new for new, _ in self.kept])] = False
+            mask[torch.tensor([new for new, _ in self.kept], device="cpu")] = False
         return mask
 
     def apply(self, old: torch.Tensor) -> torch.Tensor:
@@ -172,16 +173,39 @@ def adapt_model(model, plan: VocabPlan) -> list[str]:
 def train_rows_only(weight: torch.nn.Parameter, rows: torch.Tensor) -> None:
     """Train only ``rows`` (a bool mask over the first dimension) of a frozen weight: the gradient of the other rows
     is zeroed by a hook, and ``weight.frozen_rows`` tells the optimizer to leave the parameter out of weight decay
-    (which would move the frozen rows). Adam's update of a row whose gradient is always zero is exactly zero."""
+    (which would move the frozen rows). Adam's update of a row whose gradient is always zero is exactly zero.
+
+    A sharded weight (a DTensor parameter of FSDP2's ``fully_shard``, which replaced the one this was first called
+    on: :func:`..sharding.shard_model` calls this again on it) never sees a gradient through autograd: FSDP2 writes
+    (or adds) its reduce-scattered gradient shard into ``.grad`` and then runs the parameter's post-accumulate-grad
+    hooks (``_fsdp_collectives.foreach_reduce``); that hook zeroes the frozen rows of this process's shard (the
+    slice of ``rows`` its placements hold, as ``sharding.shard_from_rank0`` copies weights). Zeroing is idempotent,
+    so a gradient accumulated over several reductions stays right."""
+    from torch.distributed.tensor import DTensor
+
     weight.requires_grad_(True)
+    rows = rows.cpu()
+    weight.frozen_rows = ~rows
+    if isinstance(weight, DTensor):
+        from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+        shape, offset = compute_local_shape_and_global_offset(weight.shape, weight.device_mesh, weight.placements)
+        rows = rows[offset[0]: offset[0] + shape[0]] if shape else rows
     mask = rows.to(weight.dtype).view(-1, *([1] * (weight.dim() - 1)))
     cache = {}
 
-    def zero_frozen(grad: torch.Tensor) -> torch.Tensor:
+    def masked(grad: torch.Tensor) -> torch.Tensor:
         key = (grad.device, grad.dtype)
         if key not in cache:
             cache[key] = mask.to(grad.device, grad.dtype)
-        return grad * cache[key]
+        return cache[key]
 
-    weight.register_hook(zero_frozen)
-    weight.frozen_rows = ~rows
+    if isinstance(weight, DTensor):
+        def zero_frozen_shard(param: torch.nn.Parameter) -> None:
+            with torch.no_grad():
+                local = param.grad.to_local()
+                local.mul_(masked(local))
+
+        weight.register_post_accumulate_grad_hook(zero_frozen_shard)
+    else:
+        weight.register_hook(lambda grad: grad * masked(grad))
