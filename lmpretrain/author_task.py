@@ -12,6 +12,8 @@ Three kinds, all reproducible from the corpus bytes and a seed:
 - ``continuation`` (the corpus alone): pairs of paragraphs (``text_a``, ``text_b``) labelled ``next`` when B is the
   line right after A in its work (both at least ``min_chars`` long), ``other`` when B is the line after a random
   place of ANOTHER work of the same split; half of each, works dealt to the splits by share as for ``same_work``.
+  A keeps its LAST ``max_chars`` characters and B its first, so the place where they meet is in the pair even when
+  the probe cuts it to a few tokens.
   In both classes A is drawn the same way (a work of the split, then a place in it) and B is "the line after a
   drawn place", so neither paragraph alone tells the label: only how A and B fit together does (a coherence task,
   like BERT's next-sentence prediction but across works). Chance is 0.5.
@@ -131,14 +133,14 @@ def _same_work_rows(works, pairs: dict[str, int], shares: tuple[float, float], r
     return rows, dealt
 
 
-def read_lines(corpus: str | Path, max_chars: int) -> list[list[str]]:
-    """Each document's lines (paragraphs) in order, all of them (short ones included), cut at ``max_chars``."""
+def read_lines(corpus: str | Path) -> list[list[str]]:
+    """Each document's lines (paragraphs) in order, all of them (short ones included), whole."""
     works, current = [], []
     with open(corpus, encoding="utf-8") as f:
         for line in f:
             line = line.strip()
             if line:
-                current.append(line[:max_chars])
+                current.append(line)
             elif current:
                 works.append(current)
                 current = []
@@ -147,7 +149,7 @@ def read_lines(corpus: str | Path, max_chars: int) -> list[list[str]]:
     return works
 
 
-def _continuation_rows(lines, min_chars: int, pairs: dict[str, int], shares: tuple[float, float],
+def _continuation_rows(lines, min_chars: int, max_chars: int, pairs: dict[str, int], shares: tuple[float, float],
                        rng: random.Random):
     # places: the i of each pair of adjacent lines (i, i + 1) of a work that are both min_chars long or longer
     places = [[i for i in range(len(work) - 1) if len(work[i]) >= min_chars and len(work[i + 1]) >= min_chars]
@@ -161,11 +163,13 @@ def _continuation_rows(lines, min_chars: int, pairs: dict[str, int], shares: tup
             w = rng.choice(ws)
             i = rng.choice(places[w])
             if k % 2 == 0:
-                made.append({"text_a": lines[w][i], "text_b": lines[w][i + 1], "label": "next"})
+                made.append({"text_a": lines[w][i][-max_chars:], "text_b": lines[w][i + 1][:max_chars],
+                             "label": "next"})
             else:
                 other = rng.choice([v for v in ws if v != w])
                 j = rng.choice(places[other])
-                made.append({"text_a": lines[w][i], "text_b": lines[other][j + 1], "label": "other"})
+                made.append({"text_a": lines[w][i][-max_chars:], "text_b": lines[other][j + 1][:max_chars],
+                             "label": "other"})
         rng.shuffle(made)
         rows[split] = made
     return rows, dealt
@@ -196,8 +200,8 @@ def build_task(corpus: str | Path, output_dir: str | Path, *, authors: str | Pat
         counts = {label: sum(row["label"] == label for row in rows["test"]) for label in labels}
         chance = max(counts.values()) / len(rows["test"])
     elif kind == "continuation":
-        rows, dealt = _continuation_rows(read_lines(corpus, max_chars), min_chars, dict(zip(SPLITS, pairs)), shares,
-                                         rng)
+        rows, dealt = _continuation_rows(read_lines(corpus), min_chars, max_chars, dict(zip(SPLITS, pairs)),
+                                         shares, rng)
         chance = 0.5
     else:
         rows, dealt = _same_work_rows(works, dict(zip(SPLITS, pairs)), shares, rng)

@@ -43,7 +43,8 @@ def main(argv=None) -> None:
                              "with --authors, else same_work")
     parser.add_argument("--seed", type=int, default=0, help="the split and sampling seed")
     parser.add_argument("--min_chars", type=int, default=20, help="shorter paragraphs are skipped")
-    parser.add_argument("--max_chars", type=int, default=400, help="longer paragraphs are cut")
+    parser.add_argument("--max_chars", type=int, default=400,
+                        help="longer paragraphs are cut (continuation: A keeps its last, B its first max_chars)")
     parser.add_argument("--per_work", type=int, default=50, help="author task: at most this many paragraphs a work")
     parser.add_argument("--pairs", type=int, nargs=3, default=(2000, 400, 400), metavar=("TRAIN", "DEV", "TEST"),
                         help="same_work / continuation task: pairs per split")

@@ -281,12 +281,13 @@ def test_continuation_task_pairs_a_paragraph_with_its_next_or_another_works(samp
     assert "continuation task: train 200" in result.stdout
     info = json.loads((tmp_path / "a" / "task.json").read_text())
     assert info["kind"] == "continuation" and info["test_chance_accuracy"] == 0.5
-    found = _split_works(tmp_path / "a", read_works(sample_corpus, 20, 400))
+    lines = read_lines(sample_corpus)
+    assert [[p[:400] for p in work if len(p) >= 20] for work in lines] == read_works(sample_corpus, 20, 400)
+    where = {p[cut]: w for w, work in enumerate(lines) for p in work for cut in (slice(-400, None), slice(400))}
+    found = _split_works(tmp_path / "a", [[p for p, w in where.items() if w == v] for v in range(len(lines))])
     assert {split: sorted(ws) for split, ws in found.items()} == info["works"]
     assert not (found["train"] & found["dev"] or found["train"] & found["test"] or found["dev"] & found["test"])
-    lines = read_lines(sample_corpus, 400)
-    adjacent = {(work[i], work[i + 1]) for work in lines for i in range(len(work) - 1)}
-    where = {p: w for w, work in enumerate(lines) for p in work}
+    adjacent = {(work[i][-400:], work[i + 1][:400]) for work in lines for i in range(len(work) - 1)}
     for split in ("train", "dev", "test"):
         rows = _rows(tmp_path / "a", split)
         assert len(rows) == info["sizes"][split] and sum(row["label"] == "next" for row in rows) == len(rows) // 2
@@ -303,6 +304,11 @@ def test_continuation_task_pairs_a_paragraph_with_its_next_or_another_works(samp
         assert (tmp_path / "a" / f"{split}.jsonl").read_bytes() == (tmp_path / "b" / f"{split}.jsonl").read_bytes()
     build_task(sample_corpus, tmp_path / "c", pairs=(200, 40, 40), kind="continuation", seed=1)
     assert (tmp_path / "c" / "train.jsonl").read_bytes() != (tmp_path / "a" / "train.jsonl").read_bytes()
+    build_task(sample_corpus, tmp_path / "d", pairs=(200, 40, 40), kind="continuation", max_chars=12)
+    cut = {(work[i][-12:], work[i + 1][:12]) for work in lines for i in range(len(work) - 1)}  # A's end, B's start
+    rows = _rows(tmp_path / "d", "train")
+    assert all((row["text_a"], row["text_b"]) in cut for row in rows if row["label"] == "next")
+    assert any(len(line) > 12 for work in lines for line in work)
     from lmpretrain.downstream import read_task
 
     assert read_task(tmp_path / "a").labels == ["next", "other"]  # a valid pair-classification task for the probe
@@ -332,11 +338,13 @@ def test_continuation_task_bad_input(sample_corpus, tmp_path, capsys):
 
 
 def test_continuation_task_from_aozora(shared_corpus, tmp_path):
-    from lmpretrain.author_task import build_task, read_works
+    from lmpretrain.author_task import build_task, read_lines
 
     corpus = shared_corpus("ja_aozora_small")
     info = build_task(corpus, tmp_path / "task", pairs=(300, 60, 60), kind="continuation")
-    found = _split_works(tmp_path / "task", read_works(corpus, 20, 400))
+    lines = read_lines(corpus)
+    where = {p[cut]: w for w, work in enumerate(lines) for p in work for cut in (slice(-400, None), slice(400))}
+    found = _split_works(tmp_path / "task", [[p for p, w in where.items() if w == v] for v in range(len(lines))])
     assert not (found["train"] & found["dev"] or found["train"] & found["test"] or found["dev"] & found["test"])
     assert info["sizes"] == {"train": 300, "dev": 60, "test": 60} and len(found["train"]) >= 10
     assert sum(row["label"] == "next" for row in _rows(tmp_path / "task", "test")) == 30
