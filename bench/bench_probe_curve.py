@@ -2,11 +2,13 @@
 of a fixed pretraining budget.
 
     nice -n 19 .venv/bin/python bench/bench_probe_curve.py --model_types bert-tiny --steps 2000 \\
-        [--corpus ../shared/corpora/ja_aozora_medium/train.txt] [--seeds 3] [--work DIR] [--markdown out.md]
+        [--corpus ../shared/corpora/ja_aozora_medium/train.txt] [--seeds 3] [--task_kind continuation] \\
+        [--work DIR [--reuse_runs]] [--markdown out.md]
 
 For each preset (bert-tiny; bert-small when asked): a MeCab + WordPiece tokenizer (vocab 16000) is trained on the
-corpus, the same-work pair task is built from it by ``lmpretrain.author_task.build_task`` (what
-scripts/make_author_task.py runs: paragraph pairs from one work or two, split by work, chance 0.5), the preset is
+corpus, the probe task is built from it by ``lmpretrain.author_task.build_task`` (what scripts/make_author_task.py
+runs; split by work, chance 0.5): by default the continuation task (B is A's next paragraph, or a paragraph from
+another work of the split), or ``--task_kind same_work`` (pairs from one work or two), the preset is
 pretrained on the corpus for ``--steps`` steps (its own batch, learning rate and warmup; checkpoints every quarter),
 and the probe (``lmpretrain.downstream.evaluate``, ``--seeds`` fine-tuning runs each) is run on the initial model
 (built exactly as the trainer builds it: the run's seed, then ``run.build_model()``; written as an HF dir) and on
@@ -14,8 +16,12 @@ and the probe (``lmpretrain.downstream.evaluate``, ``--seeds`` fine-tuning runs 
 its min..max, the dev accuracy, the run's held-out MLM perplexity at that step, and the chance level; step 0 is
 the comparison run of the same invocation.
 
+``--reuse_runs`` (with ``--work``) takes a finished run of the same preset and budget already under ``--work`` (its
+checkpoints, its step-0 model and its logged perplexities) instead of pretraining again, to probe the same checkpoints
+on another task; the table says so.
+
 Note: the task's paragraphs come from the pretraining corpus (the probe asks whether the representation learned
-from this text separates works; its labels are never seen in pretraining).
+from this text tells how paragraphs fit together; its labels are never seen in pretraining).
 """
 
 from __future__ import annotations
@@ -54,13 +60,19 @@ def pretrain(args, model_type: str, tokenizer: Path, work: Path) -> tuple[Path, 
     model, and the held-out perplexity logged at each step."""
     import torch
 
-    from lmpretrain.checkpoint import list_checkpoints
     from lmpretrain.prepare import prepare_run
     from lmpretrain.run_config import TrainArgs
     from lmpretrain.trainer import train
 
-    presets = json.loads((REPO / "parameter.json").read_text(encoding="utf-8"))
     quarter = max(1, args.steps // 4)
+    run_dir, step0 = work / model_type, work / f"{model_type}-step0"
+    summary_file = run_dir / "train_summary.json"
+    if args.reuse_runs and summary_file.is_file() and (step0 / "config.json").is_file():
+        if json.loads(summary_file.read_text(encoding="utf-8")).get("step") != args.steps:
+            raise SystemExit(f"{summary_file}: not a finished run of {args.steps} steps (leave out --reuse_runs)")
+        print(f"# pretraining {model_type}: reusing the finished run in {run_dir}", flush=True)
+        return run_dir, [(0, step0)] + checkpoints(run_dir, quarter, args.steps), perplexities(run_dir)
+    presets = json.loads((REPO / "parameter.json").read_text(encoding="utf-8"))
     preset = dict(presets[model_type], **{"train-steps": args.steps, "save-steps": quarter, "eval-steps": quarter,
                                           "logging-steps": min(50, quarter), "save-total-limit": 5})
     params = work / "parameter.json"
@@ -77,18 +89,27 @@ def pretrain(args, model_type: str, tokenizer: Path, work: Path) -> tuple[Path, 
     started = time.perf_counter()
     train(targs)
     print(f"# pretraining {model_type}: {args.steps} steps in {time.perf_counter() - started:.0f} s", flush=True)
-    points = [(step, path) for step, path in list_checkpoints(run_dir) if step in {quarter, 2 * quarter, args.steps}]
-    step0 = work / f"{model_type}-step0"
+    points = checkpoints(run_dir, quarter, args.steps)
     shutil.rmtree(step0, ignore_errors=True)
     shutil.copytree(points[0][1], step0, ignore=shutil.ignore_patterns(*WEIGHT_FILES))  # tokenizer, record
     initial.save_pretrained(step0)
+    return run_dir, [(0, step0)] + points, perplexities(run_dir)
+
+
+def checkpoints(run_dir: Path, quarter: int, steps: int) -> list[tuple[int, Path]]:
+    from lmpretrain.checkpoint import list_checkpoints
+
+    return [(step, path) for step, path in list_checkpoints(run_dir) if step in {quarter, 2 * quarter, steps}]
+
+
+def perplexities(run_dir: Path) -> dict:
     summary = json.loads((run_dir / "train_summary.json").read_text(encoding="utf-8"))
     perplexity = {0: summary.get("eval/perplexity_at_start")}  # the run's own eval of its initial model
     for line in (run_dir / "train_log.jsonl").read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
         if "eval/perplexity" in row:
             perplexity[int(row["step"])] = row["eval/perplexity"]
-    return run_dir, [(0, step0)] + points, perplexity
+    return perplexity
 
 
 def probe(args, model_dir: Path, task: Path, out: Path) -> dict:
@@ -108,6 +129,14 @@ def main() -> None:
     parser.add_argument("--probe_epochs", type=int, default=3)
     parser.add_argument("--probe_max_length", type=int, default=128, help="tokens per probe pair")
     parser.add_argument("--pairs", type=int, nargs=3, default=(2000, 400, 400), metavar=("TRAIN", "DEV", "TEST"))
+    parser.add_argument("--task_kind", default="continuation", choices=("continuation", "same_work"),
+                        help="the probe task built from the corpus (lmpretrain.author_task)")
+    parser.add_argument("--max_chars", type=int, default=None,
+                        help="characters kept of a paragraph (default: continuation 80, A's last and B's first, "
+                             "~60 tokens each at ~1.3 characters a token, so that the place where they meet is in a "
+                             "128-token pair; same_work 400)")
+    parser.add_argument("--reuse_runs", action="store_true",
+                        help="probe a finished run of the same preset and --steps already under --work")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the box is shared)")
     parser.add_argument("--work", type=Path, default=None, help="keep the tokenizer, task and runs here")
     parser.add_argument("--markdown", default=None)
@@ -130,10 +159,12 @@ def main() -> None:
         started = time.perf_counter()
         tokenizer = make_tokenizer(args.corpus, work / "tokenizer")
         print(f"# tokenizer: {time.perf_counter() - started:.0f} s", flush=True)
-        task = work / "task"
-        info = build_task(args.corpus, task, pairs=tuple(args.pairs))
+        task = work / f"task-{args.task_kind}-{args.max_chars or 'default'}"
+        max_chars = args.max_chars or (80 if args.task_kind == "continuation" else 400)
+        info = build_task(args.corpus, task, pairs=tuple(args.pairs), kind=args.task_kind, max_chars=max_chars)
         sizes = ", ".join(f"{s} {n} pairs ({len(info['works'][s])} works)" for s, n in info["sizes"].items())
-        lines += [f"Task: same-work pairs from {args.corpus.name} (seed 0): {sizes}; test chance "
+        lines += [f"Task: {args.task_kind} pairs from {args.corpus.name} (seed 0, {max_chars} characters a "
+                  f"paragraph): {sizes}; test chance "
                   f"{info['test_chance_accuracy']:.3f}", ""]
         for model_type in args.model_types:
             run_dir, points, perplexity = pretrain(args, model_type, tokenizer, work)
@@ -142,7 +173,7 @@ def main() -> None:
                       "|---:|---:|---:|---:|---:|---:|---:|"]
             for step, model_dir in points:
                 t0 = time.perf_counter()
-                results = probe(args, model_dir, task, work / "probe" / f"{model_type}-{step}")
+                results = probe(args, model_dir, task, work / f"probe-{task.name}" / f"{model_type}-{step}")
                 tests = [r["test"]["accuracy"] for r in results["per_seed"]]
                 ppl = perplexity.get(step)
                 lines.append(

@@ -1,7 +1,7 @@
 """Build a downstream task from a corpus of works (the toolkit's corpus format: one blank line after each document),
 split by work so that no work is in two splits.
 
-Two kinds, both reproducible from the corpus bytes and a seed:
+Three kinds, all reproducible from the corpus bytes and a seed:
 
 - ``author`` (given a file naming each work's author): paragraphs labelled by author; each author's works are dealt
   to dev, test and train in turn (shuffled by the seed), so every author in dev/test has other works in train.
@@ -9,6 +9,14 @@ Two kinds, both reproducible from the corpus bytes and a seed:
 - ``same_work`` (the corpus alone; the Aozora corpora in ../shared/corpora have their title/author headers removed):
   pairs of paragraphs (``text_a``, ``text_b``) labelled ``same`` when both come from one work, ``different``
   otherwise, half of each, works dealt to the splits by share. Chance is 0.5.
+- ``continuation`` (the corpus alone): pairs of paragraphs (``text_a``, ``text_b``) labelled ``next`` when B is the
+  line right after A in its work (both at least ``min_chars`` long), ``other`` when B is the line after a random
+  place of ANOTHER work of the same split; half of each, works dealt to the splits by share as for ``same_work``.
+  A keeps its LAST ``max_chars`` characters and B its first, so the place where they meet is in the pair even when
+  the probe cuts it to a few tokens.
+  In both classes A is drawn the same way (a work of the split, then a place in it) and B is "the line after a
+  drawn place", so neither paragraph alone tells the label: only how A and B fit together does (a coherence task,
+  like BERT's next-sentence prediction but across works). Chance is 0.5.
 """
 
 from __future__ import annotations
@@ -96,14 +104,19 @@ def _author_rows(works, authors: dict[int, str], per_work: int, rng: random.Rand
     return rows, dealt
 
 
-def _same_work_rows(works, pairs: dict[str, int], shares: tuple[float, float], rng: random.Random):
-    usable = [w for w, paragraphs in enumerate(works) if len(paragraphs) >= 2]
+def _deal(usable: list[int], shares: tuple[float, float], rng: random.Random, what: str) -> dict[str, list[int]]:
+    """Works dealt to dev, test and train by share (at least two in each), in an order shuffled by ``rng``."""
     if len(usable) < 6:
-        raise UserError(f"{len(usable)} documents with two or more paragraphs; the same-work task needs at least 6")
+        raise UserError(f"{len(usable)} documents {what} needs at least 6")
     rng.shuffle(usable)
     n_dev = max(2, round(shares[0] * len(usable)))
     n_test = max(2, round(shares[1] * len(usable)))
-    dealt = {"dev": usable[:n_dev], "test": usable[n_dev:n_dev + n_test], "train": usable[n_dev + n_test:]}
+    return {"dev": usable[:n_dev], "test": usable[n_dev:n_dev + n_test], "train": usable[n_dev + n_test:]}
+
+
+def _same_work_rows(works, pairs: dict[str, int], shares: tuple[float, float], rng: random.Random):
+    dealt = _deal([w for w, paragraphs in enumerate(works) if len(paragraphs) >= 2], shares, rng,
+                  "with two or more paragraphs; the same-work task")
     rows = {}
     for split, ws in dealt.items():
         made = []
@@ -120,25 +133,79 @@ def _same_work_rows(works, pairs: dict[str, int], shares: tuple[float, float], r
     return rows, dealt
 
 
+def read_lines(corpus: str | Path) -> list[list[str]]:
+    """Each document's lines (paragraphs) in order, all of them (short ones included), whole."""
+    works, current = [], []
+    with open(corpus, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                current.append(line)
+            elif current:
+                works.append(current)
+                current = []
+    if current:
+        works.append(current)
+    return works
+
+
+def _continuation_rows(lines, min_chars: int, max_chars: int, pairs: dict[str, int], shares: tuple[float, float],
+                       rng: random.Random):
+    # places: the i of each pair of adjacent lines (i, i + 1) of a work that are both min_chars long or longer
+    places = [[i for i in range(len(work) - 1) if len(work[i]) >= min_chars and len(work[i + 1]) >= min_chars]
+              for work in lines]
+    dealt = _deal([w for w, found in enumerate(places) if found], shares, rng,
+                  f"with two adjacent paragraphs of {min_chars} characters or more; the continuation task")
+    rows = {}
+    for split, ws in dealt.items():
+        made = []
+        for k in range(pairs[split]):
+            w = rng.choice(ws)
+            i = rng.choice(places[w])
+            if k % 2 == 0:
+                made.append({"text_a": lines[w][i][-max_chars:], "text_b": lines[w][i + 1][:max_chars],
+                             "label": "next"})
+            else:
+                other = rng.choice([v for v in ws if v != w])
+                j = rng.choice(places[other])
+                made.append({"text_a": lines[w][i][-max_chars:], "text_b": lines[other][j + 1][:max_chars],
+                             "label": "other"})
+        rng.shuffle(made)
+        rows[split] = made
+    return rows, dealt
+
+
+KINDS = ("same_work", "continuation", "author")
+
+
 def build_task(corpus: str | Path, output_dir: str | Path, *, authors: str | Path | None = None, seed: int = 0,
                min_chars: int = 20, max_chars: int = 400, per_work: int = 50, pairs: tuple[int, int, int] =
-               (2000, 400, 400), shares: tuple[float, float] = (0.15, 0.15)) -> dict:
+               (2000, 400, 400), shares: tuple[float, float] = (0.15, 0.15), kind: str | None = None) -> dict:
     """Write ``train.jsonl``, ``dev.jsonl``, ``test.jsonl`` and ``task.json`` (how it was built, which works are in
-    which split, the chance level) into ``output_dir``; return the ``task.json`` content."""
+    which split, the chance level) into ``output_dir``; return the ``task.json`` content. ``kind`` is one of
+    ``KINDS``; by default ``author`` when ``authors`` is given, else ``same_work``."""
     corpus, output_dir = Path(corpus), Path(output_dir)
     if not corpus.is_file():
         raise UserError(f"{corpus}: no such corpus file")
+    kind = kind or ("author" if authors is not None else "same_work")
+    if kind not in KINDS:
+        raise UserError(f"unknown task kind {kind!r} (one of: {', '.join(KINDS)})")
+    if (kind == "author") != (authors is not None):
+        raise UserError("the author task needs an authors file (--authors), and only it takes one")
     works = read_works(corpus, min_chars, max_chars)
     rng = random.Random(seed)
-    if authors is not None:
+    if kind == "author":
         rows, dealt = _author_rows(works, read_authors(authors, len(works)), per_work, rng)
         labels = sorted({row["label"] for row in rows["train"]})
         counts = {label: sum(row["label"] == label for row in rows["test"]) for label in labels}
         chance = max(counts.values()) / len(rows["test"])
-        kind = "author"
+    elif kind == "continuation":
+        rows, dealt = _continuation_rows(read_lines(corpus), min_chars, max_chars, dict(zip(SPLITS, pairs)),
+                                         shares, rng)
+        chance = 0.5
     else:
         rows, dealt = _same_work_rows(works, dict(zip(SPLITS, pairs)), shares, rng)
-        chance, kind = 0.5, "same_work"
+        chance = 0.5
     output_dir.mkdir(parents=True, exist_ok=True)
     for split in SPLITS:
         text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows[split])

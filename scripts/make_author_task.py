@@ -6,6 +6,11 @@ Examples (the corpus is read where it is; only the task is written, into --outpu
     python scripts/make_author_task.py --corpus ../shared/corpora/ja_aozora_medium/train.txt \
         --output_dir out/aozora-same-work
 
+    # paragraph pairs where B is A's next paragraph or one from another work ("next" / "other"; chance 0.5): a
+    # coherence task, the one bench/bench_probe_curve.py measures pretraining with
+    python scripts/make_author_task.py --corpus ../shared/corpora/ja_aozora_medium/train.txt --kind continuation \
+        --pairs 1000 400 400 --output_dir out/aozora-continuation
+
     # author attribution, given each work's author (authors.tsv: "work<TAB>author", work = 0-based document index)
     python scripts/make_author_task.py --corpus my_works.txt --authors authors.tsv --output_dir out/authors
 
@@ -32,18 +37,24 @@ def main(argv=None) -> None:
     parser.add_argument("--authors", default=None,
                         help="a .tsv (work<TAB>author) or .jsonl file naming each work's author: an author task "
                              "(default: without one, the same-work pair task)")
+    parser.add_argument("--kind", default=None, choices=("same_work", "continuation", "author"),
+                        help="the task: same_work (pairs from one work or two), continuation (B is A's next "
+                             "paragraph or one from another work), author (needs --authors); default: author "
+                             "with --authors, else same_work")
     parser.add_argument("--seed", type=int, default=0, help="the split and sampling seed")
     parser.add_argument("--min_chars", type=int, default=20, help="shorter paragraphs are skipped")
-    parser.add_argument("--max_chars", type=int, default=400, help="longer paragraphs are cut")
+    parser.add_argument("--max_chars", type=int, default=400,
+                        help="longer paragraphs are cut (continuation: A keeps its last, B its first max_chars)")
     parser.add_argument("--per_work", type=int, default=50, help="author task: at most this many paragraphs a work")
     parser.add_argument("--pairs", type=int, nargs=3, default=(2000, 400, 400), metavar=("TRAIN", "DEV", "TEST"),
-                        help="same-work task: pairs per split")
+                        help="same_work / continuation task: pairs per split")
     args = parser.parse_args(argv)
 
     from lmpretrain.author_task import build_task
 
     info = build_task(args.corpus, args.output_dir, authors=args.authors, seed=args.seed, min_chars=args.min_chars,
-                      max_chars=args.max_chars, per_work=args.per_work, pairs=tuple(args.pairs))
+                      max_chars=args.max_chars, per_work=args.per_work, pairs=tuple(args.pairs),
+                      kind=args.kind)
     sizes = ", ".join(f"{split} {n} ({len(info['works'][split])} works)" for split, n in info["sizes"].items())
     print(f"{info['kind']} task: {sizes}; test chance accuracy {info['test_chance_accuracy']:.3f} -> "
           f"{args.output_dir}")

@@ -266,3 +266,85 @@ def test_same_work_task_from_aozora(shared_corpus, tmp_path):
     found = _split_works(tmp_path / "task", read_works(corpus, 20, 400))
     assert not (found["train"] & found["dev"] or found["train"] & found["test"] or found["dev"] & found["test"])
     assert info["sizes"] == {"train": 300, "dev": 60, "test": 60} and len(found["train"]) >= 10
+
+
+def _rows(task_dir, split):
+    return [json.loads(line) for line in (task_dir / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def test_continuation_task_pairs_a_paragraph_with_its_next_or_another_works(sample_corpus, tmp_path):
+    from lmpretrain.author_task import build_task, read_lines, read_works
+
+    result = run_script("scripts/make_author_task.py", "--corpus", str(sample_corpus), "--output_dir",
+                        str(tmp_path / "a"), "--kind", "continuation", "--pairs", "200", "40", "40")
+    assert result.returncode == 0, result.stderr
+    assert "continuation task: train 200" in result.stdout
+    info = json.loads((tmp_path / "a" / "task.json").read_text())
+    assert info["kind"] == "continuation" and info["test_chance_accuracy"] == 0.5
+    lines = read_lines(sample_corpus)
+    assert [[p[:400] for p in work if len(p) >= 20] for work in lines] == read_works(sample_corpus, 20, 400)
+    where = {p[cut]: w for w, work in enumerate(lines) for p in work for cut in (slice(-400, None), slice(400))}
+    found = _split_works(tmp_path / "a", [[p for p, w in where.items() if w == v] for v in range(len(lines))])
+    assert {split: sorted(ws) for split, ws in found.items()} == info["works"]
+    assert not (found["train"] & found["dev"] or found["train"] & found["test"] or found["dev"] & found["test"])
+    adjacent = {(work[i][-400:], work[i + 1][:400]) for work in lines for i in range(len(work) - 1)}
+    for split in ("train", "dev", "test"):
+        rows = _rows(tmp_path / "a", split)
+        assert len(rows) == info["sizes"][split] and sum(row["label"] == "next" for row in rows) == len(rows) // 2
+        assert {row["label"] for row in rows} == {"next", "other"}
+        for row in rows:
+            assert len(row["text_a"]) >= 20 and len(row["text_b"]) >= 20
+            if row["label"] == "next":  # B is the line right after A in its work
+                assert (row["text_a"], row["text_b"]) in adjacent
+            else:  # B comes from another work of the same split
+                assert where[row["text_a"]] != where[row["text_b"]]
+                assert where[row["text_b"]] in info["works"][split]
+    build_task(sample_corpus, tmp_path / "b", pairs=(200, 40, 40), kind="continuation")
+    for split in ("train", "dev", "test"):
+        assert (tmp_path / "a" / f"{split}.jsonl").read_bytes() == (tmp_path / "b" / f"{split}.jsonl").read_bytes()
+    build_task(sample_corpus, tmp_path / "c", pairs=(200, 40, 40), kind="continuation", seed=1)
+    assert (tmp_path / "c" / "train.jsonl").read_bytes() != (tmp_path / "a" / "train.jsonl").read_bytes()
+    build_task(sample_corpus, tmp_path / "d", pairs=(200, 40, 40), kind="continuation", max_chars=12)
+    cut = {(work[i][-12:], work[i + 1][:12]) for work in lines for i in range(len(work) - 1)}  # A's end, B's start
+    rows = _rows(tmp_path / "d", "train")
+    assert all((row["text_a"], row["text_b"]) in cut for row in rows if row["label"] == "next")
+    assert any(len(line) > 12 for work in lines for line in work)
+    from lmpretrain.downstream import read_task
+
+    assert read_task(tmp_path / "a").labels == ["next", "other"]  # a valid pair-classification task for the probe
+
+
+def test_continuation_task_bad_input(sample_corpus, tmp_path, capsys):
+    few = tmp_path / "few.txt"  # five works of two long paragraphs each: one short of the six a split by work needs
+    few.write_text("".join(f"作品{w}の最初の段落はこのように二十文字より長く書かれている。\n"
+                           f"作品{w}の次の段落もまた二十文字より長く書かれているのである。\n\n" for w in range(5)),
+                   encoding="utf-8")
+    code, err = run_in_process("scripts/make_author_task.py", ["--corpus", str(few), "--output_dir",
+                                                              str(tmp_path / "t"), "--kind", "continuation"], capsys)
+    check_one_clear_error(code, err, "5 documents with two adjacent paragraphs of 20 characters or more; "
+                                     "the continuation task needs at least 6")
+    code, err = run_in_process("scripts/make_author_task.py", ["--corpus", str(sample_corpus), "--output_dir",
+                                                              str(tmp_path / "t"), "--kind", "author"], capsys)
+    check_one_clear_error(code, err, "the author task needs an authors file (--authors)")
+    code, err = run_in_process("scripts/make_author_task.py", ["--corpus", str(sample_corpus), "--output_dir",
+                                                              str(tmp_path / "t"), "--kind", "next"], capsys)
+    assert code == 2 and "invalid choice: 'next'" in err
+    from lmpretrain.author_task import build_task
+    from lmpretrain.errors import UserError
+
+    with pytest.raises(UserError, match="unknown task kind 'next'"):
+        build_task(sample_corpus, tmp_path / "t", kind="next")
+    assert not (tmp_path / "t").exists()  # nothing written on bad input
+
+
+def test_continuation_task_from_aozora(shared_corpus, tmp_path):
+    from lmpretrain.author_task import build_task, read_lines
+
+    corpus = shared_corpus("ja_aozora_small")
+    info = build_task(corpus, tmp_path / "task", pairs=(300, 60, 60), kind="continuation")
+    lines = read_lines(corpus)
+    where = {p[cut]: w for w, work in enumerate(lines) for p in work for cut in (slice(-400, None), slice(400))}
+    found = _split_works(tmp_path / "task", [[p for p, w in where.items() if w == v] for v in range(len(lines))])
+    assert not (found["train"] & found["dev"] or found["train"] & found["test"] or found["dev"] & found["test"])
+    assert info["sizes"] == {"train": 300, "dev": 60, "test": 60} and len(found["train"]) >= 10
+    assert sum(row["label"] == "next" for row in _rows(tmp_path / "task", "test")) == 30
