@@ -13,7 +13,7 @@ import sys
 from .errors import run_cli
 
 SCRIPTS = ("train_tokenizer", "create_datasets", "run_pretraining", "extract_electra_model", "evaluate_perplexity",
-           "evaluate_downstream")
+           "evaluate_downstream", "convert_checkpoint")
 """The top-level scripts, each installed as the command ``lmpretrain-<name with hyphens>``."""
 
 
@@ -48,3 +48,7 @@ def evaluate_perplexity() -> None:
 
 def evaluate_downstream() -> None:
     _run("evaluate_downstream")
+
+
+def convert_checkpoint() -> None:
+    _run("convert_checkpoint")

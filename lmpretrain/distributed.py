@@ -320,7 +320,13 @@ class PeerWatchdog:
         return self
 
     def stop(self) -> None:
+        """Stop the heartbeats and wait for the thread to leave the store: a daemon thread still inside a TCPStore
+        call when the interpreter finalizes is unwound through C++ frames, and the process aborts ("terminate
+        called without an active exception", SIGABRT) after a run that had finished. Bounded: a store that no
+        longer answers gives up after its own timeout, and the thread is a daemon."""
         self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=max(10.0, 3 * self.interval_s))
 
     def _run(self) -> None:
         import time

@@ -226,7 +226,7 @@ def test_a_corpus_smaller_than_one_batch_is_one_clear_error(tmp_path, monkeypatc
     run = SimpleNamespace(description=description, encoder=FakeEncoder(),
                           data_fingerprints=lambda: {"corpus": None, "eval": None})
     with pytest.raises(UserError, match=r"tiny\.txt yields 3 training instances, fewer than one global batch \(64\)"):
-        data_setup.build_run_data(run, SimpleNamespace(rank=0, global_batch_size=64))
+        data_setup.build_run_data(run, SimpleNamespace(rank=0, global_batch_size=64, distributed=False, num_nodes=1))
 
 
 def _segments(instance):
