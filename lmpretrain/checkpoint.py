@@ -41,7 +41,7 @@ from .fsutil import atomic_write_text, publish, replace_dir, sha256_file
 from .log import get_logger, strict_dumps
 from .models.registry import usable_positions
 from .run_state import RunState
-from .sharding import all_finite, is_sharded, load_shards, save_shards
+from .sharding import all_finite, is_sharded, load_model_shards, load_shards, save_shards
 from .tokenization import copy_tokenizer_files
 
 logger = get_logger(__name__)
@@ -272,6 +272,25 @@ def load_weights(model, path: Path) -> None:
         model.load_extra(path)  # what the parts do not hold (DeBERTa-v3's RTD head)
     except LOAD_ERRORS as error:
         raise CheckpointError(f"{path}: {type(error).__name__}: {error}") from None
+
+
+def load_checkpoint_weights(model, checkpoint_dir: str | Path) -> None:
+    """A checkpoint's weights into the whole (unsharded) ``model`` in this one process, for the tools that read a
+    checkpoint outside a run (``convert_checkpoint.py``, ``evaluate_perplexity.py``): from its ``sharded/`` folder
+    when ``--fsdp`` wrote it (any number of processes), else from its safetensors files. Both failures are one
+    :class:`UserError` naming the folder."""
+    checkpoint_dir = Path(checkpoint_dir)
+    if (checkpoint_dir / SHARDS).is_dir():
+        try:
+            load_model_shards(model, checkpoint_dir / SHARDS)
+        except (RuntimeError, ValueError, KeyError) as error:  # DCP: a missing key, a shape that differs
+            raise UserError(f"{checkpoint_dir / SHARDS}: the shards do not fit the recorded model "
+                            f"({type(error).__name__}: {str(error)[:300]})") from None
+    else:
+        try:
+            load_weights(model, checkpoint_dir)
+        except CheckpointError as error:
+            raise UserError(str(error)) from None
 
 
 def _fsync_tree(root: Path) -> None:

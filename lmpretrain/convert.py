@@ -65,27 +65,8 @@ def load_checkpoint_model(checkpoint_dir: str | Path, encoder=None) -> torch.nn.
             encoder.close()
     # the recorded preset's model, built as a resume builds it (its weights then overwritten)
     model = build_model(replace(params, pretrained_model_name_or_path=None, frozen_layers=-1), **spec)
-    load_checkpoint_weights(model, checkpoint_dir)
+    ckpt.load_checkpoint_weights(model, checkpoint_dir)
     return model.eval()
-
-
-def load_checkpoint_weights(model: torch.nn.Module, checkpoint_dir: str | Path) -> None:
-    """A checkpoint's weights into the whole (unsharded) ``model`` in this one process: from its ``sharded/``
-    folder when ``--fsdp`` wrote it (any number of processes), else from its safetensors files."""
-    from .sharding import load_model_shards
-
-    checkpoint_dir = Path(checkpoint_dir)
-    if (checkpoint_dir / ckpt.SHARDS).is_dir():
-        try:
-            load_model_shards(model, checkpoint_dir / ckpt.SHARDS)
-        except (RuntimeError, ValueError, KeyError) as error:  # DCP: a missing key, a shape that differs
-            raise UserError(f"{checkpoint_dir / ckpt.SHARDS}: the shards do not fit the recorded model "
-                            f"({type(error).__name__}: {str(error)[:300]})") from None
-    else:
-        try:
-            ckpt.load_weights(model, checkpoint_dir)
-        except ckpt.CheckpointError as error:
-            raise UserError(str(error)) from None
 
 
 def convert_checkpoint(checkpoint_dir: str | Path, output_dir: str | Path) -> Path:

@@ -112,7 +112,7 @@ def evaluate_model_dir(model_dir: str | Path, input_files: list[str], *, max_sam
     """The eval loss and perplexity of ``model_dir`` on ``input_files``: ``{"model_dir", "family", "term", "loss",
     "perplexity", "instances", "sequence_length", ...}`` plus every ``eval/*`` value the trainer's evaluation
     gives."""
-    from .convert import load_checkpoint_weights
+    from .checkpoint import load_checkpoint_weights
     from .data import build_or_load_dataset, make_instances
     from .data.corpus import resolve_corpus_files
     from .data_setup import EVAL_SEED_OFFSET, RunData, instance_options, make_collator
