@@ -23,7 +23,7 @@ from torch import nn
 from ..config import ModelParams
 from ..log import get_logger
 from .base import BuildSpec, PretrainingModel, load_pretrained, masked_lm_loss, masked_rows
-from .bert import ENCODER_SHAPE, has_head
+from .bert import ENCODER_SHAPE, PairHead
 from .flops import BatchShape, linear, stack_flops
 from .registry import Family, LossTerm, Option, Part
 
@@ -84,52 +84,15 @@ def albert_flops(model: AlbertPretraining, shape: BatchShape) -> int:
     return total + linear(shape.sequences, hidden, hidden) + linear(shape.sequences, hidden, config.num_labels)
 
 
-def sentence_order_prediction(params: ModelParams) -> bool:
-    """``sentence-order-prediction`` (None, the default: on, unless the model continued from has no SOP head)."""
-    return params.option("sentence_order_prediction") is not False
-
-
-def sentence_order_head(params: ModelParams) -> bool:
-    """``sentence-order-head`` (None, the default: on, unless the model continued from has none): whether the model
-    is an ``AlbertForPreTraining`` (a pooler and the SOP classifier, trained or not) or an ``AlbertForMaskedLM``."""
-    return params.option("sentence_order_head") is not False
-
-
-def _albert_layout(params: ModelParams) -> str:
-    return "sentence_order" if sentence_order_prediction(params) else "packed_sentences"
+SOP = PairHead("sentence-order-prediction", "sentence-order-head", "SOP", "sentence_order", "sop_classifier",
+               ("PreTraining",), "AlbertForPreTraining", "AlbertForMaskedLM")
+"""ALBERT's sentence-order prediction: an ``AlbertForPreTraining`` dir has its head, an ``AlbertForMaskedLM`` dir
+none (bert.py's :class:`PairHead`, as BERT's next-sentence prediction)."""
+sentence_order_prediction, sentence_order_head = SOP.trained, SOP.kept
 
 
 def _albert_parts(params: ModelParams) -> tuple[Part, ...]:
-    return ALBERT.parts if sentence_order_head(params) else MASKED_LM_PARTS
-
-
-def _albert_problems(model_type: str, values: dict) -> list[str]:
-    if values.get("sentence_order_prediction") and values.get("sentence_order_head") is False:
-        return [f"{model_type}.sentence-order-head: false leaves no head for sentence-order-prediction: true; "
-                "leave one of them out"]
-    return []
-
-
-def _albert_loaded_options(params: ModelParams, pretrained: str, hf_config) -> dict:
-    """Continuing from a model without an SOP head (``AlbertForMaskedLM``) follows its objective: MLM-only on packed
-    sentences, trained and exported as an ``AlbertForMaskedLM``, unless the preset asks for more
-    (``sentence-order-prediction: true`` or ``sentence-order-head: true``: a new head is added). As bert.py's
-    ``_bert_loaded_options``."""
-    if has_head(pretrained, hf_config, "sop_classifier", ("PreTraining",)):
-        return {}
-    found = ", ".join(hf_config.architectures or ["no architectures recorded"])
-    asked = [key for key, field in (("sentence-order-prediction", "sentence_order_prediction"),
-                                    ("sentence-order-head", "sentence_order_head")) if params.option(field)]
-    if asked:
-        trained = "trained from scratch" if sentence_order_prediction(params) else "left untrained"
-        logger.info("the model at %s has no sentence-order-prediction head (%s): %s: true in the preset adds a new "
-                    "one (a pooler and the SOP classifier, randomly initialised, %s); the export is an "
-                    "AlbertForPreTraining", pretrained, found, " and ".join(asked), trained)
-        return {}
-    logger.info("the model at %s has no sentence-order-prediction head (%s): training MLM-only on packed sentences "
-                "and exporting an AlbertForMaskedLM, as it started (sentence-order-prediction: true in the preset "
-                "adds and trains a new head)", pretrained, found)
-    return {"sentence_order_prediction": False, "sentence_order_head": False}
+    return ALBERT.parts if SOP.kept(params) else MASKED_LM_PARTS
 
 
 def _embeddings(model: transformers.AlbertForPreTraining) -> nn.Module:
@@ -184,7 +147,7 @@ ALBERT = Family(
     },
     # no dropout, as ALBERT v2 and UER-py's albert configs
     defaults={"dropout": 0.0, "attention_dropout": 0.0},
-    layout_of=_albert_layout, parts_of=_albert_parts, loaded_options=_albert_loaded_options, check=_albert_problems,
+    layout_of=SOP.layout_of, parts_of=_albert_parts, loaded_options=SOP.loaded_options, check=SOP.problems,
     check_pretrained=_frozen_layers_problems, forward_flops=albert_flops, embeddings=_embeddings, layers=_layers)
 
 MASKED_LM_PARTS = (Part("model", "AlbertForMaskedLM", role="masked_lm"),)

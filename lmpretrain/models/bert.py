@@ -3,6 +3,7 @@ RoBERTa (masked LM on full sentences)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -99,37 +100,60 @@ def encoder_mlm_flops(model, shape: BatchShape) -> int:
     return stack_flops(config, shape) + mlm_head_flops(config, shape.masked)
 
 
-def next_sentence_prediction(params: ModelParams) -> bool:
-    """``next-sentence-prediction`` (None, the default: on, unless the model continued from has no NSP head)."""
-    return params.option("next_sentence_prediction") is not False
+@dataclass(frozen=True)
+class PairHead:
+    """A sentence-pair objective trained beside the masked LM (BERT's next-sentence prediction, ALBERT's sentence
+    order) through a head that a model may lack: two preset keys, ``<name>`` (train the objective, on the pair
+    layout; false: MLM-only on packed sentences, the head kept untrained) and ``<head_key>`` (false: no head at all,
+    the family's masked-LM class), both None by default: on, unless the model continued from has no such head."""
+
+    name: str  # the objective's preset key, e.g. "next-sentence-prediction"
+    head_key: str  # e.g. "next-sentence-head"
+    short: str  # e.g. "NSP", in log lines
+    layout: str  # the pair layout the objective trains on
+    weight: str  # a substring of the head's weight names in model.safetensors
+    architectures: tuple[str, ...]  # substrings of config.architectures entries of models with the head
+    pretraining_class: str
+    masked_lm_class: str
+
+    def trained(self, params: ModelParams) -> bool:
+        return params.option(self.name.replace("-", "_")) is not False
+
+    def kept(self, params: ModelParams) -> bool:
+        """Whether the model is the pretraining class (a pooler and the head, trained or not) or the masked-LM one."""
+        return params.option(self.head_key.replace("-", "_")) is not False
+
+    def layout_of(self, params: ModelParams) -> str:
+        return self.layout if self.trained(params) else "packed_sentences"
+
+    def problems(self, model_type: str, values: dict) -> list[str]:
+        if values.get(self.name.replace("-", "_")) and values.get(self.head_key.replace("-", "_")) is False:
+            return [f"{model_type}.{self.head_key}: false leaves no head for {self.name}: true; "
+                    "leave one of them out"]
+        return []
+
+    def loaded_options(self, params: ModelParams, pretrained: str, hf_config) -> dict:
+        """Continuing from a model without the head (e.g. ``BertForMaskedLM``, the continued-MLM recipes' start)
+        follows its objective: MLM-only on packed sentences, trained and exported as the masked-LM class, unless the
+        preset asks for more (either key true: a new head is added)."""
+        if has_head(pretrained, hf_config, self.weight, self.architectures):
+            return {}
+        found = ", ".join(hf_config.architectures or ["no architectures recorded"])
+        asked = [key for key in (self.name, self.head_key) if params.option(key.replace("-", "_"))]
+        if asked:
+            trained = "trained from scratch" if self.trained(params) else "left untrained"
+            logger.info("the model at %s has no %s head (%s): %s: true in the preset adds a new one (a pooler and the "
+                        "%s classifier, randomly initialised, %s); the export is %s", pretrained, self.name, found,
+                        " and ".join(asked), self.short, trained, _article(self.pretraining_class))
+            return {}
+        logger.info("the model at %s has no %s head (%s): training MLM-only on packed sentences and exporting %s, as "
+                    "it started (%s: true in the preset adds and trains a new head)", pretrained, self.name, found,
+                    _article(self.masked_lm_class), self.name)
+        return {self.name.replace("-", "_"): False, self.head_key.replace("-", "_"): False}
 
 
-def next_sentence_head(params: ModelParams) -> bool:
-    """``next-sentence-head`` (None, the default: on, unless the model continued from has none): whether the model
-    is a ``BertForPreTraining`` (an NSP head and a pooler, trained or not) or a ``BertForMaskedLM``."""
-    return params.option("next_sentence_head") is not False
-
-
-def _bert_layout(params: ModelParams) -> str:
-    return "sentence_pairs" if next_sentence_prediction(params) else "packed_sentences"
-
-
-def _bert_parts(params: ModelParams) -> tuple[Part, ...]:
-    return BERT.parts if next_sentence_head(params) else MASKED_LM_PARTS
-
-
-def _bert_problems(model_type: str, values: dict) -> list[str]:
-    if values.get("next_sentence_prediction") and values.get("next_sentence_head") is False:
-        return [f"{model_type}.next-sentence-head: false leaves no head for next-sentence-prediction: true; "
-                "leave one of them out"]
-    return []
-
-
-def _has_nsp_head(pretrained: str, hf_config) -> bool:
-    """Whether a BERT model dir holds a next-sentence-prediction head (``BertForPreTraining`` /
-    ``BertForNextSentencePrediction``; a ``BertForMaskedLM`` dir has none): its weights' names, else its config's
-    ``architectures``."""
-    return has_head(pretrained, hf_config, "seq_relationship", ("PreTraining", "NextSentence"))
+def _article(name: str) -> str:
+    return f"{'an' if name[0] in 'AEIOU' else 'a'} {name}"
 
 
 def has_head(pretrained: str, hf_config, weight: str, architectures: tuple[str, ...]) -> bool:
@@ -147,25 +171,15 @@ def has_head(pretrained: str, hf_config, weight: str, architectures: tuple[str, 
     return any(part in a for a in (hf_config.architectures or []) for part in architectures)
 
 
-def _bert_loaded_options(params: ModelParams, pretrained: str, hf_config) -> dict:
-    """Continuing from a model without an NSP head (``BertForMaskedLM``, the continued-MLM recipes' start) follows
-    its objective: MLM-only on packed sentences, trained and exported as a ``BertForMaskedLM``, unless the preset
-    asks for more (``next-sentence-prediction: true`` or ``next-sentence-head: true``: a new head is added)."""
-    if _has_nsp_head(pretrained, hf_config):
-        return {}
-    found = ", ".join(hf_config.architectures or ["no architectures recorded"])
-    asked = [key for key, field in (("next-sentence-prediction", "next_sentence_prediction"),
-                                    ("next-sentence-head", "next_sentence_head")) if params.option(field)]
-    if asked:
-        trained = "trained from scratch" if next_sentence_prediction(params) else "left untrained"
-        logger.info("the model at %s has no next-sentence-prediction head (%s): %s: true in the preset adds a new "
-                    "one (a pooler and the NSP classifier, randomly initialised, %s); the export is a "
-                    "BertForPreTraining", pretrained, found, " and ".join(asked), trained)
-        return {}
-    logger.info("the model at %s has no next-sentence-prediction head (%s): training MLM-only on packed sentences "
-                "and exporting a BertForMaskedLM, as it started (next-sentence-prediction: true in the preset adds "
-                "and trains a new head)", pretrained, found)
-    return {"next_sentence_prediction": False, "next_sentence_head": False}
+NSP = PairHead("next-sentence-prediction", "next-sentence-head", "NSP", "sentence_pairs", "seq_relationship",
+               ("PreTraining", "NextSentence"), "BertForPreTraining", "BertForMaskedLM")
+"""BERT's next-sentence prediction: a ``BertForPreTraining`` / ``BertForNextSentencePrediction`` dir has its head, a
+``BertForMaskedLM`` dir none."""
+next_sentence_prediction, next_sentence_head = NSP.trained, NSP.kept
+
+
+def _bert_parts(params: ModelParams) -> tuple[Part, ...]:
+    return BERT.parts if NSP.kept(params) else MASKED_LM_PARTS
 
 
 BERT = Family(
@@ -179,7 +193,7 @@ BERT = Family(
     # continued from has no NSP head
     options={"next-sentence-prediction": Option("next_sentence_prediction", "bool", None),
              "next-sentence-head": Option("next_sentence_head", "bool", None, shape=True)},
-    layout_of=_bert_layout, parts_of=_bert_parts, loaded_options=_bert_loaded_options, check=_bert_problems,
+    layout_of=NSP.layout_of, parts_of=_bert_parts, loaded_options=NSP.loaded_options, check=NSP.problems,
     forward_flops=bert_flops,
     embeddings=attr_path("bert.embeddings"), layers=attr_path("bert.encoder.layer"))
 
