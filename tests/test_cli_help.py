@@ -22,32 +22,11 @@ def entry_of(parser: argparse.ArgumentParser, action: argparse.Action) -> str:
     return " ".join(formatter.format_help().split())
 
 
-def parser_of(script: str) -> argparse.ArgumentParser:
-    """The script's own parser, caught as its main() builds it (argparse's parse_args is intercepted)."""
-    if script == "run_pretraining.py":
-        from lmpretrain.run_config import build_parser
-
-        return build_parser()
-    spec = importlib.util.spec_from_file_location(script[:-3], ROOT / script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    caught = []
-
-    class Caught(Exception):
-        pass
-
-    def catch(self, *args, **kwargs):
-        caught.append(self)
-        raise Caught
-
-    original = argparse.ArgumentParser.parse_args
-    argparse.ArgumentParser.parse_args = catch
-    try:
-        with pytest.raises(Caught):
-            module.main([])
-    finally:
-        argparse.ArgumentParser.parse_args = original
-    return caught[0]
+# scripts/flag_tables.py renders the docs' flag tables from the same parsers: one way to catch a script's parser
+_spec = importlib.util.spec_from_file_location("flag_tables", ROOT / "scripts" / "flag_tables.py")
+flag_tables = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(flag_tables)
+parser_of = flag_tables.parser_of  # the script's own parser, caught as its main([]) builds it
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

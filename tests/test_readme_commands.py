@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import io
 import json
 import os
@@ -19,16 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli_help import parser_of
+from tests.test_cli_help import flag_tables, parser_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ("run_pretraining.py", "train_tokenizer.py", "extract_electra_model.py", "evaluate_downstream.py",
            "evaluate_perplexity.py", "convert_checkpoint.py")
 CHECKED = (*SCRIPTS, "create_datasets.py")
 DOCUMENTS = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
-_spec = importlib.util.spec_from_file_location("flag_tables", ROOT / "scripts" / "flag_tables.py")
-flag_tables = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(flag_tables)
 PRESETS = json.loads((ROOT / "parameter.json").read_text(encoding="utf-8"))
 
 
