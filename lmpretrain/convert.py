@@ -69,9 +69,10 @@ def load_checkpoint_model(checkpoint_dir: str | Path, encoder=None) -> torch.nn.
     return model.eval()
 
 
-def convert_checkpoint(checkpoint_dir: str | Path, output_dir: str | Path) -> Path:
+def convert_checkpoint(checkpoint_dir: str | Path, output_dir: str | Path, *, verified: bool = False) -> Path:
     """Write ``checkpoint_dir``'s model as a plain HF model dir at ``output_dir`` (new, or an empty dir), verified;
-    returns ``output_dir``. The checkpoint's manifest is checked first (every file's size and sha256)."""
+    returns ``output_dir``. The checkpoint's manifest is checked first (every file's size and sha256), unless the
+    caller has just checked it (``verified``)."""
     from .export import verify_export
     from .tokenization import META_FILE, FastEncoder
 
@@ -82,7 +83,8 @@ def convert_checkpoint(checkpoint_dir: str | Path, output_dir: str | Path) -> Pa
         raise UserError(f"--checkpoint_dir {checkpoint_dir} has no {ckpt.MANIFEST}: not a checkpoint-<step>/ folder, "
                         f"or one whose write was interrupted")
     try:
-        ckpt.verify_checkpoint(checkpoint_dir)
+        if not verified:
+            ckpt.verify_checkpoint(checkpoint_dir)
     except ckpt.CheckpointError as error:
         raise UserError(str(error)) from None
     if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
@@ -127,5 +129,6 @@ def extract_parts(input_dir: str | Path, output_dir: str | Path, names: list[str
     _check_output_dir(output_dir, [p.extract_as for p in family.extractable if p.extract_as in names])
     parent = output_dir.resolve().parent
     with tempfile.TemporaryDirectory(prefix=".lmp-unsharded-", dir=parent if parent.is_dir() else None) as scratch:
-        plain = convert_checkpoint(input_dir, Path(scratch) / input_dir.name)
+        # the manifest was checked above: its shards are not hashed a second time
+        plain = convert_checkpoint(input_dir, Path(scratch) / input_dir.name, verified=True)
         return extract_plain(plain, output_dir, names, params, complete=True)
